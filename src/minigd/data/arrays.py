@@ -1,0 +1,148 @@
+"""Checks and layout conversion for the arrays that enter minigd.
+
+The note writes X as (features, samples); most libraries write (samples, features). Both are
+accepted (``sample_axis`` says which) and converted *once*, here, to samples-as-rows,
+C-contiguous, so that a mini-batch is a gather of whole rows. Nothing downstream ever
+transposes per step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from minigd._validation import check_choice, message
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def as_rows(X: Any, *, sample_axis: int = 0, dtype: Any = None, name: str = "X") -> np.ndarray:
+    """Returns X with samples along axis 0, C-contiguous, floating point and finite.
+
+    Copies only when it must: an X that already has samples as rows, is C-contiguous and has the
+    wanted dtype is returned as is (the caller then shares memory with the user's array).
+
+    Args:
+        X: array-like of shape (m, ...) for ``sample_axis=0`` or (n, m) for ``sample_axis=1``.
+        sample_axis: the axis that indexes samples, 0 or 1.
+        dtype: the floating dtype wanted; None keeps float32/float64 and turns anything else
+            numeric (ints, bools, float16) into float32.
+        name: the argument's name for error messages.
+
+    Returns:
+        An array of shape (m, ...) whose rows are samples.
+    """
+    check_choice(
+        "sample_axis",
+        sample_axis,
+        (0, 1),
+        "Use 0 for (samples, features), 1 for (features, samples) as in X = (784, 60000).",
+    )
+    arr = np.asarray(X) if not isinstance(X, np.ndarray) else X
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
+    ):
+        raise TypeError(
+            message(
+                f"{name}",
+                "a numeric array",
+                arr,
+                "Convert text or object columns to numbers first (load_arrays maps class "
+                "labels for you).",
+            )
+        )
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise TypeError(message(name, "a real-valued array", arr, "Drop the imaginary part."))
+    if arr.ndim == 0:
+        raise ValueError(
+            message(
+                f"{name}",
+                "an array with a sample axis",
+                arr,
+                "Pass at least a 1-D array of samples.",
+            )
+        )
+    if arr.ndim == 1:
+        arr = arr.reshape(-1, 1) if sample_axis == 0 else arr.reshape(1, -1)
+    if sample_axis >= arr.ndim:
+        raise ValueError(message("sample_axis", f"< {name}.ndim ({arr.ndim})", sample_axis))
+    m = arr.shape[sample_axis]
+    if m == 0 or arr.size == 0:
+        raise ValueError(
+            message(
+                f"{name}",
+                "non-empty",
+                arr,
+                f"{name} has no samples (or no features); check how it was loaded.",
+            )
+        )
+    target = np.dtype(dtype) if dtype is not None else None
+    if target is None:
+        target = arr.dtype if arr.dtype in FLOAT_DTYPES else np.dtype(np.float32)
+    if target not in FLOAT_DTYPES:
+        raise ValueError(message("dtype", "float32 or float64", str(target)))
+    if sample_axis != 0:
+        arr = np.moveaxis(arr, sample_axis, 0)
+    rows = np.ascontiguousarray(arr, dtype=target)
+    check_finite(rows, name)
+    return rows
+
+
+def check_finite(rows: np.ndarray, name: str = "X") -> None:
+    """Raises ValueError naming the first sample that holds a NaN or an infinity."""
+    if rows.dtype.kind != "f":
+        return
+    flat = rows.reshape(rows.shape[0], -1)
+    # np.isfinite over the whole array once is cheap next to training on it; checking
+    # chunk by chunk bounds the temporary boolean array for very large inputs.
+    chunk = max(1, (1 << 22) // max(1, flat.shape[1]))
+    for start in range(0, flat.shape[0], chunk):
+        bad = ~np.isfinite(flat[start : start + chunk]).all(axis=1)
+        if bad.any():
+            index = start + int(np.argmax(bad))
+            raise ValueError(
+                f"{name} must hold only finite numbers; sample {index} (counting from 0 along the "
+                f"sample axis) has NaN or inf. Impute or drop such samples before training."
+            )
+
+
+def targets_as_rows(y: Any, m: int, *, sample_axis: int = 0, name: str = "y") -> np.ndarray:
+    """Returns y with samples along axis 0: shape (m,) or (m, k).
+
+    With ``sample_axis=1`` a 2-D y is read as (k, m), as in the note's Y = (1, m).
+    Integer labels keep their dtype; floats are checked to be finite.
+    """
+    arr = np.asarray(y)
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
+    ):
+        raise TypeError(
+            message(
+                name,
+                "a numeric array",
+                arr,
+                "Map class names to integers first (load_arrays does this).",
+            )
+        )
+    if arr.ndim == 0 or arr.ndim > 2:
+        raise ValueError(
+            message(
+                f"{name}", "of shape (m,) or (m, k)", arr, "Flatten class labels to one dimension."
+            )
+        )
+    if arr.ndim == 2 and sample_axis == 1:
+        arr = arr.T
+    if arr.shape[0] != m:
+        hint = ""
+        if arr.ndim == 2 and arr.shape[1] == m:
+            hint = " It looks transposed: pass sample_axis=1, or y.T."
+        raise ValueError(
+            f"X and {name} must have the same number of samples; X has {m} and {name} has "
+            f"{arr.shape[0]} (shape {np.shape(y)})."
+            + (hint or " Check that they come from the same split.")
+        )
+    arr = np.ascontiguousarray(arr)
+    if arr.dtype.kind == "f":
+        check_finite(arr.reshape(m, -1), name)
+    return arr

@@ -1,0 +1,235 @@
+"""Loading X and y from files: .npy, .npz, .csv and .parquet.
+
+Class labels of any type (strings, ints, bools) are mapped to 0..K-1 and the class list is kept, so
+a prediction can be turned back into a label. Float targets stay floats (regression). ``np.load`` is
+always called with ``allow_pickle=False``: a data file can never execute code.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from minigd._validation import check_choice, is_int, message
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Features and targets of one split, samples as rows.
+
+    Attributes:
+        X: (m, n) float array.
+        y: (m,) int labels in 0..K-1 for classification, (m,) or (m, k) floats for regression,
+            or None.
+        classes: the original label of each class index, or None for regression.
+        name: where it came from, for messages and reports.
+    """
+
+    X: np.ndarray
+    y: np.ndarray | None
+    classes: np.ndarray | None = None
+    name: str = ""
+    feature_names: tuple[str, ...] | None = field(default=None, repr=False)
+
+    @property
+    def task(self) -> str:
+        return "classification" if self.classes is not None else "regression"
+
+    @property
+    def n_classes(self) -> int | None:
+        return None if self.classes is None else len(self.classes)
+
+    def __repr__(self) -> str:
+        y = "None" if self.y is None else f"{self.y.shape}"
+        k = "" if self.classes is None else f", classes={len(self.classes)}"
+        return f"Dataset({self.name!r}, X={self.X.shape} {self.X.dtype}, y={y}{k})"
+
+
+def encode_labels(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Maps labels of any type to 0..K-1; returns (codes as intp, sorted class list)."""
+    classes, codes = np.unique(np.asarray(y).ravel(), return_inverse=True)
+    return codes.astype(np.intp), classes
+
+
+def prepare_targets(y: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Decides classification or regression and encodes labels.
+
+    ``task="auto"`` treats text, bool and integer targets as class labels and floats as regression.
+    """
+    check_choice("task", task, ("auto", "classification", "regression"))
+    y = np.asarray(y)
+    if task == "auto":
+        task = "regression" if y.dtype.kind in "fc" else "classification"
+    if task == "classification":
+        if y.ndim > 1 and y.shape[1] != 1:
+            raise ValueError(
+                message("class labels", "one column", y, "Pass class indices, not one-hot rows.")
+            )
+        return encode_labels(y)
+    try:
+        return y.astype(np.float64), None
+    except ValueError as exc:
+        raise ValueError(
+            f"regression targets must be numbers; {exc}. Use task='classification' "
+            "for class labels."
+        ) from exc
+
+
+def load_arrays(
+    path: str | os.PathLike,
+    *,
+    y_path: str | os.PathLike | None = None,
+    target: int | str | None = None,
+    header: bool | None = None,
+    task: str = "auto",
+) -> Dataset:
+    """Loads features and targets from a file.
+
+    Args:
+        path: ``.npy`` (X; y from ``y_path``), ``.npz`` (arrays ``X`` and ``y``), ``.csv`` or
+            ``.parquet`` (one row per sample; the target is one column).
+        y_path: for ``.npy``, the file that holds y (optional: X alone is allowed).
+        target: the target column of a table, by name or index (negative counts from the end);
+            default the last column.
+        header: for CSV, whether the first row holds column names; None detects it (a first row
+            with any non-numeric field is a header).
+        task: ``"auto"``, ``"classification"`` or ``"regression"``.
+
+    Returns:
+        A Dataset with samples as rows. X keeps the file's layout; pass ``sample_axis=1`` to
+        MiniBatches or fit if the file holds the note's (features, samples) layout.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no such data file: {path}. Check the path, or use a dataset name "
+            "such as 'digits' or 'mnist-5k'."
+        )
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        X = _np_load(path)
+        y = None if y_path is None else _np_load(Path(y_path))
+        return _dataset(X, y, task, path.name)
+    if suffix == ".npz":
+        with _np_load(path) as archive:
+            if "X" not in archive.files:
+                raise KeyError(
+                    f"{path} must hold an array named 'X' (and optionally 'y'); it "
+                    f"holds {archive.files}. Save with np.savez(path, X=X, y=y)."
+                )
+            X = archive["X"]
+            y = archive["y"] if "y" in archive.files else None
+        return _dataset(X, y, task, path.name)
+    if suffix == ".csv":
+        names, columns = _read_csv(path, header)
+    elif suffix == ".parquet":
+        names, columns = _read_parquet(path)
+    else:
+        raise ValueError(message("the data file", "a .npy, .npz, .csv or .parquet file", path.name))
+    return _from_table(names, columns, target, task, path.name)
+
+
+def _np_load(path: Path) -> Any:
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise ValueError(
+                f"{path} holds Python objects (a pickle), which minigd never loads "
+                "from files; save plain numeric arrays instead."
+            ) from exc
+        raise ValueError(f"{path} is not a valid NumPy file ({exc}).") from exc
+
+
+def _dataset(X: Any, y: Any, task: str, name: str, features=None) -> Dataset:
+    X = np.asarray(X)
+    if y is None:
+        return Dataset(X, None, None, name, features)
+    codes, classes = prepare_targets(np.asarray(y), task)
+    return Dataset(X, codes, classes, name, features)
+
+
+def _read_csv(path: Path, header: bool | None) -> tuple[list[str], list[np.ndarray]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = [row for row in csv.reader(f) if row]
+    if not rows:
+        raise ValueError(f"{path} is empty; it must hold one row per sample.")
+    if header is None:
+        header = not all(_is_number(v) for v in rows[0])
+    names = [v.strip() for v in rows[0]] if header else [str(i) for i in range(len(rows[0]))]
+    body = rows[1:] if header else rows
+    if not body:
+        raise ValueError(f"{path} has a header but no samples.")
+    width = len(names)
+    for line, row in enumerate(body, start=2 if header else 1):
+        if len(row) != width:
+            raise ValueError(
+                f"{path} line {line} has {len(row)} fields; expected {width} like "
+                "the first row. Fix or remove that line."
+            )
+    columns = [np.array([row[j].strip() for row in body]) for j in range(width)]
+    return names, columns
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_parquet(path: Path) -> tuple[list[str], list[np.ndarray]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise ImportError("reading Parquet needs pyarrow: pip install 'minigd[data]'") from exc
+    table = pq.read_table(path)
+    return list(table.column_names), [c.to_numpy(zero_copy_only=False) for c in table.columns]
+
+
+def _from_table(names, columns, target, task, name) -> Dataset:
+    index = len(names) - 1 if target is None else _column_index(names, target)
+    y = columns[index]
+    feature_cols = [c for j, c in enumerate(columns) if j != index]
+    if not feature_cols:
+        raise ValueError(f"{name} has only the target column; it needs feature columns too.")
+    try:
+        X = np.column_stack([np.asarray(c, dtype=np.float64) for c in feature_cols])
+    except ValueError as exc:
+        raise ValueError(
+            f"{name}: every column but the target must be numeric ({exc}). "
+            "Encode text features as numbers first."
+        ) from exc
+    if y.dtype.kind in "OUS":
+        as_numbers = [_is_number(str(v)) for v in y]
+        if all(as_numbers) and task != "classification":
+            numeric = y.astype(np.float64)
+            is_whole = np.all(numeric == np.round(numeric)) and all("." not in str(v) for v in y)
+            y = numeric.astype(np.int64) if is_whole else numeric
+    features = tuple(n for j, n in enumerate(names) if j != index)
+    return _dataset(X, y, task, name, features)
+
+
+def _column_index(names: list[str], target: int | str) -> int:
+    if is_int(target):
+        if not -len(names) <= target < len(names):
+            raise IndexError(
+                message("target", f"a column index in [-{len(names)}, {len(names)})", target)
+            )
+        return int(target) % len(names)
+    if target not in names:
+        raise KeyError(
+            message(
+                "target",
+                f"a column name, one of {names[:10]}",
+                target,
+                "Pass header=True if the first row holds the names.",
+            )
+        )
+    return names.index(target)

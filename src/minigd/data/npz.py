@@ -1,0 +1,74 @@
+"""Safe ``.npz`` files: written atomically, read without pickles.
+
+Writing goes to a temporary file in the same folder, is flushed and fsync'ed, then renamed over the
+target, so a process killed at any instant leaves either the old file or the new one, never a torn
+one. Reading refuses object arrays (``allow_pickle=False``) and says so in words.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+
+def atomic_savez(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
+    """Saves ``arrays`` to ``path`` (``.npz`` appended if missing) atomically; returns the path."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for name, value in arrays.items():
+        if np.asarray(value).dtype == object:
+            raise TypeError(f"{name} is an object array; only numeric and text arrays are saved.")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Makes the rename itself durable (where the platform allows opening a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Reads every array of an ``.npz`` file into memory, refusing pickled objects."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise ValueError(
+                f"{path} contains an object array (a pickle); minigd never loads "
+                "pickles from files. Re-save it with numeric arrays only."
+            ) from exc
+        raise ValueError(f"{path} is not a readable .npz file: {exc}") from exc
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise ValueError(
+            f"{path} is not a readable .npz file (truncated or corrupt: {exc})."
+        ) from exc

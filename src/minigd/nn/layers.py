@@ -1,0 +1,425 @@
+"""Layers with hand-written forward and backward passes.
+
+Shapes: a batch is (n, features), samples as rows. Every layer writes its outputs into buffers it
+keeps per input shape, so after the first step of a given batch size a train step allocates no
+array memory. Two consequences for callers:
+
+- An array a layer returns is valid until that layer runs again on the same shape: copy to keep it.
+- ``backward`` may overwrite the ``dy`` it is given (activations scale it in place).
+
+Trainable parameters are not owned by the layers: ``Sequential`` binds each layer's ``weight`` and
+``bias`` (and their gradients) to views of one flat vector. Gradients are *written*, not
+accumulated, so no zeroing is needed between steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from minigd._validation import check_float, check_int, message
+
+
+class Layer:
+    """Base class: a forward pass, a backward pass, named parameters and buffers.
+
+    Class attributes:
+        needs_output: backward reads this layer's own output (so a later layer must not
+            overwrite it in place).
+        supports_inplace: forward may overwrite its input instead of a buffer of its own.
+    """
+
+    needs_output: ClassVar[bool] = False
+    supports_inplace: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        self.inplace = False
+        self._cache: dict[tuple, np.ndarray] = {}
+
+    # -- parameters -----------------------------------------------------------------------
+    def param_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        """(name, shape) of each trainable parameter, in torch's order."""
+        return []
+
+    def bind(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
+        """Receives views of the flat parameter and gradient vectors."""
+        for name, view in params.items():
+            setattr(self, name, view)
+        for name, view in grads.items():
+            setattr(self, "grad_" + name, view)
+
+    def init_params(self, rng: np.random.Generator, scheme: str) -> None:
+        """Fills the bound parameters with their initial values."""
+
+    def buffers(self) -> dict[str, np.ndarray]:
+        """Non-trainable state saved with the model (BatchNorm running statistics)."""
+        return {}
+
+    def load_buffers(self, values: dict[str, np.ndarray]) -> None:
+        for name, value in values.items():
+            np.copyto(self.buffers()[name], value)
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments, JSON-friendly, to rebuild the layer."""
+        return {}
+
+    # -- passes ---------------------------------------------------------------------------
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, dy: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def _buffer(self, tag: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """A scratch array for this tag and shape, created once and then reused."""
+        key = (tag, shape)
+        arr = self._cache.get(key)
+        if arr is None:
+            if len(self._cache) >= 32:  # bounded: a few batch sizes, a few tags each
+                self._cache.pop(next(iter(self._cache)))
+            arr = self._cache[key] = np.empty(shape, dtype=dtype)
+        return arr
+
+    def _out(self, x: np.ndarray, tag: str = "y") -> np.ndarray:
+        return x if self.inplace else self._buffer(tag, x.shape, x.dtype)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class Dense(Layer):
+    """Fully connected layer, y = x W^T + b, with W of shape (out_features, in_features).
+
+    The weight layout is torch.nn.Linear's, so weights copy between the two without transposes.
+
+    Args:
+        in_features: n, the width of the input.
+        out_features: the width of the output.
+        bias: whether to add a learned bias.
+        init: "he" (normal, std sqrt(2/n), for ReLU), "glorot" (uniform, limit sqrt(6/(n+out))),
+            or None to let Sequential choose from the activation that follows.
+    """
+
+    def __init__(
+        self, in_features: int, out_features: int, *, bias: bool = True, init: str | None = None
+    ) -> None:
+        super().__init__()
+        self.in_features = check_int("in_features", in_features, minimum=1)
+        self.out_features = check_int("out_features", out_features, minimum=1)
+        self.use_bias = bool(bias)
+        self.init = init
+
+    def param_shapes(self):
+        shapes = [("weight", (self.out_features, self.in_features))]
+        if self.use_bias:
+            shapes.append(("bias", (self.out_features,)))
+        return shapes
+
+    def init_params(self, rng, scheme):
+        from minigd.nn.init import initialize
+
+        initialize(self.weight, self.init or scheme, rng)
+        if self.use_bias:
+            self.bias.fill(0)
+
+    def config(self):
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "bias": self.use_bias,
+            "init": self.init,
+        }
+
+    def forward(self, x, training):
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(
+                message(
+                    "the input of Dense",
+                    f"of shape (n, {self.in_features})",
+                    x,
+                    "Check the model's input width against X's features (and sample_axis).",
+                )
+            )
+        self._x = x
+        y = self._buffer("y", (x.shape[0], self.out_features), self.weight.dtype)
+        np.matmul(x, self.weight.T, out=y)
+        if self.use_bias:
+            y += self.bias
+        return y
+
+    def backward(self, dy, need_dx=True):
+        # dL/dW = dy^T x, dL/db = sum over the batch of dy, dL/dx = dy W
+        np.matmul(dy.T, self._x, out=self.grad_weight)
+        if self.use_bias:
+            np.sum(dy, axis=0, out=self.grad_bias)
+        if not need_dx:
+            return None
+        dx = self._buffer("dx", self._x.shape, dy.dtype)
+        np.matmul(dy, self.weight, out=dx)
+        return dx
+
+
+class ReLU(Layer):
+    """y = max(x, 0); dy/dx = 1 where y > 0."""
+
+    needs_output = True
+    supports_inplace = True
+
+    def forward(self, x, training):
+        y = self._out(x)
+        np.maximum(x, 0, out=y)
+        self._y = y
+        return y
+
+    def backward(self, dy, need_dx=True):
+        mask = self._buffer("mask", dy.shape, np.bool_)
+        np.greater(self._y, 0, out=mask)
+        np.multiply(dy, mask, out=dy)
+        return dy
+
+
+class LeakyReLU(Layer):
+    """y = x for x > 0, else negative_slope * x (torch's default slope 0.01)."""
+
+    needs_output = True
+    supports_inplace = True
+
+    def __init__(self, negative_slope: float = 0.01) -> None:
+        super().__init__()
+        self.negative_slope = check_float(
+            "negative_slope", negative_slope, minimum=0.0, maximum=1.0
+        )
+
+    def config(self):
+        return {"negative_slope": self.negative_slope}
+
+    def forward(self, x, training):
+        scaled = self._buffer("scaled", x.shape, x.dtype)
+        np.multiply(x, self.negative_slope, out=scaled)
+        y = self._out(x)
+        np.maximum(x, scaled, out=y)  # valid because 0 <= slope <= 1
+        self._y = y
+        return y
+
+    def backward(self, dy, need_dx=True):
+        slope = self._buffer("slope", dy.shape, dy.dtype)
+        np.greater(self._y, 0, out=slope)
+        slope *= 1.0 - self.negative_slope
+        slope += self.negative_slope
+        np.multiply(dy, slope, out=dy)
+        return dy
+
+
+class Tanh(Layer):
+    """y = tanh(x); dy/dx = 1 - y^2."""
+
+    needs_output = True
+    supports_inplace = True
+
+    def forward(self, x, training):
+        y = self._out(x)
+        np.tanh(x, out=y)
+        self._y = y
+        return y
+
+    def backward(self, dy, need_dx=True):
+        deriv = self._buffer("deriv", dy.shape, dy.dtype)
+        np.multiply(self._y, self._y, out=deriv)
+        np.subtract(1, deriv, out=deriv)
+        np.multiply(dy, deriv, out=dy)
+        return dy
+
+
+class Sigmoid(Layer):
+    """y = 1 / (1 + exp(-x)); dy/dx = y (1 - y)."""
+
+    needs_output = True
+    supports_inplace = True
+
+    def forward(self, x, training):
+        y = self._out(x)
+        stable_sigmoid(x, out=y)
+        self._y = y
+        return y
+
+    def backward(self, dy, need_dx=True):
+        deriv = self._buffer("deriv", dy.shape, dy.dtype)
+        np.subtract(1, self._y, out=deriv)
+        deriv *= self._y
+        np.multiply(dy, deriv, out=dy)
+        return dy
+
+
+def stable_sigmoid(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x)) without overflow: exp is only taken of -|x|."""
+    e = np.abs(x)
+    np.negative(e, out=e)
+    np.exp(e, out=e)  # e = exp(-|x|) in (0, 1]
+    positive = x >= 0
+    np.divide(1.0, 1.0 + e, out=out, where=positive)
+    np.divide(e, 1.0 + e, out=out, where=~positive)
+    return out
+
+
+class Dropout(Layer):
+    """Zeroes each input with probability p in training and scales the rest by 1/(1-p).
+
+    The mask of the k-th training forward pass is drawn from ``default_rng((seed, k))``: runs are
+    reproducible, and k is saved with the model so a resumed run draws the masks it would have.
+    In evaluation it is the identity, as torch.nn.Dropout.
+    """
+
+    supports_inplace = True
+
+    def __init__(self, p: float = 0.5, *, seed: int = 0) -> None:
+        super().__init__()
+        self.p = check_float("p", p, minimum=0.0, maximum=1.0, inclusive=True)
+        if self.p >= 1.0:
+            raise ValueError(
+                message("the dropout probability p", "in [0, 1)", p, "p=1 would drop every unit.")
+            )
+        self.seed = check_int("seed", seed, minimum=0)
+        self.calls = np.zeros((), dtype=np.int64)
+
+    def config(self):
+        return {"p": self.p, "seed": self.seed}
+
+    def buffers(self):
+        return {"calls": self.calls}
+
+    def forward(self, x, training):
+        if not training or self.p == 0.0:
+            self._mask = None
+            return x
+        mask = self._buffer("mask", x.shape, x.dtype)
+        rng = np.random.default_rng((self.seed, int(self.calls)))
+        rng.random(out=mask, dtype=x.dtype)
+        self.calls += 1
+        np.greater_equal(mask, self.p, out=mask)
+        mask *= 1.0 / (1.0 - self.p)
+        self._mask = mask
+        y = self._out(x)
+        np.multiply(x, mask, out=y)
+        return y
+
+    def backward(self, dy, need_dx=True):
+        if self._mask is not None:
+            np.multiply(dy, self._mask, out=dy)
+        return dy
+
+
+class BatchNorm(Layer):
+    """Batch normalization over features, as torch.nn.BatchNorm1d on (n, features).
+
+    Training: y = (x - mean_B) / sqrt(var_B + eps) * weight + bias with the batch's mean and biased
+    variance; the running statistics move by ``momentum`` toward the batch mean and the *unbiased*
+    batch variance. Evaluation uses the running statistics.
+
+    A batch of one sample has no variance to estimate; training on it is an error.
+    """
+
+    def __init__(self, num_features: int, *, eps: float = 1e-5, momentum: float = 0.1) -> None:
+        super().__init__()
+        self.num_features = check_int("num_features", num_features, minimum=1)
+        self.eps = check_float("eps", eps, minimum=0.0, inclusive=False)
+        self.momentum = check_float("momentum", momentum, minimum=0.0, maximum=1.0)
+        self.running_mean = np.zeros(num_features)
+        self.running_var = np.ones(num_features)
+        self.num_batches_tracked = np.zeros((), dtype=np.int64)
+
+    def param_shapes(self):
+        return [("weight", (self.num_features,)), ("bias", (self.num_features,))]
+
+    def bind(self, params, grads):
+        super().bind(params, grads)
+        dtype = params["weight"].dtype
+        self.running_mean = self.running_mean.astype(dtype)
+        self.running_var = self.running_var.astype(dtype)
+
+    def init_params(self, rng, scheme):
+        self.weight.fill(1)
+        self.bias.fill(0)
+        self.running_mean.fill(0)
+        self.running_var.fill(1)
+        self.num_batches_tracked[...] = 0
+
+    def config(self):
+        return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum}
+
+    def buffers(self):
+        return {
+            "running_mean": self.running_mean,
+            "running_var": self.running_var,
+            "num_batches_tracked": self.num_batches_tracked,
+        }
+
+    def forward(self, x, training):
+        n, d = x.shape
+        y = self._buffer("y", x.shape, x.dtype)
+        if not training:
+            scale = self._buffer("scale", (d,), x.dtype)
+            shift = self._buffer("shift", (d,), x.dtype)
+            np.add(self.running_var, self.eps, out=scale)
+            np.sqrt(scale, out=scale)
+            np.divide(self.weight, scale, out=scale)
+            np.multiply(self.running_mean, scale, out=shift)
+            np.subtract(self.bias, shift, out=shift)
+            np.multiply(x, scale, out=y)
+            y += shift
+            return y
+        if n < 2:
+            raise ValueError(
+                "BatchNorm cannot train on a batch of 1 sample (its variance is undefined). "
+                "Use last_batch='merge' (fold the last small batch into the one before) or "
+                "'drop', or a batch size of at least 2."
+            )
+        mean = self._buffer("mean", (d,), x.dtype)
+        var = self._buffer("var", (d,), x.dtype)
+        invstd = self._buffer("invstd", (d,), x.dtype)
+        xhat = self._buffer("xhat", x.shape, x.dtype)
+        np.mean(x, axis=0, out=mean)
+        np.subtract(x, mean, out=xhat)
+        np.multiply(xhat, xhat, out=y)  # y as scratch for the squares
+        np.mean(y, axis=0, out=var)
+        np.add(var, self.eps, out=invstd)
+        np.sqrt(invstd, out=invstd)
+        np.divide(1.0, invstd, out=invstd)
+        xhat *= invstd
+        np.multiply(xhat, self.weight, out=y)
+        y += self.bias
+        m = self.momentum
+        self.running_mean *= 1.0 - m
+        self.running_mean += m * mean
+        self.running_var *= 1.0 - m
+        self.running_var += (m * n / (n - 1)) * var
+        self.num_batches_tracked += 1
+        self._xhat, self._invstd = xhat, invstd
+        return y
+
+    def backward(self, dy, need_dx=True):
+        n = dy.shape[0]
+        xhat = self._xhat
+        scratch = self._buffer("scratch", dy.shape, dy.dtype)
+        np.sum(dy, axis=0, out=self.grad_bias)
+        np.multiply(dy, xhat, out=scratch)
+        np.sum(scratch, axis=0, out=self.grad_weight)
+        if not need_dx:
+            return None
+        # dx = weight * invstd * (dy - sum(dy)/n - xhat * sum(dy * xhat)/n)
+        coef = self._buffer("coef", self.grad_weight.shape, dy.dtype)
+        np.multiply(self.grad_weight, 1.0 / n, out=coef)
+        dx = self._buffer("dx", dy.shape, dy.dtype)
+        np.multiply(xhat, coef, out=scratch)
+        np.subtract(dy, scratch, out=dx)
+        np.multiply(self.grad_bias, 1.0 / n, out=coef)
+        dx -= coef
+        np.multiply(self.weight, self._invstd, out=coef)
+        dx *= coef
+        return dx
+
+
+LAYERS: dict[str, type[Layer]] = {
+    cls.__name__: cls for cls in (Dense, ReLU, LeakyReLU, Tanh, Sigmoid, Dropout, BatchNorm)
+}

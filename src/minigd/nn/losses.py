@@ -1,0 +1,200 @@
+"""Losses: each returns the mean loss over a batch and the gradient with respect to its input.
+
+All three reduce by the mean, as torch's defaults do (``reduction="mean"``), so the gradient carries
+the 1/N factor and the optimizer sees the gradient of the *average* loss whatever the batch size.
+
+- ``MeanSquaredError``: mean over all n*k entries of (z - y)^2 (torch.nn.MSELoss).
+- ``BinaryCrossEntropy``: on logits, mean of max(z, 0) - z y + log(1 + exp(-|z|))
+  (torch.nn.BCEWithLogitsLoss); stable for any z.
+- ``SoftmaxCrossEntropy``: softmax fused with the negative log-likelihood
+  (torch.nn.CrossEntropyLoss); the row maximum is subtracted before exp, so large logits cannot
+  overflow, and the gradient is (softmax(z) - onehot(y)) / n.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from minigd._validation import message
+from minigd.nn.layers import stable_sigmoid
+
+
+class Loss:
+    """Base: ``__call__(z, y) -> (loss, dz)``; ``value(z, y)`` skips the gradient."""
+
+    name: ClassVar[str]
+    task: ClassVar[str]  # "classification" or "regression"
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple, np.ndarray] = {}
+
+    def _buffer(self, tag: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        key = (tag, shape, np.dtype(dtype))
+        arr = self._cache.get(key)
+        if arr is None:
+            if len(self._cache) >= 32:
+                self._cache.pop(next(iter(self._cache)))
+            arr = self._cache[key] = np.empty(shape, dtype=dtype)
+        return arr
+
+    def prepare_targets(self, y: np.ndarray, n_outputs: int, dtype: Any) -> np.ndarray:
+        """Checks y against the model's output width and converts it once, before training."""
+        raise NotImplementedError
+
+    def __call__(self, z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        raise NotImplementedError
+
+    def value(self, z: np.ndarray, y: np.ndarray) -> float:
+        return self(z, y)[0]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class MeanSquaredError(Loss):
+    name = "mse"
+    task = "regression"
+
+    def prepare_targets(self, y, n_outputs, dtype):
+        y = np.asarray(y)
+        if y.ndim == 1:
+            y = y.reshape(-1, 1)
+        if y.shape[1] != n_outputs:
+            raise ValueError(
+                message(
+                    "regression targets",
+                    f"of shape (m, {n_outputs})",
+                    y,
+                    "Match the model's number of outputs.",
+                )
+            )
+        return np.ascontiguousarray(y, dtype=dtype)
+
+    def __call__(self, z, y):
+        diff = self._buffer("diff", z.shape, z.dtype)
+        np.subtract(z, y, out=diff)
+        flat = diff.reshape(-1)
+        loss = float(np.dot(flat, flat)) / diff.size
+        diff *= 2.0 / diff.size
+        return loss, diff
+
+
+class BinaryCrossEntropy(Loss):
+    name = "bce"
+    task = "classification"
+
+    def prepare_targets(self, y, n_outputs, dtype):
+        y = np.asarray(y)
+        if y.ndim == 1:
+            y = y.reshape(-1, 1)
+        if y.shape[1] != n_outputs:
+            raise ValueError(message("binary targets", f"of shape (m, {n_outputs})", y))
+        bad = (y != 0) & (y != 1)
+        if bad.any():
+            index = int(np.argmax(bad.any(axis=1)))
+            raise ValueError(
+                f"binary targets must be 0 or 1; sample {index} has "
+                f"{y[index].tolist()}. Map your two classes to 0 and 1 "
+                "(load_arrays does this)."
+            )
+        return np.ascontiguousarray(y, dtype=dtype)
+
+    def __call__(self, z, y):
+        # loss = mean(max(z, 0) - z*y + log1p(exp(-|z|))); dz = (sigmoid(z) - y) / N
+        terms = self._buffer("terms", z.shape, z.dtype)
+        np.abs(z, out=terms)
+        np.negative(terms, out=terms)
+        np.exp(terms, out=terms)
+        np.log1p(terms, out=terms)
+        total = float(terms.sum()) + float(np.maximum(z, 0).sum()) - float(np.vdot(z, y))
+        grad = self._buffer("grad", z.shape, z.dtype)
+        stable_sigmoid(z, out=grad)
+        grad -= y
+        grad *= 1.0 / z.size
+        return total / z.size, grad
+
+
+class SoftmaxCrossEntropy(Loss):
+    name = "softmax_cross_entropy"
+    task = "classification"
+
+    def prepare_targets(self, y, n_outputs, dtype):
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1:
+            raise ValueError(
+                message(
+                    "class labels",
+                    "of shape (m,)",
+                    y,
+                    "Pass class indices 0..K-1, not one-hot rows.",
+                )
+            )
+        if y.dtype.kind == "f":
+            if not np.all(y == np.round(y)):
+                raise ValueError(
+                    "class labels must be whole numbers 0..K-1; received fractional "
+                    "values. For regression use a model with the 'mse' loss."
+                )
+        elif y.dtype.kind not in "iub":
+            raise TypeError(message("class labels", "integers 0..K-1", y))
+        labels = y.astype(np.intp)
+        bad = (labels < 0) | (labels >= n_outputs)
+        if bad.any():
+            index = int(np.argmax(bad))
+            raise ValueError(
+                f"class labels must lie in 0..{n_outputs - 1} for a model with {n_outputs} "
+                f"outputs; sample {index} has label {y[index]}. Build the model with as many "
+                f"outputs as classes, or map labels to 0..K-1 (load_arrays does this)."
+            )
+        return labels
+
+    def __call__(self, z, y):
+        n, k = z.shape
+        rowmax = self._buffer("rowmax", (n, 1), z.dtype)
+        norm = self._buffer("norm", (n, 1), z.dtype)
+        p = self._buffer("p", z.shape, z.dtype)
+        flat_index = self._buffer("index", (n,), np.intp)
+        picked = self._buffer("picked", (n,), z.dtype)
+        np.max(z, axis=1, keepdims=True, out=rowmax)
+        np.subtract(z, rowmax, out=p)  # shifted logits, each row's maximum is 0
+        np.add(self._row_starts(n, k), y, out=flat_index)
+        flat = p.reshape(-1)
+        np.take(flat, flat_index, out=picked)  # shifted logit of the true class
+        np.exp(p, out=p)
+        np.sum(p, axis=1, keepdims=True, out=norm)
+        # loss = mean(log(sum exp) - z_true), everything shifted by the row maximum
+        log_norm = self._buffer("log_norm", (n, 1), z.dtype)
+        np.log(norm, out=log_norm)
+        loss = (float(log_norm.sum()) - float(picked.sum())) / n
+        # dz = (softmax - onehot) / n, dividing by n * sum(exp) in one pass
+        norm *= n
+        p /= norm
+        np.take(flat, flat_index, out=picked)
+        picked -= 1.0 / n
+        np.put(flat, flat_index, picked)
+        return loss, p
+
+    def _row_starts(self, n: int, k: int) -> np.ndarray:
+        key = ("row_starts", (n,), np.dtype(np.intp))
+        starts = self._cache.get(key)
+        if starts is None or starts.shape[0] != n or starts[-1] != (n - 1) * k:
+            starts = self._cache[key] = np.arange(n, dtype=np.intp) * k
+        return starts
+
+
+LOSSES: dict[str, type[Loss]] = {
+    cls.name: cls for cls in (MeanSquaredError, BinaryCrossEntropy, SoftmaxCrossEntropy)
+}
+
+
+def get_loss(loss: str | Loss) -> Loss:
+    """A Loss from its name ("mse", "bce", "softmax_cross_entropy") or as given."""
+    if isinstance(loss, Loss):
+        return loss
+    if loss not in LOSSES:
+        raise ValueError(message("loss", f"one of {', '.join(map(repr, LOSSES))}", loss))
+    return LOSSES[loss]()

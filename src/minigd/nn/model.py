@@ -1,0 +1,341 @@
+"""Sequential: layers over one flat parameter vector.
+
+All trainable parameters live in ``params``, one contiguous array; each layer's weight and bias are
+views into it, in the order and under the names torch's ``nn.Sequential`` uses ("0.weight",
+"0.bias", "2.weight", ...). Gradients live in ``grads`` with the same layout. An optimizer therefore
+updates the whole model with a few vectorized expressions over two arrays, and the same flat
+gradient is what a checkpoint stores and what the gradient noise scale measures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from minigd._validation import check_int, message
+from minigd.nn.layers import LAYERS, BatchNorm, Dense, Layer, LeakyReLU, ReLU
+from minigd.nn.losses import Loss, get_loss
+
+FORMAT = "minigd-model-1"
+EVAL_CHUNK = 4096  # rows per forward pass in predict/evaluate: bounds memory on large inputs
+
+
+class Sequential:
+    """A stack of layers trained as one model.
+
+    Args:
+        layers: the layers, applied in order.
+        loss: the training loss ("mse", "bce", "softmax_cross_entropy" or a Loss).
+        seed: seeds the initial weights (``default_rng(seed)``).
+        dtype: float32 (default) or float64, for parameters, activations and gradients.
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[Layer],
+        loss: str | Loss = "mse",
+        *,
+        seed: int = 0,
+        dtype: Any = np.float32,
+    ) -> None:
+        self.layers = list(layers)
+        if not self.layers:
+            raise ValueError("a Sequential model needs at least one layer.")
+        self.loss = get_loss(loss)
+        self.seed = check_int("seed", seed, minimum=0)
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(message("dtype", "float32 or float64", str(self.dtype)))
+        self.training = True
+        self._allocate()
+        for i, layer in enumerate(self.layers):
+            before = self.layers[i - 1] if i else None
+            layer.inplace = (
+                layer.supports_inplace and before is not None and not before.needs_output
+            )
+        self.reset_parameters(self.seed)
+
+    def _allocate(self) -> None:
+        specs = [
+            (i, name, shape)
+            for i, layer in enumerate(self.layers)
+            for name, shape in layer.param_shapes()
+        ]
+        sizes = [int(np.prod(shape)) for _, _, shape in specs]
+        self.params = np.zeros(sum(sizes), dtype=self.dtype)
+        self.grads = np.zeros(sum(sizes), dtype=self.dtype)
+        self._names: list[tuple[str, slice, tuple[int, ...]]] = []
+        offset = 0
+        per_layer: dict[int, tuple[dict, dict]] = {}
+        for (i, name, shape), size in zip(specs, sizes, strict=True):
+            part = slice(offset, offset + size)
+            offset += size
+            self._names.append((f"{i}.{name}", part, shape))
+            views = per_layer.setdefault(i, ({}, {}))
+            views[0][name] = self.params[part].reshape(shape)
+            views[1][name] = self.grads[part].reshape(shape)
+        for i, layer in enumerate(self.layers):
+            params, grads = per_layer.get(i, ({}, {}))
+            layer.bind(params, grads)
+
+    def reset_parameters(self, seed: int | None = None) -> None:
+        """Draws fresh initial weights: He before ReLU-like activations, Glorot otherwise."""
+        rng = np.random.default_rng(self.seed if seed is None else seed)
+        for i, layer in enumerate(self.layers):
+            layer.init_params(rng, self._init_scheme(i))
+
+    def _init_scheme(self, i: int) -> str:
+        for layer in self.layers[i + 1 :]:
+            if isinstance(layer, Dense):
+                break
+            if isinstance(layer, (ReLU, LeakyReLU)):
+                return "he"
+        return "glorot"
+
+    # -- shapes and names -----------------------------------------------------------------
+    @property
+    def n_inputs(self) -> int:
+        return next(la.in_features for la in self.layers if isinstance(la, Dense))
+
+    @property
+    def n_outputs(self) -> int:
+        return next(la.out_features for la in reversed(self.layers) if isinstance(la, Dense))
+
+    @property
+    def n_params(self) -> int:
+        return self.params.size
+
+    @property
+    def task(self) -> str:
+        return self.loss.task
+
+    @property
+    def has_batchnorm(self) -> bool:
+        return any(isinstance(la, BatchNorm) for la in self.layers)
+
+    def named_parameters(self) -> Iterator[tuple[str, np.ndarray]]:
+        """(name, view) pairs in torch's nn.Sequential order and naming."""
+        for name, part, shape in self._names:
+            yield name, self.params[part].reshape(shape)
+
+    def named_gradients(self) -> Iterator[tuple[str, np.ndarray]]:
+        for name, part, shape in self._names:
+            yield name, self.grads[part].reshape(shape)
+
+    def named_buffers(self) -> Iterator[tuple[str, np.ndarray]]:
+        """Non-trainable state (BatchNorm running statistics, dropout draw counters)."""
+        for i, layer in enumerate(self.layers):
+            for name, value in layer.buffers().items():
+                yield f"{i}.{name}", value
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Copies of every parameter and buffer by name: what save and checkpoints store."""
+        state = {name: value.copy() for name, value in self.named_parameters()}
+        state.update({name: np.array(value) for name, value in self.named_buffers()})
+        return state
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restores what ``state()`` returned; names and shapes must match."""
+        expected = dict(self.named_parameters()) | dict(self.named_buffers())
+        missing = sorted(set(expected) - set(state))
+        extra = sorted(set(state) - set(expected))
+        if missing or extra:
+            raise ValueError(
+                f"the saved state does not match this model: missing {missing}, "
+                f"unexpected {extra}. Was it saved from another architecture?"
+            )
+        for name, target in expected.items():
+            value = np.asarray(state[name])
+            if value.shape != target.shape:
+                raise ValueError(
+                    f"{name} has shape {value.shape} in the saved state and "
+                    f"{target.shape} in this model; the architectures differ."
+                )
+            np.copyto(target, value, casting="same_kind")
+
+    # -- modes and passes -----------------------------------------------------------------
+    def train(self, mode: bool = True) -> Sequential:
+        self.training = bool(mode)
+        return self
+
+    def eval(self) -> Sequential:
+        return self.train(False)
+
+    def forward(self, x: np.ndarray, training: bool | None = None) -> np.ndarray:
+        """Outputs (logits for classification) of a batch; the result is a reused buffer."""
+        training = self.training if training is None else training
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    def backward(self, dz: np.ndarray) -> None:
+        """Writes the gradient of the loss into ``grads``, given dL/d(outputs)."""
+        for i in range(len(self.layers) - 1, -1, -1):
+            dz = self.layers[i].backward(dz, need_dx=i > 0)
+
+    def loss_and_grad(self, xb: np.ndarray, yb: np.ndarray) -> float:
+        """One forward and backward pass in training mode; returns the batch's mean loss."""
+        z = self.forward(xb, True)
+        loss, dz = self.loss(z, yb)
+        self.backward(dz)
+        return loss
+
+    def prepare(
+        self, X: Any, y: Any = None, *, sample_axis: int = 0
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Checks and converts data once, at the boundary: rows of this model's dtype and width."""
+        from minigd.data.arrays import as_rows, targets_as_rows
+
+        rows = as_rows(X, sample_axis=sample_axis, dtype=self.dtype)
+        if rows.ndim != 2 or rows.shape[1] != self.n_inputs:
+            raise ValueError(
+                message(
+                    "X",
+                    f"of {self.n_inputs} features per sample",
+                    rows,
+                    "Build the model with n equal to X's feature count, or pass "
+                    "sample_axis=1 if samples are columns.",
+                )
+            )
+        if y is None:
+            return rows, None
+        targets = targets_as_rows(y, rows.shape[0], sample_axis=sample_axis)
+        return rows, self.loss.prepare_targets(targets, self.n_outputs, self.dtype)
+
+    def _outputs(self, X: Any, sample_axis: int = 0) -> np.ndarray:
+        rows, _ = self.prepare(X, sample_axis=sample_axis)
+        out = np.empty((rows.shape[0], self.n_outputs), dtype=self.dtype)
+        for lo in range(0, rows.shape[0], EVAL_CHUNK):
+            out[lo : lo + EVAL_CHUNK] = self.forward(rows[lo : lo + EVAL_CHUNK], training=False)
+        return out
+
+    def decision_function(self, X: Any, *, sample_axis: int = 0) -> np.ndarray:
+        """Raw outputs (logits or regression values) in evaluation mode, shape (m, k)."""
+        return self._outputs(X, sample_axis)
+
+    def predict_proba(self, X: Any, *, sample_axis: int = 0) -> np.ndarray:
+        """Class probabilities, shape (m, K) (K = 2 for a binary model, as scikit-learn)."""
+        z = self._outputs(X, sample_axis)
+        if self.loss.name == "softmax_cross_entropy":
+            z -= z.max(axis=1, keepdims=True)
+            np.exp(z, out=z)
+            z /= z.sum(axis=1, keepdims=True)
+            return z
+        if self.loss.name == "bce":
+            from minigd.nn.layers import stable_sigmoid
+
+            p = stable_sigmoid(z, out=np.empty_like(z))
+            return np.hstack([1 - p, p]) if p.shape[1] == 1 else p
+        raise TypeError("predict_proba applies to classifiers; this model regresses (loss 'mse').")
+
+    def predict(self, X: Any, *, sample_axis: int = 0) -> np.ndarray:
+        """Class indices for classifiers, values for regressors ((m,) when there is one output)."""
+        z = self._outputs(X, sample_axis)
+        if self.loss.name == "softmax_cross_entropy":
+            return z.argmax(axis=1)
+        if self.loss.name == "bce":
+            pred = (z > 0).astype(np.intp)
+            return pred[:, 0] if pred.shape[1] == 1 else pred
+        return z[:, 0] if z.shape[1] == 1 else z
+
+    def evaluate(self, X: Any, y: Any, *, sample_axis: int = 0) -> dict[str, float]:
+        """Mean loss and accuracy (classifiers) or R^2 (regressors), in evaluation mode."""
+        rows, targets = self.prepare(X, y, sample_axis=sample_axis)
+        total = 0.0
+        outputs = np.empty((rows.shape[0], self.n_outputs), dtype=self.dtype)
+        for lo in range(0, rows.shape[0], EVAL_CHUNK):
+            z = self.forward(rows[lo : lo + EVAL_CHUNK], training=False)
+            outputs[lo : lo + len(z)] = z
+            total += self.loss.value(z, targets[lo : lo + len(z)]) * len(z)
+        metrics = {"loss": total / rows.shape[0]}
+        if self.loss.name == "softmax_cross_entropy":
+            metrics["accuracy"] = float(np.mean(outputs.argmax(axis=1) == targets))
+        elif self.loss.name == "bce":
+            metrics["accuracy"] = float(np.mean((outputs > 0) == (targets > 0.5)))
+        else:
+            metrics["r2"] = r2_score(targets, outputs)
+        return metrics
+
+    def score(self, X: Any, y: Any, *, sample_axis: int = 0) -> float:
+        """Accuracy for classifiers, R^2 for regressors (scikit-learn's convention)."""
+        metrics = self.evaluate(X, y, sample_axis=sample_axis)
+        return metrics.get("accuracy", metrics.get("r2"))
+
+    # -- persistence ----------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """The architecture as JSON-friendly data; ``from_config`` rebuilds the model."""
+        return {
+            "format": FORMAT,
+            "layers": [{"type": type(la).__name__, **la.config()} for la in self.layers],
+            "loss": self.loss.name,
+            "seed": self.seed,
+            "dtype": self.dtype.name,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Sequential:
+        if config.get("format") != FORMAT:
+            raise ValueError(
+                f"not a minigd model description (format {config.get('format')!r}; "
+                f"expected {FORMAT!r})."
+            )
+        layers = []
+        for spec in config["layers"]:
+            spec = dict(spec)
+            kind = spec.pop("type")
+            if kind not in LAYERS:
+                raise ValueError(f"unknown layer type {kind!r} in the model description.")
+            layers.append(LAYERS[kind](*_positional(kind, spec), **spec))
+        return cls(layers, config["loss"], seed=config["seed"], dtype=config["dtype"])
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Writes parameters, buffers and the architecture (as JSON text) to one ``.npz`` file."""
+        from minigd.data.npz import atomic_savez
+
+        path = Path(path)
+        arrays = self.state()
+        arrays["architecture"] = np.array(json.dumps(self.config()))
+        return atomic_savez(path, arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Sequential:
+        """Rebuilds a model saved with ``save``; never unpickles anything."""
+        from minigd.data.npz import read_npz
+
+        arrays = read_npz(path)
+        if "architecture" not in arrays:
+            raise ValueError(
+                f"{path} holds no model architecture; was it written by Sequential.save?"
+            )
+        model = cls.from_config(json.loads(str(arrays.pop("architecture"))))
+        model.load_state(arrays)
+        return model
+
+    def __repr__(self) -> str:
+        body = ",\n".join(f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
+        return (
+            f"Sequential(\n{body}\n) loss={self.loss.name}, params={self.n_params}, "
+            f"dtype={self.dtype.name}"
+        )
+
+
+def _positional(kind: str, spec: dict[str, Any]) -> list[Any]:
+    """Pops the arguments a layer takes positionally."""
+    names = {"Dense": ("in_features", "out_features"), "BatchNorm": ("num_features",)}
+    return [spec.pop(name) for name in names.get(kind, ())]
+
+
+def r2_score(y: np.ndarray, pred: np.ndarray) -> float:
+    """Coefficient of determination, averaged uniformly over outputs (scikit-learn's default)."""
+    y = y.reshape(len(y), -1).astype(np.float64)
+    pred = pred.reshape(len(pred), -1).astype(np.float64)
+    ss_res = ((y - pred) ** 2).sum(axis=0)
+    ss_tot = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = np.where(ss_tot > 0, 1 - ss_res / ss_tot, np.where(ss_res == 0, 1.0, 0.0))
+    return float(r2.mean())

@@ -1,0 +1,123 @@
+"""Model factories: the classic models of the mini-batch gradient descent literature.
+
+Each returns a ``Sequential`` with its loss: linear regression (MSE), logistic regression (binary
+cross-entropy on a logit), softmax regression (softmax cross-entropy), and the multilayer
+perceptron.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from minigd._validation import check_choice, check_float, check_int
+from minigd.nn.layers import BatchNorm, Dense, Dropout, LeakyReLU, ReLU, Sigmoid, Tanh
+from minigd.nn.model import Sequential
+
+ACTIVATIONS = {"relu": ReLU, "leaky_relu": LeakyReLU, "tanh": Tanh, "sigmoid": Sigmoid}
+
+
+def linear_regression(
+    n: int, *, outputs: int = 1, seed: int = 0, dtype: Any = np.float32
+) -> Sequential:
+    """y = x W^T + b, trained on mean squared error."""
+    return Sequential([Dense(n, outputs)], "mse", seed=seed, dtype=dtype)
+
+
+def logistic_regression(n: int, *, seed: int = 0, dtype: Any = np.float32) -> Sequential:
+    """P(y=1 | x) = sigmoid(x w + b), trained on binary cross-entropy."""
+    return Sequential([Dense(n, 1)], "bce", seed=seed, dtype=dtype)
+
+
+def softmax_regression(n: int, k: int, *, seed: int = 0, dtype: Any = np.float32) -> Sequential:
+    """P(y=j | x) = softmax(x W^T + b)_j over k classes, trained on cross-entropy."""
+    return Sequential([Dense(n, k)], "softmax_cross_entropy", seed=seed, dtype=dtype)
+
+
+def mlp(
+    n: int,
+    hidden: Sequence[int],
+    k: int,
+    *,
+    activation: str = "relu",
+    batchnorm: bool = False,
+    dropout: float = 0.0,
+    loss: str | None = None,
+    seed: int = 0,
+    dtype: Any = np.float32,
+) -> Sequential:
+    """A multilayer perceptron: n inputs, one hidden layer per width in ``hidden``, k outputs.
+
+    Each hidden block is Dense, then BatchNorm if ``batchnorm``, then the activation, then Dropout
+    if ``dropout > 0``: the order torch users write, so the layer indices (and parameter names)
+    match an equivalent ``torch.nn.Sequential``.
+
+    Args:
+        loss: default softmax cross-entropy for k >= 2 outputs and mean squared error for k == 1;
+            pass "bce" for a binary classifier with one output.
+    """
+    check_int("n", n, minimum=1)
+    check_int("k", k, minimum=1)
+    check_choice("activation", activation, ACTIVATIONS)
+    check_float("dropout", dropout, minimum=0.0, maximum=1.0)
+    widths = [check_int("hidden width", h, minimum=1) for h in hidden]
+    layers = []
+    fan_in = n
+    for width in widths:
+        layers.append(Dense(fan_in, width))
+        if batchnorm:
+            layers.append(BatchNorm(width))
+        layers.append(ACTIVATIONS[activation]())
+        if dropout > 0:
+            layers.append(Dropout(dropout, seed=seed))
+        fan_in = width
+    layers.append(Dense(fan_in, k))
+    loss = loss or ("softmax_cross_entropy" if k >= 2 else "mse")
+    return Sequential(layers, loss, seed=seed, dtype=dtype)
+
+
+def parse_model_spec(
+    spec: str, n: int, k: int | None, *, seed: int = 0, dtype: Any = np.float32
+) -> Sequential:
+    """Builds a model from the CLI's spec: "softmax", "logistic", "linear", "mlp:128",
+    "mlp:256,128+bn" (BatchNorm), "mlp:128+dropout0.2".
+
+    Args:
+        n: input features; k: classes (None for regression).
+    """
+    name, _, rest = spec.partition(":")
+    name = name.strip().lower()
+    if name == "linear":
+        return linear_regression(n, outputs=1, seed=seed, dtype=dtype)
+    if name == "logistic":
+        return logistic_regression(n, seed=seed, dtype=dtype)
+    if name == "softmax":
+        if not k:
+            raise ValueError("the 'softmax' model needs class labels; use 'linear' to regress.")
+        return softmax_regression(n, k, seed=seed, dtype=dtype)
+    if name != "mlp":
+        raise ValueError(
+            f"unknown model spec {spec!r}; use softmax, logistic, linear, mlp:128 "
+            "or mlp:256,128+bn."
+        )
+    widths_text, *options = rest.split("+")
+    try:
+        widths = [int(w) for w in widths_text.split(",") if w.strip()]
+    except ValueError:
+        raise ValueError(
+            f"mlp widths must be integers, as in mlp:256,128; received {spec!r}."
+        ) from None
+    if not widths:
+        raise ValueError(f"mlp needs hidden widths, as in mlp:128; received {spec!r}.")
+    batchnorm, dropout = False, 0.0
+    for option in options:
+        option = option.strip().lower()
+        if option == "bn":
+            batchnorm = True
+        elif option.startswith("dropout"):
+            dropout = float(option[len("dropout") :] or 0.5)
+        else:
+            raise ValueError(f"unknown mlp option {option!r} in {spec!r}; use +bn or +dropout0.2.")
+    return mlp(n, widths, k or 1, batchnorm=batchnorm, dropout=dropout, seed=seed, dtype=dtype)

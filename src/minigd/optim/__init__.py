@@ -1,0 +1,20 @@
+"""Optimizers that match torch.optim step for step, and learning-rate schedules."""
+
+from minigd.optim.base import Optimizer
+from minigd.optim.optimizers import SGD, Adam, AdamW, RMSprop, get_optimizer
+from minigd.optim.schedules import Constant, Cosine, Exponential, LinearWarmup, Schedule, StepDecay
+
+__all__ = [
+    "SGD",
+    "Adam",
+    "AdamW",
+    "Constant",
+    "Cosine",
+    "Exponential",
+    "LinearWarmup",
+    "Optimizer",
+    "RMSprop",
+    "Schedule",
+    "StepDecay",
+    "get_optimizer",
+]

@@ -1,0 +1,112 @@
+"""The optimizer protocol: update two flat arrays in place, keep state as named flat arrays.
+
+An optimizer never sees layers. ``step(params, grads)`` receives the model's flat parameter vector
+and its flat gradient and updates the parameters in place with a few vectorized expressions. Its
+state is a step count plus a few arrays of the parameters' shape (optax's ``ScaleByAdamState(count,
+mu, nu)`` is the model), all of which ``state_dict`` exports for checkpoints.
+
+``step`` may overwrite ``grads`` (weight decay is added into it, as torch does on a copy): the next
+backward pass writes fresh gradients anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+
+from minigd._validation import check_float, message
+
+LearningRate = float | Callable[[int], float]
+
+
+class Optimizer:
+    """Base class. Subclasses set ``state_names`` and implement ``_update``.
+
+    Args:
+        lr: the learning rate, or a schedule: a function of the number of steps already taken
+            (0 for the first step) that returns the learning rate (see ``minigd.optim.schedules``).
+    """
+
+    state_names: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, lr: LearningRate) -> None:
+        if callable(lr):
+            self.schedule: Callable[[int], float] | None = lr
+            self.lr = float(lr(0))
+        else:
+            self.schedule = None
+            self.lr = check_float(
+                "lr",
+                lr,
+                minimum=0.0,
+                inclusive=False,
+                fix="Typical values: 0.01-0.1 for SGD, 1e-3 for Adam.",
+            )
+        self.steps = 0
+        self.state: dict[str, np.ndarray] = {}
+        self._scratch: np.ndarray | None = None
+
+    def step(self, params: np.ndarray, grads: np.ndarray) -> None:
+        """Takes one optimization step: updates ``params`` in place from ``grads``."""
+        if self._scratch is None or self._scratch.shape != params.shape:
+            self._allocate(params)
+        if self.schedule is not None:
+            self.lr = float(self.schedule(self.steps))
+        self.steps += 1
+        self._update(params, grads, self._scratch)
+
+    def _allocate(self, params: np.ndarray) -> None:
+        self._scratch = np.empty_like(params)
+        for name in self.state_names:
+            current = self.state.get(name)
+            if current is None or current.shape != params.shape:
+                self.state[name] = np.zeros_like(params)
+
+    def _update(self, p: np.ndarray, g: np.ndarray, tmp: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """Constructor arguments other than lr."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: step count, current lr, state arrays."""
+        return {
+            "name": type(self).__name__,
+            "steps": self.steps,
+            "lr": self.lr,
+            "hyperparameters": self.hyperparameters(),
+            "arrays": {name: value.copy() for name, value in self.state.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("name") != type(self).__name__:
+            raise ValueError(
+                f"the saved optimizer state is for {state.get('name')}, not "
+                f"{type(self).__name__}; resume with the optimizer you trained with."
+            )
+        saved = state.get("hyperparameters", {})
+        if saved and saved != self.hyperparameters():
+            raise ValueError(
+                f"the saved {type(self).__name__} used {saved}, this one "
+                f"{self.hyperparameters()}; resume with the same settings."
+            )
+        self.steps = int(state["steps"])
+        self.lr = float(state["lr"])
+        self.state = {name: np.array(value) for name, value in state["arrays"].items()}
+        self._scratch = None
+
+    def __repr__(self) -> str:
+        lr = repr(self.schedule) if self.schedule is not None else f"{self.lr:g}"
+        args = "".join(f", {k}={v!r}" for k, v in self.hyperparameters().items())
+        return f"{type(self).__name__}(lr={lr}{args})"
+
+
+def check_unit(name: str, value: float) -> float:
+    """A coefficient in [0, 1)."""
+    value = check_float(name, value, minimum=0.0)
+    if value >= 1.0:
+        raise ValueError(message(name, "in [0, 1)", value))
+    return value

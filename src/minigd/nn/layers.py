@@ -368,6 +368,7 @@ class BatchNorm(Layer):
             np.subtract(self.bias, shift, out=shift)
             np.multiply(x, scale, out=y)
             y += shift
+            self._training, self._x, self._scale = False, x, scale
             return y
         if n < 2:
             raise ValueError(
@@ -395,10 +396,12 @@ class BatchNorm(Layer):
         self.running_var *= 1.0 - m
         self.running_var += (m * n / (n - 1)) * var
         self.num_batches_tracked += 1
-        self._xhat, self._invstd = xhat, invstd
+        self._training, self._xhat, self._invstd = True, xhat, invstd
         return y
 
     def backward(self, dy, need_dx=True):
+        if not self._training:
+            return self._backward_eval(dy, need_dx)
         n = dy.shape[0]
         xhat = self._xhat
         scratch = self._buffer("scratch", dy.shape, dy.dtype)
@@ -417,6 +420,21 @@ class BatchNorm(Layer):
         dx -= coef
         np.multiply(self.weight, self._invstd, out=coef)
         dx *= coef
+        return dx
+
+    def _backward_eval(self, dy, need_dx):
+        # With fixed statistics the layer is affine: y = x * scale + shift, where
+        # scale = weight / sqrt(running_var + eps); d(scale)/d(weight) = scale / weight.
+        scratch = self._buffer("scratch", dy.shape, dy.dtype)
+        np.sum(dy, axis=0, out=self.grad_bias)
+        np.subtract(self._x, self.running_mean, out=scratch)
+        scratch *= dy
+        np.sum(scratch, axis=0, out=self.grad_weight)
+        self.grad_weight /= np.sqrt(self.running_var + self.eps)
+        if not need_dx:
+            return None
+        dx = self._buffer("dx", dy.shape, dy.dtype)
+        np.multiply(dy, self._scale, out=dx)
         return dx
 
 

@@ -50,9 +50,9 @@ def mlp(
 ) -> Sequential:
     """A multilayer perceptron: n inputs, one hidden layer per width in ``hidden``, k outputs.
 
-    Each hidden block is Dense, then BatchNorm if ``batchnorm``, then the activation, then Dropout
-    if ``dropout > 0``: the order torch users write, so the layer indices (and parameter names)
-    match an equivalent ``torch.nn.Sequential``.
+    Each hidden block is Dense (without bias when BatchNorm follows), then BatchNorm if
+    ``batchnorm``, then the activation, then Dropout if ``dropout > 0``: the order torch users
+    write, so the layer indices (and parameter names) match an equivalent ``torch.nn.Sequential``.
 
     Args:
         loss: default softmax cross-entropy for k >= 2 outputs and mean squared error for k == 1;
@@ -66,7 +66,9 @@ def mlp(
     layers = []
     fan_in = n
     for width in widths:
-        layers.append(Dense(fan_in, width))
+        # Before BatchNorm a bias is redundant (BN subtracts the batch mean), and its gradient is
+        # pure round-off, which Adam's normalization would turn into random steps: leave it out.
+        layers.append(Dense(fan_in, width, bias=not batchnorm))
         if batchnorm:
             layers.append(BatchNorm(width))
         layers.append(ACTIVATIONS[activation]())

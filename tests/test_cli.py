@@ -48,3 +48,92 @@ def test_errors_are_one_line_not_a_traceback(tmp_path, capsys):
     assert main(["info", str(tmp_path / "bad.csv")]) == 2
     err = capsys.readouterr().err
     assert "line 2 has 1 fields" in err and "Traceback" not in err
+
+
+def test_train_resume_and_evaluate(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    out = tmp_path / "run"
+    args = [
+        "train",
+        "--data",
+        "digits",
+        "--model",
+        "mlp:32",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "1e-2",
+        "--batch-size",
+        "64",
+        "--epochs",
+        "2",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    assert main(args) == 0
+    for name in ("model.npz", "history.json", "history.csv", "epochs.csv", "config.json"):
+        assert (out / name).exists()
+    text = capsys.readouterr().out
+    assert "val_accuracy" in text and "samples_per_second" in text
+    assert main(["train", "--resume", str(out), "--epochs", "3", "--quiet"]) == 0
+    from minigd.training import History
+
+    history = History.from_json(out / "history.json")
+    assert [e["epoch"] for e in history.epochs] == [0, 1, 2]
+    capsys.readouterr()
+    assert main(["evaluate", "--model-file", str(out / "model.npz"), "--data", "digits"]) == 0
+    text = capsys.readouterr().out
+    assert "360 samples" in text
+    accuracy = float(text.split("accuracy")[1].split()[0])
+    assert accuracy == pytest.approx(history.epochs[-1]["val_accuracy"], abs=1e-4)
+
+
+def test_train_on_a_file_in_the_notes_layout(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(5, 400))  # 5 features x 400 samples
+    y = (X[0] + X[1] > 0).astype(int)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    args = [
+        "train",
+        "--data",
+        str(tmp_path / "d.npz"),
+        "--sample-axis",
+        "1",
+        "--model",
+        "logistic",
+        "--batch-size",
+        "full",
+        "--lr",
+        "0.5",
+        "--epochs",
+        "50",
+        "--validation-split",
+        "0.25",
+        "--out",
+        str(tmp_path / "r"),
+        "--quiet",
+    ]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert float(text.split("val_accuracy")[1].split()[0]) > 0.9
+
+
+def test_train_divergence_is_a_message_not_a_traceback(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    args = [
+        "train",
+        "--data",
+        "digits",
+        "--model",
+        "mlp:32",
+        "--lr",
+        "100",
+        "--epochs",
+        "2",
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "diverged" in err and "Traceback" not in err

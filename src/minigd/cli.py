@@ -15,23 +15,8 @@ import numpy as np
 from minigd._version import __version__
 
 
-def _load_data(spec: str, sample_axis: int = 0, target=None):
-    """A dataset name gives (train, test); a file gives (data, None)."""
-    from minigd.data import datasets, load_arrays
-
-    if spec in datasets.REGISTRY:
-        return datasets.load(spec)
-    if not Path(spec).exists():
-        raise SystemExit(
-            f"minigd: {spec!r} is neither a dataset ({', '.join(datasets.names())}) "
-            "nor an existing file."
-        )
-    data = load_arrays(spec, target=target)
-    if sample_axis == 1:
-        from dataclasses import replace
-
-        data = replace(data, X=np.ascontiguousarray(np.asarray(data.X).T))
-    return data, None
+def _batch_size(text: str) -> int | str:
+    return "full" if text.lower() == "full" else int(text)
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
@@ -48,7 +33,9 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    train, test = _load_data(args.data, target=args.target)
+    from minigd.training.runs import load_data
+
+    train, test = load_data(args.data, target=args.target)
     for split in (train, test):
         if split is None:
             continue
@@ -88,6 +75,78 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from minigd.training.runs import RunConfig, read_config, train_run
+
+    if args.resume:
+        config = read_config(args.resume)
+        if args.epochs is not None:
+            config = replace(config, epochs=args.epochs)
+        out = Path(args.resume)
+    else:
+        config = RunConfig(
+            data=args.data,
+            model=args.model,
+            optimizer=args.optimizer,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            epochs=args.epochs or 10,
+            seed=args.seed,
+            sample_axis=args.sample_axis,
+            last_batch=args.last_batch,
+            validation_split=args.validation_split,
+            target=args.target,
+            y_path=args.y,
+            dtype=args.dtype,
+        )
+        out = Path(args.out) if args.out else Path("runs") / config.default_name()
+    print(
+        f"training {config.model} on {config.data}: batch size {config.batch_size}, "
+        f"{config.optimizer}, {config.epochs} epochs -> {out}"
+    )
+    _, history, metrics = train_run(
+        config, out, resume=bool(args.resume), verbose=0 if args.quiet else 1
+    )
+    print(f"done: {history.meta.get('steps')} steps, {history.meta.get('samples_seen')} samples")
+    for key, value in metrics.items():
+        print(f"  {key:<20} {value:.4f}")
+    print(f"wrote {out}/model.npz, history.json, history.csv, epochs.csv, config.json")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from minigd.nn import load_model
+    from minigd.training.runs import load_data
+
+    model = load_model(args.model_file)
+    train, test = load_data(args.data, target=args.target, y_path=args.y)
+    split = test if (args.split == "test" and test is not None) else train
+    metrics = model.evaluate(split.X, split.y, sample_axis=args.sample_axis)
+    print(f"{args.model_file} on {split.name or args.data} ({len(split.y)} samples):")
+    for key, value in metrics.items():
+        print(f"  {key:<10} {value:.4f}")
+    return 0
+
+
+def _data_arguments(p: argparse.ArgumentParser, default: str | None = "mnist-5k") -> None:
+    p.add_argument(
+        "--data",
+        default=default,
+        help="dataset name (digits, mnist-5k, mnist) or a .npy/.npz/.csv/.parquet file",
+    )
+    p.add_argument(
+        "--sample-axis",
+        type=int,
+        choices=(0, 1),
+        default=0,
+        help="1 if the file holds samples as columns: the note's X = (784, m)",
+    )
+    p.add_argument("--target", default=None, help="target column of a CSV/Parquet file")
+    p.add_argument("--y", default=None, help="targets file for an .npy X")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="minigd",
@@ -103,6 +162,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="a dataset name (digits, mnist-5k, mnist) or a data file")
     p.add_argument("--target", default=None, help="target column of a CSV/Parquet file")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("train", help="train a model by mini-batch gradient descent")
+    _data_arguments(p)
+    p.add_argument(
+        "--model",
+        default="mlp:128",
+        help="softmax, logistic, linear, mlp:128, mlp:256,128+bn, mlp:128+dropout0.2",
+    )
+    p.add_argument(
+        "--optimizer", default="sgd", help="sgd, momentum, nesterov, rmsprop, adam, adamw"
+    )
+    p.add_argument("--lr", type=float, default=None, help="learning rate (optimizer default)")
+    p.add_argument(
+        "--batch-size",
+        type=_batch_size,
+        default=64,
+        help='samples per step; "full" for batch gradient descent, 1 for SGD',
+    )
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default 10)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--last-batch", choices=("keep", "drop", "merge"), default="keep")
+    p.add_argument(
+        "--validation-split",
+        type=float,
+        default=0.0,
+        help="fraction held out for validation when DATA is a file",
+    )
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--out", default=None, help="run folder (default runs/<data>-<model>-...)")
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN",
+        help="continue the run in this folder at its next batch",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="metrics of a saved model on a dataset or file")
+    p.add_argument("--model-file", required=True, help="a model.npz written by minigd train")
+    _data_arguments(p)
+    p.add_argument("--split", choices=("test", "train"), default="test")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

@@ -1,0 +1,396 @@
+"""Callbacks: every side effect of training lives here, so the loop reads like the algorithm.
+
+A callback receives the Trainer at fixed points (train begin/end, epoch begin/end, after each step)
+and may read anything from it (``model``, ``optimizer``, ``history``, ``epoch``, ``step``). It stops
+training by setting ``trainer.stop_training = True`` and, ideally, ``trainer.stop_reason``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from minigd._validation import check_choice, check_float, check_int, message
+from minigd.training.checkpoint import NAME, checkpoint_name
+
+
+class Callback:
+    """Base class: override the hooks you need. ``state``/``load_state`` make it resumable."""
+
+    def on_train_begin(self, trainer) -> None: ...
+
+    def on_epoch_begin(self, trainer, epoch: int) -> None: ...
+
+    def on_step_end(self, trainer, loss: float) -> None: ...
+
+    def on_epoch_end(self, trainer, epoch: int, logs: dict[str, Any]) -> None: ...
+
+    def on_train_end(self, trainer) -> None: ...
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None: ...
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+# -- progress ---------------------------------------------------------------------------------
+class ProgressBar(Callback):
+    """A tqdm bar per epoch with the smoothed loss and samples/s.
+
+    tqdm is created with ``disable=None``, so where the output is not a terminal (a log file, CI)
+    the bar stays silent and one plain line per epoch is printed instead of carriage returns.
+    Without tqdm installed the plain lines are printed too.
+    """
+
+    def __init__(self, file=None, refresh_every: int = 20) -> None:
+        self.file = file
+        self.refresh_every = check_int("refresh_every", refresh_every, minimum=1)
+        self._bar = None
+
+    def on_epoch_begin(self, trainer, epoch):
+        self._samples = 0
+        self._since = 0
+        self._bar = None
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            return
+        bar = tqdm(
+            total=trainer.batches_per_epoch,
+            initial=trainer.next_batch,
+            desc=f"epoch {epoch + 1}/{trainer.epochs}",
+            unit="step",
+            leave=True,
+            disable=None,
+            file=self.file or sys.stderr,
+            dynamic_ncols=True,
+        )
+        self._bar = None if bar.disable else bar
+
+    def on_step_end(self, trainer, loss):
+        self._since += 1
+        if self._bar is not None and self._since >= self.refresh_every:
+            self._bar.update(self._since)
+            self._since = 0
+            self._bar.set_postfix_str(f"loss {trainer.history.smoothed_loss:.4f}", refresh=False)
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        line = format_epoch(epoch, trainer.epochs, logs)
+        if self._bar is not None:
+            self._bar.update(self._since)
+            self._bar.set_postfix_str(line.split(": ", 1)[1], refresh=True)
+            self._bar.close()
+            self._bar = None
+        else:
+            print(line, file=self.file or sys.stdout, flush=True)
+
+    def on_train_end(self, trainer):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def format_epoch(epoch: int, epochs: int, logs: dict[str, Any]) -> str:
+    parts = [f"loss {logs['loss']:.4f}"]
+    for key in ("val_loss", "val_accuracy", "val_r2"):
+        if key in logs:
+            parts.append(f"{key} {logs[key]:.4f}")
+    parts.append(f"{logs['seconds']:.2f}s")
+    parts.append(f"{logs['samples_per_second']:,.0f} samples/s")
+    return f"epoch {epoch + 1}/{epochs}: " + ", ".join(parts)
+
+
+# -- stopping rules ---------------------------------------------------------------------------
+class _Monitor:
+    """Tracks the best value of a logged metric; "min" for losses, "max" for accuracy and R^2."""
+
+    def __init__(self, monitor: str, mode: str, min_delta: float) -> None:
+        self.monitor = monitor
+        mode = check_choice("mode", mode, ("auto", "min", "max"))
+        if mode == "auto":
+            mode = "max" if any(k in monitor for k in ("accuracy", "r2")) else "min"
+        self.mode = mode
+        self.min_delta = check_float("min_delta", min_delta, minimum=0.0)
+        self.best = math.inf if mode == "min" else -math.inf
+
+    def value(self, logs: dict[str, Any]) -> float:
+        if self.monitor not in logs:
+            raise KeyError(
+                message(
+                    f"the monitored metric of {type(self).__name__}",
+                    f"one of {sorted(logs)}",
+                    self.monitor,
+                    "Pass validation data to monitor val_* metrics.",
+                )
+            )
+        return float(logs[self.monitor])
+
+    def improved(self, value: float) -> bool:
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+
+class EarlyStopping(Callback):
+    """Stops when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
+
+    With ``restore_best`` the parameters (and BatchNorm statistics) of the best epoch are put
+    back when training stops.
+    """
+
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        patience: int = 5,
+        min_delta: float = 0.0,
+        restore_best: bool = True,
+        mode: str = "auto",
+    ) -> None:
+        self._monitor = _Monitor(monitor, mode, min_delta)
+        self.patience = check_int("patience", patience, minimum=0)
+        self.restore_best = bool(restore_best)
+        self.wait = 0
+        self.best_epoch = None
+        self._best_state = None
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        value = self._monitor.value(logs)
+        if self._monitor.improved(value):
+            self._monitor.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best:
+                self._best_state = trainer.model.state()
+            return
+        self.wait += 1
+        if self.wait > self.patience:
+            trainer.stop_training = True
+            trainer.stop_reason = (
+                f"early stopping: {self._monitor.monitor} did not improve for {self.wait} epochs "
+                f"(best {self._monitor.best:.4g} at epoch {self.best_epoch + 1})"
+            )
+
+    def on_train_end(self, trainer):
+        if self.restore_best and self._best_state is not None and trainer.stop_training:
+            trainer.model.load_state(self._best_state)
+
+    def state(self):
+        return {"best": self._monitor.best, "wait": self.wait, "best_epoch": self.best_epoch}
+
+    def load_state(self, state):
+        self._monitor.best = state["best"]
+        self.wait, self.best_epoch = state["wait"], state["best_epoch"]
+
+
+class DivergenceGuard(Callback):
+    """Stops a run whose loss is not finite, or whose smoothed loss rose ``factor`` times above
+    its start, and restores the last parameters known to be good.
+
+    A copy of the parameters is taken every ``snapshot_every`` steps while the loss is healthy
+    (one memcpy of the flat vector, cheap next to the steps in between); on divergence that copy
+    is put back, so the model the run returns is finite and usable.
+    """
+
+    def __init__(self, factor: float = 20.0, snapshot_every: int = 100) -> None:
+        self.factor = check_float("factor", factor, minimum=1.0, inclusive=False)
+        self.snapshot_every = check_int("snapshot_every", snapshot_every, minimum=1)
+        self._good = None
+        self._good_step = 0
+        self._start = None
+
+    def on_train_begin(self, trainer):
+        self._take(trainer)
+
+    def _take(self, trainer):
+        self._good = trainer.model.state()
+        self._good_step = trainer.step
+
+    def on_step_end(self, trainer, loss):
+        history = trainer.history
+        smoothed = history.smoothed_loss
+        if self._start is None and math.isfinite(loss):
+            self._start = max(loss, 1e-12)
+        blown = self._start is not None and smoothed > self.factor * self._start
+        if math.isfinite(loss) and not blown:
+            if trainer.step - self._good_step >= self.snapshot_every:
+                self._take(trainer)
+            return
+        trainer.model.load_state(self._good)
+        trainer.stop_training = True
+        what = (
+            f"the loss became {loss}"
+            if not math.isfinite(loss)
+            else (
+                f"the smoothed loss rose to {smoothed:.4g}, over {self.factor:g}x its start "
+                f"({self._start:.4g})"
+            )
+        )
+        lr = trainer.optimizer.lr
+        batch = trainer.batch_size
+        trainer.stop_reason = (
+            f"training diverged at step {trainer.step} (epoch {trainer.epoch + 1}): {what}. "
+            f"Restored the parameters of step {self._good_step}. Try a smaller learning rate "
+            f"(lr={lr / 10:g} instead of {lr:g}) or a larger batch size "
+            f"(batch_size={min(2 * batch, trainer.n_samples)} instead of {batch}), whose gradient "
+            f"is less noisy."
+        )
+
+    def state(self):
+        return {"start": self._start}
+
+    def load_state(self, state):
+        self._start = state.get("start")
+
+
+# -- learning rate ----------------------------------------------------------------------------
+class LearningRateSchedule(Callback):
+    """Sets ``optimizer.lr = schedule(t)`` before each step (``per="step"``, t = steps taken) or
+    at the start of each epoch (``per="epoch"``, t = epoch index)."""
+
+    def __init__(self, schedule, per: str = "step") -> None:
+        self.schedule = schedule
+        self.per = check_choice("per", per, ("step", "epoch"))
+
+    def on_train_begin(self, trainer):
+        if self.per == "step":
+            trainer.optimizer.lr = float(self.schedule(trainer.step))
+
+    def on_epoch_begin(self, trainer, epoch):
+        if self.per == "epoch":
+            trainer.optimizer.lr = float(self.schedule(epoch))
+
+    def on_step_end(self, trainer, loss):
+        if self.per == "step":
+            trainer.optimizer.lr = float(self.schedule(trainer.step))
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiplies the learning rate by ``factor`` when ``monitor`` has not improved for
+    ``patience`` epochs, then waits ``cooldown`` epochs; never below ``min_lr``."""
+
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        factor: float = 0.1,
+        patience: int = 10,
+        min_delta: float = 1e-4,
+        cooldown: int = 0,
+        min_lr: float = 0.0,
+        mode: str = "auto",
+    ) -> None:
+        self._monitor = _Monitor(monitor, mode, min_delta)
+        self.factor = check_float("factor", factor, minimum=0.0, maximum=1.0, inclusive=False)
+        self.patience = check_int("patience", patience, minimum=0)
+        self.cooldown = check_int("cooldown", cooldown, minimum=0)
+        self.min_lr = check_float("min_lr", min_lr, minimum=0.0)
+        self.wait = 0
+        self.cooling = 0
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        value = self._monitor.value(logs)
+        if self.cooling:
+            self.cooling -= 1
+            self.wait = 0
+        if self._monitor.improved(value):
+            self._monitor.best, self.wait = value, 0
+            return
+        self.wait += 1
+        if self.wait > self.patience:
+            opt = trainer.optimizer
+            opt.lr = max(self.min_lr, opt.lr * self.factor)
+            self.cooling, self.wait = self.cooldown, 0
+
+    def state(self):
+        return {"best": self._monitor.best, "wait": self.wait, "cooling": self.cooling}
+
+    def load_state(self, state):
+        self._monitor.best = state["best"]
+        self.wait, self.cooling = state["wait"], state["cooling"]
+
+
+# -- files ------------------------------------------------------------------------------------
+class Checkpoint(Callback):
+    """Writes exact checkpoints to ``folder`` every ``every_steps`` steps and/or every epoch,
+    keeping the ``keep_last`` newest. A Ctrl-C ends training after the current step and writes one
+    more. ``fit(..., resume=folder)`` continues from the newest."""
+
+    def __init__(
+        self,
+        folder,
+        *,
+        every_steps: int | None = None,
+        every_epoch: bool = True,
+        keep_last: int = 2,
+    ) -> None:
+        self.folder = Path(folder)
+        self.every_steps = (
+            None if every_steps is None else check_int("every_steps", every_steps, minimum=1)
+        )
+        self.every_epoch = bool(every_epoch)
+        if self.every_steps is None and not self.every_epoch:
+            raise ValueError("Checkpoint needs every_steps or every_epoch=True.")
+        self.keep_last = check_int("keep_last", keep_last, minimum=1)
+        self.last_path: Path | None = None
+
+    def write(self, trainer) -> Path:
+        path = trainer.save_checkpoint(self.folder / checkpoint_name(trainer.step))
+        self.last_path = path
+        old = sorted(
+            (p for p in self.folder.glob("checkpoint-*.npz") if NAME.search(p.name)),
+            key=lambda p: int(NAME.search(p.name).group(1)),
+        )
+        for stale in old[: -self.keep_last]:
+            stale.unlink(missing_ok=True)
+        return path
+
+    def on_train_begin(self, trainer):
+        # temporary files of a write that a killed process never finished
+        for partial in self.folder.glob(".checkpoint-*.tmp"):
+            partial.unlink(missing_ok=True)
+
+    def on_step_end(self, trainer, loss):
+        if self.every_steps and trainer.step % self.every_steps == 0:
+            self.write(trainer)
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        if self.every_epoch:
+            self.write(trainer)
+
+    def on_train_end(self, trainer):
+        if trainer.interrupted:
+            self.write(trainer)
+
+
+class CSVLogger(Callback):
+    """Appends one row per epoch to a CSV file, flushed at once, so a crash loses nothing."""
+
+    def __init__(self, path, append: bool = False) -> None:
+        self.path = Path(path)
+        self.append = bool(append)
+        self._keys: list[str] | None = None
+
+    def on_train_begin(self, trainer):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.append and trainer.step == 0:
+            self.path.write_text("")
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        import csv
+
+        write_header = not self.path.exists() or self.path.stat().st_size == 0
+        keys = self._keys or list(logs)
+        self._keys = keys
+        with open(self.path, "a", newline="") as f:
+            writer = csv.writer(f)
+            if write_header:
+                writer.writerow(keys)
+            writer.writerow([_cell(logs.get(k, "")) for k in keys])
+
+
+def _cell(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value

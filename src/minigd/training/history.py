@@ -1,0 +1,144 @@
+"""History: what a run did, step by step and epoch by epoch, as plain data.
+
+Per step: the mini-batch loss (noisy: each step sees different samples), the batch size, samples
+seen so far, seconds since training began, and the learning rate used. Per epoch: the train loss
+(the sample-weighted mean of the epoch's step losses), validation metrics, and the epoch's seconds.
+
+History saves to JSON and CSV; plots and reports read it back with ``from_json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+STEP_FIELDS = ("epoch", "loss", "batch_size", "samples_seen", "seconds", "lr")
+
+
+@dataclass
+class History:
+    """Per-step columns (lists of equal length), per-epoch records, and free-form metadata."""
+
+    steps: dict[str, list] = field(default_factory=lambda: {k: [] for k in STEP_FIELDS})
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    ema_beta: float = 0.98
+    _ema: float = 0.0
+
+    def record_step(
+        self, epoch: int, loss: float, batch_size: int, samples_seen: int, seconds: float, lr: float
+    ) -> None:
+        s = self.steps
+        s["epoch"].append(epoch)
+        s["loss"].append(loss)
+        s["batch_size"].append(batch_size)
+        s["samples_seen"].append(samples_seen)
+        s["seconds"].append(seconds)
+        s["lr"].append(lr)
+        if math.isfinite(loss):
+            self._ema = self.ema_beta * self._ema + (1.0 - self.ema_beta) * loss
+
+    def record_epoch(self, **record: Any) -> None:
+        self.epochs.append(record)
+
+    @property
+    def n_steps(self) -> int:
+        return len(self.steps["loss"])
+
+    @property
+    def smoothed_loss(self) -> float:
+        """The bias-corrected exponential moving average of the step loss (Adam's correction):
+        ema_t / (1 - beta^t), so the first values are not pulled toward zero."""
+        t = self.n_steps
+        if not t:
+            return float("nan")
+        return self._ema / (1.0 - self.ema_beta**t)
+
+    def smoothed(self, beta: float | None = None) -> np.ndarray:
+        """The bias-corrected moving average of the whole step-loss curve, one value per step."""
+        beta = self.ema_beta if beta is None else beta
+        out = np.empty(self.n_steps)
+        ema = 0.0
+        for t, loss in enumerate(self.steps["loss"], start=1):
+            if math.isfinite(loss):
+                ema = beta * ema + (1.0 - beta) * loss
+            out[t - 1] = ema / (1.0 - beta**t)
+        return out
+
+    def column(self, name: str) -> np.ndarray:
+        return np.asarray(self.steps[name])
+
+    def epoch_column(self, name: str) -> np.ndarray:
+        return np.array([e.get(name, np.nan) for e in self.epochs], dtype=float)
+
+    # -- serialization --------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "epochs": self.epochs,
+            "meta": self.meta,
+            "ema_beta": self.ema_beta,
+            "ema": self._ema,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> History:
+        steps = {k: list(data["steps"].get(k, [])) for k in STEP_FIELDS}
+        return cls(
+            steps,
+            list(data.get("epochs", [])),
+            dict(data.get("meta", {})),
+            float(data.get("ema_beta", 0.98)),
+            float(data.get("ema", 0.0)),
+        )
+
+    def to_json(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), default=_plain))
+        return path
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> History:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def to_csv(self, path: str | os.PathLike, which: str = "steps") -> Path:
+        """One row per step (``which="steps"``) or per epoch (``which="epochs"``)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            if which == "steps":
+                writer.writerow(("step", *STEP_FIELDS, "smoothed_loss"))
+                smooth = self.smoothed()
+                for i in range(self.n_steps):
+                    row = [self.steps[k][i] for k in STEP_FIELDS]
+                    writer.writerow((i + 1, *row, smooth[i]))
+            else:
+                keys = list(dict.fromkeys(k for e in self.epochs for k in e))
+                writer.writerow(keys)
+                for e in self.epochs:
+                    writer.writerow([e.get(k, "") for k in keys])
+        return path
+
+    def __repr__(self) -> str:
+        last = self.epochs[-1] if self.epochs else {}
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if isinstance(v, float))
+        return f"History(steps={self.n_steps}, epochs={len(self.epochs)}" + (
+            f", {shown})" if shown else ")"
+        )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")

@@ -1,0 +1,361 @@
+"""The training loop: one optimizer step per mini-batch, epoch after epoch.
+
+    for epoch in epochs:                     each epoch starts again from the first batch,
+        for batch in batches.epoch(epoch):   in that epoch's own shuffled order
+            forward, loss, backward          model.loss_and_grad
+            step                             optimizer.step
+            record                           history and callbacks
+
+Everything else (progress, early stopping, schedules, checkpoints, divergence) is a callback. The
+loop keeps its position (epoch, next batch, steps, samples) so that a checkpoint can record it and a
+resumed run can continue at exactly the next batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from minigd._validation import check_float, check_int, message
+from minigd.batching import MiniBatches
+from minigd.nn.losses import get_loss
+from minigd.optim import Optimizer, get_optimizer
+from minigd.training.callbacks import Callback, DivergenceGuard, ProgressBar
+from minigd.training.checkpoint import load_checkpoint, save_checkpoint
+from minigd.training.history import History
+
+
+class Trainer:
+    """Runs mini-batch gradient descent on a model and records what happened.
+
+    Args:
+        model: a ``minigd.nn.Sequential``.
+        batches: the MiniBatches of the (already prepared) training data.
+        optimizer: an Optimizer.
+        epochs: the epoch to stop before (a resumed run counts from its first epoch).
+        validation: optional (X_val, y_val), prepared for the model.
+        callbacks: Callback objects, called in order.
+    """
+
+    def __init__(
+        self,
+        model,
+        batches: MiniBatches,
+        optimizer: Optimizer,
+        *,
+        epochs: int,
+        validation: tuple[np.ndarray, np.ndarray] | None = None,
+        callbacks: Sequence[Callback] = (),
+    ) -> None:
+        self.model = model
+        self.batches = batches
+        self.optimizer = optimizer
+        self.epochs = check_int("epochs", epochs, minimum=1)
+        self.validation = validation
+        self.callbacks = list(callbacks)
+        self.history = History()
+        # position: the next batch to train on, and what has been done so far
+        self.epoch = 0
+        self.next_batch = 0
+        self.step = 0
+        self.samples_seen = 0
+        self._epoch_loss = 0.0  # sum of loss * batch size over the current epoch
+        self._epoch_samples = 0
+        self._epoch_seconds = 0.0
+        self._seconds_before = 0.0  # training time of earlier sessions (resumed runs)
+        self.stop_training = False
+        self.stop_reason: str | None = None
+        self.interrupted = False
+
+    # -- facts callbacks use --------------------------------------------------------------
+    @property
+    def batch_size(self) -> int:
+        return self.batches.batch_size
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return len(self.batches)
+
+    @property
+    def n_samples(self) -> int:
+        return self.batches.n_samples
+
+    def elapsed(self) -> float:
+        return self._seconds_before + (time.perf_counter() - self._t0)
+
+    # -- the loop -------------------------------------------------------------------------
+    def run(self) -> History:
+        self._t0 = time.perf_counter()
+        model, optimizer, history = self.model, self.optimizer, self.history
+        model.train()
+        self._call("on_train_begin")
+        with (
+            _interrupt_flag() as interrupted,
+            np.errstate(over="ignore", invalid="ignore", divide="ignore"),
+        ):
+            while self.epoch < self.epochs and not self.stop_training:
+                epoch = self.epoch
+                self._call("on_epoch_begin", epoch)
+                epoch_start = time.perf_counter()
+                for xb, yb in self.batches.epoch(epoch, self.next_batch):
+                    loss = model.loss_and_grad(xb, yb)  # forward, loss, backward
+                    optimizer.step(model.params, model.grads)  # one step per mini-batch
+                    n = len(xb)
+                    self.step += 1
+                    self.next_batch += 1
+                    self.samples_seen += n
+                    self._epoch_loss += loss * n
+                    self._epoch_samples += n
+                    history.record_step(
+                        epoch, loss, n, self.samples_seen, self.elapsed(), optimizer.lr
+                    )
+                    for callback in self.callbacks:
+                        callback.on_step_end(self, loss)
+                    if interrupted.is_set():
+                        self.interrupted = self.stop_training = True
+                        self.stop_reason = "interrupted (Ctrl-C) after step " + str(self.step)
+                    if self.stop_training:
+                        break
+                self._epoch_seconds += time.perf_counter() - epoch_start
+                if self.next_batch == len(self.batches):
+                    self._end_epoch(epoch)
+        self.model.eval()
+        self._call("on_train_end")
+        history.meta.update(self._summary())
+        return history
+
+    def _end_epoch(self, epoch: int) -> None:
+        logs = self._epoch_logs(epoch)
+        self.history.record_epoch(**logs)
+        self.epoch, self.next_batch = epoch + 1, 0
+        self._epoch_loss, self._epoch_samples, self._epoch_seconds = 0.0, 0, 0.0
+        self._call("on_epoch_end", epoch, logs)
+        self.model.train()
+
+    def _epoch_logs(self, epoch: int) -> dict[str, Any]:
+        seconds = self._epoch_seconds
+        logs: dict[str, Any] = {
+            "epoch": epoch,
+            "loss": self._epoch_loss / max(1, self._epoch_samples),
+            "steps": self.step,
+            "samples_seen": self.samples_seen,
+            "seconds": seconds,
+            "elapsed": self.elapsed(),
+            "samples_per_second": self._epoch_samples / seconds if seconds > 0 else math.inf,
+            "lr": self.optimizer.lr,
+        }
+        if self.validation is not None:
+            metrics = self.model.evaluate(*self.validation)
+            logs.update({f"val_{k}": v for k, v in metrics.items()})
+        return logs
+
+    def _call(self, hook: str, *args: Any) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(self, *args)
+
+    def _summary(self) -> dict[str, Any]:
+        return {
+            "steps": self.step,
+            "samples_seen": self.samples_seen,
+            "seconds": self.elapsed(),
+            "stop_reason": self.stop_reason,
+            "epochs_completed": self.epoch,
+        }
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def position(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "next_batch": self.next_batch,
+            "step": self.step,
+            "samples_seen": self.samples_seen,
+            "epoch_loss": self._epoch_loss,
+            "epoch_samples": self._epoch_samples,
+            "epoch_seconds": self._epoch_seconds,
+            "seconds": self.elapsed() if hasattr(self, "_t0") else self._seconds_before,
+        }
+
+    def batching(self) -> dict[str, Any]:
+        b = self.batches
+        return {
+            "n_samples": b.n_samples,
+            "batch_size": b.batch_size,
+            "seed": b.seed,
+            "shuffle": b.shuffle,
+            "last_batch": b.last_batch,
+        }
+
+    def save_checkpoint(self, path) -> Any:
+        return save_checkpoint(
+            path,
+            model=self.model,
+            optimizer=self.optimizer,
+            history=self.history,
+            position=self.position(),
+            batching=self.batching(),
+            callbacks={
+                f"{i}:{type(c).__name__}": c.state()
+                for i, c in enumerate(self.callbacks)
+                if c.state()
+            },
+        )
+
+    def restore(self, path) -> None:
+        """Continues from a checkpoint: model, optimizer, position, history, callback state."""
+        ckpt = load_checkpoint(path)
+        if ckpt["model_config"]["layers"] != self.model.config()["layers"] or (
+            ckpt["model_config"]["loss"] != self.model.config()["loss"]
+        ):
+            raise ValueError(
+                f"the checkpoint {ckpt['path']} was written for another "
+                "architecture; resume with the model it was trained with."
+            )
+        saved, now = ckpt["batching"], self.batching()
+        differs = {k: (saved[k], now[k]) for k in now if saved.get(k) != now[k]}
+        if differs:
+            detail = ", ".join(f"{k} {a!r} then, {b!r} now" for k, (a, b) in differs.items())
+            raise ValueError(
+                f"the checkpoint {ckpt['path']} was written with other batching "
+                f"({detail}); an exact resume needs the same data and settings."
+            )
+        self.model.load_state(ckpt["model_state"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        pos = ckpt["position"]
+        self.epoch, self.next_batch = pos["epoch"], pos["next_batch"]
+        self.step, self.samples_seen = pos["step"], pos["samples_seen"]
+        self._epoch_loss, self._epoch_samples = pos["epoch_loss"], pos["epoch_samples"]
+        self._epoch_seconds, self._seconds_before = pos["epoch_seconds"], pos["seconds"]
+        self.history = ckpt["history"]
+        states = ckpt["callbacks"]
+        for i, callback in enumerate(self.callbacks):
+            key = f"{i}:{type(callback).__name__}"
+            if key in states:
+                callback.load_state(states[key])
+
+
+@contextlib.contextmanager
+def _interrupt_flag():
+    """While training, Ctrl-C sets a flag that ends training after the current step, instead of
+    raising inside NumPy mid-update. Outside the main thread signals cannot be caught: there a
+    KeyboardInterrupt stays a KeyboardInterrupt."""
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag.is_set():  # a second Ctrl-C: the user really wants out
+            raise KeyboardInterrupt
+        flag.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def fit(
+    model,
+    X: Any,
+    y: Any = None,
+    *,
+    batch_size: int | str,
+    epochs: int,
+    optimizer: str | Optimizer = "sgd",
+    lr: float | None = None,
+    loss: str | None = None,
+    validation: tuple[Any, Any] | None = None,
+    validation_split: float = 0.0,
+    sample_axis: int = 0,
+    shuffle: bool = True,
+    seed: int = 0,
+    last_batch: str = "keep",
+    callbacks: Sequence[Callback] = (),
+    verbose: int = 1,
+    resume: Any = None,
+) -> History:
+    """Trains ``model`` on (X, y) by mini-batch gradient descent and returns its History.
+
+    Args:
+        model: a ``minigd.nn.Sequential`` (its loss is used unless ``loss`` is given).
+        X: (m, n) samples as rows, or (n, m) with ``sample_axis=1`` (the note's layout).
+        y: targets: class indices, or values for regression.
+        batch_size: samples per step; ``"full"`` is batch gradient descent, 1 is SGD.
+        epochs: passes over the data (a resumed run trains up to this epoch count).
+        optimizer: "sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw" or an Optimizer.
+        lr: learning rate for an optimizer given by name (default: its torch default).
+        validation: (X_val, y_val) evaluated after each epoch, in the same layout as X.
+        validation_split: instead, hold out this fraction of the samples, taken from the end of
+            X before any shuffling (as Keras does).
+        shuffle, seed, last_batch: the batching (see MiniBatches).
+        callbacks: extra callbacks. A DivergenceGuard is added unless one is given, and a
+            ProgressBar when ``verbose`` is 1 or more.
+        verbose: 0 silent, 1 a progress bar (or one line per epoch when not on a terminal).
+        resume: a checkpoint file, or a folder holding ``checkpoint-*.npz``, to continue from.
+    """
+    if loss is not None:
+        model.loss = get_loss(loss)
+    rows, targets = model.prepare(X, y, sample_axis=sample_axis)
+    if targets is None:
+        raise ValueError("fit needs targets y; minigd trains supervised models.")
+    split = check_float("validation_split", validation_split, minimum=0.0, maximum=1.0)
+    if validation is not None and split:
+        raise ValueError("pass validation=(X_val, y_val) or validation_split, not both.")
+    if validation is not None:
+        if len(validation) != 2:
+            raise ValueError(message("validation", "a pair (X_val, y_val)", validation))
+        validation = model.prepare(*validation, sample_axis=sample_axis)
+    elif split:
+        n_val = round(split * len(rows))
+        if not 0 < n_val < len(rows):
+            raise ValueError(
+                message(
+                    "validation_split",
+                    f"a fraction leaving samples on both sides of {len(rows)}",
+                    validation_split,
+                )
+            )
+        validation = (rows[-n_val:], targets[-n_val:])
+        rows, targets = rows[:-n_val], targets[:-n_val]
+    batches = MiniBatches(
+        rows, targets, batch_size=batch_size, shuffle=shuffle, seed=seed, last_batch=last_batch
+    )
+    if model.has_batchnorm and min(batches.batch_sizes) < 2:
+        raise ValueError(
+            f"BatchNorm cannot train on a batch of 1 sample, and batch_size={batch_size} with "
+            f"last_batch={last_batch!r} on {batches.n_samples} samples yields one. Use "
+            f"last_batch='merge' (fold it into the batch before) or 'drop'."
+        )
+    opt = get_optimizer(optimizer, lr)
+    extra = list(callbacks)
+    if not any(isinstance(c, DivergenceGuard) for c in extra):
+        extra.insert(0, DivergenceGuard())
+    if verbose and not any(isinstance(c, ProgressBar) for c in extra):
+        extra.append(ProgressBar())
+    trainer = Trainer(model, batches, opt, epochs=epochs, validation=validation, callbacks=extra)
+    if resume is not None:
+        trainer.restore(resume)
+    history = trainer.run()
+    history.meta.update(
+        {
+            "batch_size": batches.batch_size,
+            "optimizer": repr(opt),
+            "n_samples": batches.n_samples,
+            "seed": seed,
+            "last_batch": last_batch,
+            "epochs": epochs,
+        }
+    )
+    if verbose and trainer.stop_reason:
+        import sys
+
+        print(f"minigd: {trainer.stop_reason}", file=sys.stderr)
+    return history

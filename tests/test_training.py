@@ -1,0 +1,400 @@
+import csv
+import json
+import math
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from minigd import MiniBatches, datasets, fit
+from minigd.nn import mlp, softmax_regression
+from minigd.optim import SGD, StepDecay
+from minigd.training import (
+    Callback,
+    Checkpoint,
+    CSVLogger,
+    DivergenceGuard,
+    EarlyStopping,
+    History,
+    LearningRateSchedule,
+    ProgressBar,
+    ReduceLROnPlateau,
+    load_checkpoint,
+)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    pytest.importorskip("sklearn")
+    return datasets.load("digits")
+
+
+# -- fit and History ------------------------------------------------------------------------
+def test_one_step_per_batch_and_the_loss_trends_down(digits):
+    train, test = digits
+    model = mlp(64, [32], 10)
+    history = fit(
+        model,
+        train.X,
+        train.y,
+        batch_size=64,
+        epochs=4,
+        lr=0.1,
+        verbose=0,
+        validation=(test.X, test.y),
+    )
+    per_epoch = len(MiniBatches(train.X, batch_size=64))
+    assert history.n_steps == 4 * per_epoch == history.meta["steps"]
+    assert history.column("batch_size").tolist()[:per_epoch] == [64] * 22 + [29]
+    assert history.column("samples_seen")[-1] == 4 * len(train.X)
+    losses = history.epoch_column("loss")
+    assert np.all(np.diff(losses) < 0)
+    assert history.epochs[-1]["val_accuracy"] > 0.85
+    # the epoch's train loss is the sample-weighted mean of its step losses
+    steps = history.column("loss")[:per_epoch]
+    sizes = history.column("batch_size")[:per_epoch]
+    assert losses[0] == pytest.approx(np.sum(steps * sizes) / sizes.sum())
+
+
+def test_notes_layout_trains_to_the_same_parameters(digits):
+    train, _ = digits
+    a, b = mlp(64, [16], 10), mlp(64, [16], 10)
+    fit(a, train.X, train.y, batch_size=32, epochs=1, verbose=0)
+    fit(b, train.X.T.copy(), train.y, batch_size=32, epochs=1, verbose=0, sample_axis=1)
+    np.testing.assert_array_equal(a.params, b.params)
+
+
+def test_validation_split_takes_the_last_samples(digits):
+    train, _ = digits
+    model = softmax_regression(64, 10)
+    history = fit(
+        model, train.X, train.y, batch_size=100, epochs=1, validation_split=0.2, verbose=0
+    )
+    assert history.meta["n_samples"] == len(train.X) - round(0.2 * len(train.X))
+    held_out = model.evaluate(train.X[-287:], train.y[-287:])
+    assert history.epochs[0]["val_loss"] == pytest.approx(held_out["loss"])
+
+
+def test_history_smoothing_json_and_csv(tmp_path):
+    h = History()
+    for t, loss in enumerate([4.0, 2.0, 3.0, 1.0]):
+        h.record_step(0, loss, 8, 8 * (t + 1), 0.1 * t, 0.01)
+    h.record_epoch(epoch=0, loss=2.5, seconds=0.4)
+    smooth = h.smoothed()
+    assert smooth[0] == 4.0  # bias correction: no pull toward zero at the start
+    b = h.ema_beta
+    ema = 0.0
+    for loss in [4.0, 2.0, 3.0, 1.0]:
+        ema = b * ema + (1 - b) * loss
+    assert h.smoothed_loss == pytest.approx(ema / (1 - b**4)) == pytest.approx(smooth[-1])
+    back = History.from_json(h.to_json(tmp_path / "h.json"))
+    assert back.steps == h.steps and back.epochs == h.epochs
+    rows = list(csv.reader(h.to_csv(tmp_path / "h.csv").read_text().splitlines()))
+    assert rows[0][:3] == ["step", "epoch", "loss"] and len(rows) == 5
+    rows = list(csv.reader(h.to_csv(tmp_path / "e.csv", "epochs").read_text().splitlines()))
+    assert rows == [["epoch", "loss", "seconds"], ["0", "2.5", "0.4"]]
+
+
+# -- callbacks ------------------------------------------------------------------------------
+def test_divergence_is_stopped_with_advice_and_finite_parameters(digits, capsys):
+    train, _ = digits
+    model = mlp(64, [32], 10)
+    start = model.params.copy()
+    history = fit(model, train.X, train.y, batch_size=32, epochs=3, lr=100.0, verbose=1)
+    reason = history.meta["stop_reason"]
+    assert "diverged" in reason and "smaller learning rate (lr=10" in reason
+    assert "batch_size=64" in reason
+    assert np.all(np.isfinite(model.params))
+    np.testing.assert_array_equal(model.params, start)  # restored to step 0, the last good one
+    assert "diverged" in capsys.readouterr().err
+
+
+def test_nan_loss_is_caught_at_once():
+    X = np.ones((40, 2), np.float32)
+    y = np.zeros(40, np.float32)
+    model = softmax_regression(2, 2)
+    model.params[:] = np.float32(3e38)  # logits overflow to inf: the loss is nan
+    history = fit(model, X, y.astype(int), batch_size=8, epochs=1, verbose=0)
+    assert "the loss became nan" in history.meta["stop_reason"]
+    assert history.n_steps == 1
+
+
+def test_early_stopping_restores_the_best_epoch(digits):
+    train, test = digits
+
+    class Spoil(Callback):  # makes every epoch after the second worse than the best
+        def on_epoch_end(self, trainer, epoch, logs):
+            if epoch == 1:
+                self.best = trainer.model.params.copy()
+            if epoch >= 1:
+                trainer.optimizer.lr = 5.0
+
+    model = softmax_regression(64, 10)
+    spoil = Spoil()
+    stop = EarlyStopping("val_loss", patience=1)
+    history = fit(
+        model,
+        train.X,
+        train.y,
+        batch_size=64,
+        epochs=30,
+        lr=0.5,
+        verbose=0,
+        validation=(test.X, test.y),
+        callbacks=[spoil, stop],
+    )
+    assert "early stopping" in history.meta["stop_reason"]
+    assert len(history.epochs) < 30
+    best = int(np.argmin(history.epoch_column("val_loss")))
+    assert stop.best_epoch == best
+    assert model.evaluate(test.X, test.y)["loss"] == pytest.approx(
+        history.epochs[best]["val_loss"], rel=1e-6
+    )
+
+
+def test_learning_rate_callbacks(digits):
+    train, _ = digits
+    model = softmax_regression(64, 10)
+    history = fit(
+        model,
+        train.X,
+        train.y,
+        batch_size=200,
+        epochs=2,
+        verbose=0,
+        callbacks=[LearningRateSchedule(StepDecay(0.1, 4, 0.5))],
+    )
+    assert history.column("lr")[:9].tolist() == pytest.approx([0.1] * 4 + [0.05] * 4 + [0.025])
+    opt = SGD(1.0)
+
+    class Flat(Callback):  # a metric that never improves
+        def on_epoch_end(self, trainer, epoch, logs):
+            logs["val_loss"] = 1.0
+
+    fit(
+        softmax_regression(64, 10),
+        train.X,
+        train.y,
+        batch_size=500,
+        epochs=5,
+        optimizer=opt,
+        verbose=0,
+        callbacks=[Flat(), ReduceLROnPlateau(patience=1, factor=0.5)],
+    )
+    assert opt.lr == 0.25  # no gain after epochs 2 and 4 (patience 1): halved twice
+
+
+def test_csv_logger_and_plain_progress_lines(digits, tmp_path, capsys):
+    train, _ = digits
+    fit(
+        softmax_regression(64, 10),
+        train.X,
+        train.y,
+        batch_size=128,
+        epochs=3,
+        verbose=1,
+        callbacks=[CSVLogger(tmp_path / "log.csv")],
+    )
+    rows = list(csv.DictReader((tmp_path / "log.csv").read_text().splitlines()))
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+    out = capsys.readouterr()
+    lines = [ln for ln in out.out.splitlines() if ln.startswith("epoch ")]
+    assert len(lines) == 3 and "samples/s" in lines[0]  # not a terminal: one line per epoch
+    assert "\r" not in out.err
+
+
+def test_progress_bar_is_a_default_only_when_verbose(digits, capsys):
+    train, _ = digits
+    fit(softmax_regression(64, 10), train.X, train.y, batch_size=128, epochs=1, verbose=0)
+    assert capsys.readouterr().out == ""
+    assert isinstance(ProgressBar(), ProgressBar)
+
+
+def test_batchnorm_with_a_last_batch_of_one_is_refused_before_training(digits):
+    train, _ = digits
+    with pytest.raises(ValueError, match="last_batch='merge'"):
+        fit(
+            mlp(64, [8], 10, batchnorm=True),
+            train.X[:65],
+            train.y[:65],
+            batch_size=32,
+            epochs=1,
+            verbose=0,
+        )
+
+
+# -- checkpoints and resume -----------------------------------------------------------------
+def setup_run(folder=None, every_steps=7):
+    train, _ = datasets.load("digits")
+    model = mlp(64, [32], 10, batchnorm=True, dropout=0.1, seed=5)
+    callbacks = [] if folder is None else [Checkpoint(folder, every_steps=every_steps, keep_last=2)]
+    return model, train, callbacks
+
+
+def run(folder=None, resume=None, epochs=4, extra=()):
+    model, train, callbacks = setup_run(folder)
+    history = fit(
+        model,
+        train.X,
+        train.y,
+        batch_size=32,
+        epochs=epochs,
+        optimizer="adam",
+        last_batch="merge",
+        seed=3,
+        verbose=0,
+        callbacks=[*callbacks, *extra],
+        resume=resume,
+    )
+    return model, history
+
+
+def test_resume_in_process_is_bitwise_exact(tmp_path, digits):
+    reference, ref_history = run()
+
+    class StopAt(Callback):
+        def on_step_end(self, trainer, loss):
+            if trainer.step == 60:
+                trainer.stop_training = True
+
+    run(tmp_path, extra=[StopAt()])
+    ckpt = load_checkpoint(tmp_path)
+    assert ckpt["position"]["step"] == 56 and ckpt["position"]["next_batch"] == 12
+    model, history = run(tmp_path, resume=tmp_path)
+    np.testing.assert_array_equal(model.params, reference.params)
+    for (_, a), (_, b) in zip(model.named_buffers(), reference.named_buffers(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert history.steps["loss"] == ref_history.steps["loss"]
+    assert [e["loss"] for e in history.epochs] == [e["loss"] for e in ref_history.epochs]
+
+
+CHILD = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from test_training import run
+from minigd.training import Callback
+
+class Announce(Callback):
+    def on_step_end(self, trainer, loss):
+        print(trainer.step, flush=True)
+        time.sleep(0.003)
+
+run({folder!r}, extra=[Announce()])
+print("finished", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_steps_then_resume_is_bitwise_exact(tmp_path, digits):
+    import subprocess
+    import sys
+
+    reference, _ = run()
+    total = 4 * 44
+    rng = np.random.default_rng(2024)
+    kill_steps = [5, 44, *sorted(rng.choice(np.arange(8, total - 2), size=3, replace=False))]
+    tests = os.path.dirname(__file__)
+    for trial, kill_at in enumerate(kill_steps):
+        folder = tmp_path / f"trial{trial}"
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD.format(tests=tests, folder=str(folder))],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for line in child.stdout:
+            if line.strip() == str(kill_at):
+                child.send_signal(signal.SIGKILL)
+                break
+        child.wait()
+        assert child.returncode == -signal.SIGKILL, f"trial {trial} ended before step {kill_at}"
+        # a kill during a write may leave a hidden temporary file, never a torn checkpoint
+        for path in folder.glob("checkpoint-*.npz"):
+            load_checkpoint(path)
+        resume = folder if folder.exists() and any(folder.glob("checkpoint-*.npz")) else None
+        if kill_at >= 7:
+            assert resume is not None
+        model, _ = run(folder, resume=resume)
+        np.testing.assert_array_equal(
+            model.params, reference.params, err_msg=f"killed at step {kill_at}"
+        )
+
+
+def test_checkpoint_refusals(tmp_path, digits):
+    run(tmp_path, epochs=1)
+    path = load_checkpoint(tmp_path)["path"]
+    arrays = dict(np.load(path, allow_pickle=False))
+    arrays["model/0.weight"] = np.array([object()], dtype=object)
+    (tmp_path / "evil").mkdir()
+    np.savez(tmp_path / "evil" / "checkpoint-000000999.npz", **arrays)
+    with pytest.raises(ValueError, match="pickle"):
+        load_checkpoint(tmp_path / "evil")
+    train, _ = digits
+    other = mlp(64, [16], 10, batchnorm=True, dropout=0.1)
+    with pytest.raises(ValueError, match="another architecture"):
+        fit(
+            other,
+            train.X,
+            train.y,
+            batch_size=32,
+            epochs=2,
+            last_batch="merge",
+            seed=3,
+            optimizer="adam",
+            verbose=0,
+            resume=path,
+        )
+    model, _, _ = setup_run()
+    with pytest.raises(ValueError, match=r"batch_size 32 then, 64 now"):
+        fit(
+            model,
+            train.X,
+            train.y,
+            batch_size=64,
+            epochs=2,
+            last_batch="merge",
+            seed=3,
+            optimizer="adam",
+            verbose=0,
+            resume=path,
+        )
+
+
+def test_keep_last_and_metadata(tmp_path, digits):
+    run(tmp_path, epochs=2)
+    names = sorted(p.name for p in tmp_path.glob("checkpoint-*.npz"))
+    assert names == ["checkpoint-000000084.npz", "checkpoint-000000088.npz"]
+    meta = json.loads(str(np.load(tmp_path / names[-1])["meta"]))
+    assert meta["position"] == meta["position"] | {"epoch": 2, "next_batch": 0, "step": 88}
+    assert meta["batching"]["seed"] == 3
+
+
+def test_ctrl_c_ends_after_the_step_and_writes_a_checkpoint(tmp_path, digits):
+    class PressCtrlC(Callback):
+        def on_step_end(self, trainer, loss):
+            if trainer.step == 10:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    _, history = run(tmp_path, extra=[PressCtrlC()])
+    assert history.n_steps == 10 and "interrupted" in history.meta["stop_reason"]
+    assert load_checkpoint(tmp_path)["position"]["step"] == 10
+    reference, _ = run()
+    resumed, _ = run(tmp_path, resume=tmp_path)
+    np.testing.assert_array_equal(resumed.params, reference.params)
+    assert math.isfinite(history.smoothed_loss)
+
+
+def test_divergence_guard_is_not_added_twice(digits):
+    train, _ = digits
+    guard = DivergenceGuard(factor=2.0)
+    history = fit(
+        softmax_regression(64, 10),
+        train.X,
+        train.y,
+        batch_size=64,
+        epochs=1,
+        verbose=0,
+        lr=50.0,
+        callbacks=[guard],
+    )
+    assert "2x its start" in history.meta["stop_reason"]

@@ -130,6 +130,100 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_and_data(args):
+    from minigd.training.runs import RunConfig, build_model, load_data
+
+    train, _ = load_data(args.data, target=args.target, y_path=args.y)
+    config = RunConfig(
+        data=args.data, model=args.model, seed=args.seed, sample_axis=args.sample_axis
+    )
+    return build_model(config, train), train
+
+
+def cmd_advise(args: argparse.Namespace) -> int:
+    from minigd.batchsize import advise, parse_bytes
+
+    model, train = _model_and_data(args)
+    reference = None
+    if args.reference:
+        b0, lr0 = args.reference.split(":")
+        reference = (int(b0), float(lr0))
+    advice = advise(
+        model,
+        train.X,
+        train.y,
+        optimizer=args.optimizer,
+        memory_budget_bytes=parse_bytes(args.memory) if args.memory else None,
+        measure=not args.no_measure,
+        reference=reference,
+        sample_axis=args.sample_axis,
+        progress=not args.quiet,
+    )
+    print(f"advice for {args.model} on {args.data} ({advice.n_samples} samples):")
+    print(advice)
+    return 0
+
+
+def cmd_find_batch_size(args: argparse.Namespace) -> int:
+    from minigd.batchsize import find_batch_size, parse_bytes
+
+    model, train = _model_and_data(args)
+    candidates = [int(c) for c in args.candidates.split(",")] if args.candidates else None
+    result = find_batch_size(
+        model,
+        train.X,
+        train.y,
+        candidates=candidates,
+        memory_budget_bytes=parse_bytes(args.memory) if args.memory else None,
+        optimizer=args.optimizer,
+        sample_axis=args.sample_axis,
+        progress=not args.quiet,
+    )
+    print(result.table())
+    print(f"knee: {result.knee} (the smallest batch within 10% of the best throughput)")
+    return 0
+
+
+def cmd_noise_scale(args: argparse.Namespace) -> int:
+    from minigd.batchsize import noise_scale
+    from minigd.training import fit
+
+    model, train = _model_and_data(args)
+    if args.epochs:
+        fit(
+            model,
+            train.X,
+            train.y,
+            batch_size=args.train_batch_size,
+            epochs=args.epochs,
+            optimizer=args.optimizer,
+            lr=args.lr,
+            sample_axis=args.sample_axis,
+            seed=args.seed,
+            verbose=0 if args.quiet else 1,
+        )
+    result = noise_scale(
+        model,
+        train.X,
+        train.y,
+        b_small=args.b_small,
+        b_big=args.b_big,
+        n_batches=args.n_batches,
+        seed=args.seed,
+        sample_axis=args.sample_axis,
+    )
+    when = f"after {args.epochs} epochs" if args.epochs else "at initialization"
+    print(f"gradient noise scale of {args.model} on {args.data}, {when}:")
+    print(
+        f"  B_simple   = {result.b_simple:.4g}  (95% CI {result.interval[0]:.4g} .. "
+        f"{result.interval[1]:.4g})"
+    )
+    print(f"  |G|^2      = {result.grad_norm_sq:.4g}")
+    print(f"  tr(Sigma)  = {result.trace_sigma:.4g}")
+    print(f"  from {result.n_batches} batch pairs of {result.b_small} and {result.b_big} samples")
+    return 0
+
+
 def _data_arguments(p: argparse.ArgumentParser, default: str | None = "mnist-5k") -> None:
     p.add_argument(
         "--data",
@@ -145,6 +239,16 @@ def _data_arguments(p: argparse.ArgumentParser, default: str | None = "mnist-5k"
     )
     p.add_argument("--target", default=None, help="target column of a CSV/Parquet file")
     p.add_argument("--y", default=None, help="targets file for an .npy X")
+
+
+def _tool_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="mlp:128", help="model spec, as for train")
+    p.add_argument("--optimizer", default="sgd", help="the optimizer you will train with")
+    p.add_argument(
+        "--memory", default=None, help="memory budget, e.g. 2GB (default: half the free RAM)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,6 +303,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("advise", help="recommend a batch size and learning rate, with reasons")
+    _data_arguments(p)
+    _tool_arguments(p)
+    p.add_argument(
+        "--no-measure", action="store_true", help="skip the throughput and noise-scale measurements"
+    )
+    p.add_argument(
+        "--reference",
+        default=None,
+        metavar="B0:LR0",
+        help="a batch size and learning rate known to work, e.g. 64:0.1",
+    )
+    p.set_defaults(func=cmd_advise)
+
+    p = sub.add_parser("find-batch-size", help="throughput and peak memory per batch size")
+    _data_arguments(p)
+    _tool_arguments(p)
+    p.add_argument("--candidates", default=None, help="comma-separated batch sizes")
+    p.set_defaults(func=cmd_find_batch_size)
+
+    p = sub.add_parser("noise-scale", help="the gradient noise scale B_simple (McCandlish 2018)")
+    _data_arguments(p)
+    _tool_arguments(p)
+    p.add_argument("--b-small", type=int, default=32)
+    p.add_argument("--b-big", type=int, default=1024)
+    p.add_argument("--n-batches", type=int, default=50)
+    p.add_argument("--epochs", type=int, default=0, help="train this many epochs first")
+    p.add_argument("--train-batch-size", type=_batch_size, default=64)
+    p.add_argument("--lr", type=float, default=None)
+    p.set_defaults(func=cmd_noise_scale)
 
     p = sub.add_parser("evaluate", help="metrics of a saved model on a dataset or file")
     p.add_argument("--model-file", required=True, help="a model.npz written by minigd train")

@@ -293,6 +293,12 @@ class Sequential:
             layers.append(LAYERS[kind](*_positional(kind, spec), **spec))
         return cls(layers, config["loss"], seed=config["seed"], dtype=config["dtype"])
 
+    def copy(self) -> Sequential:
+        """An independent model with the same architecture, parameters and buffers."""
+        twin = Sequential.from_config(self.config())
+        twin.load_state(self.state())
+        return twin.train(self.training)
+
     def save(self, path: str | os.PathLike) -> Path:
         """Writes parameters, buffers and the architecture (as JSON text) to one ``.npz`` file."""
         from minigd.data.npz import atomic_savez

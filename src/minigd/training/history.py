@@ -45,8 +45,10 @@ class History:
         if math.isfinite(loss):
             self._ema = self.ema_beta * self._ema + (1.0 - self.ema_beta) * loss
 
-    def record_epoch(self, **record: Any) -> None:
-        self.epochs.append(record)
+    def record_epoch(self, record: dict[str, Any] | None = None, **fields: Any) -> None:
+        """Appends an epoch's record. The dict itself is kept, so callbacks that run after the
+        epoch is recorded (a noise-scale tracker, say) can add their measurements to it."""
+        self.epochs.append(record if record is not None else fields)
 
     @property
     def n_steps(self) -> int:

@@ -133,7 +133,7 @@ class Trainer:
 
     def _end_epoch(self, epoch: int) -> None:
         logs = self._epoch_logs(epoch)
-        self.history.record_epoch(**logs)
+        self.history.record_epoch(logs)
         self.epoch, self.next_batch = epoch + 1, 0
         self._epoch_loss, self._epoch_samples, self._epoch_seconds = 0.0, 0, 0.0
         self._call("on_epoch_end", epoch, logs)

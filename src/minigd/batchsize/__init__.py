@@ -1,0 +1,34 @@
+"""Which batch size, and why: memory model, advisor, throughput finder, noise scale, lr scaling."""
+
+from minigd.batchsize.advisor import Advice, Reason, advise
+from minigd.batchsize.finder import FinderResult, find_batch_size, knee_of
+from minigd.batchsize.lr_scaling import ScaledLR, scale_lr
+from minigd.batchsize.memory import (
+    MemoryEstimate,
+    available_memory,
+    estimate_memory,
+    memory_budget,
+    parse_bytes,
+    register_device_memory,
+)
+from minigd.batchsize.noise import NoiseScale, NoiseScaleTracker, noise_scale
+
+__all__ = [
+    "Advice",
+    "FinderResult",
+    "MemoryEstimate",
+    "NoiseScale",
+    "NoiseScaleTracker",
+    "Reason",
+    "ScaledLR",
+    "advise",
+    "available_memory",
+    "estimate_memory",
+    "find_batch_size",
+    "knee_of",
+    "memory_budget",
+    "noise_scale",
+    "parse_bytes",
+    "register_device_memory",
+    "scale_lr",
+]

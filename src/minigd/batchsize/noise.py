@@ -1,0 +1,182 @@
+"""The gradient noise scale: the batch size past which bigger batches stop paying.
+
+McCandlish et al. 2018 ("An Empirical Model of Large-Batch Training") show that the batch size at
+which training is efficient in both steps and samples is about the *simple noise scale*
+
+    B_simple = tr(Sigma) / |G|^2,
+
+with G the true gradient and Sigma the covariance of one sample's gradient. Below it, doubling the
+batch nearly halves the steps needed (perfect scaling); far above it, steps barely fall and the
+extra samples are wasted.
+
+A mini-batch gradient G_B has E|G_B|^2 = |G|^2 + tr(Sigma)/B. Measuring |G_B|^2 at two sizes b_small
+and b_big gives unbiased estimates of both terms (their Appendix A):
+
+    |G|^2    ~ (b_big |G_big|^2 - b_small |G_small|^2) / (b_big - b_small)
+    tr(Sigma) ~ (|G_small|^2 - |G_big|^2) / (1/b_small - 1/b_big)
+
+Both are averaged over many batches *before* the ratio is taken: the ratio of averages is
+consistent, the average of ratios is not. A bootstrap over the batches gives a confidence interval.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from minigd._validation import check_int, message
+from minigd.training.callbacks import Callback
+
+
+@dataclass(frozen=True)
+class NoiseScale:
+    """B_simple and its two components, with a bootstrap confidence interval."""
+
+    b_simple: float
+    grad_norm_sq: float  # |G|^2
+    trace_sigma: float  # tr(Sigma)
+    interval: tuple[float, float]  # 95% bootstrap interval of b_simple
+    b_small: int
+    b_big: int
+    n_batches: int
+
+    def __str__(self) -> str:
+        lo, hi = self.interval
+        return (
+            f"B_simple = {self.b_simple:.4g} (95% CI {lo:.4g} .. {hi:.4g}); "
+            f"|G|^2 = {self.grad_norm_sq:.4g}, tr(Sigma) = {self.trace_sigma:.4g}; "
+            f"from {self.n_batches} batch pairs of {self.b_small} and {self.b_big}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "b_simple": self.b_simple,
+            "grad_norm_sq": self.grad_norm_sq,
+            "trace_sigma": self.trace_sigma,
+            "interval": list(self.interval),
+            "b_small": self.b_small,
+            "b_big": self.b_big,
+            "n_batches": self.n_batches,
+        }
+
+
+def estimate_components(
+    small_sq: np.ndarray, big_sq: np.ndarray, b_small: int, b_big: int
+) -> tuple[float, float]:
+    """(|G|^2, tr(Sigma)) from mean squared gradient norms at the two batch sizes."""
+    s, b = float(np.mean(small_sq)), float(np.mean(big_sq))
+    g2 = (b_big * b - b_small * s) / (b_big - b_small)
+    trace = (s - b) / (1.0 / b_small - 1.0 / b_big)
+    return g2, trace
+
+
+def noise_scale(
+    model,
+    X: Any,
+    y: Any,
+    *,
+    b_small: int = 32,
+    b_big: int = 1024,
+    n_batches: int = 50,
+    seed: int = 0,
+    sample_axis: int = 0,
+    bootstrap: int = 1000,
+) -> NoiseScale:
+    """Measures the simple noise scale of ``model`` at its current parameters.
+
+    Each of ``n_batches`` rounds draws b_big samples without replacement (from
+    ``default_rng((seed, round))``); the gradient on all of them is G_big and the gradient on an
+    independent draw of b_small samples is G_small. Gradients are taken in training mode on a copy
+    of the model, so the model's BatchNorm statistics and dropout draws are left as they were.
+    """
+    b_small = check_int("b_small", b_small, minimum=1)
+    b_big = check_int("b_big", b_big, minimum=1)
+    n_batches = check_int("n_batches", n_batches, minimum=2)
+    rows, targets = model.prepare(X, y, sample_axis=sample_axis)
+    m = len(rows)
+    if not b_small < b_big <= m:
+        raise ValueError(
+            message(
+                "(b_small, b_big)",
+                f"with b_small < b_big <= m = {m}",
+                (b_small, b_big),
+                "Pick b_big well above b_small, e.g. 8x.",
+            )
+        )
+    probe = model.copy().train()
+    if probe.has_batchnorm and b_small < 2:
+        raise ValueError("with BatchNorm, b_small must be at least 2.")
+    small_sq = np.empty(n_batches)
+    big_sq = np.empty(n_batches)
+    with np.errstate(all="ignore"):
+        for i in range(n_batches):
+            rng = np.random.default_rng((seed, i))
+            big = rng.choice(m, size=b_big, replace=False)
+            small = rng.choice(m, size=b_small, replace=False)
+            probe.loss_and_grad(rows[big], targets[big])
+            big_sq[i] = _norm_sq(probe.grads)
+            probe.loss_and_grad(rows[small], targets[small])
+            small_sq[i] = _norm_sq(probe.grads)
+    g2, trace = estimate_components(small_sq, big_sq, b_small, b_big)
+    lo, hi = _bootstrap(small_sq, big_sq, b_small, b_big, bootstrap, seed)
+    return NoiseScale(
+        trace / g2 if g2 > 0 else float("inf"), g2, trace, (lo, hi), b_small, b_big, n_batches
+    )
+
+
+def _norm_sq(g: np.ndarray) -> float:
+    g = g.astype(np.float64, copy=False)
+    return float(np.dot(g, g))
+
+
+def _bootstrap(small_sq, big_sq, b_small, b_big, rounds, seed) -> tuple[float, float]:
+    if rounds < 1:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng((seed, 2**31 - 1))
+    picks = rng.integers(0, len(small_sq), size=(rounds, len(small_sq)))
+    s = small_sq[picks].mean(axis=1)
+    b = big_sq[picks].mean(axis=1)
+    g2 = (b_big * b - b_small * s) / (b_big - b_small)
+    trace = (s - b) / (1.0 / b_small - 1.0 / b_big)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(g2 > 0, trace / g2, np.inf)
+    lo, hi = np.percentile(ratio, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+class NoiseScaleTracker(Callback):
+    """Measures the noise scale on the training data at the end of every ``every`` epochs and
+    records it in the epoch's history entry (``noise_scale``, ``grad_norm_sq``, ``trace_sigma``).
+    """
+
+    def __init__(
+        self,
+        every: int = 1,
+        *,
+        b_small: int = 32,
+        b_big: int = 512,
+        n_batches: int = 20,
+        seed: int = 0,
+    ) -> None:
+        self.every = check_int("every", every, minimum=1)
+        self.kwargs = {"b_small": b_small, "b_big": b_big, "n_batches": n_batches}
+        self.seed = seed
+        self.measurements: list[tuple[int, NoiseScale]] = []
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        if (epoch + 1) % self.every:
+            return
+        data = trainer.batches
+        b_big = min(self.kwargs["b_big"], data.n_samples)
+        kwargs = dict(self.kwargs, b_big=b_big, b_small=min(self.kwargs["b_small"], b_big // 2))
+        result = noise_scale(
+            trainer.model, data.X, data.y, seed=self.seed + epoch, bootstrap=200, **kwargs
+        )
+        self.measurements.append((epoch, result))
+        logs.update(
+            noise_scale=result.b_simple,
+            grad_norm_sq=result.grad_norm_sq,
+            trace_sigma=result.trace_sigma,
+        )

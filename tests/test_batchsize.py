@@ -84,6 +84,13 @@ def test_lr_scaling_rules():
     assert sqrt.lr == pytest.approx(2e-3) and sqrt.rule == "sqrt"
     assert scale_lr(0.1, 64, 128, optimizer="rmsprop").rule == "sqrt"
     assert scale_lr(0.1, 64, 32).warmup_epochs == 0
+    noise = scale_lr(0.1, 64, 64, rule="noise", noise_scale=64.0)
+    assert noise.lr == pytest.approx(0.1)  # through the reference
+    big = scale_lr(0.1, 64, 10**6, rule="noise", noise_scale=64.0).lr
+    small = scale_lr(0.1, 64, 1, rule="noise", noise_scale=64.0).lr
+    assert big == pytest.approx(0.2, rel=1e-3) and small == pytest.approx(0.2 / 65)
+    with pytest.raises(ValueError, match="noise_scale"):
+        scale_lr(0.1, 64, 128, rule="noise")
 
 
 # -- finder ---------------------------------------------------------------------------------

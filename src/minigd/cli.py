@@ -15,6 +15,13 @@ import numpy as np
 from minigd._version import __version__
 
 
+def _slug(text: str) -> str:
+    """A folder name from data and model specs: "mlp:256,128+bn" -> "mlp256-128bn"."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]", "", text.replace(",", "-"))
+
+
 def _batch_size(text: str) -> int | str:
     return "full" if text.lower() == "full" else int(text)
 
@@ -224,6 +231,81 @@ def cmd_noise_scale(args: argparse.Namespace) -> int:
     return 0
 
 
+def _target(text: str):
+    from minigd.experiments import Target
+
+    metric, _, value = text.partition(":")
+    if not value:
+        raise argparse.ArgumentTypeError("a target is METRIC:VALUE, e.g. val_accuracy:0.9")
+    return Target(metric, float(value))
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from minigd.batchsize import advise
+    from minigd.experiments import Budget, RunSpec, compare, write_report
+    from minigd.training.runs import RunConfig, build_model, load_data
+
+    budget = Budget(
+        epochs=args.epochs if not (args.seconds or args.samples) else None,
+        seconds=args.seconds,
+        samples=args.samples,
+    )
+    train, _ = load_data(args.data)
+    model = build_model(RunConfig(data=args.data, model=args.model, seed=args.seed), train)
+    advice = advise(model, train.X, train.y, optimizer=args.optimizer, progress=False)
+    sizes = [_batch_size(s) for s in args.batch_sizes.split(",")]
+    if args.use_advice:
+        sizes = [advice.batch_size if s not in ("full", 1) else s for s in sizes]
+    runs = [RunSpec(s, lr=args.lr, optimizer=args.optimizer) for s in sizes]
+    b0, lr0 = args.reference.split(":")
+    out = (
+        Path(args.out) if args.out else Path("reports") / _slug(f"compare-{args.data}-{args.model}")
+    )
+    print(
+        f"comparing batch sizes {', '.join(str(s) for s in sizes)} for {args.model} on "
+        f"{args.data}, {budget} each, same initial weights ...",
+        flush=True,
+    )
+    results = compare(
+        args.model,
+        args.data,
+        runs=runs,
+        budget=budget,
+        target=args.target,
+        reference=(int(b0), float(lr0)),
+        lr_rule=args.lr_rule,
+        seed=args.seed,
+        verbose=0 if args.quiet else 1,
+    )
+    paths = write_report(results, out, advice=advice)
+    print(results.table())
+    print(f"advisor: batch size {advice.batch_size}, lr {advice.lr:.4g} ({advice.lr_rule})")
+    print(f"report: {paths['html']}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from minigd.experiments import sweep
+    from minigd.experiments.plots import plot_sweep
+
+    result = sweep(
+        args.model,
+        args.data,
+        batch_sizes=[int(b) for b in args.batch_sizes.split(",")],
+        learning_rates=[float(v) for v in args.lrs.split(",")],
+        seeds=[int(s) for s in args.seeds.split(",")],
+        target=args.target,
+        max_epochs=args.max_epochs,
+        optimizer=args.optimizer,
+    )
+    out = Path(args.out) if args.out else Path("reports") / _slug(f"sweep-{args.data}-{args.model}")
+    result.save(out)
+    plot = plot_sweep(result, out)["steps_vs_batch"]["png"]
+    print(result.table())
+    print(f"wrote {out / 'sweep.json'} and {plot}")
+    return 0
+
+
 def _data_arguments(p: argparse.ArgumentParser, default: str | None = "mnist-5k") -> None:
     p.add_argument(
         "--data",
@@ -334,6 +416,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-batch-size", type=_batch_size, default=64)
     p.add_argument("--lr", type=float, default=None)
     p.set_defaults(func=cmd_noise_scale)
+
+    p = sub.add_parser("compare", help="batch GD vs mini-batch GD vs SGD, with a report")
+    p.add_argument("--data", default="mnist-5k", help="dataset name (default mnist-5k)")
+    p.add_argument("--model", default="mlp:128")
+    p.add_argument("--batch-sizes", default="full,64,1", help="comma-separated; full = all m")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--epochs", type=int, default=10, help="budget in epochs (default 10)")
+    group.add_argument("--seconds", type=float, default=None, help="budget in seconds per run")
+    group.add_argument("--samples", type=int, default=None, help="budget in samples seen")
+    p.add_argument("--optimizer", default="sgd")
+    p.add_argument("--lr", type=float, default=None, help="one lr for every run (else scaled)")
+    p.add_argument(
+        "--reference",
+        default="64:0.1",
+        metavar="B0:LR0",
+        help="scale learning rates from this batch size and lr (default 64:0.1)",
+    )
+    p.add_argument(
+        "--lr-rule",
+        choices=("noise", "sqrt", "linear", "auto"),
+        default="noise",
+        help="how lrs are scaled from the reference (default: McCandlish's noise rule)",
+    )
+    p.add_argument(
+        "--target",
+        type=_target,
+        default=None,
+        metavar="METRIC:VALUE",
+        help="e.g. val_accuracy:0.9 (the default for classifiers)",
+    )
+    p.add_argument(
+        "--use-advice",
+        action="store_true",
+        help="run the advisor's batch size instead of the mini-batch size given",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="report folder (default reports/compare-...)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("sweep", help="steps to target vs batch size, best lr per batch size")
+    p.add_argument("--data", default="mnist-5k")
+    p.add_argument("--model", default="mlp:128")
+    p.add_argument("--batch-sizes", default="16,32,64,128,256,512,1024")
+    p.add_argument("--lrs", default="0.03,0.1,0.3,1.0")
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--target", type=_target, default=None, metavar="METRIC:VALUE")
+    p.add_argument("--max-epochs", type=int, default=30)
+    p.add_argument("--optimizer", default="sgd")
+    p.add_argument("--out", default=None)
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("evaluate", help="metrics of a saved model on a dataset or file")
     p.add_argument("--model-file", required=True, help="a model.npz written by minigd train")

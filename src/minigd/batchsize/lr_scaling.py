@@ -8,6 +8,10 @@
    lr = lr0 * sqrt(B / B0) for Adam, AdamW and RMSprop, whose per-parameter normalization already
    absorbs part of the change in gradient scale; the gradient's standard deviation falls as
    1/sqrt(B).
+3. Noise (McCandlish et al. 2018, eq. 2.6): lr(B) = lr_max / (1 + B_noise / B), calibrated so that
+   lr(B0) = lr0. Linear while B << B_noise, it saturates at lr_max for B >> B_noise: the one rule
+   that spans SGD (B = 1) to full batch (B = m) without sending the large batches to a learning
+   rate that diverges. Needs a measured noise scale.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from dataclasses import dataclass
 
 from minigd._validation import check_choice, check_float, check_int
 
-RULES = ("linear", "sqrt", "auto")
+RULES = ("linear", "sqrt", "noise", "auto")
 ADAPTIVE = ("Adam", "AdamW", "RMSprop")
 
 
@@ -35,8 +39,19 @@ def rule_for(optimizer) -> str:
     return "sqrt" if name.lower() in {n.lower() for n in ADAPTIVE} else "linear"
 
 
-def scale_lr(lr0: float, b0: int, b: int, *, rule: str = "auto", optimizer=None) -> ScaledLR:
-    """Scales a learning rate tuned at batch size ``b0`` to batch size ``b``."""
+def scale_lr(
+    lr0: float,
+    b0: int,
+    b: int,
+    *,
+    rule: str = "auto",
+    optimizer=None,
+    noise_scale: float | None = None,
+) -> ScaledLR:
+    """Scales a learning rate tuned at batch size ``b0`` to batch size ``b``.
+
+    ``rule="noise"`` needs ``noise_scale`` (B_simple from ``minigd.batchsize.noise_scale``).
+    """
     lr0 = check_float("lr0", lr0, minimum=0.0, inclusive=False)
     b0 = check_int("b0", b0, minimum=1)
     b = check_int("b", b, minimum=1)
@@ -44,6 +59,20 @@ def scale_lr(lr0: float, b0: int, b: int, *, rule: str = "auto", optimizer=None)
     if rule == "auto":
         rule = rule_for(optimizer if optimizer is not None else "sgd")
     ratio = b / b0
+    if rule == "noise":
+        if noise_scale is None or not noise_scale > 0:
+            raise ValueError(
+                "the noise rule needs a positive noise_scale (B_simple); measure it "
+                "with minigd.batchsize.noise_scale."
+            )
+        lr_max = lr0 * (1.0 + noise_scale / b0)
+        lr = lr_max / (1.0 + noise_scale / b)
+        return ScaledLR(
+            lr,
+            rule,
+            f"noise-scale rule (McCandlish et al. 2018): lr = {lr_max:.4g}"
+            f" / (1 + {noise_scale:.0f}/{b}) = {lr:.4g}",
+        )
     if rule == "linear":
         lr = lr0 * ratio
         warmup = 5 if ratio >= 4 else 0

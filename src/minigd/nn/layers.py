@@ -151,7 +151,12 @@ class Dense(Layer):
 
     def backward(self, dy, need_dx=True):
         # dL/dW = dy^T x, dL/db = sum over the batch of dy, dL/dx = dy W
-        np.matmul(dy.T, self._x, out=self.grad_weight)
+        if dy.shape[0] == 1:
+            # an outer product: np.matmul takes a slow non-BLAS loop for an inner size of 1
+            # (~160 us at 128x784, against ~25 us for np.dot), which dominated SGD at B=1
+            np.dot(dy.T, self._x, out=self.grad_weight)
+        else:
+            np.matmul(dy.T, self._x, out=self.grad_weight)
         if self.use_bias:
             np.sum(dy, axis=0, out=self.grad_bias)
         if not need_dx:

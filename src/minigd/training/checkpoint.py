@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from minigd._json import to_plain
 from minigd.data.npz import atomic_savez, read_npz
 from minigd.training.history import STEP_FIELDS, History
 
@@ -69,7 +70,7 @@ def save_checkpoint(
         },
         "callbacks": callbacks or {},
     }
-    arrays["meta"] = np.array(json.dumps(meta, default=_plain))
+    arrays["meta"] = np.array(json.dumps(meta, default=to_plain))
     return atomic_savez(path, arrays)
 
 
@@ -140,11 +141,3 @@ def latest_checkpoint(path: str | os.PathLike) -> Path:
             "callback (minigd train writes one each epoch) to resume."
         )
     return max(found, key=lambda p: int(NAME.search(p.name).group(1)))
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from minigd._json import to_plain
+
 STEP_FIELDS = ("epoch", "loss", "batch_size", "samples_seen", "seconds", "lr")
 
 
@@ -104,7 +106,7 @@ class History:
     def to_json(self, path: str | os.PathLike) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), default=_plain))
+        path.write_text(json.dumps(self.to_dict(), default=to_plain))
         return path
 
     @classmethod
@@ -136,11 +138,3 @@ class History:
         return f"History(steps={self.n_steps}, epochs={len(self.epochs)}" + (
             f", {shown})" if shown else ")"
         )
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")

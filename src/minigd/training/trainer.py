@@ -70,6 +70,7 @@ class Trainer:
         self._epoch_samples = 0
         self._epoch_seconds = 0.0
         self._seconds_before = 0.0  # training time of earlier sessions (resumed runs)
+        self._seconds_excluded = 0.0  # evaluation time, which is not training time
         self.stop_training = False
         self.stop_reason: str | None = None
         self.interrupted = False
@@ -88,7 +89,12 @@ class Trainer:
         return self.batches.n_samples
 
     def elapsed(self) -> float:
-        return self._seconds_before + (time.perf_counter() - self._t0)
+        """Seconds of training so far: wall time less evaluations (validation, measurements)."""
+        return self._seconds_before + (time.perf_counter() - self._t0) - self._seconds_excluded
+
+    def exclude(self, seconds: float) -> None:
+        """Takes time spent measuring (not training) out of ``elapsed``."""
+        self._seconds_excluded += seconds
 
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> History:
@@ -152,8 +158,10 @@ class Trainer:
             "lr": self.optimizer.lr,
         }
         if self.validation is not None:
+            start = time.perf_counter()
             metrics = self.model.evaluate(*self.validation)
             logs.update({f"val_{k}": v for k, v in metrics.items()})
+            self.exclude(time.perf_counter() - start)
         return logs
 
     def _call(self, hook: str, *args: Any) -> None:

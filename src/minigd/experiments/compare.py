@@ -1,0 +1,373 @@
+"""Batch gradient descent, mini-batch gradient descent and SGD, side by side.
+
+Every run starts from the *same initial weights* on the same data and gets the same budget (epochs,
+samples seen, or wall-clock seconds); only the batch size and its learning rate differ. Each run
+records its full History, so the curves can be put on all three axes: per epoch, per sample seen,
+per second.
+
+Learning rates: given per run, or scaled from a reference (B0, lr0) = (64, 0.1). The default rule
+is McCandlish et al.'s lr(B) = lr_max / (1 + B_noise / B), with the gradient noise scale measured
+on the initial model: it grows linearly for small batches and levels off past the noise scale, so
+it spans SGD (B = 1) to full batch (B = m) with every run stable. The linear rule (Goyal et al.,
+the advisor's rule for SGD) only holds up to the critical batch size: on mnist-5k it sends full
+batch to lr 6.25, which diverges; the square-root rule gives it 0.79, at the edge of stability,
+where its loss rises in some epochs. ``lr_rule`` picks "noise", "sqrt", "linear" or "auto" (the
+advisor's choice for the optimizer); the report says which rule ran.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from minigd._json import to_plain
+from minigd._validation import check_float, check_int, message
+from minigd.batchsize.lr_scaling import rule_for, scale_lr
+from minigd.batchsize.memory import estimate_memory
+from minigd.batchsize.noise import noise_scale
+from minigd.data.files import Dataset
+from minigd.experiments.metrics import Target, TargetTracker, curve_noise
+from minigd.nn.models import parse_model_spec
+from minigd.optim import get_optimizer
+from minigd.training.callbacks import Callback
+from minigd.training.history import History
+from minigd.training.runs import load_data
+from minigd.training.trainer import fit
+
+DEFAULT_BATCH_SIZES = ("full", 64, 1)
+DEFAULT_REFERENCE = (64, 0.1)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What every run gets: a number of epochs, of samples seen, or of seconds (one of them)."""
+
+    epochs: int | None = None
+    samples: int | None = None
+    seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        given = [v for v in (self.epochs, self.samples, self.seconds) if v is not None]
+        if len(given) != 1:
+            raise ValueError(
+                message(
+                    "the budget",
+                    "exactly one of epochs, samples, seconds",
+                    (self.epochs, self.samples, self.seconds),
+                )
+            )
+
+    @property
+    def axis(self) -> str:
+        return "epochs" if self.epochs else "samples" if self.samples else "seconds"
+
+    def __str__(self) -> str:
+        return f"{self.epochs or self.samples or self.seconds} {self.axis}"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run: a batch size, and optionally its own learning rate and optimizer."""
+
+    batch_size: int | str
+    lr: float | None = None
+    optimizer: str = "sgd"
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        if self.batch_size == "full":
+            return "batch GD (full)"
+        if self.batch_size == 1:
+            return "SGD (B=1)"
+        return f"mini-batch (B={self.batch_size})"
+
+
+@dataclass
+class RunResult:
+    spec: RunSpec
+    batch_samples: int
+    lr: float
+    lr_note: str
+    history: History
+    metrics: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.spec.label,
+            "batch_size": self.spec.batch_size,
+            "batch_samples": self.batch_samples,
+            "optimizer": self.spec.optimizer,
+            "lr": self.lr,
+            "lr_note": self.lr_note,
+            "metrics": self.metrics,
+        }
+
+
+@dataclass
+class Results:
+    """Every run's settings, metrics and history, plus what the experiment was."""
+
+    runs: list[RunResult]
+    data: str
+    model: str
+    n_train: int
+    budget: Budget
+    target: Target
+    seed: int
+    lr_rule: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "data": self.data,
+            "model": self.model,
+            "n_train": self.n_train,
+            "budget": {
+                "epochs": self.budget.epochs,
+                "samples": self.budget.samples,
+                "seconds": self.budget.seconds,
+            },
+            "target": {"metric": self.target.metric, "value": self.target.value},
+            "seed": self.seed,
+            "lr_rule": self.lr_rule,
+            "runs": [r.to_dict() for r in self.runs],
+            "extra": self.extra,
+        }
+
+    def save(self, folder: str | Path) -> Path:
+        """Writes results.json and each run's history to ``folder/histories/``."""
+        folder = Path(folder)
+        (folder / "histories").mkdir(parents=True, exist_ok=True)
+        for i, run in enumerate(self.runs):
+            run.history.to_json(folder / "histories" / f"run{i}-{_slug(run.spec.label)}.json")
+        path = folder / "results.json"
+        path.write_text(json.dumps(self.to_dict(), indent=2, default=to_plain))
+        return path
+
+    def table(self) -> str:
+        """A plain-text summary, one row per run."""
+        cols = [
+            ("run", 22, None),
+            ("lr", 8, "lr"),
+            ("steps", 7, "steps"),
+            ("train loss", 10, "train_loss"),
+            ("val loss", 9, "val_loss"),
+            ("val acc", 8, "val_accuracy"),
+            ("gap", 7, "generalization_gap"),
+            ("noise", 7, "curve_noise"),
+            ("samples/s", 10, "samples_per_second"),
+            ("s", 7, "seconds"),
+            ("epochs->tgt", 11, "epochs_to_target"),
+        ]
+        lines = ["  ".join(f"{name:>{w}}" if key else f"{name:<{w}}" for name, w, key in cols)]
+        for run in self.runs:
+            cells = []
+            for _, w, key in cols:
+                if key is None:
+                    cells.append(f"{run.spec.label:<{w}}")
+                else:
+                    value = run.lr if key == "lr" else run.metrics.get(key)
+                    cells.append(f"{format_number(value):>{w}}")
+            lines.append("  ".join(cells))
+        return "\n".join(lines)
+
+
+def format_number(value: Any) -> str:
+    """How numbers appear in tables and reports (the tests compare against this)."""
+    if value is None:
+        return "not reached"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return f"{int(value)}"
+    value = float(value)
+    if not math.isfinite(value):
+        return str(value)
+    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+        return f"{value:.3e}"
+    return f"{value:.4g}"
+
+
+class _StopAt(Callback):
+    """Ends a run when its budget in samples or seconds is spent."""
+
+    def __init__(self, samples: int | None = None, seconds: float | None = None) -> None:
+        self.samples, self.seconds = samples, seconds
+
+    def on_step_end(self, trainer, loss):
+        if (self.samples is not None and trainer.samples_seen >= self.samples) or (
+            self.seconds is not None and trainer.elapsed() >= self.seconds
+        ):
+            trainer.stop_training = True
+            trainer.stop_reason = "budget spent"
+
+
+def resolve_data(data: Any) -> tuple[str, Dataset, Dataset]:
+    """A dataset name, or a (train, test) pair of Datasets."""
+    if isinstance(data, str):
+        train, test = load_data(data)
+        if test is None:
+            raise ValueError(
+                "compare needs a held-out split: use a dataset name or pass (train, test) Datasets."
+            )
+        return data, train, test
+    train, test = data
+    return train.name or "data", train, test
+
+
+def run_lr(
+    spec: RunSpec, b: int, reference: tuple[int, float], lr_rule: str, noise: float | None = None
+) -> tuple[float, str]:
+    """The learning rate of a run, and a sentence saying where it came from."""
+    if spec.lr is not None:
+        return spec.lr, "given"
+    b0, lr0 = reference
+    rule = rule_for(spec.optimizer) if lr_rule == "auto" else lr_rule
+    scaled = scale_lr(lr0, b0, b, rule=rule, noise_scale=noise)
+    return scaled.lr, f"{rule} rule from lr {lr0:g} at B={b0}"
+
+
+def compare(
+    model: str | Callable[[], Any],
+    data: Any = "mnist-5k",
+    *,
+    runs: Sequence[RunSpec | int | str] | None = None,
+    budget: Budget | None = None,
+    target: Target | None = None,
+    reference: tuple[int, float] = DEFAULT_REFERENCE,
+    lr_rule: str = "noise",
+    seed: int = 0,
+    verbose: int = 0,
+) -> Results:
+    """Trains the same model from the same initial weights with each batch size.
+
+    Args:
+        model: a model spec ("mlp:128", "softmax", ...) or a factory returning a Sequential.
+        data: a dataset name, or (train, test) Datasets.
+        runs: RunSpecs or plain batch sizes; default full batch, 64 and 1.
+        budget: default 10 epochs.
+        target: default validation accuracy 0.9 for classifiers, validation loss for regression.
+        reference, lr_rule: how learning rates not given are scaled (module docstring).
+        seed: the initial weights and every run's batch order.
+    """
+    name, train, test = resolve_data(data)
+    budget = budget or Budget(epochs=10)
+    check_int("seed", seed, minimum=0)
+    if lr_rule not in ("noise", "sqrt", "linear", "auto"):
+        raise ValueError(message("lr_rule", "'noise', 'sqrt', 'linear' or 'auto'", lr_rule))
+    specs = [r if isinstance(r, RunSpec) else RunSpec(r) for r in runs or DEFAULT_BATCH_SIZES]
+    if isinstance(model, str):
+        spec_text = model
+        initial = parse_model_spec(model, train.X.shape[1], train.n_classes, seed=seed)
+    else:
+        spec_text = getattr(model, "__name__", "custom model")
+        initial = model()
+    if target is None:
+        target = (
+            Target("val_accuracy", 0.9)
+            if initial.task == "classification"
+            else Target("val_loss", 0.0)
+        )
+    val = initial.prepare(test.X, test.y)
+    m = len(train.X)
+    noise = None
+    if lr_rule == "noise":
+        noise = noise_scale(
+            initial,
+            train.X,
+            train.y,
+            b_small=max(2, min(32, m // 8)),
+            b_big=min(1024, m // 2),
+            n_batches=30,
+            seed=seed,
+        )
+    results = []
+    for spec in specs:
+        b = m if spec.batch_size == "full" else check_int("batch_size", spec.batch_size, minimum=1)
+        lr, note = run_lr(spec, b, reference, lr_rule, None if noise is None else noise.b_simple)
+        model_copy = initial.copy()
+        tracker = TargetTracker(target, val)
+        callbacks: list[Callback] = [tracker]
+        epochs = budget.epochs
+        if budget.samples:
+            epochs = math.ceil(budget.samples / m)
+            callbacks.append(_StopAt(samples=budget.samples))
+        elif budget.seconds:
+            epochs = 10**6
+            callbacks.append(
+                _StopAt(
+                    seconds=check_float("seconds", budget.seconds, minimum=0.0, inclusive=False)
+                )
+            )
+        history = fit(
+            model_copy,
+            train.X,
+            train.y,
+            batch_size=spec.batch_size,
+            epochs=epochs,
+            optimizer=spec.optimizer,
+            lr=lr,
+            validation=(test.X, test.y),
+            seed=seed,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+        metrics = run_metrics(model_copy, history, train, tracker)
+        metrics["memory_bytes"] = estimate_memory(
+            model_copy, b, optimizer=get_optimizer(spec.optimizer), n_samples=m
+        ).total
+        results.append(RunResult(spec, b, lr, note, history, metrics))
+    extra = {
+        "reference": list(reference),
+        "batchnorm": initial.has_batchnorm,
+        "n_params": initial.n_params,
+        "noise_scale": None if noise is None else noise.to_dict(),
+    }
+    return Results(results, name, spec_text, m, budget, target, seed, lr_rule, extra)
+
+
+def run_metrics(model, history: History, train: Dataset, tracker: TargetTracker) -> dict:
+    """Final losses and accuracies, speed, target times, curve noise and generalization gap."""
+    final_train = model.evaluate(train.X, train.y)
+    last = history.epochs[-1] if history.epochs else {}
+    seconds = float(history.meta.get("seconds", 0.0))
+    samples = int(history.meta.get("samples_seen", 0))
+    out: dict[str, Any] = {
+        "train_loss": final_train["loss"],
+        "train_accuracy": final_train.get("accuracy", final_train.get("r2")),
+        "val_loss": last.get("val_loss"),
+        "val_accuracy": last.get("val_accuracy", last.get("val_r2")),
+        "seconds": seconds,
+        "steps": history.n_steps,
+        "epochs": samples / len(train.X),
+        "samples_seen": samples,
+        "samples_per_second": samples / seconds if seconds > 0 else None,
+        "curve_noise": curve_noise(history.steps["loss"]),
+        "first_epoch_loss": history.epochs[0]["loss"] if history.epochs else None,
+        "stop_reason": history.meta.get("stop_reason"),
+    }
+    if out["val_loss"] is not None:
+        out["generalization_gap"] = out["val_loss"] - out["train_loss"]
+    reached = tracker.reached
+    out.update(
+        {
+            "steps_to_target": None if reached is None else reached.steps,
+            "epochs_to_target": None if reached is None else reached.epochs,
+            "seconds_to_target": None if reached is None else reached.seconds,
+            "samples_to_target": None if reached is None else reached.samples,
+        }
+    )
+    return out
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text).strip("-").lower()

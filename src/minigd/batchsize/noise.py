@@ -62,13 +62,11 @@ class NoiseScale:
         }
 
 
-def estimate_components(
-    small_sq: np.ndarray, big_sq: np.ndarray, b_small: int, b_big: int
-) -> tuple[float, float]:
-    """(|G|^2, tr(Sigma)) from mean squared gradient norms at the two batch sizes."""
-    s, b = float(np.mean(small_sq)), float(np.mean(big_sq))
-    g2 = (b_big * b - b_small * s) / (b_big - b_small)
-    trace = (s - b) / (1.0 / b_small - 1.0 / b_big)
+def estimate_components(small_mean, big_mean, b_small: int, b_big: int):
+    """(|G|^2, tr(Sigma)) from the mean squared gradient norms at the two batch sizes (numbers,
+    or arrays of them for the bootstrap)."""
+    g2 = (b_big * big_mean - b_small * small_mean) / (b_big - b_small)
+    trace = (small_mean - big_mean) / (1.0 / b_small - 1.0 / b_big)
     return g2, trace
 
 
@@ -119,7 +117,9 @@ def noise_scale(
             big_sq[i] = _norm_sq(probe.grads)
             probe.loss_and_grad(rows[small], targets[small])
             small_sq[i] = _norm_sq(probe.grads)
-    g2, trace = estimate_components(small_sq, big_sq, b_small, b_big)
+    g2, trace = estimate_components(
+        float(np.mean(small_sq)), float(np.mean(big_sq)), b_small, b_big
+    )
     lo, hi = _bootstrap(small_sq, big_sq, b_small, b_big, bootstrap, seed)
     return NoiseScale(
         trace / g2 if g2 > 0 else float("inf"), g2, trace, (lo, hi), b_small, b_big, n_batches
@@ -136,10 +136,9 @@ def _bootstrap(small_sq, big_sq, b_small, b_big, rounds, seed) -> tuple[float, f
         return (float("nan"), float("nan"))
     rng = np.random.default_rng((seed, 2**31 - 1))
     picks = rng.integers(0, len(small_sq), size=(rounds, len(small_sq)))
-    s = small_sq[picks].mean(axis=1)
-    b = big_sq[picks].mean(axis=1)
-    g2 = (b_big * b - b_small * s) / (b_big - b_small)
-    trace = (s - b) / (1.0 / b_small - 1.0 / b_big)
+    g2, trace = estimate_components(
+        small_sq[picks].mean(axis=1), big_sq[picks].mean(axis=1), b_small, b_big
+    )
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(g2 > 0, trace / g2, np.inf)
     lo, hi = np.percentile(ratio, [2.5, 97.5])

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from minigd._validation import check_choice, is_int, message
+from minigd.data.npz import read_npz, read_numpy
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,19 +113,17 @@ def load_arrays(
         )
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        X = _np_load(path)
-        y = None if y_path is None else _np_load(Path(y_path))
+        X = read_numpy(path)
+        y = None if y_path is None else read_numpy(y_path)
         return _dataset(X, y, task, path.name)
     if suffix == ".npz":
-        with _np_load(path) as archive:
-            if "X" not in archive.files:
-                raise KeyError(
-                    f"{path} must hold an array named 'X' (and optionally 'y'); it "
-                    f"holds {archive.files}. Save with np.savez(path, X=X, y=y)."
-                )
-            X = archive["X"]
-            y = archive["y"] if "y" in archive.files else None
-        return _dataset(X, y, task, path.name)
+        archive = read_npz(path)
+        if "X" not in archive:
+            raise KeyError(
+                f"{path} must hold an array named 'X' (and optionally 'y'); it "
+                f"holds {sorted(archive)}. Save with np.savez(path, X=X, y=y)."
+            )
+        return _dataset(archive["X"], archive.get("y"), task, path.name)
     if suffix == ".csv":
         names, columns = _read_csv(path, header)
     elif suffix == ".parquet":
@@ -132,18 +131,6 @@ def load_arrays(
     else:
         raise ValueError(message("the data file", "a .npy, .npz, .csv or .parquet file", path.name))
     return _from_table(names, columns, target, task, path.name)
-
-
-def _np_load(path: Path) -> Any:
-    try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise ValueError(
-                f"{path} holds Python objects (a pickle), which minigd never loads "
-                "from files; save plain numeric arrays instead."
-            ) from exc
-        raise ValueError(f"{path} is not a valid NumPy file ({exc}).") from exc
 
 
 def _dataset(X: Any, y: Any, task: str, name: str, features=None) -> Dataset:

@@ -53,13 +53,17 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Reads every array of an ``.npz`` file into memory, refusing pickled objects."""
+def read_numpy(path: str | os.PathLike) -> np.ndarray | dict[str, np.ndarray]:
+    """Reads a ``.npy`` file (an array) or an ``.npz`` file (a dict of arrays) into memory,
+    refusing pickled objects, with errors that say what is wrong with the file."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            return loaded
+        with loaded as archive:
             return {name: archive[name] for name in archive.files}
     except ValueError as exc:
         if "pickle" in str(exc).lower():
@@ -67,8 +71,16 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 f"{path} contains an object array (a pickle); minigd never loads "
                 "pickles from files. Re-save it with numeric arrays only."
             ) from exc
-        raise ValueError(f"{path} is not a readable .npz file: {exc}") from exc
+        raise ValueError(f"{path} is not a readable NumPy file: {exc}") from exc
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise ValueError(
-            f"{path} is not a readable .npz file (truncated or corrupt: {exc})."
+            f"{path} is not a readable NumPy file (truncated or corrupt: {exc})."
         ) from exc
+
+
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Reads every array of an ``.npz`` file into memory, refusing pickled objects."""
+    arrays = read_numpy(path)
+    if not isinstance(arrays, dict):
+        raise ValueError(f"{path} holds a single array (.npy); expected an .npz archive.")
+    return arrays

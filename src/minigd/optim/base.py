@@ -67,6 +67,12 @@ class Optimizer:
     def _update(self, p: np.ndarray, g: np.ndarray, tmp: np.ndarray) -> None:
         raise NotImplementedError
 
+    def _add_weight_decay(self, p: np.ndarray, g: np.ndarray, tmp: np.ndarray) -> None:
+        """g <- g + lambda theta: torch's L2 penalty, added to the gradient (not AdamW's)."""
+        if self.weight_decay:
+            np.multiply(p, self.weight_decay, out=tmp)
+            g += tmp
+
     def hyperparameters(self) -> dict[str, Any]:
         """Constructor arguments other than lr."""
         return {}

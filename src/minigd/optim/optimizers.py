@@ -68,9 +68,7 @@ class SGD(Optimizer):
         }
 
     def _update(self, p, g, tmp):
-        if self.weight_decay:
-            np.multiply(p, self.weight_decay, out=tmp)
-            g += tmp
+        self._add_weight_decay(p, g, tmp)
         if self.momentum:
             b = self.state["momentum_buffer"]
             if self.steps == 1:
@@ -141,9 +139,7 @@ class RMSprop(Optimizer):
 
     def _update(self, p, g, tmp):
         a = self.alpha
-        if self.weight_decay:
-            np.multiply(p, self.weight_decay, out=tmp)
-            g += tmp
+        self._add_weight_decay(p, g, tmp)
         v = self.state["square_avg"]
         v *= a
         np.multiply(g, g, out=tmp)
@@ -223,12 +219,10 @@ class Adam(Optimizer):
     def _update(self, p, g, tmp):
         b1, b2 = self.betas
         t = self.steps
-        if self.weight_decay:
-            if self.decoupled:
-                p *= 1.0 - self.lr * self.weight_decay
-            else:
-                np.multiply(p, self.weight_decay, out=tmp)
-                g += tmp
+        if self.decoupled:
+            p *= 1.0 - self.lr * self.weight_decay
+        else:
+            self._add_weight_decay(p, g, tmp)
         m, v = self.state["exp_avg"], self.state["exp_avg_sq"]
         m *= b1
         np.multiply(g, 1.0 - b1, out=tmp)

@@ -12,7 +12,7 @@ from minigd.training.callbacks import (
 )
 from minigd.training.checkpoint import latest_checkpoint, load_checkpoint
 from minigd.training.history import History
-from minigd.training.trainer import Trainer, fit
+from minigd.training.trainer import Trainer, fit, make_trainer
 
 __all__ = [
     "CSVLogger",
@@ -28,4 +28,5 @@ __all__ = [
     "fit",
     "latest_checkpoint",
     "load_checkpoint",
+    "make_trainer",
 ]

@@ -270,7 +270,7 @@ def _interrupt_flag():
         signal.signal(signal.SIGINT, previous)
 
 
-def fit(
+def make_trainer(
     model,
     X: Any,
     y: Any = None,
@@ -288,27 +288,10 @@ def fit(
     last_batch: str = "keep",
     callbacks: Sequence[Callback] = (),
     verbose: int = 1,
-    resume: Any = None,
-) -> History:
-    """Trains ``model`` on (X, y) by mini-batch gradient descent and returns its History.
-
-    Args:
-        model: a ``minigd.nn.Sequential`` (its loss is used unless ``loss`` is given).
-        X: (m, n) samples as rows, or (n, m) with ``sample_axis=1`` (the note's layout).
-        y: targets: class indices, or values for regression.
-        batch_size: samples per step; ``"full"`` is batch gradient descent, 1 is SGD.
-        epochs: passes over the data (a resumed run trains up to this epoch count).
-        optimizer: "sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw" or an Optimizer.
-        lr: learning rate for an optimizer given by name (default: its torch default).
-        validation: (X_val, y_val) evaluated after each epoch, in the same layout as X.
-        validation_split: instead, hold out this fraction of the samples, taken from the end of
-            X before any shuffling (as Keras does).
-        shuffle, seed, last_batch: the batching (see MiniBatches).
-        callbacks: extra callbacks. A DivergenceGuard is added unless one is given, and a
-            ProgressBar when ``verbose`` is 1 or more.
-        verbose: 0 silent, 1 a progress bar (or one line per epoch when not on a terminal).
-        resume: a checkpoint file, or a folder holding ``checkpoint-*.npz``, to continue from.
-    """
+) -> Trainer:
+    """Checks and converts the data once and builds the Trainer that ``fit`` runs (the same
+    arguments as ``fit``). Useful to drive training epoch by epoch: raise ``trainer.epochs`` and
+    call ``trainer.run()`` again; it continues where it stopped."""
     if loss is not None:
         model.loss = get_loss(loss)
     rows, targets = model.prepare(X, y, sample_axis=sample_axis)
@@ -349,6 +332,67 @@ def fit(
     if verbose and not any(isinstance(c, ProgressBar) for c in extra):
         extra.append(ProgressBar())
     trainer = Trainer(model, batches, opt, epochs=epochs, validation=validation, callbacks=extra)
+    return trainer
+
+
+def fit(
+    model,
+    X: Any,
+    y: Any = None,
+    *,
+    batch_size: int | str,
+    epochs: int,
+    optimizer: str | Optimizer = "sgd",
+    lr: float | None = None,
+    loss: str | None = None,
+    validation: tuple[Any, Any] | None = None,
+    validation_split: float = 0.0,
+    sample_axis: int = 0,
+    shuffle: bool = True,
+    seed: int = 0,
+    last_batch: str = "keep",
+    callbacks: Sequence[Callback] = (),
+    verbose: int = 1,
+    resume: Any = None,
+) -> History:
+    """Trains ``model`` on (X, y) by mini-batch gradient descent and returns its History.
+
+    Args:
+        model: a ``minigd.nn.Sequential`` (its loss is used unless ``loss`` is given).
+        X: (m, n) samples as rows, or (n, m) with ``sample_axis=1`` (the note's layout).
+        y: targets: class indices, or values for regression.
+        batch_size: samples per step; ``"full"`` is batch gradient descent, 1 is SGD.
+        epochs: passes over the data (a resumed run trains up to this epoch count).
+        optimizer: "sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw" or an Optimizer.
+        lr: learning rate for an optimizer given by name (default: its torch default).
+        validation: (X_val, y_val) evaluated after each epoch, in the same layout as X.
+        validation_split: instead, hold out this fraction of the samples, taken from the end of
+            X before any shuffling (as Keras does).
+        shuffle, seed, last_batch: the batching (see MiniBatches).
+        callbacks: extra callbacks. A DivergenceGuard is added unless one is given, and a
+            ProgressBar when ``verbose`` is 1 or more.
+        verbose: 0 silent, 1 a progress bar (or one line per epoch when not on a terminal).
+        resume: a checkpoint file, or a folder holding ``checkpoint-*.npz``, to continue from.
+    """
+    trainer = make_trainer(
+        model,
+        X,
+        y,
+        batch_size=batch_size,
+        epochs=epochs,
+        optimizer=optimizer,
+        lr=lr,
+        loss=loss,
+        validation=validation,
+        validation_split=validation_split,
+        sample_axis=sample_axis,
+        shuffle=shuffle,
+        seed=seed,
+        last_batch=last_batch,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+    batches, opt = trainer.batches, trainer.optimizer
     if resume is not None:
         trainer.restore(resume)
     history = trainer.run()

@@ -96,7 +96,9 @@ def test_samples_and_seconds_budgets():
     r = compare("softmax", "digits", runs=[64], budget=Budget(samples=3000))
     assert 3000 <= r.runs[0].metrics["samples_seen"] < 3000 + 64
     r = compare("softmax", "digits", runs=[RunSpec(8, lr=0.05)], budget=Budget(seconds=0.3))
-    assert 0.3 <= r.runs[0].metrics["seconds"] < 1.5
+    run = r.runs[0]
+    assert run.metrics["seconds"] >= 0.3 and run.metrics["stop_reason"] == "budget spent"
+    assert run.history.n_steps > 0
     assert r.runs[0].lr == 0.05 and r.runs[0].lr_note == "given"
 
 

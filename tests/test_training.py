@@ -330,27 +330,13 @@ def test_checkpoint_refusals(tmp_path, digits):
     with pytest.raises(ValueError, match="pickle"):
         load_checkpoint(tmp_path / "evil")
     train, _ = digits
-    other = mlp(64, [16], 10, batchnorm=True, dropout=0.1)
-    with pytest.raises(ValueError, match="another architecture"):
-        fit(
-            other,
-            train.X,
-            train.y,
-            batch_size=32,
-            epochs=2,
-            last_batch="merge",
-            seed=3,
-            optimizer="adam",
-            verbose=0,
-            resume=path,
-        )
-    model, _, _ = setup_run()
-    with pytest.raises(ValueError, match=r"batch_size 32 then, 64 now"):
-        fit(
+
+    def resume_with(model, batch_size):
+        return fit(
             model,
             train.X,
             train.y,
-            batch_size=64,
+            batch_size=batch_size,
             epochs=2,
             last_batch="merge",
             seed=3,
@@ -358,6 +344,11 @@ def test_checkpoint_refusals(tmp_path, digits):
             verbose=0,
             resume=path,
         )
+
+    with pytest.raises(ValueError, match="another architecture"):
+        resume_with(mlp(64, [16], 10, batchnorm=True, dropout=0.1), 32)
+    with pytest.raises(ValueError, match=r"batch_size 32 then, 64 now"):
+        resume_with(setup_run()[0], 64)
 
 
 def test_keep_last_and_metadata(tmp_path, digits):

@@ -155,3 +155,46 @@ def test_optimizer_drives_the_loss_down(name, arch, digits):
     end = model.evaluate(X, y)
     assert end["loss"] < 0.5 * start
     assert end["accuracy"] > 0.85
+
+
+# -- the compiled one-pass updates agree with the NumPy expressions --------------------------
+FUSABLE = {
+    "sgd": lambda **kw: SGD(0.1, **kw),
+    "sgd_momentum_wd": lambda **kw: SGD(0.1, momentum=0.9, dampening=0.1, weight_decay=1e-2, **kw),
+    "nesterov": lambda **kw: SGD(0.1, momentum=0.9, nesterov=True, **kw),
+    "adam": lambda **kw: Adam(1e-2, weight_decay=1e-3, **kw),
+    "adam_amsgrad_inside": lambda **kw: Adam(1e-2, amsgrad=True, eps_inside_sqrt=True, **kw),
+    "adamw": lambda **kw: AdamW(1e-2, amsgrad=True, **kw),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(FUSABLE))
+def test_compiled_update_matches_numpy(name, dtype):
+    from minigd.optim import kernels
+
+    if not kernels.available():
+        pytest.skip("numba is not installed (the 'fast' extra)")
+    rng = np.random.default_rng(0)
+    fused, plain = FUSABLE[name](fused=True), FUSABLE[name](fused=False)
+    assert fused._kernels is not None and plain._kernels is None
+    pa = rng.normal(size=1000).astype(dtype)
+    pb = pa.copy()
+    for _ in range(50):
+        g = rng.normal(size=1000).astype(dtype)
+        fused.step(pa, g.copy())
+        plain.step(pb, g.copy())
+    rtol = 1e-12 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(pa, pb, rtol=rtol, atol=rtol)
+    for key in plain.state:
+        np.testing.assert_allclose(fused.state[key], plain.state[key], rtol=rtol, atol=rtol)
+
+
+def test_fused_true_without_numba_says_what_to_install(monkeypatch):
+    from minigd.optim import kernels
+
+    monkeypatch.setattr(kernels, "_TRIED", True)
+    monkeypatch.setattr(kernels, "_KERNELS", None)
+    with pytest.raises(ImportError, match=r"minigd\[fast\]"):
+        Adam(fused=True)
+    assert Adam()._kernels is None  # fused=None falls back to NumPy

@@ -179,14 +179,17 @@ def digits():
     return train.X.astype(np.float64), train.y
 
 
+@pytest.mark.parametrize("fused", [False, None], ids=["numpy", "compiled-if-available"])
 @pytest.mark.parametrize("batchnorm", [False, True], ids=["mlp", "mlp_bn"])
 @pytest.mark.parametrize("case", sorted(OPTIMIZER_CASES))
-def test_optimizer_matches_torch_for_100_steps(case, batchnorm, digits):
+def test_optimizer_matches_torch_for_100_steps(case, batchnorm, fused, digits):
     X, y = digits
     make_ours, make_theirs = OPTIMIZER_CASES[case]
     model = mlp(64, [32, 16], 10, batchnorm=batchnorm, seed=7, dtype=np.float64)
     net = to_torch(model).train()
     ours, theirs = make_ours(), make_theirs(net.parameters())
+    if fused is False:
+        ours.fused, ours._kernels = False, None  # the NumPy expressions
     criterion = nn.CrossEntropyLoss()
     batches = MiniBatches(X, y, batch_size=32, seed=1, last_batch="merge")
     steps = 0

@@ -164,6 +164,7 @@ def _measure(model, opt, X, y, b, steps, warmup, estimate) -> FinderRow:
             e += 1
 
     it = stream()
+    opt.warm_up(model.dtype)  # a first-use compilation is not the step's memory
     with np.errstate(all="ignore"):
         # one step under tracemalloc for the peak; the timed steps run without it
         tracemalloc.start()

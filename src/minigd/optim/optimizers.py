@@ -33,6 +33,7 @@ class SGD(Optimizer):
     """
 
     state_names = ("momentum_buffer",)
+    fusable = True
 
     def __init__(
         self,
@@ -41,8 +42,9 @@ class SGD(Optimizer):
         dampening: float = 0.0,
         nesterov: bool = False,
         weight_decay: float = 0.0,
+        fused: bool | None = None,
     ) -> None:
-        super().__init__(lr)
+        super().__init__(lr, fused)
         self.momentum = check_float("momentum", momentum, minimum=0.0)
         self.dampening = check_float("dampening", dampening, minimum=0.0, maximum=1.0)
         self.nesterov = bool(nesterov)
@@ -68,6 +70,9 @@ class SGD(Optimizer):
         }
 
     def _update(self, p, g, tmp):
+        if self._kernels is not None:
+            self._fused_update(p, g)
+            return
         self._add_weight_decay(p, g, tmp)
         if self.momentum:
             b = self.state["momentum_buffer"]
@@ -87,6 +92,22 @@ class SGD(Optimizer):
                 g = b
         np.multiply(g, self.lr, out=tmp)
         p -= tmp
+
+    def _fused_update(self, p, g):
+        """The same update in one compiled pass (optim.kernels), scalars in p's dtype."""
+        t, k = p.dtype.type, self._kernels
+        lr, wd = t(self.lr), t(self.weight_decay)
+        if not self.momentum:
+            k.sgd(p, g, lr, wd)
+            return
+        # torch's first step sets the buffer to the gradient itself: b = 0 * b + 1 * g
+        first = self.steps == 1
+        decay, damp = t(0 if first else self.momentum), t(1 if first else 1 - self.dampening)
+        buf = self.state["momentum_buffer"]
+        if self.nesterov:
+            k.sgd_nesterov(p, g, buf, lr, wd, decay, damp, t(self.momentum))
+        else:
+            k.sgd_momentum(p, g, buf, lr, wd, decay, damp)
 
 
 class RMSprop(Optimizer):
@@ -187,6 +208,7 @@ class Adam(Optimizer):
 
     state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
     decoupled = False
+    fusable = True
 
     def __init__(
         self,
@@ -196,8 +218,9 @@ class Adam(Optimizer):
         weight_decay: float = 0.0,
         amsgrad: bool = False,
         eps_inside_sqrt: bool = False,
+        fused: bool | None = None,
     ) -> None:
-        super().__init__(lr)
+        super().__init__(lr, fused)
         if len(betas) != 2:
             raise ValueError(message("betas", "a pair (beta1, beta2)", betas))
         self.betas = (check_unit("betas[0]", betas[0]), check_unit("betas[1]", betas[1]))
@@ -219,6 +242,9 @@ class Adam(Optimizer):
     def _update(self, p, g, tmp):
         b1, b2 = self.betas
         t = self.steps
+        if self._kernels is not None and not self.eps_inside_sqrt:
+            self._fused_update(p, g, 1.0 - b1**t, 1.0 - b2**t)
+            return
         if self.decoupled:
             p *= 1.0 - self.lr * self.weight_decay
         else:
@@ -248,6 +274,29 @@ class Adam(Optimizer):
         tmp *= self.lr / bias1
         p -= tmp
 
+    def _fused_update(self, p, g, bias1, bias2):
+        """The same update in one compiled pass (optim.kernels), scalars in p's dtype."""
+        t, k = p.dtype.type, self._kernels
+        b1, b2 = self.betas
+        wd = self.weight_decay
+        l2, decay = (0.0, 1.0 - self.lr * wd) if self.decoupled else (wd, 1.0)
+        args = (
+            t(self.lr / bias1),
+            t(b1),
+            t(1 - b1),
+            t(b2),
+            t(1 - b2),
+            t(self.eps),
+            t(l2),
+            t(decay),
+            t(1 / math.sqrt(bias2)),
+        )
+        m, v = self.state["exp_avg"], self.state["exp_avg_sq"]
+        if self.amsgrad:
+            k.adam_amsgrad(p, g, m, v, self.state["max_exp_avg_sq"], *args)
+        else:
+            k.adam(p, g, m, v, *args)
+
 
 class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov and Hutter 2019), torch.optim.AdamW.
@@ -266,8 +315,9 @@ class AdamW(Adam):
         weight_decay: float = 1e-2,
         amsgrad: bool = False,
         eps_inside_sqrt: bool = False,
+        fused: bool | None = None,
     ) -> None:
-        super().__init__(lr, betas, eps, weight_decay, amsgrad, eps_inside_sqrt)
+        super().__init__(lr, betas, eps, weight_decay, amsgrad, eps_inside_sqrt, fused)
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {

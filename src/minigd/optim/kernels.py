@@ -1,0 +1,97 @@
+"""Fused optimizer updates, compiled with Numba when it is installed (the ``fast`` extra).
+
+The NumPy form of Adam makes 13 passes over the flat parameter vector per step (each of m, v, the
+denominator and the update is a few whole-array expressions); at 100k parameters that is ~200 us,
+a third of a small-batch step. Compiled, the same equations run in one pass over p, g, m and v.
+The loops below are the docstring equations of ``optimizers.py`` written element by element, without
+branches (each option has its own loop), with scalars in the parameters' dtype so float32 stays
+float32 and vectorizes. Adam with ``eps_inside_sqrt`` keeps its NumPy form.
+
+Without Numba (or with ``MINIGD_NO_JIT=1`` in the environment) the optimizers use their NumPy
+expressions; ``fused=False`` asks for those explicitly.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from types import SimpleNamespace
+
+_KERNELS: SimpleNamespace | None = None
+_TRIED = False
+
+
+def available() -> bool:
+    """True when the compiled kernels can be used."""
+    return get() is not None
+
+
+def get() -> SimpleNamespace | None:
+    """The compiled kernels (built once, on first use), or None."""
+    global _KERNELS, _TRIED
+    if not _TRIED:
+        _TRIED = True
+        if not os.environ.get("MINIGD_NO_JIT"):
+            try:
+                _KERNELS = _build()
+            except ImportError:
+                _KERNELS = None
+    return _KERNELS
+
+
+def _build() -> SimpleNamespace:
+    import numba
+
+    # error_model="numpy": no Python ZeroDivisionError check in the loop, which is what lets
+    # LLVM vectorize it (Adam on 100k float32: 46 us instead of 345 us).
+    jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+
+    @jit
+    def sgd(p, g, lr, wd):
+        for i in range(p.size):
+            p[i] -= lr * (g[i] + wd * p[i])
+
+    @jit
+    def sgd_momentum(p, g, buf, lr, wd, decay, damp):
+        for i in range(p.size):
+            b = decay * buf[i] + damp * (g[i] + wd * p[i])
+            buf[i] = b
+            p[i] -= lr * b
+
+    @jit
+    def sgd_nesterov(p, g, buf, lr, wd, decay, damp, momentum):
+        for i in range(p.size):
+            d = g[i] + wd * p[i]
+            b = decay * buf[i] + damp * d
+            buf[i] = b
+            p[i] -= lr * (d + momentum * b)
+
+    @jit
+    def adam(p, g, m, v, step, b1, c1, b2, c2, eps, l2, decay, inv_sqrt_bias2):
+        for i in range(p.size):
+            d = g[i] + l2 * p[i]
+            mi = b1 * m[i] + c1 * d
+            vi = b2 * v[i] + c2 * d * d
+            m[i] = mi
+            v[i] = vi
+            p[i] = p[i] * decay - step * mi / (math.sqrt(vi) * inv_sqrt_bias2 + eps)
+
+    @jit
+    def adam_amsgrad(p, g, m, v, vmax, step, b1, c1, b2, c2, eps, l2, decay, inv_sqrt_bias2):
+        for i in range(p.size):
+            d = g[i] + l2 * p[i]
+            mi = b1 * m[i] + c1 * d
+            vi = b2 * v[i] + c2 * d * d
+            vm = max(vmax[i], vi)
+            m[i] = mi
+            v[i] = vi
+            vmax[i] = vm
+            p[i] = p[i] * decay - step * mi / (math.sqrt(vm) * inv_sqrt_bias2 + eps)
+
+    return SimpleNamespace(
+        sgd=sgd,
+        sgd_momentum=sgd_momentum,
+        sgd_nesterov=sgd_nesterov,
+        adam=adam,
+        adam_amsgrad=adam_amsgrad,
+    )

@@ -128,3 +128,25 @@ def test_bce_is_stable_for_huge_logits():
     model = Sequential([Dense(2, 1)], "bce", dtype=np.float64)
     loss, dz = model.loss(np.array([[800.0], [-800.0]]), np.array([[0.0], [0.0]]))
     assert loss == pytest.approx(400.0) and np.all(np.isfinite(dz))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_softmax_cross_entropy_matches_numpy(dtype):
+    from minigd.nn import SoftmaxCrossEntropy
+
+    compiled, plain = SoftmaxCrossEntropy(), SoftmaxCrossEntropy()
+    if compiled._kernels is None:
+        pytest.skip("numba is not installed (the 'fast' extra)")
+    plain._kernels = None
+    rng = np.random.default_rng(3)
+    for n, k in [(1, 2), (7, 10), (300, 10), (64, 40)]:
+        z = (rng.normal(size=(n, k)) * 30).astype(dtype)
+        y = rng.integers(0, k, n)
+        loss_a, grad_a = compiled(z, y)
+        loss_b, grad_b = plain(z, y)
+        tol = 1e-12 if dtype == np.float64 else 1e-5
+        assert loss_a == pytest.approx(loss_b, rel=tol, abs=tol)
+        np.testing.assert_allclose(grad_a, grad_b, rtol=tol * 10, atol=tol)
+    for loss in (compiled, plain):  # a bad label is an error on both paths, never a stray write
+        with pytest.raises(IndexError):
+            loss(np.zeros((2, 3), dtype), np.array([0, 3]))

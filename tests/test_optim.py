@@ -171,7 +171,7 @@ FUSABLE = {
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", sorted(FUSABLE))
 def test_compiled_update_matches_numpy(name, dtype):
-    from minigd.optim import kernels
+    from minigd import _kernels as kernels
 
     if not kernels.available():
         pytest.skip("numba is not installed (the 'fast' extra)")
@@ -191,7 +191,7 @@ def test_compiled_update_matches_numpy(name, dtype):
 
 
 def test_fused_true_without_numba_says_what_to_install(monkeypatch):
-    from minigd.optim import kernels
+    from minigd import _kernels as kernels
 
     monkeypatch.setattr(kernels, "_TRIED", True)
     monkeypatch.setattr(kernels, "_KERNELS", None)

@@ -33,7 +33,7 @@ class Optimizer:
     """
 
     state_names: ClassVar[tuple[str, ...]] = ()
-    fusable: ClassVar[bool] = False  # a compiled one-pass update exists (optim.kernels)
+    fusable: ClassVar[bool] = False  # a compiled one-pass update exists (minigd._kernels)
 
     def __init__(self, lr: LearningRate, fused: bool | None = None) -> None:
         if callable(lr):
@@ -54,7 +54,7 @@ class Optimizer:
         self.fused = fused
         self._kernels = None
         if fused is not False and type(self).fusable:
-            from minigd.optim import kernels
+            from minigd import _kernels as kernels
 
             self._kernels = kernels.get()
             if fused and self._kernels is None:

@@ -94,7 +94,7 @@ class SGD(Optimizer):
         p -= tmp
 
     def _fused_update(self, p, g):
-        """The same update in one compiled pass (optim.kernels), scalars in p's dtype."""
+        """The same update in one compiled pass (minigd._kernels), scalars in p's dtype."""
         t, k = p.dtype.type, self._kernels
         lr, wd = t(self.lr), t(self.weight_decay)
         if not self.momentum:
@@ -275,7 +275,7 @@ class Adam(Optimizer):
         p -= tmp
 
     def _fused_update(self, p, g, bias1, bias2):
-        """The same update in one compiled pass (optim.kernels), scalars in p's dtype."""
+        """The same update in one compiled pass (minigd._kernels), scalars in p's dtype."""
         t, k = p.dtype.type, self._kernels
         b1, b2 = self.betas
         wd = self.weight_decay

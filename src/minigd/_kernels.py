@@ -1,4 +1,5 @@
-"""Fused optimizer updates, compiled with Numba when it is installed (the ``fast`` extra).
+"""Fused loops compiled with Numba when it is installed (the ``fast`` extra): optimizer updates and
+the softmax cross-entropy.
 
 The NumPy form of Adam makes 13 passes over the flat parameter vector per step (each of m, v, the
 denominator and the update is a few whole-array expressions); at 100k parameters that is ~200 us,
@@ -7,8 +8,11 @@ The loops below are the docstring equations of ``optimizers.py`` written element
 branches (each option has its own loop), with scalars in the parameters' dtype so float32 stays
 float32 and vectorizes. Adam with ``eps_inside_sqrt`` keeps its NumPy form.
 
-Without Numba (or with ``MINIGD_NO_JIT=1`` in the environment) the optimizers use their NumPy
-expressions; ``fused=False`` asks for those explicitly.
+The softmax cross-entropy takes ~12 NumPy calls on a (B, k) array, ~50 us at B=32-64 where the
+arithmetic is a few hundred flops; compiled, it is one pass per row.
+
+Without Numba (or with ``MINIGD_NO_JIT=1`` in the environment) the optimizers and the loss use
+their NumPy expressions; ``fused=False`` asks for those explicitly in an optimizer.
 """
 
 from __future__ import annotations
@@ -88,10 +92,36 @@ def _build() -> SimpleNamespace:
             vmax[i] = vm
             p[i] = p[i] * decay - step * mi / (math.sqrt(vm) * inv_sqrt_bias2 + eps)
 
+    @jit
+    def softmax_cross_entropy(z, y, p):
+        """Mean loss of logits z (n, k) against labels y; writes dL/dz into p."""
+        n, k = z.shape
+        inv_n = 1.0 / n
+        total = 0.0
+        for i in range(n):
+            label = y[i]
+            if label < 0 or label >= k:
+                raise IndexError("class label out of range")
+            top = z[i, 0]
+            for j in range(1, k):
+                top = max(top, z[i, j])
+            norm = 0.0
+            for j in range(k):
+                e = math.exp(z[i, j] - top)
+                p[i, j] = e
+                norm += e
+            total += math.log(norm) - (z[i, label] - top)
+            scale = inv_n / norm
+            for j in range(k):
+                p[i, j] *= scale
+            p[i, label] -= inv_n
+        return total * inv_n
+
     return SimpleNamespace(
         sgd=sgd,
         sgd_momentum=sgd_momentum,
         sgd_nesterov=sgd_nesterov,
         adam=adam,
         adam_amsgrad=adam_amsgrad,
+        softmax_cross_entropy=softmax_cross_entropy,
     )

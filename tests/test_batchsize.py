@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from minigd import MiniBatches, datasets, fit
+from minigd._kernels import warm_up
 from minigd.batchsize import (
     NoiseScaleTracker,
     advise,
@@ -32,7 +33,7 @@ def test_memory_estimate_is_within_25_percent_of_the_measured_peak(spec, make_op
     y = rng.integers(0, 10, len(X))
     for b in (32, 64, 128, 256, 512, 1024, 2048, 4096):
         epoch = MiniBatches(X, y, batch_size=b).epoch(0)  # draws the epoch's order
-        make_opt().warm_up(np.float32)  # compiled kernels (the fast extra) build once, untraced
+        warm_up(np.float32)  # compiled kernels (the fast extra) build once, untraced
         tracemalloc.start()
         base = tracemalloc.get_traced_memory()[0]
         model = parse_model_spec(spec, 784, 10)

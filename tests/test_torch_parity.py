@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from minigd import MiniBatches, datasets
+from minigd import MiniBatches
 from minigd.nn import BatchNorm, Dense, Dropout, LeakyReLU, ReLU, Sequential, Sigmoid, Tanh, mlp
 from minigd.optim import SGD, Adam, AdamW, RMSprop
 
@@ -175,18 +175,12 @@ OPTIMIZER_CASES = {
 }
 
 
-@pytest.fixture(scope="module")
-def digits():
-    pytest.importorskip("sklearn")
-    train, _ = datasets.load("digits")
-    return train.X.astype(np.float64), train.y
-
-
 @pytest.mark.parametrize("fused", [False, None], ids=["numpy", "compiled-if-available"])
 @pytest.mark.parametrize("batchnorm", [False, True], ids=["mlp", "mlp_bn"])
 @pytest.mark.parametrize("case", sorted(OPTIMIZER_CASES))
 def test_optimizer_matches_torch_for_100_steps(case, batchnorm, fused, digits):
-    X, y = digits
+    train, _ = digits
+    X, y = train.X.astype(np.float64), train.y
     make_ours, make_theirs = OPTIMIZER_CASES[case]
     model = mlp(64, [32, 16], 10, batchnorm=batchnorm, seed=7, dtype=np.float64)
     net = to_torch(model).train()

@@ -24,12 +24,6 @@ from minigd.training import (
 )
 
 
-@pytest.fixture(scope="module")
-def digits():
-    pytest.importorskip("sklearn")
-    return datasets.load("digits")
-
-
 # -- fit and History ------------------------------------------------------------------------
 def test_one_step_per_batch_and_the_loss_trends_down(digits):
     train, test = digits

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import Any
 
 from minigd.batchsize.memory import available_memory, format_bytes
 from minigd.experiments.compare import Results, format_number
@@ -280,8 +279,3 @@ def _markdown(results, figures, observations, advice, sweep, title, folder: Path
     if sweep is not None:
         lines += ["## Batch-size sweep", "", "```", sweep.table(), "```"]
     return "\n".join(lines) + "\n"
-
-
-def results_table_rows(results: Results) -> list[dict[str, Any]]:
-    """The table as data: what report.html shows, run by run."""
-    return [{key: cell(run, key) for key, _ in COLUMNS} for run in results.runs]

@@ -56,10 +56,6 @@ class Layer:
         """Non-trainable state saved with the model (BatchNorm running statistics)."""
         return {}
 
-    def load_buffers(self, values: dict[str, np.ndarray]) -> None:
-        for name, value in values.items():
-            np.copyto(self.buffers()[name], value)
-
     def config(self) -> dict[str, Any]:
         """Constructor arguments, JSON-friendly, to rebuild the layer."""
         return {}

@@ -195,3 +195,26 @@ def test_batches_hold_the_permutations_chunks_in_ascending_order(setup):
     bounds = np.cumsum([0, *batches.batch_sizes])
     for (lo, hi), got in zip(pairwise(bounds), ids_of(batches, 2), strict=True):
         assert got == sorted(perm[lo:hi].tolist())  # same samples, gathered in address order
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled-if-available", "numpy"])
+@settings(max_examples=60, deadline=None)
+@given(
+    setup=setups(),
+    shape=st.sampled_from([(1,), (3,), (7,), (2, 5)]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_each_batch_is_exactly_those_rows_of_x_and_y(compiled, setup, shape, dtype):
+    m, b, policy, seed = setup
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((m, *shape)).astype(dtype)
+    y = rng.integers(0, 10, m)
+    batches = MiniBatches(X, y, batch_size=b, last_batch=policy, seed=seed)
+    if not compiled:
+        batches._gather_rows = None  # np.take
+    order = batches.order(1)
+    bounds = np.cumsum([0, *batches.batch_sizes])
+    for (lo, hi), (xb, yb) in zip(pairwise(bounds), batches.epoch(1), strict=True):
+        assert xb.dtype == dtype and xb.shape == (hi - lo, *shape)
+        np.testing.assert_array_equal(xb, X[order[lo:hi]])
+        np.testing.assert_array_equal(yb, y[order[lo:hi]])

@@ -40,6 +40,9 @@ def test_one_flat_vector_with_torch_names():
         "1.running_var",
         "1.num_batches_tracked",
     ]
+    # a Dense weight is stored transposed: (in, out) row-major, seen as (out, in)
+    np.testing.assert_array_equal(model.params[:20].reshape(5, 4).T, model.layers[0].weight)
+    assert model.layers[0].weight.shape == (4, 5)
     model.params[:] = 7.0
     assert np.all(model.layers[0].weight == 7.0)  # layers see the flat vector
 

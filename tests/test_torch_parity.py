@@ -45,6 +45,12 @@ def torch_loss(name):
     }[name]
 
 
+def in_torch_order(model):
+    """The model's parameters flattened as torch flattens its own (Dense weights are stored
+    transposed in minigd's flat vector)."""
+    return np.concatenate([view.ravel() for _, view in model.named_parameters()])
+
+
 def flat(net):
     return torch.cat([p.detach().reshape(-1) for p in net.parameters()]).numpy()
 
@@ -87,16 +93,16 @@ def test_layer_forward_and_backward_match_torch(case, training):
     for layer in reversed(model.layers):
         d = layer.backward(d, need_dx=True)
     np.testing.assert_allclose(d, x_t.grad.numpy(), rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(model.grads, flat_grads(net), rtol=1e-10, atol=1e-12)
+    for (name, ours), (name_t, theirs) in zip(
+        model.named_gradients(), net.named_parameters(), strict=True
+    ):
+        assert name == name_t
+        np.testing.assert_allclose(ours, theirs.grad.numpy(), rtol=1e-10, atol=1e-12)
     assert grads.shape == model.grads.shape
     if case == "batchnorm":
         bn_t, bn = net[1], model.layers[1]
         np.testing.assert_allclose(bn.running_mean, bn_t.running_mean.numpy(), rtol=1e-12)
         np.testing.assert_allclose(bn.running_var, bn_t.running_var.numpy(), rtol=1e-12)
-
-
-def flat_grads(net):
-    return torch.cat([p.grad.reshape(-1) for p in net.parameters()]).numpy()
 
 
 @pytest.mark.parametrize("compiled", [True, False], ids=["compiled-if-available", "numpy"])
@@ -200,7 +206,7 @@ def test_optimizer_matches_torch_for_100_steps(case, batchnorm, fused, digits):
             theirs.step()
             assert loss == pytest.approx(loss_t.item(), rel=RTOL)
             np.testing.assert_allclose(
-                model.params, flat(net), rtol=RTOL, atol=1e-9, err_msg=f"step {steps + 1}"
+                in_torch_order(model), flat(net), rtol=RTOL, atol=1e-9, err_msg=f"step {steps + 1}"
             )
             steps += 1
             if steps == 100:

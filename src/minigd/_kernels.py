@@ -1,5 +1,5 @@
-"""Fused loops compiled with Numba when it is installed (the ``fast`` extra): optimizer updates and
-the softmax cross-entropy.
+"""Fused loops compiled with Numba when it is installed (the ``fast`` extra): optimizer updates,
+the softmax cross-entropy and the mini-batch row gather.
 
 The NumPy form of Adam makes 13 passes over the flat parameter vector per step (each of m, v, the
 denominator and the update is a few whole-array expressions); at 100k parameters that is ~200 us,
@@ -10,6 +10,11 @@ float32 and vectorizes. Adam with ``eps_inside_sqrt`` keeps its NumPy form.
 
 The softmax cross-entropy takes ~12 NumPy calls on a (B, k) array, ~50 us at B=32-64 where the
 arithmetic is a few hundred flops; compiled, it is one pass per row.
+
+A mini-batch gather reads rows scattered over the whole training set, so it waits on memory, not
+arithmetic. ``np.take`` copies one row after another; copying four rows side by side keeps four
+streams of cache misses in flight and gathers a batch in ~0.6x the time (1024 rows of 784 float32
+out of 60000: ~360 us against ~590 us here).
 
 Without Numba (or with ``MINIGD_NO_JIT=1`` in the environment) the optimizers and the loss use
 their NumPy expressions; ``fused=False`` asks for those explicitly in an optimizer.
@@ -64,6 +69,7 @@ def warm_up(dtype) -> None:
     kernels.adam_amsgrad(a, b, c, d, e, *scalars)
     z = np.zeros((2, 3), dt)
     kernels.softmax_cross_entropy(z, np.zeros(2, np.intp), np.empty_like(z))
+    kernels.gather_rows(z, np.zeros(2, np.intp), np.empty_like(z))
 
 
 def _build() -> SimpleNamespace:
@@ -140,7 +146,25 @@ def _build() -> SimpleNamespace:
             p[i, label] -= inv_n
         return total * inv_n
 
+    @jit
+    def gather_rows(src, index, out):
+        """out[i] = src[index[i]] for 2-D arrays; the indices must be valid (unchecked)."""
+        n, d = index.shape[0], src.shape[1]
+        n4 = n - n % 4
+        for i in range(0, n4, 4):
+            r0, r1, r2, r3 = index[i], index[i + 1], index[i + 2], index[i + 3]
+            for j in range(d):
+                out[i, j] = src[r0, j]
+                out[i + 1, j] = src[r1, j]
+                out[i + 2, j] = src[r2, j]
+                out[i + 3, j] = src[r3, j]
+        for i in range(n4, n):
+            r = index[i]
+            for j in range(d):
+                out[i, j] = src[r, j]
+
     return SimpleNamespace(
+        gather_rows=gather_rows,
         sgd=sgd,
         sgd_momentum=sgd_momentum,
         sgd_nesterov=sgd_nesterov,

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from minigd import _kernels
 from minigd._validation import check_choice, check_int, is_int, message
 from minigd.data.arrays import as_rows, targets_as_rows
 
@@ -131,6 +132,8 @@ class MiniBatches:
         self._bounds = batch_bounds(m, self.batch_size, self.last_batch)
         self._buffers: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
         self._next_epoch = 0
+        self._gather_rows = _compiled_gather(self.X)
+        self._X_rows = self.X.reshape(m, -1)  # what the compiled gather reads
 
     @property
     def n_samples(self) -> int:
@@ -197,10 +200,9 @@ class MiniBatches:
         return self.epoch(e)
 
     def _iterate(self, order: np.ndarray, start: int) -> Iterator[Any]:
-        bounds = self._bounds
+        bounds = self._bounds.tolist()
         whole = (not self.shuffle) or (len(self) == 1 and bounds[-1] == self.n_samples)
-        for i in range(start, len(self)):
-            lo, hi = int(bounds[i]), int(bounds[i + 1])
+        for lo, hi in zip(bounds[start:-1], bounds[start + 1 :], strict=True):
             if whole:
                 # Natural order, or one batch of everything: the order inside a single full
                 # batch does not change its mean gradient, so a view replaces the gather.
@@ -211,16 +213,35 @@ class MiniBatches:
             yield xb if self.y is None else (xb, yb)
 
     def _gather(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Copies the rows ``index`` of X and y into this batch size's buffers. The indices come
+        from a permutation of range(m), so neither path checks them (mode="clip" makes
+        ``take`` ~3x faster than its default)."""
         n = len(index)
         bufs = self._buffers.get(n)
         if bufs is None:
-            xbuf = np.empty((n, *self.X.shape[1:]), dtype=self.X.dtype)
-            ybuf = None if self.y is None else np.empty((n, *self.y.shape[1:]), self.y.dtype)
-            bufs = self._buffers[n] = (xbuf, ybuf)
-        xbuf, ybuf = bufs
-        # mode="clip" skips the bounds check (the indices come from a permutation of range(m)),
-        # which is what makes this gather about 3x faster than the default mode.
-        np.take(self.X, index, axis=0, out=xbuf, mode="clip")
+            bufs = self._buffers[n] = self._new_buffers(n)
+        xbuf, xbuf_rows, ybuf = bufs
+        if xbuf_rows is not None:
+            self._gather_rows(self._X_rows, index, xbuf_rows)
+        else:
+            self.X.take(index, axis=0, out=xbuf, mode="clip")
         if ybuf is not None:
-            np.take(self.y, index, axis=0, out=ybuf, mode="clip")
+            self.y.take(index, axis=0, out=ybuf, mode="clip")
         return xbuf, ybuf
+
+    def _new_buffers(self, n: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """A batch buffer for X (and its 2-D view for the compiled gather) and one for y."""
+        xbuf = np.empty((n, *self.X.shape[1:]), dtype=self.X.dtype)
+        xbuf_rows = None
+        if self._gather_rows is not None and n > 1:
+            xbuf_rows = xbuf.reshape(n, -1)
+        ybuf = None if self.y is None else np.empty((n, *self.y.shape[1:]), self.y.dtype)
+        return xbuf, xbuf_rows, ybuf
+
+
+def _compiled_gather(X: np.ndarray):
+    """The compiled row gather of the ``fast`` extra for a C-ordered numeric X, else None."""
+    kernels = _kernels.get()
+    if kernels is None or not X.flags.c_contiguous or X.dtype.kind not in "fiub" or X.size == 0:
+        return None
+    return kernels.gather_rows

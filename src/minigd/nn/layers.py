@@ -28,10 +28,13 @@ class Layer:
         needs_output: backward reads this layer's own output (so a later layer must not
             overwrite it in place).
         supports_inplace: forward may overwrite its input instead of a buffer of its own.
+        transposed_storage: names of 2-D parameters kept in the flat vector as their transpose
+            (the layer sees an F-ordered view of the usual shape).
     """
 
     needs_output: ClassVar[bool] = False
     supports_inplace: ClassVar[bool] = False
+    transposed_storage: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self) -> None:
         self.inplace = False
@@ -96,7 +99,10 @@ class Layer:
 class Dense(Layer):
     """Fully connected layer, y = x W^T + b, with W of shape (out_features, in_features).
 
-    The weight layout is torch.nn.Linear's, so weights copy between the two without transposes.
+    The weight has torch.nn.Linear's shape, so weights copy between the two without transposes.
+    In memory it is stored transposed, (in_features, out_features) row-major: the weight gradient
+    x^T dy is then a C-ordered BLAS output of shape (in, out), which OpenBLAS computes faster than
+    dy^T x of shape (out, in) (784x128 from a batch of 64: ~110 us against ~180 us here).
 
     Args:
         in_features: n, the width of the input.
@@ -105,6 +111,8 @@ class Dense(Layer):
         init: "he" (normal, std sqrt(2/n), for ReLU), "glorot" (uniform, limit sqrt(6/(n+out))),
             or None to let Sequential choose from the activation that follows.
     """
+
+    transposed_storage = frozenset({"weight"})
 
     def __init__(
         self, in_features: int, out_features: int, *, bias: bool = True, init: str | None = None
@@ -154,13 +162,15 @@ class Dense(Layer):
         return y
 
     def backward(self, dy, need_dx=True):
-        # dL/dW = dy^T x, dL/db = sum over the batch of dy, dL/dx = dy W
+        # dL/dW = dy^T x, written as its transpose x^T dy into the C-ordered storage;
+        # dL/db = sum over the batch of dy; dL/dx = dy W
+        grad_weight_t = self.grad_weight.T
         if dy.shape[0] == 1:
             # an outer product: np.matmul takes a slow non-BLAS loop for an inner size of 1
             # (~160 us at 128x784, against ~25 us for np.dot), which dominated SGD at B=1
-            np.dot(dy.T, self._x, out=self.grad_weight)
+            np.dot(self._x.T, dy, out=grad_weight_t)
         else:
-            np.matmul(dy.T, self._x, out=self.grad_weight)
+            np.matmul(self._x.T, dy, out=grad_weight_t)
         if self.use_bias:
             np.matmul(self._ones(dy.shape[0], dy.dtype), dy, out=self.grad_bias)
         if not need_dx:

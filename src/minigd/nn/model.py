@@ -2,7 +2,8 @@
 
 All trainable parameters live in ``params``, one contiguous array; each layer's weight and bias are
 views into it, in the order and under the names torch's ``nn.Sequential`` uses ("0.weight",
-"0.bias", "2.weight", ...). Gradients live in ``grads`` with the same layout. An optimizer therefore
+"0.bias", "2.weight", ...); a Dense weight is stored transposed there (see ``Dense``) and seen
+with torch's shape. Gradients live in ``grads`` with the same layout. An optimizer therefore
 updates the whole model with a few vectorized expressions over two arrays, and the same flat
 gradient is what a checkpoint stores and what the gradient noise scale measures.
 """
@@ -23,6 +24,14 @@ from minigd.nn.losses import Loss, get_loss
 
 FORMAT = "minigd-model-1"
 EVAL_CHUNK = 4096  # rows per forward pass in predict/evaluate: bounds memory on large inputs
+
+
+def _view(flat: np.ndarray, part: slice, shape: tuple[int, ...], transposed: bool) -> np.ndarray:
+    """The parameter of this ``shape`` at ``part`` of the flat vector; a transposed one is stored
+    as its transpose, row-major, and seen as an F-ordered view of ``shape``."""
+    if transposed:
+        return flat[part].reshape(shape[::-1]).T
+    return flat[part].reshape(shape)
 
 
 class Sequential:
@@ -69,16 +78,17 @@ class Sequential:
         sizes = [int(np.prod(shape)) for _, _, shape in specs]
         self.params = np.zeros(sum(sizes), dtype=self.dtype)
         self.grads = np.zeros(sum(sizes), dtype=self.dtype)
-        self._names: list[tuple[str, slice, tuple[int, ...]]] = []
+        self._names: list[tuple[str, slice, tuple[int, ...], bool]] = []
         offset = 0
         per_layer: dict[int, tuple[dict, dict]] = {}
         for (i, name, shape), size in zip(specs, sizes, strict=True):
             part = slice(offset, offset + size)
             offset += size
-            self._names.append((f"{i}.{name}", part, shape))
+            transposed = name in self.layers[i].transposed_storage
+            self._names.append((f"{i}.{name}", part, shape, transposed))
             views = per_layer.setdefault(i, ({}, {}))
-            views[0][name] = self.params[part].reshape(shape)
-            views[1][name] = self.grads[part].reshape(shape)
+            views[0][name] = _view(self.params, part, shape, transposed)
+            views[1][name] = _view(self.grads, part, shape, transposed)
         for i, layer in enumerate(self.layers):
             params, grads = per_layer.get(i, ({}, {}))
             layer.bind(params, grads)
@@ -120,12 +130,12 @@ class Sequential:
 
     def named_parameters(self) -> Iterator[tuple[str, np.ndarray]]:
         """(name, view) pairs in torch's nn.Sequential order and naming."""
-        for name, part, shape in self._names:
-            yield name, self.params[part].reshape(shape)
+        for name, part, shape, transposed in self._names:
+            yield name, _view(self.params, part, shape, transposed)
 
     def named_gradients(self) -> Iterator[tuple[str, np.ndarray]]:
-        for name, part, shape in self._names:
-            yield name, self.grads[part].reshape(shape)
+        for name, part, shape, transposed in self._names:
+            yield name, _view(self.grads, part, shape, transposed)
 
     def named_buffers(self) -> Iterator[tuple[str, np.ndarray]]:
         """Non-trainable state (BatchNorm running statistics, dropout draw counters)."""

@@ -19,9 +19,11 @@ Method: one discarded warm-up epoch each, then rounds in which every implementat
 in turn (A, B, C, D, E, A, B, ...), so drifts of a shared, noisy machine hit all alike; each timed
 epoch starts after half a second of idle, so no implementation pays for the spinning worker threads
 of the one before. Reported:
-median epoch seconds with min and max, ratios, achieved GFLOP/s, and the fraction of the
-matmul-bound limit: the step's five matrix products timed alone with the same BLAS, times the steps
-of an epoch. Peak RSS is measured per implementation in a fresh subprocess.
+median epoch seconds with min and max; ratios as the median over rounds of the two epochs of the
+same round; achieved GFLOP/s; and the fraction of the matmul-bound limit: the step's five matrix
+products timed alone with the same BLAS (each in its faster orientation), times the steps of an
+epoch, measured once per round between the epochs (median over rounds) and divided by minigd's
+median epoch. Peak RSS is measured per implementation in a fresh subprocess.
 """
 
 from __future__ import annotations
@@ -207,33 +209,49 @@ IMPLEMENTATIONS = {
 
 # -- measurements ---------------------------------------------------------------------------
 def matmul_seconds(batch: int, reps: int) -> float:
-    """Seconds of the step's five matrix products at this batch size, alone: the fastest of
-    ``reps`` repetitions, i.e. the best rate this BLAS reaches on these shapes here."""
+    """Seconds of the step's five matrix products at this batch size, alone, at the best rate
+    this BLAS reaches on them here: each product is timed in both orientations (C = A B and
+    C^T = B^T A^T, each into a C-ordered output) and the fastest of ``reps`` repetitions of the
+    faster orientation counts. Whatever layout an implementation picks, it cannot beat this."""
     rng = np.random.default_rng(0)
     f32 = np.float32
-    x = rng.random((batch, 784), dtype=f32)
-    w1, w2 = rng.random((128, 784), dtype=f32), rng.random((10, 128), dtype=f32)
-    h, z = np.empty((batch, 128), f32), np.empty((batch, 10), f32)
-    dz, dh = rng.random((batch, 10), dtype=f32), np.empty((batch, 128), f32)
-    g1, g2 = np.empty((128, 784), f32), np.empty((10, 128), f32)
-    times = []
-    for _ in range(reps + 2):
-        start = time.perf_counter()
-        np.matmul(x, w1.T, out=h)  # forward, layer 1
-        np.matmul(h, w2.T, out=z)  # forward, layer 2
-        np.matmul(dz.T, h, out=g2)  # dW2
-        np.matmul(dz, w2, out=dh)  # dx of layer 2
-        np.matmul(dh.T, x, out=g1)  # dW1
-        times.append(time.perf_counter() - start)
-    return float(np.min(times[2:]))
+
+    def arr(*shape):
+        return rng.random(shape, dtype=f32)
+
+    x, w1, w2 = arr(batch, 784), arr(128, 784), arr(10, 128)
+    h, dz, dh = arr(batch, 128), arr(batch, 10), arr(batch, 128)
+    products = [  # (A, B) for C = A @ B
+        (x, w1.T),  # forward, layer 1
+        (h, w2.T),  # forward, layer 2
+        (dz.T, h),  # dW2
+        (dz, w2),  # dx of layer 2
+        (dh.T, x),  # dW1
+    ]
+    total = 0.0
+    for a, b in products:
+        best = np.inf
+        for left, right in ((a, b), (b.T, a.T)):
+            out = np.empty((left.shape[0], right.shape[1]), f32)
+            for i in range(reps + 2):
+                start = time.perf_counter()
+                np.matmul(left, right, out=out)
+                if i >= 2:
+                    best = min(best, time.perf_counter() - start)
+        total += best
+    return total
 
 
 def time_epochs(batch, opt, names, data, weights, rounds):
+    """Median epoch seconds per implementation over interleaved rounds, and the matmul-bound
+    epoch measured once per round between them (its median over rounds)."""
     X, y = data[0], data[1]
     impls = [IMPLEMENTATIONS[n](batch, opt, X, y, weights) for n in names]
     for impl in impls:  # warm-up epoch, discarded
         impl.epoch(0)
     seconds = {impl.name: [] for impl in impls}
+    steps = -(-len(X) // batch)
+    bound = []
     for r in range(rounds):
         for impl in impls:
             # Let the previous implementation's worker threads go idle first: torch's OpenMP
@@ -243,7 +261,16 @@ def time_epochs(batch, opt, names, data, weights, rounds):
             start = time.perf_counter()
             impl.epoch(r + 1)
             seconds[impl.name].append(time.perf_counter() - start)
-    return {name: summary(s) for name, s in seconds.items()}
+        time.sleep(PAUSE)
+        bound.append(steps * matmul_seconds(batch, reps=max(5, min(50, 60000 // batch))))
+    return {name: summary(s) for name, s in seconds.items()}, summary(bound)
+
+
+def paired_ratio(seconds: dict, a: str, b: str) -> float:
+    """Median over rounds of a's epoch over b's in the same round: on a machine whose speed
+    drifts, each pair ran within seconds of each other, so the drift mostly cancels."""
+    pairs = zip(seconds[a]["runs"], seconds[b]["runs"], strict=True)
+    return float(np.median([x / y for x, y in pairs]))
 
 
 def accuracy_check(data, weights, epochs=5):
@@ -289,7 +316,8 @@ def markdown(result: dict) -> str:
         "",
         f"MLP 784-128-10, ReLU, softmax cross-entropy, float32; 60000 x 784 MNIST-shaped training "
         f"set (mnist-5k shifted by 1-2 pixels), {meta['rounds']} interleaved rounds after one "
-        f"warm-up epoch; medians, [min, max] in seconds.",
+        f"warm-up epoch; medians, [min, max] in seconds. Ratios are medians of the per-round "
+        f"ratios. The matmul-bound epoch is measured between the rounds (median).",
         "",
         f"Machine: {meta['machine'].get('cpu', '?')}, {meta['machine']['cpus']} CPUs; "
         f"{meta['threads']} threads for every implementation; NumPy {meta['machine']['numpy']} "
@@ -354,7 +382,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch-sizes", default=",".join(map(str, BATCH_SIZES)))
     parser.add_argument("--optimizers", default="sgd,adam")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--implementations", default=",".join(IMPLEMENTATIONS))
     parser.add_argument("--quick", action="store_true", help="B=64,1024, SGD, no RSS/accuracy")
@@ -380,25 +408,26 @@ def main(argv=None) -> int:
     for opt in args.optimizers.split(","):
         result["epochs"][opt] = {}
         for batch in [int(b) for b in args.batch_sizes.split(",")]:
-            seconds = time_epochs(batch, opt, names, data, weights, args.rounds)
-            steps = -(-len(data[0]) // batch)
-            bound = steps * matmul_seconds(batch, reps=max(5, min(50, 60000 // batch)))
+            seconds, bound = time_epochs(batch, opt, names, data, weights, args.rounds)
             ours = seconds.get("minigd loop", {}).get("median", float("nan"))
             row = {
                 "seconds": seconds,
-                "matmul_bound": bound,
-                "fraction_of_bound": bound / ours,
+                "matmul_bound": bound["median"],
+                "matmul_bound_runs": bound["runs"],
+                "fraction_of_bound": bound["median"] / ours,
                 "gflops": FLOP_PER_SAMPLE * len(data[0]) / ours / 1e9,
             }
-            if "torch hand loop" in seconds:
-                row["minigd_over_torch"] = ours / seconds["torch hand loop"]["median"]
-            if "scikit-learn MLP" in seconds:
-                row["minigd_over_sklearn"] = ours / seconds["scikit-learn MLP"]["median"]
-            if "minigd fit" in seconds:
-                row["fit_over_loop"] = seconds["minigd fit"]["median"] / ours
+            for key, other in (
+                ("minigd_over_torch", "torch hand loop"),
+                ("minigd_over_sklearn", "scikit-learn MLP"),
+            ):
+                if other in seconds and "minigd loop" in seconds:
+                    row[key] = paired_ratio(seconds, "minigd loop", other)
+            if "minigd fit" in seconds and "minigd loop" in seconds:
+                row["fit_over_loop"] = paired_ratio(seconds, "minigd fit", "minigd loop")
             result["epochs"][opt][batch] = row
             medians = ", ".join(f"{n} {s['median']:.3f}" for n, s in seconds.items())
-            print(f"{opt} B={batch}: {medians}; bound {bound:.3f}", flush=True)
+            print(f"{opt} B={batch}: {medians}; bound {bound['median']:.3f}", flush=True)
     if not args.no_extras:
         result["accuracy"] = accuracy_check(data, weights)
         import tempfile

@@ -29,7 +29,8 @@ from minigd._json import to_plain
 from minigd.data.npz import atomic_savez, read_npz
 from minigd.training.history import STEP_FIELDS, History
 
-FORMAT = "minigd-checkpoint-1"
+# 2: optimizer state follows the flat vector with Dense weights stored transposed
+FORMAT = "minigd-checkpoint-2"
 NAME = re.compile(r"checkpoint-(\d+)\.npz$")
 
 
@@ -83,7 +84,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     meta = json.loads(str(arrays.pop("meta")))
     if meta.get("format") != FORMAT:
         raise ValueError(
-            f"{path} has checkpoint format {meta.get('format')!r}; expected {FORMAT!r}."
+            f"{path} has checkpoint format {meta.get('format')!r}; expected {FORMAT!r}. "
+            "It was written by another version of minigd; resume it with that version, or "
+            "start a new run."
         )
     parts: dict[str, dict[str, np.ndarray]] = {"model": {}, "optim": {}, "history": {}}
     for key, value in arrays.items():

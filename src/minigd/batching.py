@@ -133,7 +133,8 @@ class MiniBatches:
         self._buffers: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
         self._next_epoch = 0
         self._gather_rows = _compiled_gather(self.X)
-        self._X_rows = self.X.reshape(m, -1)  # what the compiled gather reads
+        # what the compiled gather reads: a 2-D view (the gather needs a C-ordered X)
+        self._X_rows = self.X.reshape(m, -1) if self._gather_rows is not None else None
 
     @property
     def n_samples(self) -> int:

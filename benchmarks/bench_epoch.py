@@ -42,8 +42,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from common import (
     FLOP_PER_SAMPLE,
+    interleaved,
     machine,
     mnist_shaped,
+    paired_ratios,
     peak_rss_mb,
     set_threads,
     summary,
@@ -243,34 +245,25 @@ def matmul_seconds(batch: int, reps: int) -> float:
 
 
 def time_epochs(batch, opt, names, data, weights, rounds):
-    """Median epoch seconds per implementation over interleaved rounds, and the matmul-bound
-    epoch measured once per round between them (its median over rounds)."""
+    """Epoch seconds per implementation over interleaved rounds, and the matmul-bound epoch
+    measured once per round between them."""
     X, y = data[0], data[1]
     impls = [IMPLEMENTATIONS[n](batch, opt, X, y, weights) for n in names]
-    for impl in impls:  # warm-up epoch, discarded
-        impl.epoch(0)
-    seconds = {impl.name: [] for impl in impls}
     steps = -(-len(X) // batch)
     bound = []
-    for r in range(rounds):
-        for impl in impls:
-            # Let the previous implementation's worker threads go idle first: torch's OpenMP
-            # and OpenBLAS threads spin for a while after their work ends, and measured without
-            # this pause the implementation that ran next lost up to 20% to them.
-            time.sleep(PAUSE)
-            start = time.perf_counter()
-            impl.epoch(r + 1)
-            seconds[impl.name].append(time.perf_counter() - start)
+
+    def measure_bound():
         time.sleep(PAUSE)
         bound.append(steps * matmul_seconds(batch, reps=max(5, min(50, 60000 // batch))))
-    return {name: summary(s) for name, s in seconds.items()}, summary(bound)
+
+    runs = interleaved(impls, rounds, PAUSE, after_round=measure_bound)
+    seconds = {impl.name: summary(r) for impl, r in zip(impls, runs, strict=True)}
+    return seconds, summary(bound)
 
 
 def paired_ratio(seconds: dict, a: str, b: str) -> float:
-    """Median over rounds of a's epoch over b's in the same round: on a machine whose speed
-    drifts, each pair ran within seconds of each other, so the drift mostly cancels."""
-    pairs = zip(seconds[a]["runs"], seconds[b]["runs"], strict=True)
-    return float(np.median([x / y for x, y in pairs]))
+    """Median over rounds of a's epoch over b's in the same round."""
+    return float(np.median(paired_ratios(seconds[a]["runs"], seconds[b]["runs"])))
 
 
 def accuracy_check(data, weights, epochs=5):

@@ -26,7 +26,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_epoch import PAUSE, MinigdFit, MinigdLoop, initial_weights
-from common import machine, mnist_shaped, set_threads, summary, write_results
+from common import (
+    interleaved,
+    machine,
+    mnist_shaped,
+    paired_ratios,
+    set_threads,
+    summary,
+    write_results,
+)
 
 
 def stub(impl) -> None:
@@ -34,20 +42,6 @@ def stub(impl) -> None:
     impl.model.loss_and_grad = lambda xb, yb: 0.5
     optimizer = impl.trainer.optimizer if hasattr(impl, "trainer") else impl.opt
     optimizer.step = lambda params, grads: None
-
-
-def interleaved(impls, rounds: int, pause: float) -> list[list[float]]:
-    """Epoch seconds per implementation, one epoch each per round, after one warm-up epoch."""
-    for impl in impls:
-        impl.epoch(0)
-    runs = [[] for _ in impls]
-    for r in range(rounds):
-        for impl, out in zip(impls, runs, strict=True):
-            time.sleep(pause)
-            start = time.perf_counter()
-            impl.epoch(r + 1)
-            out.append(time.perf_counter() - start)
-    return runs
 
 
 def measure(batch: int, data, weights, rounds: int) -> dict:
@@ -61,7 +55,7 @@ def measure(batch: int, data, weights, rounds: int) -> dict:
     loop_real, fit_real = interleaved(real, rounds, pause=PAUSE)
     overhead_us = 1e6 * (np.median(fit_stub) - np.median(loop_stub)) / steps
     step_us = 1e6 * np.median(loop_real) / steps
-    ratios = [f / b for f, b in zip(fit_real, loop_real, strict=True)]
+    ratios = paired_ratios(fit_real, loop_real)
     return {
         "steps": steps,
         "stub_loop": summary(loop_stub),

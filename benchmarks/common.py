@@ -94,6 +94,34 @@ def summary(seconds: list[float]) -> dict:
     }
 
 
+def interleaved(impls, rounds: int, pause: float, after_round=None) -> list[list[float]]:
+    """Epoch seconds of each implementation (anything with ``epoch(e)``) over ``rounds`` rounds
+    in which each runs one epoch in turn, after one discarded warm-up epoch each.
+
+    Each timed epoch starts after ``pause`` seconds of idle: torch's OpenMP and OpenBLAS threads
+    spin for a while after their work ends, and without the pause the implementation that ran
+    next lost up to 20% to them. ``after_round()`` runs after every round (a measurement that
+    should see the same drift as the epochs)."""
+    for impl in impls:
+        impl.epoch(0)
+    runs: list[list[float]] = [[] for _ in impls]
+    for r in range(rounds):
+        for impl, out in zip(impls, runs, strict=True):
+            time.sleep(pause)
+            start = time.perf_counter()
+            impl.epoch(r + 1)
+            out.append(time.perf_counter() - start)
+        if after_round is not None:
+            after_round()
+    return runs
+
+
+def paired_ratios(a: list[float], b: list[float]) -> list[float]:
+    """a[r] / b[r] for each round r: on a machine whose speed drifts, the two epochs of a round
+    ran within seconds of each other, so the drift mostly cancels in their ratio."""
+    return [x / y for x, y in zip(a, b, strict=True)]
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory. VmHWM belongs to the address space, so a fresh
     interpreter starts from zero; ru_maxrss would carry over the forking parent's peak."""

@@ -70,7 +70,7 @@ def test_noise_and_per_epoch_progress_order_as_the_note_says(mnist5k_results):
 
 def test_same_initial_weights_and_the_lr_rule(mnist5k_results):
     full, mini, sgd = mnist5k_results.runs
-    b_noise = mnist5k_results.extra["noise_scale"]["b_simple"]
+    b_noise = mnist5k_results.noise_scale.b_simple
     assert 10 < b_noise < 200
     lr_max = 0.1 * (1 + b_noise / 64)  # McCandlish's rule through the reference (64, 0.1)
     assert mini.lr == pytest.approx(0.1) and mini.lr_note.startswith("noise rule")

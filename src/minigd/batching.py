@@ -72,6 +72,24 @@ def resolve_batch_size(batch_size: Any, m: int) -> int:
     return int(batch_size)
 
 
+def parse_batch_size(text: str) -> int | str:
+    """A batch size as a user writes it: "full" (any case) or a whole number such as "64"."""
+    text = str(text).strip()
+    if text.lower() == "full":
+        return "full"
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(
+            message(
+                "a batch size",
+                'a whole number such as 64, or "full"',
+                text,
+                'Use "full" for batch gradient descent, 1 for SGD.',
+            )
+        ) from None
+
+
 def batch_bounds(m: int, batch_size: int, last_batch: str) -> np.ndarray:
     """Start offsets of each batch in the epoch's order, plus m: batch i is ``[b[i], b[i+1])``."""
     full, rest = divmod(m, batch_size)
@@ -121,20 +139,42 @@ class MiniBatches:
         last_batch: str = "keep",
         dtype: Any = None,
     ) -> None:
-        self.X = as_rows(X, sample_axis=sample_axis, dtype=dtype)
-        m = self.X.shape[0]
-        self.y = None if y is None else targets_as_rows(y, m, sample_axis=sample_axis)
+        rows = as_rows(X, sample_axis=sample_axis, dtype=dtype)
+        targets = None if y is None else targets_as_rows(y, len(rows), sample_axis=sample_axis)
+        self._setup(rows, targets, batch_size, shuffle, seed, last_batch)
+        self.sample_axis = sample_axis
+
+    @classmethod
+    def from_prepared(
+        cls,
+        rows: np.ndarray,
+        targets: np.ndarray | None,
+        *,
+        batch_size: int | str,
+        shuffle: bool = True,
+        seed: int = 0,
+        last_batch: str = "keep",
+    ) -> MiniBatches:
+        """The MiniBatches of data that was already checked and converted to C-contiguous
+        samples-as-rows (by ``Sequential.prepare``): nothing is copied or scanned again."""
+        batches = cls.__new__(cls)
+        batches._setup(rows, targets, batch_size, shuffle, seed, last_batch)
+        batches.sample_axis = 0
+        return batches
+
+    def _setup(self, rows, targets, batch_size, shuffle, seed, last_batch) -> None:
+        self.X, self.y = rows, targets
+        m = rows.shape[0]
         self.batch_size = resolve_batch_size(batch_size, m)
         self.shuffle = bool(shuffle)
         self.seed = check_int("seed", seed, minimum=0)
         self.last_batch = check_choice("last_batch", last_batch, LAST_BATCH_POLICIES)
-        self.sample_axis = sample_axis
         self._bounds = batch_bounds(m, self.batch_size, self.last_batch)
-        self._buffers: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+        self._buffers: dict[int, tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = {}
         self._next_epoch = 0
-        self._gather_rows = _compiled_gather(self.X)
+        self._gather_rows = _compiled_gather(rows)
         # what the compiled gather reads: a 2-D view (the gather needs a C-ordered X)
-        self._X_rows = self.X.reshape(m, -1) if self._gather_rows is not None else None
+        self._X_rows = rows.reshape(m, -1) if self._gather_rows is not None else None
 
     @property
     def n_samples(self) -> int:

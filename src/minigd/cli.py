@@ -8,27 +8,31 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from minigd._version import __version__
-
-
-def _slug(text: str) -> str:
-    """A folder name from data and model specs: "mlp:256,128+bn" -> "mlp256-128bn"."""
-    import re
-
-    return re.sub(r"[^A-Za-z0-9_.-]", "", text.replace(",", "-"))
+from minigd.batching import parse_batch_size
+from minigd.batchsize import advise, find_batch_size, noise_scale, parse_bytes
+from minigd.batchsize.lr_scaling import RULES as LR_RULES
+from minigd.batchsize.rules import rule_for_m
+from minigd.data import datasets, describe_layout, load
+from minigd.experiments import Budget, RunSpec, Target, compare, sweep, write_report
+from minigd.experiments.runs import RunConfig, read_config, slug, train_run
+from minigd.nn import load_model
+from minigd.training import fit
 
 
 def _batch_size(text: str) -> int | str:
-    return "full" if text.lower() == "full" else int(text)
+    try:
+        return parse_batch_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
-    from minigd.data import datasets
-
     print(f"{'name':<10} {'train':>7} {'test':>7} {'features':>8} {'classes':>7}  offline  source")
     for info in datasets.REGISTRY.values():
         offline = "yes" if info.available else "no"
@@ -40,9 +44,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from minigd.training.runs import load_data
-
-    train, test = load_data(args.data, target=args.target)
+    train, test = load(args.data, target=args.target)
     for split in (train, test):
         if split is None:
             continue
@@ -57,36 +59,14 @@ def cmd_info(args: argparse.Namespace) -> int:
                 print(f"  y {split.y.shape}, {len(split.classes)} classes ({shown})")
             else:
                 print(f"  y {split.y.shape} float, regression targets")
-    X = np.asarray(train.X)
-    if X.ndim == 2:
-        m, n = X.shape
-        if train.y is not None and len(train.y) == n != m:
-            print(
-                f"  layout: y has {n} entries, as many as X has columns: samples are columns "
-                f"(the note's X = (features, samples)); pass --sample-axis 1."
-            )
-            m, n = n, m
-        elif m < n:
-            print(
-                f"  layout hint: {m} rows and {n} columns; if columns are samples (the note's "
-                f"X = (features, samples)), pass --sample-axis 1."
-            )
-        else:
-            print(f"  layout: {m} samples as rows, {n} features (sample_axis=0).")
-        rule = (
-            "m <= ~2000: batch gradient descent (--batch-size full)"
-            if m <= 2000
-            else ("m > 2000: mini-batches, a power of two from 32 to 1024")
-        )
-        print(f"  the note's rule for m = {m}: {rule}")
+    if np.ndim(train.X) == 2:
+        m, layout = describe_layout(train.X, train.y)
+        print(f"  {layout}")
+        print(f"  the note's rule: {rule_for_m(m)}")
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from minigd.training.runs import RunConfig, read_config, train_run
-
     if args.resume:
         config = read_config(args.resume)
         if args.epochs is not None:
@@ -124,11 +104,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from minigd.nn import load_model
-    from minigd.training.runs import load_data
-
     model = load_model(args.model_file)
-    train, test = load_data(args.data, target=args.target, y_path=args.y)
+    train, test = load(args.data, target=args.target, y_path=args.y)
     split = test if (args.split == "test" and test is not None) else train
     metrics = model.evaluate(split.X, split.y, sample_axis=args.sample_axis)
     print(f"{args.model_file} on {split.name or args.data} ({len(split.y)} samples):")
@@ -138,18 +115,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _model_and_data(args):
-    from minigd.training.runs import RunConfig, build_model, load_data
-
-    train, _ = load_data(args.data, target=args.target, y_path=args.y)
+    train, _ = load(args.data, target=args.target, y_path=args.y)
     config = RunConfig(
         data=args.data, model=args.model, seed=args.seed, sample_axis=args.sample_axis
     )
-    return build_model(config, train), train
+    return config.build_model(train), train
 
 
 def cmd_advise(args: argparse.Namespace) -> int:
-    from minigd.batchsize import advise, parse_bytes
-
     model, train = _model_and_data(args)
     reference = None
     if args.reference:
@@ -172,8 +145,6 @@ def cmd_advise(args: argparse.Namespace) -> int:
 
 
 def cmd_find_batch_size(args: argparse.Namespace) -> int:
-    from minigd.batchsize import find_batch_size, parse_bytes
-
     model, train = _model_and_data(args)
     candidates = [int(c) for c in args.candidates.split(",")] if args.candidates else None
     result = find_batch_size(
@@ -192,9 +163,6 @@ def cmd_find_batch_size(args: argparse.Namespace) -> int:
 
 
 def cmd_noise_scale(args: argparse.Namespace) -> int:
-    from minigd.batchsize import noise_scale
-    from minigd.training import fit
-
     model, train = _model_and_data(args)
     if args.epochs:
         fit(
@@ -232,8 +200,6 @@ def cmd_noise_scale(args: argparse.Namespace) -> int:
 
 
 def _target(text: str):
-    from minigd.experiments import Target
-
     metric, _, value = text.partition(":")
     if not value:
         raise argparse.ArgumentTypeError("a target is METRIC:VALUE, e.g. val_accuracy:0.9")
@@ -241,17 +207,13 @@ def _target(text: str):
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from minigd.batchsize import advise
-    from minigd.experiments import Budget, RunSpec, compare, write_report
-    from minigd.training.runs import RunConfig, build_model, load_data
-
     budget = Budget(
         epochs=args.epochs if not (args.seconds or args.samples) else None,
         seconds=args.seconds,
         samples=args.samples,
     )
-    train, _ = load_data(args.data)
-    model = build_model(RunConfig(data=args.data, model=args.model, seed=args.seed), train)
+    train, _ = load(args.data)
+    model = RunConfig(data=args.data, model=args.model, seed=args.seed).build_model(train)
     advice = advise(model, train.X, train.y, optimizer=args.optimizer, progress=False)
     sizes = [_batch_size(s) for s in args.batch_sizes.split(",")]
     if args.use_advice:
@@ -259,7 +221,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     runs = [RunSpec(s, lr=args.lr, optimizer=args.optimizer) for s in sizes]
     b0, lr0 = args.reference.split(":")
     out = (
-        Path(args.out) if args.out else Path("reports") / _slug(f"compare-{args.data}-{args.model}")
+        Path(args.out) if args.out else Path("reports") / slug(f"compare-{args.data}-{args.model}")
     )
     print(
         f"comparing batch sizes {', '.join(str(s) for s in sizes)} for {args.model} on "
@@ -285,8 +247,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from minigd.experiments import sweep
-    from minigd.experiments.plots import plot_sweep
+    from minigd.experiments.plots import plot_sweep  # matplotlib, only when plotting
 
     result = sweep(
         args.model,
@@ -298,7 +259,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         max_epochs=args.max_epochs,
         optimizer=args.optimizer,
     )
-    out = Path(args.out) if args.out else Path("reports") / _slug(f"sweep-{args.data}-{args.model}")
+    out = Path(args.out) if args.out else Path("reports") / slug(f"sweep-{args.data}-{args.model}")
     result.save(out)
     plot = plot_sweep(result, out)["steps_vs_batch"]["png"]
     print(result.table())
@@ -435,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--lr-rule",
-        choices=("noise", "sqrt", "linear", "auto"),
+        choices=LR_RULES,
         default="noise",
         help="how lrs are scaled from the reference (default: McCandlish's noise rule)",
     )

@@ -1,11 +1,12 @@
 """The batch-size advisor: the note's rules, a memory model, measurements, and the noise scale.
 
-Rules, applied in order (each reason in the advice names its rule):
+``advise`` runs the rules of ``minigd.batchsize.rules`` in order over one ``Context``; each rule
+is a function ``(context) -> (choice, reason)`` that decides one thing (the batch size, the last
+batch policy or the learning rate) and says why, naming its rule:
 
-1. Small training set: m <= ~2000 -> full batch (batch gradient descent), as the note says, when it
-   fits in memory.
-2. Otherwise a power of two from 32 to 1024 (the note's typical range) that fits the memory budget
-   with all of its buffers (``estimate_memory``).
+1. Small training set: m <= ~2000 -> full batch (batch gradient descent), when it fits in memory.
+2. Otherwise a power of two from 32 to 1024 that fits the memory budget with all of its buffers
+   (``estimate_memory``).
 3. Hardware: prefer the knee of the throughput curve, the smallest batch within 10% of the best
    samples/s (measured by the finder when ``measure=True``).
 4. Noise: when the gradient noise scale is known, do not go far above it: past it, larger batches
@@ -18,28 +19,31 @@ Rules, applied in order (each reason in the advice names its rule):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
+from minigd.batching import resolve_batch_size
+from minigd.batchsize import rules
 from minigd.batchsize.finder import FinderResult, find_batch_size
-from minigd.batchsize.lr_scaling import rule_for, scale_lr
+from minigd.batchsize.lr_scaling import ScaledLR, rule_for, scale_lr
 from minigd.batchsize.memory import estimate_memory, format_bytes, memory_budget
 from minigd.batchsize.noise import NoiseScale, noise_scale
-from minigd.optim import get_optimizer
-
-SMALL_SET = 2000  # the note's "m <= ~2000"
-POWERS = (32, 64, 128, 256, 512, 1024)  # the note's "32 -> 1024, powers of 2"
-BN_MIN_BATCH = 16  # below this, batch mean and variance are poor estimates
-NOISE_SLACK = 2.0  # "far above" the noise scale: more than this factor
+from minigd.optim import Optimizer, get_optimizer
 
 
 @dataclass
 class Reason:
+    """Why the advisor chose something: the rule's number and title, and the sentence."""
+
     rule: int
     title: str
     text: str
+
+    @classmethod
+    def of(cls, number: int, text: str) -> Reason:
+        return cls(number, rules.RULES[number].title, text)
 
     def __str__(self) -> str:
         return f"rule {self.rule} ({self.title}): {self.text}"
@@ -47,6 +51,8 @@ class Reason:
 
 @dataclass
 class Candidate:
+    """A batch size the advisor considered: its steps per epoch, memory, and speed if measured."""
+
     batch_size: int
     steps_per_epoch: int
     estimated_bytes: int
@@ -56,7 +62,17 @@ class Candidate:
 
 @dataclass
 class Advice:
-    """What the advisor recommends, and why."""
+    """What the advisor recommends, and why.
+
+    Attributes:
+        batch_size: an int, or "full" for batch gradient descent.
+        lr, lr_rule, warmup_epochs: the learning rate for that batch size, the scaling rule that
+            gave it, and the epochs of linear warmup the rule asks for (0 for none).
+        last_batch: the MiniBatches policy for the remainder.
+        reasons, warnings: the rules applied, in order, and what to watch out for.
+        candidates, budget: the batch sizes considered and the memory budget they were held to.
+        finder, noise: the throughput and noise-scale measurements, when made.
+    """
 
     batch_size: int | str
     lr: float
@@ -67,13 +83,13 @@ class Advice:
     warnings: list[str]
     candidates: list[Candidate]
     budget: int
+    warmup_epochs: int = 0
     finder: FinderResult | None = None
     noise: NoiseScale | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def batch_samples(self) -> int:
-        return self.n_samples if self.batch_size == "full" else int(self.batch_size)
+        return resolve_batch_size(self.batch_size, self.n_samples)
 
     def table(self) -> str:
         lines = [f"{'batch':>7} {'steps/epoch':>11} {'memory':>10} {'fits':>5} {'samples/s':>11}"]
@@ -103,19 +119,42 @@ class Advice:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "batch_size": self.batch_size,
-            "lr": self.lr,
-            "lr_rule": self.lr_rule,
-            "last_batch": self.last_batch,
-            "n_samples": self.n_samples,
-            "reasons": [r.__dict__ for r in self.reasons],
-            "warnings": self.warnings,
-            "candidates": [c.__dict__ for c in self.candidates],
-            "budget": self.budget,
-            "noise": None if self.noise is None else self.noise.to_dict(),
-            "knee": None if self.finder is None else self.finder.knee,
-        }
+        """Plain data for JSON (``minigd._json.to_plain`` handles the NumPy values)."""
+        return asdict(self)
+
+
+@dataclass
+class Context:
+    """What the rules read, and what the earlier ones chose."""
+
+    model: Any
+    rows: np.ndarray
+    targets: np.ndarray | None
+    optimizer: Optimizer
+    budget: int
+    measure: bool
+    progress: bool
+    reference: tuple[int, float] | None
+    noise: NoiseScale | None
+    candidates: list[Candidate] = field(default_factory=list)
+    full: Candidate | None = None
+    batch_size: int | str | None = None
+    last_batch: str = "keep"
+    lr: ScaledLR | None = None
+    finder: FinderResult | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def m(self) -> int:
+        return len(self.rows)
+
+    @property
+    def fitting(self) -> list[Candidate]:
+        return [c for c in self.candidates if c.fits]
+
+    def candidate(self, b: int) -> Candidate:
+        est = estimate_memory(self.model, b, optimizer=self.optimizer, n_samples=self.m).total
+        return Candidate(b, -(-self.m // b), est, est <= self.budget)
 
 
 def advise(
@@ -144,145 +183,44 @@ def advise(
         reference: (B0, lr0), a batch size and the learning rate known to work with it; default
             (32, the optimizer's default lr).
     """
-    opt = get_optimizer(optimizer or "sgd")
     rows, targets = model.prepare(X, y, sample_axis=sample_axis)
-    m = len(rows)
     budget = memory_budget() if memory_budget_bytes is None else int(memory_budget_bytes)
-    reasons: list[Reason] = []
-    warnings: list[str] = []
-
-    def candidate(b: int) -> Candidate:
-        est = estimate_memory(model, b, optimizer=opt, n_samples=m).total
-        return Candidate(b, -(-m // b), est, est <= budget)
-
-    powers = [candidate(b) for b in POWERS if b <= m]
-    full = candidate(m)
-    table = [*powers, full] if all(c.batch_size != m for c in powers) else powers
-    finder = None
-    measured_noise = _known_noise(noise)
-
-    # Rule 1: a small training set takes batch gradient descent.
-    if m <= SMALL_SET and full.fits:
-        chosen: int | str = "full"
-        reasons.append(
-            Reason(
-                1,
-                "small training set",
-                f"m = {m} <= ~{SMALL_SET}: use batch "
-                f"gradient descent (one step per epoch on all {m} samples); it "
-                f"fits in memory (~{format_bytes(full.estimated_bytes)}).",
-            )
-        )
-    else:
-        if m <= SMALL_SET:
-            reasons.append(
-                Reason(
-                    1,
-                    "small training set",
-                    f"m = {m} would call for full batch, "
-                    f"but it needs ~{format_bytes(full.estimated_bytes)}, over "
-                    f"the budget of {format_bytes(budget)}: mini-batches instead.",
-                )
-            )
-        fitting = [c for c in powers if c.fits]
-        if not fitting:
-            chosen = _largest_fitting_power(model, opt, budget, m)
-            warnings.append(f"even batch size 32 exceeds the memory budget; {chosen} fits.")
-            reasons.append(
-                Reason(
-                    2,
-                    "fits in memory",
-                    f"no power of two from 32 to 1024 fits "
-                    f"{format_bytes(budget)}; {chosen} is the largest that does.",
-                )
-            )
-        else:
-            reasons.append(
-                Reason(
-                    2,
-                    "powers of two that fit",
-                    f"m = {m} > ~{SMALL_SET}: "
-                    f"mini-batches, a power of two from 32 to 1024; "
-                    f"{', '.join(str(c.batch_size) for c in fitting)} fit the "
-                    f"budget of {format_bytes(budget)}.",
-                )
-            )
-            chosen, finder = _rule_3(
-                model, rows, targets, fitting, opt, budget, measure, progress, reasons
-            )
-            if measure and targets is not None and measured_noise is None:
-                measured_noise = noise_scale(
-                    model,
-                    rows,
-                    targets,
-                    b_small=min(32, m // 8),
-                    b_big=min(1024, m // 2),
-                    n_batches=30,
-                )
-            chosen = _rule_4(chosen, measured_noise, fitting, reasons)
-    b = m if chosen == "full" else int(chosen)
-
-    # Rule 5: BatchNorm needs batches big enough to estimate their statistics.
-    last_batch = "keep"
-    if model.has_batchnorm:
-        rest = m % b
-        if b < BN_MIN_BATCH:
-            warnings.append(
-                f"batch size {b} is small for BatchNorm: its batch mean and variance "
-                f"are noisy estimates (the note: very small batches lead to poor "
-                f"estimates); prefer {BN_MIN_BATCH} or more."
-            )
-        if 0 < rest < BN_MIN_BATCH:
-            last_batch = "merge"
-            reasons.append(
-                Reason(
-                    5,
-                    "BatchNorm statistics",
-                    f"{m} = {m // b} x {b} + {rest}: "
-                    f"the last batch of {rest} would give BatchNorm poor "
-                    f"statistics; last_batch='merge' folds it into the batch "
-                    f"before (or 'drop' skips it).",
-                )
-            )
-        else:
-            reasons.append(
-                Reason(
-                    5,
-                    "BatchNorm statistics",
-                    f"every batch has at least "
-                    f"{min(b, rest or b)} samples: enough for batch statistics.",
-                )
-            )
-
-    # Rule 6: the learning rate follows the batch size.
-    b0, lr0 = reference if reference is not None else (32, opt.lr)
-    scaled = scale_lr(lr0, b0, b, optimizer=opt)
-    reasons.append(
-        Reason(
-            6,
-            "learning rate",
-            f"{scaled.explanation}, from the reference "
-            f"lr {lr0:g} at batch {b0} ({'yours' if reference else 'default'}; "
-            f"{rule_for(opt)} for {type(opt).__name__}).",
-        )
-    )
-    for c in table:
-        if finder is not None:
-            match = [r for r in finder.rows if r.batch_size == c.batch_size]
-            c.samples_per_second = match[0].samples_per_second if match else None
-    return Advice(
-        chosen,
-        scaled.lr,
-        scaled.rule + " scaling",
-        last_batch,
-        m,
-        reasons,
-        warnings,
-        table,
+    ctx = Context(
+        model,
+        rows,
+        targets,
+        get_optimizer(optimizer or "sgd"),
         budget,
-        finder,
-        measured_noise,
-        {"warmup_epochs": scaled.warmup_epochs},
+        measure,
+        progress,
+        reference,
+        _known_noise(noise),
+    )
+    ctx.candidates = [ctx.candidate(b) for b in rules.powers_up_to(ctx.m)]
+    ctx.full = ctx.candidate(ctx.m)
+    reasons: list[Reason] = []
+    for decide, choice in RULE_ORDER:
+        value, reason = decide(ctx)
+        setattr(ctx, choice, value)
+        if reason is not None:
+            reasons.append(reason)
+    table = ctx.candidates
+    if all(c.batch_size != ctx.m for c in table):
+        table = [*table, ctx.full]
+    _add_throughput(table, ctx.finder)
+    return Advice(
+        batch_size=ctx.batch_size,
+        lr=ctx.lr.lr,
+        lr_rule=ctx.lr.rule + " scaling",
+        last_batch=ctx.last_batch,
+        n_samples=ctx.m,
+        reasons=reasons,
+        warnings=ctx.warnings,
+        candidates=table,
+        budget=budget,
+        warmup_epochs=ctx.lr.warmup_epochs,
+        finder=ctx.finder,
+        noise=ctx.noise,
     )
 
 
@@ -293,84 +231,166 @@ def _known_noise(noise) -> NoiseScale | None:
     return NoiseScale(value, float("nan"), float("nan"), (value, value), 0, 0, 0)
 
 
-def _largest_fitting_power(model, opt, budget, m) -> int:
-    b = 16
-    while b > 1 and estimate_memory(model, b, optimizer=opt).total > budget:
+def _add_throughput(table: list[Candidate], finder: FinderResult | None) -> None:
+    if finder is None:
+        return
+    rates = {r.batch_size: r.samples_per_second for r in finder.rows}
+    for c in table:
+        c.samples_per_second = rates.get(c.batch_size)
+
+
+# -- the rules, in the order they apply -------------------------------------------------------
+def small_training_set(ctx: Context) -> tuple[int | str | None, Reason | None]:
+    """Rule 1: a small training set takes batch gradient descent, if it fits in memory."""
+    m, full = ctx.m, ctx.full
+    if not rules.is_small_set(m):
+        return None, None
+    if full.fits:
+        return "full", Reason.of(
+            1,
+            f"m = {m} <= ~{rules.SMALL_SET}: use batch gradient descent (one step per epoch on "
+            f"all {m} samples); it fits in memory (~{format_bytes(full.estimated_bytes)}).",
+        )
+    return None, Reason.of(
+        1,
+        f"m = {m} would call for full batch, but it needs ~{format_bytes(full.estimated_bytes)}, "
+        f"over the budget of {format_bytes(ctx.budget)}: mini-batches instead.",
+    )
+
+
+def powers_that_fit(ctx: Context) -> tuple[int | str | None, Reason | None]:
+    """Rule 2: a power of two from 32 to 1024 that fits; below 32 only when none does."""
+    if ctx.batch_size == "full":
+        return "full", None
+    fitting = ctx.fitting
+    if fitting:
+        sizes = ", ".join(str(c.batch_size) for c in fitting)
+        return None, Reason.of(
+            2,
+            f"m = {ctx.m} > ~{rules.SMALL_SET}: mini-batches, a power of two from "
+            f"{rules.POWERS[0]} to {rules.POWERS[-1]}; {sizes} fit the budget of "
+            f"{format_bytes(ctx.budget)}.",
+        )
+    b = rules.POWERS[0] // 2
+    while b > 1 and estimate_memory(ctx.model, b, optimizer=ctx.optimizer).total > ctx.budget:
         b //= 2
-    return min(b, m)
+    b = min(b, ctx.m)
+    ctx.warnings.append(f"even batch size {rules.POWERS[0]} exceeds the memory budget; {b} fits.")
+    return b, Reason.of(
+        2,
+        f"no power of two from {rules.POWERS[0]} to {rules.POWERS[-1]} fits "
+        f"{format_bytes(ctx.budget)}; {b} is the largest that does.",
+    )
 
 
-def _rule_3(model, rows, targets, fitting, opt, budget, measure, progress, reasons):
+def hardware_throughput(ctx: Context) -> tuple[int | str | None, Reason | None]:
     """Rule 3: the knee of measured throughput; 64 (a common start) when not measured."""
-    sizes = [c.batch_size for c in fitting]
-    if not measure or targets is None:
+    if ctx.batch_size is not None:
+        return ctx.batch_size, None
+    sizes = [c.batch_size for c in ctx.fitting]
+    if not ctx.measure or ctx.targets is None:
         pick = 64 if 64 in sizes else sizes[-1]
-        why = "measure=False" if not measure else "no targets to train on"
-        reasons.append(
-            Reason(
-                3,
-                "hardware throughput",
-                f"not measured ({why}); {pick} is a "
-                f"common starting point. Run the finder to see where throughput "
-                f"levels off.",
-            )
-        )
-        return pick, None
-    result = find_batch_size(
-        model,
-        rows,
-        targets,
-        candidates=sizes,
-        memory_budget_bytes=budget,
-        warmup=2,
-        optimizer=opt,
-        progress=progress,
-    )
-    best = result.best
-    knee = result.knee or sizes[0]
-    reasons.append(
-        Reason(
+        why = "measure=False" if not ctx.measure else "no targets to train on"
+        return pick, Reason.of(
             3,
-            "hardware throughput",
-            f"throughput levels off at {knee}: it "
-            f"trains {_rate(result, knee):,.0f} samples/s, within 10% of the best "
-            f"({best.samples_per_second:,.0f} at {best.batch_size}); larger "
-            f"batches buy little speed.",
+            f"not measured ({why}); {pick} is a common starting point. Run the finder to see "
+            f"where throughput levels off.",
         )
+    ctx.finder = result = find_batch_size(
+        ctx.model,
+        ctx.rows,
+        ctx.targets,
+        candidates=sizes,
+        memory_budget_bytes=ctx.budget,
+        warmup=2,
+        optimizer=ctx.optimizer,
+        progress=ctx.progress,
     )
-    return knee, result
+    best, knee = result.best, result.knee or sizes[0]
+    rate = next(r.samples_per_second for r in result.rows if r.batch_size == knee)
+    return knee, Reason.of(
+        3,
+        f"throughput levels off at {knee}: it trains {rate:,.0f} samples/s, within "
+        f"{rules.KNEE_WITHIN:.0%} of the best ({best.samples_per_second:,.0f} at "
+        f"{best.batch_size}); larger batches buy little speed.",
+    )
 
 
-def _rate(result: FinderResult, b: int) -> float:
-    return next(r.samples_per_second for r in result.rows if r.batch_size == b)
-
-
-def _rule_4(chosen: int, noise: NoiseScale | None, fitting, reasons) -> int:
-    if noise is None or not np.isfinite(noise.b_simple):
-        return chosen
-    b_noise = noise.b_simple
-    if chosen > NOISE_SLACK * b_noise:
-        sizes = [c.batch_size for c in fitting]
-        capped = max(
-            [b for b in sizes if b <= max(NOISE_SLACK * b_noise, sizes[0])], default=sizes[0]
+def gradient_noise_scale(ctx: Context) -> tuple[int | str | None, Reason | None]:
+    """Rule 4: do not go far above the gradient noise scale (measured when ``measure``)."""
+    chosen = ctx.batch_size
+    if chosen == "full" or ctx.batch_size is None:
+        return chosen, None
+    if ctx.noise is None and ctx.measure and ctx.targets is not None and ctx.fitting:
+        probe = rules.noise_probe(ctx.m)
+        ctx.noise = noise_scale(
+            ctx.model,
+            ctx.rows,
+            ctx.targets,
+            b_small=probe.b_small,
+            b_big=probe.b_big,
+            n_batches=probe.n_batches,
         )
-        reasons.append(
-            Reason(
-                4,
-                "gradient noise scale",
-                f"the noise scale is ~{b_noise:.0f} "
-                f"(McCandlish et al. 2018): batches far above it cut the steps "
-                f"less than they add samples, so {chosen} is lowered to {capped}.",
-            )
-        )
-        return capped
-    reasons.append(
-        Reason(
+    if ctx.noise is None or not np.isfinite(ctx.noise.b_simple) or not ctx.fitting:
+        return chosen, None
+    b_noise, slack = ctx.noise.b_simple, rules.NOISE_SLACK
+    if chosen <= slack * b_noise:
+        return chosen, Reason.of(
             4,
-            "gradient noise scale",
-            f"the noise scale is ~{b_noise:.0f}; "
-            f"{chosen} is not far above it, so no sample is wasted (it grows as "
-            f"training goes on: measure again later to go larger).",
+            f"the noise scale is ~{b_noise:.0f}; {chosen} is not far above it, so no sample is "
+            f"wasted (it grows as training goes on: measure again later to go larger).",
         )
+    sizes = [c.batch_size for c in ctx.fitting]
+    capped = max([b for b in sizes if b <= max(slack * b_noise, sizes[0])], default=sizes[0])
+    return capped, Reason.of(
+        4,
+        f"the noise scale is ~{b_noise:.0f} (McCandlish et al. 2018): batches far above it cut "
+        f"the steps less than they add samples, so {chosen} is lowered to {capped}.",
     )
-    return chosen
+
+
+def batchnorm_statistics(ctx: Context) -> tuple[str, Reason | None]:
+    """Rule 5: with BatchNorm, warn about small batches and merge a tiny last batch."""
+    if not ctx.model.has_batchnorm:
+        return "keep", None
+    m = ctx.m
+    b = resolve_batch_size(ctx.batch_size, m)
+    rest = m % b
+    if rules.bn_batch_too_small(b):
+        ctx.warnings.append(
+            f"batch size {b} is small for BatchNorm: its batch mean and variance are noisy "
+            f"estimates (the note: very small batches lead to poor estimates); prefer "
+            f"{rules.BN_MIN_BATCH} or more."
+        )
+    if rest and rules.bn_batch_too_small(rest):
+        return "merge", Reason.of(
+            5,
+            f"{m} = {m // b} x {b} + {rest}: the last batch of {rest} would give BatchNorm poor "
+            f"statistics; last_batch='merge' folds it into the batch before (or 'drop' skips it).",
+        )
+    return "keep", Reason.of(
+        5, f"every batch has at least {min(b, rest or b)} samples: enough for batch statistics."
+    )
+
+
+def learning_rate(ctx: Context) -> tuple[ScaledLR, Reason]:
+    """Rule 6: scale the reference learning rate to the chosen batch size."""
+    b = resolve_batch_size(ctx.batch_size, ctx.m)
+    b0, lr0 = ctx.reference if ctx.reference is not None else (32, ctx.optimizer.lr)
+    scaled = scale_lr(lr0, b0, b, optimizer=ctx.optimizer)
+    whose = "yours" if ctx.reference else "default"
+    return scaled, Reason.of(
+        6,
+        f"{scaled.explanation}, from the reference lr {lr0:g} at batch {b0} ({whose}; "
+        f"{rule_for(ctx.optimizer)} for {type(ctx.optimizer).__name__}).",
+    )
+
+
+RULE_ORDER = (
+    (small_training_set, "batch_size"),
+    (powers_that_fit, "batch_size"),
+    (hardware_throughput, "batch_size"),
+    (gradient_noise_scale, "batch_size"),
+    (batchnorm_statistics, "last_batch"),
+    (learning_rate, "lr"),
+)

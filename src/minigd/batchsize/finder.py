@@ -147,11 +147,12 @@ def find_batch_size(
 
 
 def _fresh(optimizer):
+    """A new optimizer per candidate, with the caller's schedule and settings, no state."""
     if optimizer is None:
         return SGD(0.01)
     if isinstance(optimizer, str):
         return get_optimizer(optimizer)
-    return type(optimizer)(optimizer.lr, **optimizer.hyperparameters())
+    return optimizer.fresh()
 
 
 def _measure(model, opt, X, y, b, steps, warmup, estimate) -> FinderRow:

@@ -20,23 +20,28 @@ import math
 from dataclasses import dataclass
 
 from minigd._validation import check_choice, check_float, check_int
+from minigd.optim import Optimizer, get_optimizer
 
-RULES = ("linear", "sqrt", "noise", "auto")
-ADAPTIVE = ("Adam", "AdamW", "RMSprop")
+RULES = ("noise", "sqrt", "linear", "auto")
 
 
 @dataclass(frozen=True)
 class ScaledLR:
+    """A learning rate scaled to a batch size, the rule that gave it, the sentence that says how,
+    and the epochs of linear warmup the rule asks for (0 for none)."""
+
     lr: float
     rule: str
     explanation: str
     warmup_epochs: int = 0
 
 
-def rule_for(optimizer) -> str:
-    """ "sqrt" for adaptive optimizers (Adam, AdamW, RMSprop), "linear" for SGD and momentum."""
-    name = optimizer if isinstance(optimizer, str) else type(optimizer).__name__
-    return "sqrt" if name.lower() in {n.lower() for n in ADAPTIVE} else "linear"
+def rule_for(optimizer: str | Optimizer) -> str:
+    """ "sqrt" for adaptive optimizers (``Optimizer.adaptive``: Adam, AdamW, RMSprop), "linear"
+    for SGD and momentum. ``optimizer`` is an Optimizer or a name ``get_optimizer`` knows."""
+    if isinstance(optimizer, str):
+        optimizer = get_optimizer(optimizer)
+    return "sqrt" if optimizer.adaptive else "linear"
 
 
 def scale_lr(

@@ -1,7 +1,8 @@
 """How much memory a train step takes at batch size B, and how much the machine has.
 
 The estimate mirrors what minigd's engine actually allocates (every layer keeps its buffers per
-batch size, so a train step's memory is a sum of known array sizes):
+batch size, so a train step's memory is a sum of known array sizes, and each layer and loss reports
+its own through ``batch_bytes``):
 
 - input batch: the gathered rows of X and y;
 - activations: what each layer keeps for its backward pass (outputs, masks, normalized inputs);
@@ -22,9 +23,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from minigd._validation import check_float, check_int
-from minigd.nn.layers import BatchNorm, Dense, Dropout, LeakyReLU, ReLU, Sigmoid, Tanh
-
-INTP = np.dtype(np.intp).itemsize
 
 
 @dataclass(frozen=True)
@@ -89,41 +87,11 @@ def estimate_memory(
     size = np.dtype(dtype or model.dtype).itemsize
     acts = grads = 0
     width = model.n_inputs
-    for i, layer in enumerate(model.layers):
-        own_output = not layer.inplace
-        if isinstance(layer, Dense):
-            width = layer.out_features
-            acts += n * width * size
-            if i > 0:
-                grads += n * layer.in_features * size
-            continue
-        d = width
-        if own_output and not isinstance(layer, BatchNorm):
-            acts += n * d * size
-        if isinstance(layer, ReLU):
-            acts += n * d  # boolean mask
-        elif isinstance(layer, LeakyReLU):
-            acts += 2 * n * d * size  # scaled input, slope
-        elif isinstance(layer, Tanh):
-            acts += n * d * size
-        elif isinstance(layer, Sigmoid):
-            acts += 4 * n * d * size  # derivative, and the stable sigmoid's temporaries
-        elif isinstance(layer, Dropout):
-            acts += n * d * size if layer.p > 0 else 0
-        elif isinstance(layer, BatchNorm):
-            acts += 3 * n * d * size  # output, normalized input, scratch
-            grads += n * d * size
-    k = model.n_outputs
-    name = model.loss.name
-    if name == "softmax_cross_entropy":
-        loss = n * k * size + 4 * n * size + n * INTP
-        target = n * INTP
-    elif name == "bce":
-        loss = 3 * n * k * size
-        target = n * k * size
-    else:
-        loss = n * k * size
-        target = n * k * size
+    for i, layer in enumerate(model.layers):  # each layer knows the buffers it allocates
+        kept, dx = layer.batch_bytes(n, width, size, first=i == 0)
+        acts, grads = acts + kept, grads + dx
+        width = layer.output_width(width)
+    loss, target = model.loss.batch_bytes(n, model.n_outputs, size)
     params = model.n_params * size
     return MemoryEstimate(
         batch_size=n,

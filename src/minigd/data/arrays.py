@@ -146,3 +146,27 @@ def targets_as_rows(y: Any, m: int, *, sample_axis: int = 0, name: str = "y") ->
     if arr.dtype.kind == "f":
         check_finite(arr.reshape(m, -1), name)
     return arr
+
+
+def n_features(X: Any, sample_axis: int = 0) -> int:
+    """Features per sample of X: the product of every axis but the sample axis."""
+    shape = np.shape(X)
+    return int(np.prod([d for axis, d in enumerate(shape) if axis != sample_axis]))
+
+
+def describe_layout(X: Any, y: Any = None) -> tuple[int, str]:
+    """(m, a sentence) on which axis of a 2-D X holds the samples: y's length decides when it
+    matches exactly one axis, else a wide X (fewer rows than columns) is flagged as likely the
+    note's (features, samples) layout."""
+    rows, cols = np.shape(X)
+    if y is not None and len(y) == cols != rows:
+        return cols, (
+            f"layout: y has {cols} entries, as many as X has columns: samples are columns "
+            f"(the note's X = (features, samples)); pass --sample-axis 1."
+        )
+    if rows < cols:
+        return rows, (
+            f"layout hint: {rows} rows and {cols} columns; if columns are samples (the note's "
+            f"X = (features, samples)), pass --sample-axis 1."
+        )
+    return rows, f"layout: {rows} samples as rows, {cols} features (sample_axis=0)."

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+
+from minigd._io import atomic_write
 
 CHUNK = 1 << 20
 
@@ -74,19 +75,13 @@ def fetch(
 
 
 def _download_verified(url: str, target: Path, sha256: str, timeout: float) -> None:
-    digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+    def stream(out) -> None:
+        digest = hashlib.sha256()
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             for chunk in iter(lambda: resp.read(CHUNK), b""):
                 digest.update(chunk)
                 out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        if digest.hexdigest() != sha256:
+        if digest.hexdigest() != sha256:  # raising here leaves nothing under the final name
             raise ValueError(f"checksum mismatch (got SHA-256 {digest.hexdigest()})")
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(target, stream)

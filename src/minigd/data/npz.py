@@ -1,18 +1,19 @@
 """Safe ``.npz`` files: written atomically, read without pickles.
 
-Writing goes to a temporary file in the same folder, is flushed and fsync'ed, then renamed over the
-target, so a process killed at any instant leaves either the old file or the new one, never a torn
-one. Reading refuses object arrays (``allow_pickle=False``) and says so in words.
+Writing goes through ``minigd._io.atomic_write``, so a process killed at any instant leaves either
+the old file or the new one, never a torn one. Reading refuses object arrays
+(``allow_pickle=False``) and says so in words.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from minigd._io import atomic_write
 
 
 def atomic_savez(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
@@ -20,37 +21,10 @@ def atomic_savez(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path
     path = Path(path)
     if path.suffix != ".npz":
         path = path.with_name(path.name + ".npz")
-    path.parent.mkdir(parents=True, exist_ok=True)
     for name, value in arrays.items():
         if np.asarray(value).dtype == object:
             raise TypeError(f"{name} is an object array; only numeric and text arrays are saved.")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Makes the rename itself durable (where the platform allows opening a folder)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def read_numpy(path: str | os.PathLike) -> np.ndarray | dict[str, np.ndarray]:

@@ -20,24 +20,28 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from minigd._json import to_plain
-from minigd._validation import check_float, check_int, message
-from minigd.batchsize.lr_scaling import rule_for, scale_lr
+from minigd._io import atomic_write_text
+from minigd._json import dataclass_dict, to_plain
+from minigd._validation import check_choice, check_float, check_int, message
+from minigd.batching import resolve_batch_size
+from minigd.batchsize.lr_scaling import RULES, rule_for, scale_lr
 from minigd.batchsize.memory import estimate_memory
-from minigd.batchsize.noise import noise_scale
+from minigd.batchsize.noise import NoiseScale, noise_scale
+from minigd.batchsize.rules import noise_probe
 from minigd.data.files import Dataset
+from minigd.data.loading import load
 from minigd.experiments.metrics import Target, TargetTracker, curve_noise
-from minigd.nn.models import parse_model_spec
+from minigd.experiments.runs import slug
+from minigd.nn.models import model_for_data
 from minigd.optim import get_optimizer
 from minigd.training.callbacks import Callback
 from minigd.training.history import History
-from minigd.training.runs import load_data
 from minigd.training.trainer import fit
 
 DEFAULT_BATCH_SIZES = ("full", 64, 1)
@@ -84,7 +88,7 @@ class RunSpec:
     def label(self) -> str:
         if self.name:
             return self.name
-        if self.batch_size == "full":
+        if isinstance(self.batch_size, str) and self.batch_size.lower() == "full":
             return "batch GD (full)"
         if self.batch_size == 1:
             return "SGD (B=1)"
@@ -93,6 +97,9 @@ class RunSpec:
 
 @dataclass
 class RunResult:
+    """One finished run: its spec, the batch size in samples, the learning rate and where it came
+    from, its History, and the metrics read off it (``run_metrics``)."""
+
     spec: RunSpec
     batch_samples: int
     lr: float
@@ -101,20 +108,23 @@ class RunResult:
     metrics: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "label": self.spec.label,
-            "batch_size": self.spec.batch_size,
-            "batch_samples": self.batch_samples,
-            "optimizer": self.spec.optimizer,
-            "lr": self.lr,
-            "lr_note": self.lr_note,
-            "metrics": self.metrics,
-        }
+        """Plain data for results.json; the History is saved in its own file."""
+        return {"label": self.spec.label, **dataclass_dict(self, exclude=("history",))}
 
 
 @dataclass
 class Results:
-    """Every run's settings, metrics and history, plus what the experiment was."""
+    """Every run's settings, metrics and history, plus what the experiment was.
+
+    Attributes:
+        runs: one RunResult per batch size, in the order given.
+        data, model, n_train: the data set's name, the model spec, the training samples.
+        budget, target, seed: what every run got, the target it raced to, the seed of the
+            initial weights and of every run's batch order.
+        lr_rule, reference: how learning rates not given were scaled, and from which (B0, lr0).
+        batchnorm, n_params: facts about the model.
+        noise_scale: the gradient noise scale at the initial weights, when the noise rule ran.
+    """
 
     runs: list[RunResult]
     data: str
@@ -124,34 +134,24 @@ class Results:
     target: Target
     seed: int
     lr_rule: str
-    extra: dict[str, Any] = field(default_factory=dict)
+    reference: tuple[int, float] = DEFAULT_REFERENCE
+    batchnorm: bool = False
+    n_params: int = 0
+    noise_scale: NoiseScale | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "data": self.data,
-            "model": self.model,
-            "n_train": self.n_train,
-            "budget": {
-                "epochs": self.budget.epochs,
-                "samples": self.budget.samples,
-                "seconds": self.budget.seconds,
-            },
-            "target": {"metric": self.target.metric, "value": self.target.value},
-            "seed": self.seed,
-            "lr_rule": self.lr_rule,
+            **dataclass_dict(self, exclude=("runs",)),
             "runs": [r.to_dict() for r in self.runs],
-            "extra": self.extra,
         }
 
     def save(self, folder: str | Path) -> Path:
         """Writes results.json and each run's history to ``folder/histories/``."""
         folder = Path(folder)
-        (folder / "histories").mkdir(parents=True, exist_ok=True)
         for i, run in enumerate(self.runs):
-            run.history.to_json(folder / "histories" / f"run{i}-{_slug(run.spec.label)}.json")
-        path = folder / "results.json"
-        path.write_text(json.dumps(self.to_dict(), indent=2, default=to_plain))
-        return path
+            run.history.to_json(folder / "histories" / f"run{i}-{slug(run.spec.label)}.json")
+        text = json.dumps(self.to_dict(), indent=2, default=to_plain)
+        return atomic_write_text(folder / "results.json", text)
 
     def table(self) -> str:
         """A plain-text summary, one row per run."""
@@ -211,13 +211,15 @@ class _StopAt(Callback):
             trainer.stop_reason = "budget spent"
 
 
-def resolve_data(data: Any) -> tuple[str, Dataset, Dataset]:
-    """A dataset name, or a (train, test) pair of Datasets."""
+def resolve_data(data: Any, command: str = "compare") -> tuple[str, Dataset, Dataset]:
+    """A dataset name, or a (train, test) pair of Datasets; ``command`` names the caller in the
+    error for a file without a held-out split."""
     if isinstance(data, str):
-        train, test = load_data(data)
+        train, test = load(data)
         if test is None:
             raise ValueError(
-                "compare needs a held-out split: use a dataset name or pass (train, test) Datasets."
+                f"{command} needs a held-out split: use a dataset name or pass (train, test) "
+                "Datasets."
             )
         return data, train, test
     train, test = data
@@ -262,77 +264,102 @@ def compare(
     name, train, test = resolve_data(data)
     budget = budget or Budget(epochs=10)
     check_int("seed", seed, minimum=0)
-    if lr_rule not in ("noise", "sqrt", "linear", "auto"):
-        raise ValueError(message("lr_rule", "'noise', 'sqrt', 'linear' or 'auto'", lr_rule))
+    check_choice("lr_rule", lr_rule, RULES)
     specs = [r if isinstance(r, RunSpec) else RunSpec(r) for r in runs or DEFAULT_BATCH_SIZES]
     if isinstance(model, str):
         spec_text = model
-        initial = parse_model_spec(model, train.X.shape[1], train.n_classes, seed=seed)
+        initial = model_for_data(model, train.X, train.n_classes, seed=seed)
     else:
         spec_text = getattr(model, "__name__", "custom model")
         initial = model()
-    if target is None:
-        target = (
-            Target("val_accuracy", 0.9)
-            if initial.task == "classification"
-            else Target("val_loss", 0.0)
-        )
-    val = initial.prepare(test.X, test.y)
-    m = len(train.X)
+    target = target or default_target(initial)
     noise = None
     if lr_rule == "noise":
+        probe = noise_probe(len(train.X))
         noise = noise_scale(
             initial,
             train.X,
             train.y,
-            b_small=max(2, min(32, m // 8)),
-            b_big=min(1024, m // 2),
-            n_batches=30,
+            b_small=probe.b_small,
+            b_big=probe.b_big,
+            n_batches=probe.n_batches,
             seed=seed,
         )
-    results = []
-    for spec in specs:
-        b = m if spec.batch_size == "full" else check_int("batch_size", spec.batch_size, minimum=1)
-        lr, note = run_lr(spec, b, reference, lr_rule, None if noise is None else noise.b_simple)
-        model_copy = initial.copy()
-        tracker = TargetTracker(target, val)
-        callbacks: list[Callback] = [tracker]
-        epochs = budget.epochs
-        if budget.samples:
-            epochs = math.ceil(budget.samples / m)
-            callbacks.append(_StopAt(samples=budget.samples))
-        elif budget.seconds:
-            epochs = 10**6
-            callbacks.append(
-                _StopAt(
-                    seconds=check_float("seconds", budget.seconds, minimum=0.0, inclusive=False)
-                )
-            )
-        history = fit(
-            model_copy,
-            train.X,
-            train.y,
-            batch_size=spec.batch_size,
-            epochs=epochs,
-            optimizer=spec.optimizer,
-            lr=lr,
-            validation=(test.X, test.y),
-            seed=seed,
-            callbacks=callbacks,
-            verbose=verbose,
-        )
-        metrics = run_metrics(model_copy, history, train, tracker)
-        metrics["memory_bytes"] = estimate_memory(
-            model_copy, b, optimizer=get_optimizer(spec.optimizer), n_samples=m
-        ).total
-        results.append(RunResult(spec, b, lr, note, history, metrics))
-    extra = {
-        "reference": list(reference),
-        "batchnorm": initial.has_batchnorm,
-        "n_params": initial.n_params,
-        "noise_scale": None if noise is None else noise.to_dict(),
-    }
-    return Results(results, name, spec_text, m, budget, target, seed, lr_rule, extra)
+    setup = _Setup(initial, train, initial.prepare(test.X, test.y), budget, target, seed, verbose)
+    results = [
+        _run_one(spec, setup, reference, lr_rule, None if noise is None else noise.b_simple)
+        for spec in specs
+    ]
+    return Results(
+        results,
+        name,
+        spec_text,
+        len(train.X),
+        budget,
+        target,
+        seed,
+        lr_rule,
+        reference=tuple(reference),
+        batchnorm=initial.has_batchnorm,
+        n_params=initial.n_params,
+        noise_scale=noise,
+    )
+
+
+def default_target(model) -> Target:
+    """Validation accuracy 0.9 for a classifier; the validation loss for a regressor."""
+    if model.task == "classification":
+        return Target("val_accuracy", 0.9)
+    return Target("val_loss", 0.0)
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What every run of one comparison shares."""
+
+    initial: Any  # the model whose weights every run starts from
+    train: Dataset
+    validation: tuple[np.ndarray, np.ndarray]  # prepared for the model
+    budget: Budget
+    target: Target
+    seed: int
+    verbose: int
+
+
+def _run_one(spec: RunSpec, setup: _Setup, reference, lr_rule, noise) -> RunResult:
+    """Trains a copy of the initial model with one batch size, within the budget."""
+    train, budget = setup.train, setup.budget
+    m = len(train.X)
+    b = resolve_batch_size(spec.batch_size, m)
+    lr, note = run_lr(spec, b, reference, lr_rule, noise)
+    model = setup.initial.copy()
+    tracker = TargetTracker(setup.target, setup.validation)
+    callbacks: list[Callback] = [tracker]
+    epochs = budget.epochs
+    if budget.samples:
+        epochs = math.ceil(budget.samples / m)
+        callbacks.append(_StopAt(samples=budget.samples))
+    elif budget.seconds:
+        epochs = 10**6
+        seconds = check_float("seconds", budget.seconds, minimum=0.0, inclusive=False)
+        callbacks.append(_StopAt(seconds=seconds))
+    history = fit(
+        model,
+        train.X,
+        train.y,
+        batch_size=spec.batch_size,
+        epochs=epochs,
+        optimizer=spec.optimizer,
+        lr=lr,
+        validation=setup.validation,
+        seed=setup.seed,
+        callbacks=callbacks,
+        verbose=setup.verbose,
+    )
+    metrics = run_metrics(model, history, train, tracker)
+    optimizer = get_optimizer(spec.optimizer)
+    metrics["memory_bytes"] = estimate_memory(model, b, optimizer=optimizer, n_samples=m).total
+    return RunResult(spec, b, lr, note, history, metrics)
 
 
 def run_metrics(model, history: History, train: Dataset, tracker: TargetTracker) -> dict:
@@ -367,7 +394,3 @@ def run_metrics(model, history: History, train: Dataset, tracker: TargetTracker)
         }
     )
     return out
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text).strip("-").lower()

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from minigd._validation import check_float, check_int
+from minigd.nn.losses import higher_is_better
 from minigd.training.callbacks import Callback
 
 CURVE_WINDOW = 11
@@ -60,7 +61,7 @@ class Target:
 
     @property
     def higher_is_better(self) -> bool:
-        return "accuracy" in self.metric or "r2" in self.metric
+        return higher_is_better(self.metric)
 
     def reached(self, value: float) -> bool:
         return value >= self.value if self.higher_is_better else value <= self.value
@@ -71,6 +72,8 @@ class Target:
 
 @dataclass
 class Reached:
+    """When a run first reached its target: steps, epochs (fractional), seconds, samples."""
+
     steps: int
     epochs: float
     seconds: float
@@ -80,8 +83,9 @@ class Reached:
 class TargetTracker(Callback):
     """Records when a target is first reached; optionally stops training there.
 
-    The metric is computed on ``data`` (the validation set), in evaluation mode, at steps
-    1, 2, ..., then each about ``growth`` times the last, and at every epoch end.
+    The metric is computed on ``data`` (the validation set as ``model.prepare`` returns it, so
+    it is checked once, not at every evaluation), in evaluation mode, at steps 1, 2, ..., then
+    each about ``growth`` times the last, and at every epoch end.
     """
 
     def __init__(
@@ -102,7 +106,7 @@ class TargetTracker(Callback):
 
     def _metric(self, trainer) -> float:
         start = time.perf_counter()
-        metrics = trainer.model.evaluate(*self.data)
+        metrics = trainer.model.evaluate_prepared(*self.data)
         trainer.exclude(time.perf_counter() - start)
         self.evaluations += 1
         name = self.target.metric.removeprefix("val_")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from minigd._io import atomic_write_text
+from minigd.batchsize import rules
 from minigd.batchsize.memory import available_memory, format_bytes
 from minigd.experiments.compare import Results, format_number
 from minigd.experiments.metrics import trend
@@ -59,115 +61,126 @@ def cell(run, key: str) -> str:
 def note_observations(results: Results, advice=None, sweep=None) -> list[tuple[str, str]]:
     """(rule of the note, what this experiment measured) pairs, with numbers."""
     runs = sorted(results.runs, key=lambda r: r.batch_samples)
-    out = []
+    out = [
+        _smoothness(runs),
+        _progress_per_epoch(runs, results),
+        (
+            "Larger batches use parallel hardware better.",
+            f"Samples per second: {_each(runs, 'samples_per_second')}.",
+        ),
+        _generalization(runs),
+        _learning_rates(runs, results),
+        _small_set(results, advice),
+    ]
+    if advice is not None:
+        out.append(
+            (
+                rules.RULES[2].note,
+                f"The advisor's pick: {advice.batch_size}; its candidate table is above.",
+            )
+        )
+    out.append(_memory(runs))
+    out.append(_batchnorm(runs, results))
+    if sweep is not None:
+        out.extend(_steps_to_target(sweep))
+    return out
 
+
+def _each(runs, key: str) -> str:
+    return ", ".join(f"{r.spec.label} {format_number(r.metrics.get(key))}" for r in runs)
+
+
+def _smoothness(runs) -> tuple[str, str]:
     noise = ", ".join(f"{r.spec.label} {r.metrics['curve_noise']:.3g}" for r in runs)
     trends = ", ".join(
         f"{r.spec.label} {trend(r.history)[-1] / max(r.history.steps['loss'][0], 1e-12):.2f}x"
         for r in runs
         if r.history.n_steps
     )
-    out.append(
-        (
-            "The loss curve is less smooth with smaller batches, but still trends down.",
-            f"Curve noise (spread of log-loss around its moving trend): {noise}. Smoothed "
-            f"final loss relative to the first step: {trends}.",
-        )
+    return (
+        "The loss curve is less smooth with smaller batches, but still trends down.",
+        f"Curve noise (spread of log-loss around its moving trend): {noise}. Smoothed "
+        f"final loss relative to the first step: {trends}.",
     )
 
-    first = ", ".join(
-        f"{r.spec.label} {format_number(r.metrics['first_epoch_loss'])}" for r in runs
-    )
-    target = ", ".join(
-        f"{r.spec.label} {format_number(r.metrics['epochs_to_target'])}" for r in runs
-    )
-    out.append(
-        (
-            "On a large training set mini-batches learn faster per epoch than the full batch.",
-            f"Train loss after one epoch: {first}. Epochs to reach {results.target}: {target}.",
-        )
+
+def _progress_per_epoch(runs, results) -> tuple[str, str]:
+    return (
+        "On a large training set mini-batches learn faster per epoch than the full batch.",
+        f"Train loss after one epoch: {_each(runs, 'first_epoch_loss')}. Epochs to reach "
+        f"{results.target}: {_each(runs, 'epochs_to_target')}.",
     )
 
-    speed = ", ".join(
-        f"{r.spec.label} {format_number(r.metrics['samples_per_second'])}" for r in runs
-    )
-    out.append(("Larger batches use parallel hardware better.", f"Samples per second: {speed}."))
 
+def _generalization(runs) -> tuple[str, str]:
     gaps = ", ".join(
         f"{r.spec.label} {format_number(r.metrics.get('generalization_gap'))} "
         f"(val acc {format_number(r.metrics.get('val_accuracy'))})"
         for r in runs
     )
-    out.append(
-        (
-            "Smaller batches are noisier, which can regularize and help generalization.",
-            f"Generalization gap (validation minus train loss) and validation accuracy: {gaps}.",
-        )
+    return (
+        "Smaller batches are noisier, which can regularize and help generalization.",
+        f"Generalization gap (validation minus train loss) and validation accuracy: {gaps}.",
     )
 
+
+def _learning_rates(runs, results) -> tuple[str, str]:
     lrs = ", ".join(f"{r.spec.label} {r.lr:.4g} ({r.lr_note})" for r in runs)
-    out.append(
-        (
-            "Smaller batches work better with a smaller learning rate.",
-            f"Learning rates used ({results.lr_rule} scaling unless given): {lrs}.",
-        )
+    return (
+        rules.RULES[6].note,
+        f"Learning rates used ({results.lr_rule} scaling unless given): {lrs}.",
     )
 
+
+def _small_set(results, advice) -> tuple[str, str]:
     m = results.n_train
-    verdict = "full-batch gradient descent" if m <= 2000 else "mini-batches"
+    verdict = "full-batch gradient descent" if rules.is_small_set(m) else "mini-batches"
     text = f"This training set has m = {m} samples, so the rule says {verdict}."
     if advice is not None:
         text += (
             f" The advisor recommends batch size {advice.batch_size} "
             f"(rules {', '.join(str(r.rule) for r in advice.reasons)})."
         )
-    out.append(("m <= ~2000: use batch gradient descent; otherwise mini-batches.", text))
+    return rules.RULES[1].note, text
 
-    if advice is not None:
-        out.append(
-            (
-                "Typical mini-batch sizes are powers of two from 32 to 1024.",
-                f"The advisor's pick: {advice.batch_size}; its candidate table is above.",
-            )
-        )
 
-    ram = available_memory()
+def _memory(runs) -> tuple[str, str]:
     mem = ", ".join(f"{r.spec.label} {format_bytes(r.metrics['memory_bytes'])}" for r in runs)
-    out.append(
-        (
-            "The mini-batch must fit in memory (RAM or VRAM).",
-            f"Estimated memory of one train step: {mem}; free RAM {format_bytes(ram)}.",
-        )
+    return (
+        "The mini-batch must fit in memory (RAM or VRAM).",
+        f"Estimated memory of one train step: {mem}; free RAM {format_bytes(available_memory())}.",
     )
 
+
+def _batchnorm(runs, results) -> tuple[str, str]:
     smallest = runs[0].batch_samples if runs else 0
-    if results.extra.get("batchnorm"):
+    low = rules.BN_MIN_BATCH
+    if results.batchnorm:
         bn = (
             f"This model uses BatchNorm; the smallest batch here is {smallest}. Batches under "
-            f"16 estimate its statistics poorly, and a batch of 1 cannot train it at all."
+            f"{low} estimate its statistics poorly, and a batch of 1 cannot train it at all."
         )
     else:
         bn = (
             f"This model has no BatchNorm, so even batch size {smallest} is sound; with "
-            f"BatchNorm, batches under 16 estimate mean and variance poorly."
+            f"BatchNorm, batches under {low} estimate mean and variance poorly."
         )
-    out.append(("With BatchNorm, very small batches give poor estimates of batch statistics.", bn))
+    return rules.RULES[5].note, bn
 
-    if sweep is not None and sweep.rows:
-        reached = [r for r in sweep.rows if r.steps_to_target is not None]
-        if reached:
-            pairs = ", ".join(
-                f"B={r.batch_size}: {format_number(r.steps_to_target)}" for r in reached
-            )
-            ns = sweep.noise.b_simple if sweep.noise is not None else float("nan")
-            out.append(
-                (
-                    "Bigger batches need fewer steps, until they stop paying.",
-                    f"Steps to {sweep.target} at the best lr: {pairs}; measured noise "
-                    f"scale near the target ~{ns:.0f}.",
-                )
-            )
-    return out
+
+def _steps_to_target(sweep) -> list[tuple[str, str]]:
+    reached = [r for r in sweep.rows if r.steps_to_target is not None]
+    if not reached:
+        return []
+    pairs = ", ".join(f"B={r.batch_size}: {format_number(r.steps_to_target)}" for r in reached)
+    ns = sweep.noise.b_simple if sweep.noise is not None else float("nan")
+    return [
+        (
+            "Bigger batches need fewer steps, until they stop paying.",
+            f"Steps to {sweep.target} at the best lr: {pairs}; measured noise "
+            f"scale near the target ~{ns:.0f}.",
+        )
+    ]
 
 
 def write_report(
@@ -183,10 +196,13 @@ def write_report(
     results_path = results.save(folder)
     observations = note_observations(results, advice, sweep)
     title = title or f"minigd compare: {results.model} on {results.data}"
-    html_path = folder / "report.html"
-    html_path.write_text(_html(results, figures, observations, advice, sweep, title))
-    md_path = folder / "report.md"
-    md_path.write_text(_markdown(results, figures, observations, advice, sweep, title, folder))
+    html_path = atomic_write_text(
+        folder / "report.html", _html(results, figures, observations, advice, sweep, title)
+    )
+    md_path = atomic_write_text(
+        folder / "report.md",
+        _markdown(results, figures, observations, advice, sweep, title, folder),
+    )
     return {
         "html": html_path,
         "markdown": md_path,
@@ -196,15 +212,15 @@ def write_report(
 
 
 def _summary(results: Results) -> str:
-    noise = results.extra.get("noise_scale")
-    measured = "" if not noise else f" (noise scale at init ~{noise['b_simple']:.0f})"
+    noise = results.noise_scale
+    measured = "" if noise is None else f" (noise scale at init ~{noise.b_simple:.0f})"
+    b0, lr0 = results.reference
     return (
         f"{results.n_train} training samples, model {results.model} "
-        f"({results.extra.get('n_params', '?')} parameters), budget {results.budget}, "
+        f"({results.n_params} parameters), budget {results.budget}, "
         f"target {results.target}, seed {results.seed}; every run starts from the same "
         f"initial weights. Learning rates: {results.lr_rule} scaling from lr "
-        f"{results.extra['reference'][1]:g} at B={results.extra['reference'][0]}{measured} "
-        f"unless given."
+        f"{lr0:g} at B={b0}{measured} unless given."
     )
 
 

@@ -18,16 +18,21 @@ from typing import Any
 
 import numpy as np
 
-from minigd._json import to_plain
+from minigd._io import atomic_write_text
+from minigd._json import dataclass_dict, to_plain
 from minigd.batchsize.noise import NoiseScale, noise_scale
-from minigd.experiments.compare import resolve_data
-from minigd.experiments.metrics import Target, TargetTracker
-from minigd.nn.models import parse_model_spec
+from minigd.batchsize.rules import noise_probe
+from minigd.experiments.compare import format_number, resolve_data
+from minigd.experiments.metrics import Reached, Target, TargetTracker
+from minigd.nn.models import model_for_data
 from minigd.training.trainer import fit
 
 
 @dataclass
 class SweepRow:
+    """One batch size of a sweep: its best learning rate, what that lr needed to reach the
+    target (medians over seeds; None when not reached), and the steps of every lr tried."""
+
     batch_size: int
     best_lr: float | None
     steps_to_target: float | None
@@ -39,6 +44,9 @@ class SweepRow:
 
 @dataclass
 class SweepResult:
+    """Every batch size's row, what the sweep raced to and over which grid, and the gradient
+    noise scale at the initial weights and near the target."""
+
     rows: list[SweepRow]
     target: Target
     data: str
@@ -49,8 +57,6 @@ class SweepResult:
     noise_at_init: NoiseScale | None = None
 
     def table(self) -> str:
-        from minigd.experiments.compare import format_number
-
         lines = [f"{'batch':>6} {'best lr':>8} {'steps':>8} {'epochs':>8} {'seconds':>8}"]
         for r in self.rows:
             lines.append(
@@ -64,25 +70,20 @@ class SweepResult:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "target": {"metric": self.target.metric, "value": self.target.value},
-            "data": self.data,
-            "model": self.model,
-            "learning_rates": self.learning_rates,
-            "seeds": self.seeds,
-            "rows": [
-                dict(r.__dict__, steps_by_lr={str(k): v for k, v in r.steps_by_lr.items()})
-                for r in self.rows
-            ],
-            "noise": None if self.noise is None else self.noise.to_dict(),
-            "noise_at_init": None if self.noise_at_init is None else self.noise_at_init.to_dict(),
-        }
+        return dataclass_dict(self)
 
     def save(self, folder: str | Path) -> Path:
-        path = Path(folder) / "sweep.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2, default=to_plain))
-        return path
+        text = json.dumps(self.to_dict(), indent=2, default=to_plain)
+        return atomic_write_text(Path(folder) / "sweep.json", text)
+
+
+@dataclass
+class _Trial:
+    """The seeds of one (batch size, lr): median steps when every seed reached the target."""
+
+    steps: float | None
+    reached: list[Reached]
+    models: list[Any]
 
 
 def sweep(
@@ -102,65 +103,76 @@ def sweep(
     The steps of a (batch size, lr) pair are the median over seeds, and count only when every
     seed reached the target. The best lr of a batch size is the one with the fewest steps.
     """
-    name, train, test = resolve_data(data)
+    name, train, test = resolve_data(data, "sweep")
     target = target or Target("val_accuracy", 0.9)
-    base = parse_model_spec(model, train.X.shape[1], train.n_classes, seed=seeds[0])
-    val = base.prepare(test.X, test.y)
-    rows = []
-    best_model = None
+
+    def build(seed: int):
+        return model_for_data(model, train.X, train.n_classes, seed=seed)
+
+    val = build(seeds[0]).prepare(test.X, test.y)
+    rows, best_model = [], None
     for b in batch_sizes:
-        by_lr: dict[float, tuple[float | None, list]] = {}
+        trials = {}
         for lr in learning_rates:
-            reached, models = [], []
-            for seed in seeds:
-                net = parse_model_spec(model, train.X.shape[1], train.n_classes, seed=seed)
-                tracker = TargetTracker(target, val, stop=True)
-                fit(
-                    net,
-                    train.X,
-                    train.y,
-                    batch_size=b,
-                    epochs=max_epochs,
-                    optimizer=optimizer,
-                    lr=lr,
-                    seed=seed,
-                    callbacks=[tracker],
-                    verbose=0,
-                )
-                reached.append(tracker.reached)
-                models.append(net)
-            done = all(r is not None for r in reached)
-            steps = float(np.median([r.steps for r in reached])) if done else None
-            by_lr[lr] = (steps, reached if done else [], models)
-        finished = {lr: v for lr, v in by_lr.items() if v[0] is not None}
-        if not finished:
-            rows.append(
-                SweepRow(b, None, None, None, None, None, {lr: None for lr in learning_rates})
-            )
-            continue
-        best_lr = min(finished, key=lambda lr: finished[lr][0])
-        steps, reached, models = finished[best_lr]
-        if best_model is None:
+            trials[lr] = _trial(build, train, val, b, lr, seeds, target, max_epochs, optimizer)
+        row, models = _best_row(b, trials)
+        rows.append(row)
+        if best_model is None and models:
             best_model = models[0]
-        rows.append(
-            SweepRow(
-                b,
-                best_lr,
-                steps,
-                float(np.median([r.epochs for r in reached])),
-                float(np.median([r.samples for r in reached])),
-                float(np.median([r.seconds for r in reached])),
-                {lr: v[0] for lr, v in by_lr.items()},
-            )
-        )
     result = SweepResult(rows, target, name, model, list(learning_rates), list(seeds))
     if measure_noise:
-        kwargs = {
-            "b_small": min(32, len(train.X) // 8),
-            "b_big": min(1024, len(train.X) // 2),
-            "n_batches": 30,
-        }
-        result.noise_at_init = noise_scale(base, train.X, train.y, **kwargs)
+        probe = noise_probe(len(train.X))
+        kwargs = {"b_small": probe.b_small, "b_big": probe.b_big, "n_batches": probe.n_batches}
+        result.noise_at_init = noise_scale(build(seeds[0]), train.X, train.y, **kwargs)
         if best_model is not None:  # the smallest batch's best run, stopped at the target
             result.noise = noise_scale(best_model, train.X, train.y, **kwargs)
     return result
+
+
+def _trial(build, train, val, b, lr, seeds, target, max_epochs, optimizer) -> _Trial:
+    """Trains one (batch size, lr) once per seed, each stopping at the target."""
+    reached, models = [], []
+    for seed in seeds:
+        net = build(seed)
+        tracker = TargetTracker(target, val, stop=True)
+        fit(
+            net,
+            train.X,
+            train.y,
+            batch_size=b,
+            epochs=max_epochs,
+            optimizer=optimizer,
+            lr=lr,
+            seed=seed,
+            callbacks=[tracker],
+            verbose=0,
+        )
+        reached.append(tracker.reached)
+        models.append(net)
+    if any(r is None for r in reached):
+        return _Trial(None, [], models)
+    return _Trial(float(np.median([r.steps for r in reached])), reached, models)
+
+
+def _best_row(b: int, trials: dict[float, _Trial]) -> tuple[SweepRow, list[Any]]:
+    """The row of batch size b (its fastest lr), and that lr's trained models."""
+    steps_by_lr = {lr: t.steps for lr, t in trials.items()}
+    finished = {lr: t for lr, t in trials.items() if t.steps is not None}
+    if not finished:
+        return SweepRow(b, None, None, None, None, None, steps_by_lr), []
+    best_lr = min(finished, key=lambda lr: finished[lr].steps)
+    best = finished[best_lr]
+
+    def median(attr: str) -> float:
+        return float(np.median([getattr(r, attr) for r in best.reached]))
+
+    row = SweepRow(
+        b,
+        best_lr,
+        best.steps,
+        median("epochs"),
+        median("samples"),
+        median("seconds"),
+        steps_by_lr,
+    )
+    return row, best.models

@@ -23,6 +23,7 @@ from minigd.nn.models import (
     linear_regression,
     logistic_regression,
     mlp,
+    model_for_data,
     parse_model_spec,
     softmax_regression,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "load_model",
     "logistic_regression",
     "mlp",
+    "model_for_data",
     "numerical_gradient",
     "parse_model_spec",
     "relative_error",

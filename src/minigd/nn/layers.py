@@ -19,6 +19,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from minigd._validation import check_float, check_int, message
+from minigd.nn.buffers import Buffers
+from minigd.nn.init import initialize
 
 
 class Layer:
@@ -38,7 +40,7 @@ class Layer:
 
     def __init__(self) -> None:
         self.inplace = False
-        self._cache: dict[tuple, np.ndarray] = {}
+        self._buffers = Buffers()
 
     # -- parameters -----------------------------------------------------------------------
     def param_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
@@ -63,6 +65,20 @@ class Layer:
         """Constructor arguments, JSON-friendly, to rebuild the layer."""
         return {}
 
+    # -- memory ---------------------------------------------------------------------------
+    def output_width(self, width: int) -> int:
+        """Features per sample out of the layer, given ``width`` in."""
+        return width
+
+    def batch_bytes(self, n: int, width: int, itemsize: int, first: bool) -> tuple[int, int]:
+        """(bytes kept for the backward pass, bytes of the dL/dx buffer) at batch size n.
+
+        The layer allocates these buffers, so it is the one that knows their size; the memory
+        model (``minigd.batchsize.memory``) adds them up. Default: an output buffer of the
+        input's shape, unless the layer works in place.
+        """
+        return (0 if self.inplace else n * width * itemsize), 0
+
     # -- passes ---------------------------------------------------------------------------
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         raise NotImplementedError
@@ -72,21 +88,10 @@ class Layer:
 
     def _buffer(self, tag: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         """A scratch array for this tag and shape, created once and then reused."""
-        key = (tag, shape)
-        arr = self._cache.get(key)
-        if arr is None:
-            if len(self._cache) >= 32:  # bounded: a few batch sizes, a few tags each
-                self._cache.pop(next(iter(self._cache)))
-            arr = self._cache[key] = np.empty(shape, dtype=dtype)
-        return arr
+        return self._buffers.get(tag, shape, dtype)
 
     def _ones(self, n: int, dtype: Any) -> np.ndarray:
-        """A vector of n ones: ``ones @ dy`` sums a batch by BLAS, 3x faster than ``np.sum``."""
-        arr = self._cache.get(("ones", (n,)))
-        if arr is None or arr.dtype != dtype:
-            arr = self._buffer("ones", (n,), dtype)
-            arr.fill(1)
-        return arr
+        return self._buffers.ones(n, dtype)
 
     def _out(self, x: np.ndarray, tag: str = "y") -> np.ndarray:
         return x if self.inplace else self._buffer(tag, x.shape, x.dtype)
@@ -130,8 +135,6 @@ class Dense(Layer):
         return shapes
 
     def init_params(self, rng, scheme):
-        from minigd.nn.init import initialize
-
         initialize(self.weight, self.init or scheme, rng)
         if self.use_bias:
             self.bias.fill(0)
@@ -143,6 +146,13 @@ class Dense(Layer):
             "bias": self.use_bias,
             "init": self.init,
         }
+
+    def output_width(self, width):
+        return self.out_features
+
+    def batch_bytes(self, n, width, itemsize, first):
+        # the output, and dL/dx unless this is the first layer (nothing asks for that one)
+        return n * self.out_features * itemsize, 0 if first else n * self.in_features * itemsize
 
     def forward(self, x, training):
         if x.ndim != 2 or x.shape[1] != self.in_features:
@@ -198,6 +208,10 @@ class ReLU(Layer):
         np.multiply(dy, mask, out=dy)
         return dy
 
+    def batch_bytes(self, n, width, itemsize, first):
+        out, dx = super().batch_bytes(n, width, itemsize, first)
+        return out + n * width, dx  # and the boolean mask
+
 
 class LeakyReLU(Layer):
     """y = x for x > 0, else negative_slope * x (torch's default slope 0.01)."""
@@ -230,6 +244,10 @@ class LeakyReLU(Layer):
         np.multiply(dy, slope, out=dy)
         return dy
 
+    def batch_bytes(self, n, width, itemsize, first):
+        out, dx = super().batch_bytes(n, width, itemsize, first)
+        return out + 2 * n * width * itemsize, dx  # the scaled input and the slope
+
 
 class Tanh(Layer):
     """y = tanh(x); dy/dx = 1 - y^2."""
@@ -250,6 +268,10 @@ class Tanh(Layer):
         np.multiply(dy, deriv, out=dy)
         return dy
 
+    def batch_bytes(self, n, width, itemsize, first):
+        out, dx = super().batch_bytes(n, width, itemsize, first)
+        return out + n * width * itemsize, dx  # the derivative
+
 
 class Sigmoid(Layer):
     """y = 1 / (1 + exp(-x)); dy/dx = y (1 - y)."""
@@ -269,6 +291,10 @@ class Sigmoid(Layer):
         deriv *= self._y
         np.multiply(dy, deriv, out=dy)
         return dy
+
+    def batch_bytes(self, n, width, itemsize, first):
+        out, dx = super().batch_bytes(n, width, itemsize, first)
+        return out + 4 * n * width * itemsize, dx  # the derivative and the stable temporaries
 
 
 def stable_sigmoid(x: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -328,6 +354,10 @@ class Dropout(Layer):
             np.multiply(dy, self._mask, out=dy)
         return dy
 
+    def batch_bytes(self, n, width, itemsize, first):
+        out, dx = super().batch_bytes(n, width, itemsize, first)
+        return out + (n * width * itemsize if self.p > 0 else 0), dx  # the mask
+
 
 class BatchNorm(Layer):
     """Batch normalization over features, as torch.nn.BatchNorm1d on (n, features).
@@ -366,6 +396,10 @@ class BatchNorm(Layer):
 
     def config(self):
         return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum}
+
+    def batch_bytes(self, n, width, itemsize, first):
+        # the output, the normalized input and a scratch array; and dL/dx
+        return 3 * n * width * itemsize, n * width * itemsize
 
     def buffers(self):
         return {

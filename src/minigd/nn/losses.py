@@ -13,31 +13,41 @@ the 1/N factor and the optimizer sees the gradient of the *average* loss whateve
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
 
+from minigd import _kernels
 from minigd._validation import message
+from minigd.nn.buffers import Buffers
 from minigd.nn.layers import stable_sigmoid
+
+HIGHER_IS_BETTER = frozenset({"accuracy", "r2"})  # every other metric is a loss: lower wins
+INTP = np.dtype(np.intp).itemsize
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger value of ``metric`` ("val_accuracy", "loss", "train_r2", ...) is better."""
+    return metric.removeprefix("val_").removeprefix("train_") in HIGHER_IS_BETTER
 
 
 class Loss:
-    """Base: ``__call__(z, y) -> (loss, dz)``; ``value(z, y)`` skips the gradient."""
+    """Base: ``__call__(z, y) -> (loss, dz)``; ``value(z, y)`` skips the gradient.
+
+    A loss also owns what its outputs mean: ``predict`` and ``predict_proba`` turn outputs into
+    labels or values and probabilities, ``metrics`` scores them, and ``batch_bytes`` says what its
+    buffers take at a batch size. Adding a loss touches this file only.
+    """
 
     name: ClassVar[str]
     task: ClassVar[str]  # "classification" or "regression"
 
     def __init__(self) -> None:
-        self._cache: dict[tuple, np.ndarray] = {}
+        self._buffers = Buffers()
 
     def _buffer(self, tag: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-        key = (tag, shape, np.dtype(dtype))
-        arr = self._cache.get(key)
-        if arr is None:
-            if len(self._cache) >= 32:
-                self._cache.pop(next(iter(self._cache)))
-            arr = self._cache[key] = np.empty(shape, dtype=dtype)
-        return arr
+        return self._buffers.get(tag, shape, dtype)
 
     def prepare_targets(self, y: np.ndarray, n_outputs: int, dtype: Any) -> np.ndarray:
         """Checks y against the model's output width and converts it once, before training."""
@@ -48,6 +58,23 @@ class Loss:
 
     def value(self, z: np.ndarray, y: np.ndarray) -> float:
         return self(z, y)[0]
+
+    def predict(self, z: np.ndarray) -> np.ndarray:
+        """Predictions from outputs z (m, k): values, (m,) when k is 1."""
+        return z[:, 0] if z.shape[1] == 1 else z
+
+    def predict_proba(self, z: np.ndarray) -> np.ndarray:
+        raise TypeError(
+            f"predict_proba applies to classifiers; this model regresses (loss {self.name!r})."
+        )
+
+    def metrics(self, z: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+        """Scores beyond the loss for outputs z of prepared targets: R^2 by default."""
+        return {"r2": r2_score(targets, z)}
+
+    def batch_bytes(self, n: int, k: int, itemsize: int) -> tuple[int, int]:
+        """(bytes of the loss's buffers, bytes of a batch of targets) at batch size n, k outputs."""
+        return n * k * itemsize, n * k * itemsize
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -115,6 +142,21 @@ class BinaryCrossEntropy(Loss):
         grad *= 1.0 / z.size
         return total / z.size, grad
 
+    def predict(self, z):
+        pred = (z > 0).astype(np.intp)
+        return pred[:, 0] if pred.shape[1] == 1 else pred
+
+    def predict_proba(self, z):
+        """P(y=1) per output; (m, 2) for one output, as scikit-learn gives binary classifiers."""
+        p = stable_sigmoid(z, out=np.empty_like(z))
+        return np.hstack([1 - p, p]) if p.shape[1] == 1 else p
+
+    def metrics(self, z, targets):
+        return {"accuracy": float(np.mean((z > 0) == (targets > 0.5)))}
+
+    def batch_bytes(self, n, k, itemsize):
+        return 3 * n * k * itemsize, n * k * itemsize  # terms, gradient, sigmoid temporaries
+
 
 class SoftmaxCrossEntropy(Loss):
     name = "softmax_cross_entropy"
@@ -154,8 +196,6 @@ class SoftmaxCrossEntropy(Loss):
 
     def __init__(self) -> None:
         super().__init__()
-        from minigd import _kernels
-
         self._kernels = _kernels.get()  # one compiled pass per row, when Numba is installed
 
     def __call__(self, z, y):
@@ -189,18 +229,31 @@ class SoftmaxCrossEntropy(Loss):
         return loss, p
 
     def _ones(self, k: int, dtype) -> np.ndarray:
-        arr = self._cache.get(("ones", (k,), np.dtype(dtype)))
-        if arr is None:
-            arr = self._buffer("ones", (k,), dtype)
-            arr.fill(1)
-        return arr
+        return self._buffers.ones(k, dtype)
 
     def _row_starts(self, n: int, k: int) -> np.ndarray:
-        key = ("row_starts", (n,), np.dtype(np.intp))
-        starts = self._cache.get(key)
-        if starts is None or starts.shape[0] != n or starts[-1] != (n - 1) * k:
-            starts = self._cache[key] = np.arange(n, dtype=np.intp) * k
-        return starts
+        """The flat index of each row's first logit: 0, k, 2k, ..."""
+        return self._buffers.get(("row_starts", k), (n,), np.intp, partial(_offsets, k))
+
+    def predict(self, z):
+        return z.argmax(axis=1)
+
+    def predict_proba(self, z):
+        p = z - z.max(axis=1, keepdims=True)
+        np.exp(p, out=p)
+        p /= p.sum(axis=1, keepdims=True)
+        return p
+
+    def metrics(self, z, targets):
+        return {"accuracy": float(np.mean(z.argmax(axis=1) == targets))}
+
+    def batch_bytes(self, n, k, itemsize):
+        # probabilities, four per-sample vectors and the flat indices; targets are intp labels
+        return n * k * itemsize + 4 * n * itemsize + n * INTP, n * INTP
+
+
+def _offsets(k: int, out: np.ndarray) -> None:
+    np.multiply(np.arange(len(out), dtype=np.intp), k, out=out)
 
 
 def row_max(z: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -230,3 +283,14 @@ def get_loss(loss: str | Loss) -> Loss:
     if loss not in LOSSES:
         raise ValueError(message("loss", f"one of {', '.join(map(repr, LOSSES))}", loss))
     return LOSSES[loss]()
+
+
+def r2_score(y: np.ndarray, pred: np.ndarray) -> float:
+    """Coefficient of determination, averaged uniformly over outputs (scikit-learn's default)."""
+    y = y.reshape(len(y), -1).astype(np.float64)
+    pred = pred.reshape(len(pred), -1).astype(np.float64)
+    ss_res = ((y - pred) ** 2).sum(axis=0)
+    ss_tot = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = np.where(ss_tot > 0, 1 - ss_res / ss_tot, np.where(ss_res == 0, 1.0, 0.0))
+    return float(r2.mean())

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 
 from minigd._validation import check_int, message
+from minigd.data.arrays import as_rows, targets_as_rows
+from minigd.data.npz import atomic_savez, read_npz
 from minigd.nn.layers import LAYERS, BatchNorm, Dense, Layer, LeakyReLU, ReLU
 from minigd.nn.losses import Loss, get_loss
 
@@ -199,8 +201,6 @@ class Sequential:
         self, X: Any, y: Any = None, *, sample_axis: int = 0
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Checks and converts data once, at the boundary: rows of this model's dtype and width."""
-        from minigd.data.arrays import as_rows, targets_as_rows
-
         rows = as_rows(X, sample_axis=sample_axis, dtype=self.dtype)
         if rows.ndim != 2 or rows.shape[1] != self.n_inputs:
             raise ValueError(
@@ -217,11 +217,16 @@ class Sequential:
         targets = targets_as_rows(y, rows.shape[0], sample_axis=sample_axis)
         return rows, self.loss.prepare_targets(targets, self.n_outputs, self.dtype)
 
+    def _forward_chunks(self, rows: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, outputs) over ``rows`` in chunks of EVAL_CHUNK, in evaluation mode."""
+        for lo in range(0, rows.shape[0], EVAL_CHUNK):
+            yield lo, self.forward(rows[lo : lo + EVAL_CHUNK], training=False)
+
     def _outputs(self, X: Any, sample_axis: int = 0) -> np.ndarray:
         rows, _ = self.prepare(X, sample_axis=sample_axis)
         out = np.empty((rows.shape[0], self.n_outputs), dtype=self.dtype)
-        for lo in range(0, rows.shape[0], EVAL_CHUNK):
-            out[lo : lo + EVAL_CHUNK] = self.forward(rows[lo : lo + EVAL_CHUNK], training=False)
+        for lo, z in self._forward_chunks(rows):
+            out[lo : lo + len(z)] = z
         return out
 
     def decision_function(self, X: Any, *, sample_axis: int = 0) -> np.ndarray:
@@ -230,46 +235,25 @@ class Sequential:
 
     def predict_proba(self, X: Any, *, sample_axis: int = 0) -> np.ndarray:
         """Class probabilities, shape (m, K) (K = 2 for a binary model, as scikit-learn)."""
-        z = self._outputs(X, sample_axis)
-        if self.loss.name == "softmax_cross_entropy":
-            z -= z.max(axis=1, keepdims=True)
-            np.exp(z, out=z)
-            z /= z.sum(axis=1, keepdims=True)
-            return z
-        if self.loss.name == "bce":
-            from minigd.nn.layers import stable_sigmoid
-
-            p = stable_sigmoid(z, out=np.empty_like(z))
-            return np.hstack([1 - p, p]) if p.shape[1] == 1 else p
-        raise TypeError("predict_proba applies to classifiers; this model regresses (loss 'mse').")
+        return self.loss.predict_proba(self._outputs(X, sample_axis))
 
     def predict(self, X: Any, *, sample_axis: int = 0) -> np.ndarray:
         """Class indices for classifiers, values for regressors ((m,) when there is one output)."""
-        z = self._outputs(X, sample_axis)
-        if self.loss.name == "softmax_cross_entropy":
-            return z.argmax(axis=1)
-        if self.loss.name == "bce":
-            pred = (z > 0).astype(np.intp)
-            return pred[:, 0] if pred.shape[1] == 1 else pred
-        return z[:, 0] if z.shape[1] == 1 else z
+        return self.loss.predict(self._outputs(X, sample_axis))
 
     def evaluate(self, X: Any, y: Any, *, sample_axis: int = 0) -> dict[str, float]:
         """Mean loss and accuracy (classifiers) or R^2 (regressors), in evaluation mode."""
-        rows, targets = self.prepare(X, y, sample_axis=sample_axis)
+        return self.evaluate_prepared(*self.prepare(X, y, sample_axis=sample_axis))
+
+    def evaluate_prepared(self, rows: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+        """``evaluate`` on data ``prepare`` already checked and converted: nothing is scanned
+        again, which matters for a validation set evaluated many times during training."""
         total = 0.0
         outputs = np.empty((rows.shape[0], self.n_outputs), dtype=self.dtype)
-        for lo in range(0, rows.shape[0], EVAL_CHUNK):
-            z = self.forward(rows[lo : lo + EVAL_CHUNK], training=False)
+        for lo, z in self._forward_chunks(rows):
             outputs[lo : lo + len(z)] = z
             total += self.loss.value(z, targets[lo : lo + len(z)]) * len(z)
-        metrics = {"loss": total / rows.shape[0]}
-        if self.loss.name == "softmax_cross_entropy":
-            metrics["accuracy"] = float(np.mean(outputs.argmax(axis=1) == targets))
-        elif self.loss.name == "bce":
-            metrics["accuracy"] = float(np.mean((outputs > 0) == (targets > 0.5)))
-        else:
-            metrics["r2"] = r2_score(targets, outputs)
-        return metrics
+        return {"loss": total / rows.shape[0], **self.loss.metrics(outputs, targets)}
 
     def score(self, X: Any, y: Any, *, sample_axis: int = 0) -> float:
         """Accuracy for classifiers, R^2 for regressors (scikit-learn's convention)."""
@@ -300,7 +284,7 @@ class Sequential:
             kind = spec.pop("type")
             if kind not in LAYERS:
                 raise ValueError(f"unknown layer type {kind!r} in the model description.")
-            layers.append(LAYERS[kind](*_positional(kind, spec), **spec))
+            layers.append(LAYERS[kind](**spec))  # config() keys are constructor arguments
         return cls(layers, config["loss"], seed=config["seed"], dtype=config["dtype"])
 
     def copy(self) -> Sequential:
@@ -311,8 +295,6 @@ class Sequential:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Writes parameters, buffers and the architecture (as JSON text) to one ``.npz`` file."""
-        from minigd.data.npz import atomic_savez
-
         path = Path(path)
         arrays = self.state()
         arrays["architecture"] = np.array(json.dumps(self.config()))
@@ -321,8 +303,6 @@ class Sequential:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Sequential:
         """Rebuilds a model saved with ``save``; never unpickles anything."""
-        from minigd.data.npz import read_npz
-
         arrays = read_npz(path)
         if "architecture" not in arrays:
             raise ValueError(
@@ -338,20 +318,3 @@ class Sequential:
             f"Sequential(\n{body}\n) loss={self.loss.name}, params={self.n_params}, "
             f"dtype={self.dtype.name}"
         )
-
-
-def _positional(kind: str, spec: dict[str, Any]) -> list[Any]:
-    """Pops the arguments a layer takes positionally."""
-    names = {"Dense": ("in_features", "out_features"), "BatchNorm": ("num_features",)}
-    return [spec.pop(name) for name in names.get(kind, ())]
-
-
-def r2_score(y: np.ndarray, pred: np.ndarray) -> float:
-    """Coefficient of determination, averaged uniformly over outputs (scikit-learn's default)."""
-    y = y.reshape(len(y), -1).astype(np.float64)
-    pred = pred.reshape(len(pred), -1).astype(np.float64)
-    ss_res = ((y - pred) ** 2).sum(axis=0)
-    ss_tot = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r2 = np.where(ss_tot > 0, 1 - ss_res / ss_tot, np.where(ss_res == 0, 1.0, 0.0))
-    return float(r2.mean())

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from minigd._validation import check_choice, check_float, check_int
+from minigd.data.arrays import n_features
 from minigd.nn.layers import BatchNorm, Dense, Dropout, LeakyReLU, ReLU, Sigmoid, Tanh
 from minigd.nn.model import Sequential
 
@@ -123,3 +124,18 @@ def parse_model_spec(
         else:
             raise ValueError(f"unknown mlp option {option!r} in {spec!r}; use +bn or +dropout0.2.")
     return mlp(n, widths, k or 1, batchnorm=batchnorm, dropout=dropout, seed=seed, dtype=dtype)
+
+
+def model_for_data(
+    spec: str,
+    X: Any,
+    n_classes: int | None,
+    *,
+    sample_axis: int = 0,
+    seed: int = 0,
+    dtype: Any = np.float32,
+) -> Sequential:
+    """The model ``spec`` names, as wide as X's samples and with an output per class (one output
+    for regression, ``n_classes`` None)."""
+    n = n_features(X, sample_axis)
+    return parse_model_spec(spec, n, n_classes, seed=seed, dtype=dtype)

@@ -2,7 +2,15 @@
 
 from minigd.optim.base import Optimizer
 from minigd.optim.optimizers import SGD, Adam, AdamW, RMSprop, get_optimizer
-from minigd.optim.schedules import Constant, Cosine, Exponential, LinearWarmup, Schedule, StepDecay
+from minigd.optim.schedules import (
+    Constant,
+    Cosine,
+    Exponential,
+    LinearWarmup,
+    PerEpoch,
+    Schedule,
+    StepDecay,
+)
 
 __all__ = [
     "SGD",
@@ -13,6 +21,7 @@ __all__ = [
     "Exponential",
     "LinearWarmup",
     "Optimizer",
+    "PerEpoch",
     "RMSprop",
     "Schedule",
     "StepDecay",

@@ -24,6 +24,16 @@ LearningRate = float | Callable[[int], float]
 class Optimizer:
     """Base class. Subclasses set ``state_names`` and implement ``_update``.
 
+    The learning rate has one owner, the optimizer, and two parts (optax's split of a schedule
+    from a scale)::
+
+        lr(t) = base(t) * lr_scale
+
+    ``base`` is the constant or the schedule the optimizer was built with (or that
+    ``set_schedule`` installed); ``lr_scale`` is a multiplier, 1 until a plateau rule
+    (``ReduceLROnPlateau``) cuts it. A cut therefore persists under any schedule and stacks with
+    the next cut, and a checkpoint restores both the step count and the scale.
+
     Args:
         lr: the learning rate, or a schedule: a function of the number of steps already taken
             (0 for the first step) that returns the learning rate (see ``minigd.optim.schedules``).
@@ -34,21 +44,13 @@ class Optimizer:
 
     state_names: ClassVar[tuple[str, ...]] = ()
     fusable: ClassVar[bool] = False  # a compiled one-pass update exists (minigd._kernels)
+    # normalizes each coordinate by its gradient's scale (Adam, RMSprop): decides the lr scaling
+    adaptive: ClassVar[bool] = False
 
     def __init__(self, lr: LearningRate, fused: bool | None = None) -> None:
-        if callable(lr):
-            self.schedule: Callable[[int], float] | None = lr
-            self.lr = float(lr(0))
-        else:
-            self.schedule = None
-            self.lr = check_float(
-                "lr",
-                lr,
-                minimum=0.0,
-                inclusive=False,
-                fix="Typical values: 0.01-0.1 for SGD, 1e-3 for Adam.",
-            )
+        self.lr_scale = 1.0
         self.steps = 0
+        self.set_schedule(lr)
         self.state: dict[str, np.ndarray] = {}
         self._scratch: np.ndarray | None = None
         self.fused = fused
@@ -63,14 +65,65 @@ class Optimizer:
                     "'minigd[fast]' (numba), or leave fused=None."
                 )
 
+    # -- the learning rate --------------------------------------------------------------------
+    def set_schedule(self, lr: LearningRate) -> None:
+        """Makes ``lr`` (a number or a function of the step) the base learning rate."""
+        if callable(lr):
+            self.schedule: Callable[[int], float] | None = lr
+            self._base = float("nan")
+        else:
+            self.schedule = None
+            self._base = check_float(
+                "lr",
+                lr,
+                minimum=0.0,
+                inclusive=False,
+                fix="Typical values: 0.01-0.1 for SGD, 1e-3 for Adam.",
+            )
+        self._refresh_lr()
+
+    def base_lr(self, t: int | None = None) -> float:
+        """The base learning rate of step t (default: the next step), before ``lr_scale``."""
+        if self.schedule is None:
+            return self._base
+        return float(self.schedule(self.steps if t is None else t))
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the next step (the one the last step used, once stepping)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: LearningRate) -> None:
+        """Assigning replaces both parts: ``value`` becomes the base and ``lr_scale`` returns to 1,
+        so ``opt.lr = 0.05`` then reads back 0.05 (as assigning a torch param group's lr)."""
+        self.lr_scale = 1.0
+        self.set_schedule(value)
+
+    def scale_lr(self, factor: float, *, min_lr: float = 0.0) -> None:
+        """Multiplies ``lr_scale`` by ``factor``, keeping the learning rate at least ``min_lr``."""
+        base = self.base_lr()
+        scale = self.lr_scale * factor
+        if base > 0 and base * scale < min_lr:
+            scale = min_lr / base
+        self.lr_scale = scale
+        self._refresh_lr()
+
+    def _refresh_lr(self, t: int | None = None) -> None:
+        self._lr = self.base_lr(t) * self.lr_scale
+
     def step(self, params: np.ndarray, grads: np.ndarray) -> None:
         """Takes one optimization step: updates ``params`` in place from ``grads``."""
         if self._scratch is None or self._scratch.shape != params.shape:
             self._allocate(params)
         if self.schedule is not None:
-            self.lr = float(self.schedule(self.steps))
+            self._refresh_lr()
         self.steps += 1
         self._update(params, grads, self._scratch)
+
+    def fresh(self) -> Optimizer:
+        """A new optimizer of this kind with the same schedule and settings and no state."""
+        return type(self)(self.schedule or self._base, **self.hyperparameters())
 
     def _allocate(self, params: np.ndarray) -> None:
         self._scratch = np.empty_like(params)
@@ -93,11 +146,18 @@ class Optimizer:
         return {}
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly: step count, current lr, state arrays."""
+        """Everything needed to continue exactly: step count, lr scale, state arrays.
+
+        The base learning rate (constant or schedule) is configuration, as in torch, where an
+        LRScheduler is rebuilt by the caller: it is recorded (``lr``, ``schedule``) so a resume
+        can check it, and is not restored from here.
+        """
         return {
             "name": type(self).__name__,
             "steps": self.steps,
             "lr": self.lr,
+            "lr_scale": self.lr_scale,
+            "schedule": None if self.schedule is None else repr(self.schedule),
             "hyperparameters": self.hyperparameters(),
             "arrays": {name: value.copy() for name, value in self.state.items()},
         }
@@ -115,12 +175,13 @@ class Optimizer:
                 f"{self.hyperparameters()}; resume with the same settings."
             )
         self.steps = int(state["steps"])
-        self.lr = float(state["lr"])
+        self.lr_scale = float(state.get("lr_scale", 1.0))
+        self._refresh_lr(max(0, self.steps - 1))  # the lr the last step used, as after step()
         self.state = {name: np.array(value) for name, value in state["arrays"].items()}
         self._scratch = None
 
     def __repr__(self) -> str:
-        lr = repr(self.schedule) if self.schedule is not None else f"{self.lr:g}"
+        lr = repr(self.schedule) if self.schedule is not None else f"{self._base:g}"
         args = "".join(f", {k}={v!r}" for k, v in self.hyperparameters().items())
         return f"{type(self).__name__}(lr={lr}{args})"
 

@@ -124,6 +124,7 @@ class RMSprop(Optimizer):
     """
 
     state_names = ("square_avg", "momentum_buffer", "grad_avg")
+    adaptive = True
 
     def __init__(
         self,
@@ -207,6 +208,7 @@ class Adam(Optimizer):
     """
 
     state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    adaptive = True
     decoupled = False
     fusable = True
 

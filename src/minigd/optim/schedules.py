@@ -1,8 +1,10 @@
 """Learning-rate schedules: functions of the step that an optimizer's lr follows.
 
 A schedule is called with t, the number of optimizer steps already taken (0 for the first step), and
-returns the learning rate for step t. Pass one as ``lr`` to any optimizer. Each is a small object
-with an honest ``repr`` so that logs and reports say what ran.
+returns the base learning rate for step t. Pass one as ``lr`` to any optimizer (or install it with
+the ``LearningRateSchedule`` callback); the optimizer multiplies it by its ``lr_scale``, which only
+plateau rules change. Each is a small object with an honest ``repr`` so that logs and reports say
+what ran.
 """
 
 from __future__ import annotations
@@ -69,6 +71,21 @@ class LinearWarmup(Schedule):
         if t < self.warmup_steps:
             return self.lr * (t + 1) / self.warmup_steps
         return self.lr
+
+
+class PerEpoch(Schedule):
+    """lr(t) = schedule(t // steps_per_epoch): a schedule written in epochs, followed per step.
+
+    Every epoch of a MiniBatches has the same number of steps, so the epoch of step t is
+    t // steps_per_epoch, in a resumed run too.
+    """
+
+    def __init__(self, schedule, steps_per_epoch: int) -> None:
+        self.schedule = schedule
+        self.steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch, minimum=1)
+
+    def __call__(self, t):
+        return self.schedule(t // self.steps_per_epoch)
 
 
 class Cosine(Schedule):

@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 
 from minigd._validation import check_choice, check_float, check_int, message
-from minigd.training.checkpoint import NAME, checkpoint_name
+from minigd.nn.losses import higher_is_better
+from minigd.optim.schedules import PerEpoch
+from minigd.training.checkpoint import checkpoint_name, list_checkpoints
 
 
 class Callback:
@@ -42,7 +44,8 @@ class Callback:
 
 # -- progress ---------------------------------------------------------------------------------
 class ProgressBar(Callback):
-    """A tqdm bar per epoch with the smoothed loss and samples/s.
+    """A tqdm bar per epoch with the smoothed loss and samples/s, and at the end the reason
+    training stopped early, if it did.
 
     tqdm is created with ``disable=None``, so where the output is not a terminal (a log file, CI)
     the bar stays silent and one plain line per epoch is printed instead of carriage returns.
@@ -95,6 +98,8 @@ class ProgressBar(Callback):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        if trainer.stop_reason:  # early stopping, divergence, an interrupt: say why it ended
+            print(f"minigd: {trainer.stop_reason}", file=self.file or sys.stderr, flush=True)
 
 
 def format_epoch(epoch: int, epochs: int, logs: dict[str, Any]) -> str:
@@ -115,7 +120,7 @@ class _Monitor:
         self.monitor = monitor
         mode = check_choice("mode", mode, ("auto", "min", "max"))
         if mode == "auto":
-            mode = "max" if any(k in monitor for k in ("accuracy", "r2")) else "min"
+            mode = "max" if higher_is_better(monitor) else "min"
         self.mode = mode
         self.min_delta = check_float("min_delta", min_delta, minimum=0.0)
         self.best = math.inf if mode == "min" else -math.inf
@@ -249,29 +254,36 @@ class DivergenceGuard(Callback):
 
 # -- learning rate ----------------------------------------------------------------------------
 class LearningRateSchedule(Callback):
-    """Sets ``optimizer.lr = schedule(t)`` before each step (``per="step"``, t = steps taken) or
-    at the start of each epoch (``per="epoch"``, t = epoch index)."""
+    """Gives the optimizer a schedule as its base learning rate when training begins.
+
+    ``per="step"``: lr(t) = schedule(t), t the steps taken. ``per="epoch"``: lr(t) =
+    schedule(epoch of step t). The optimizer owns the learning rate (``Optimizer.lr``: base times
+    ``lr_scale``), so a ``ReduceLROnPlateau`` cut multiplies whatever the schedule gives, and a
+    resumed run follows the same curve. Passing the schedule as the optimizer's ``lr`` does the
+    same for ``per="step"``.
+    """
 
     def __init__(self, schedule, per: str = "step") -> None:
         self.schedule = schedule
         self.per = check_choice("per", per, ("step", "epoch"))
 
     def on_train_begin(self, trainer):
-        if self.per == "step":
-            trainer.optimizer.lr = float(self.schedule(trainer.step))
-
-    def on_epoch_begin(self, trainer, epoch):
+        schedule = self.schedule
         if self.per == "epoch":
-            trainer.optimizer.lr = float(self.schedule(epoch))
+            schedule = PerEpoch(schedule, trainer.batches_per_epoch)
+        trainer.optimizer.set_schedule(schedule)
 
-    def on_step_end(self, trainer, loss):
-        if self.per == "step":
-            trainer.optimizer.lr = float(self.schedule(trainer.step))
+    def __repr__(self) -> str:
+        return f"LearningRateSchedule({self.schedule!r}, per={self.per!r})"
 
 
 class ReduceLROnPlateau(Callback):
     """Multiplies the learning rate by ``factor`` when ``monitor`` has not improved for
-    ``patience`` epochs, then waits ``cooldown`` epochs; never below ``min_lr``."""
+    ``patience`` epochs, then waits ``cooldown`` epochs; never below ``min_lr``.
+
+    The cut goes into the optimizer's ``lr_scale``, so it multiplies a schedule's values rather
+    than being overwritten by them, and later cuts stack.
+    """
 
     def __init__(
         self,
@@ -301,8 +313,7 @@ class ReduceLROnPlateau(Callback):
             return
         self.wait += 1
         if self.wait > self.patience:
-            opt = trainer.optimizer
-            opt.lr = max(self.min_lr, opt.lr * self.factor)
+            trainer.optimizer.scale_lr(self.factor, min_lr=self.min_lr)
             self.cooling, self.wait = self.cooldown, 0
 
     def state(self):
@@ -340,11 +351,7 @@ class Checkpoint(Callback):
     def write(self, trainer) -> Path:
         path = trainer.save_checkpoint(self.folder / checkpoint_name(trainer.step))
         self.last_path = path
-        old = sorted(
-            (p for p in self.folder.glob("checkpoint-*.npz") if NAME.search(p.name)),
-            key=lambda p: int(NAME.search(p.name).group(1)),
-        )
-        for stale in old[: -self.keep_last]:
+        for stale in list_checkpoints(self.folder)[: -self.keep_last]:
             stale.unlink(missing_ok=True)
         return path
 

@@ -27,10 +27,12 @@ import numpy as np
 
 from minigd._json import to_plain
 from minigd.data.npz import atomic_savez, read_npz
-from minigd.training.history import STEP_FIELDS, History
+from minigd.training.history import History
 
 # 2: optimizer state follows the flat vector with Dense weights stored transposed
-FORMAT = "minigd-checkpoint-2"
+# 3: the optimizer's lr is base(t) * lr_scale; the state holds lr_scale, not the lr to use
+FORMAT = "minigd-checkpoint-3"
+META_FIELDS = ("model", "optimizer", "position", "batching", "history")
 NAME = re.compile(r"checkpoint-(\d+)\.npz$")
 
 
@@ -55,20 +57,16 @@ def save_checkpoint(
     opt = optimizer.state_dict()
     for name, value in opt.pop("arrays").items():
         arrays[f"optim/{name}"] = value
-    for name in STEP_FIELDS:
-        arrays[f"history/{name}"] = np.asarray(history.steps[name], dtype=np.float64)
+    columns, rest = history.state()
+    for name, value in columns.items():
+        arrays[f"history/{name}"] = value
     meta = {
         "format": FORMAT,
         "model": model.config(),
         "optimizer": opt,
         "position": position,
         "batching": batching,
-        "history": {
-            "epochs": history.epochs,
-            "meta": history.meta,
-            "ema_beta": history.ema_beta,
-            "ema": history._ema,
-        },
+        "history": rest,
         "callbacks": callbacks or {},
     }
     arrays["meta"] = np.array(json.dumps(meta, default=to_plain))
@@ -81,10 +79,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     arrays = read_npz(path)
     if "meta" not in arrays:
         raise ValueError(f"{path} is not a minigd checkpoint (no 'meta' entry).")
-    meta = json.loads(str(arrays.pop("meta")))
-    if meta.get("format") != FORMAT:
+    try:
+        meta = json.loads(str(arrays.pop("meta")))
+    except ValueError as exc:
+        raise ValueError(f"{path} has unreadable metadata (not JSON: {exc}).") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
         raise ValueError(
-            f"{path} has checkpoint format {meta.get('format')!r}; expected {FORMAT!r}. "
+            f"{path} has checkpoint format {found!r}; expected {FORMAT!r}. "
             "It was written by another version of minigd; resume it with that version, or "
             "start a new run."
         )
@@ -94,53 +96,41 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         if group not in parts:
             raise ValueError(f"{path} has an unexpected entry {key!r}.")
         parts[group][name] = value
-    steps = {}
-    for name in STEP_FIELDS:
-        column = parts["history"].get(name, np.zeros(0))
-        steps[name] = (
-            [int(v) for v in column]
-            if name in ("epoch", "batch_size", "samples_seen")
-            else column.tolist()
-        )
-    hist = meta["history"]
-    history = History.from_dict(
-        {
-            "steps": steps,
-            "epochs": hist["epochs"],
-            "meta": hist["meta"],
-            "ema_beta": hist["ema_beta"],
-            "ema": hist["ema"],
-        }
-    )
-    optimizer = dict(meta["optimizer"], arrays=parts["optim"])
+    missing = [k for k in META_FIELDS if k not in meta]
+    if missing:
+        raise ValueError(f"{path} lacks the checkpoint fields {missing}; it cannot be resumed.")
     return {
         "path": path,
         "model_config": meta["model"],
         "model_state": parts["model"],
-        "optimizer": optimizer,
+        "optimizer": dict(meta["optimizer"], arrays=parts["optim"]),
         "position": meta["position"],
         "batching": meta["batching"],
-        "history": history,
+        "history": History.from_state(parts["history"], meta["history"]),
         "callbacks": meta.get("callbacks", {}),
     }
 
 
+def list_checkpoints(folder: str | os.PathLike, *, nested: bool = False) -> list[Path]:
+    """The checkpoints in ``folder``, oldest step first; with ``nested`` also those in its
+    sub-folders one level down (so a run folder with a ``checkpoints/`` inside works too)."""
+    folder = Path(folder)
+    patterns = ("checkpoint-*.npz", "*/checkpoint-*.npz") if nested else ("checkpoint-*.npz",)
+    found = [p for pattern in patterns for p in folder.glob(pattern) if NAME.search(p.name)]
+    return sorted(found, key=lambda p: int(NAME.search(p.name).group(1)))
+
+
 def latest_checkpoint(path: str | os.PathLike) -> Path:
-    """The file itself, or the checkpoint with the highest step number in a folder (searched
-    recursively one level, so a run folder with a ``checkpoints/`` inside works too)."""
+    """The file itself, or the checkpoint with the highest step number in a folder."""
     path = Path(path)
     if path.is_file():
         return path
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}.")
-    found = [
-        p
-        for p in (*path.glob("checkpoint-*.npz"), *path.glob("*/checkpoint-*.npz"))
-        if NAME.search(p.name)
-    ]
+    found = list_checkpoints(path, nested=True)
     if not found:
         raise FileNotFoundError(
             f"no checkpoint-*.npz in {path}; train with a Checkpoint "
             "callback (minigd train writes one each epoch) to resume."
         )
-    return max(found, key=lambda p: int(NAME.search(p.name).group(1)))
+    return found[-1]

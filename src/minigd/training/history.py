@@ -19,9 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from minigd._io import atomic_write, atomic_write_text
 from minigd._json import to_plain
+from minigd._validation import check_choice
 
 STEP_FIELDS = ("epoch", "loss", "batch_size", "samples_seen", "seconds", "lr")
+INT_FIELDS = frozenset({"epoch", "batch_size", "samples_seen"})
 
 
 @dataclass
@@ -83,14 +86,33 @@ class History:
         return np.array([e.get(name, np.nan) for e in self.epochs], dtype=float)
 
     # -- serialization --------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """(the per-step columns as float64 arrays, everything else as JSON-ready data): the two
+        parts a checkpoint stores, arrays in its ``.npz`` and the rest in its JSON metadata."""
+        arrays = {name: np.asarray(self.steps[name], dtype=np.float64) for name in STEP_FIELDS}
+        return arrays, self._rest()
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray], rest: dict[str, Any]) -> History:
+        """Rebuilds a History from ``state()``'s two parts (a missing column is empty)."""
+        steps = {}
+        for name in STEP_FIELDS:
+            column = np.asarray(arrays.get(name, np.zeros(0)))
+            steps[name] = (
+                column.astype(np.int64).tolist() if name in INT_FIELDS else column.tolist()
+            )
+        return cls.from_dict({"steps": steps, **rest})
+
+    def _rest(self) -> dict[str, Any]:
         return {
-            "steps": self.steps,
             "epochs": self.epochs,
             "meta": self.meta,
             "ema_beta": self.ema_beta,
             "ema": self._ema,
         }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps, **self._rest()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> History:
@@ -104,20 +126,17 @@ class History:
         )
 
     def to_json(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), default=to_plain))
-        return path
+        return atomic_write_text(path, json.dumps(self.to_dict(), default=to_plain))
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> History:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
     def to_csv(self, path: str | os.PathLike, which: str = "steps") -> Path:
-        """One row per step (``which="steps"``) or per epoch (``which="epochs"``)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="") as f:
+        """One row per step (``which="steps"``) or per epoch (``which="epochs"``), atomically."""
+        check_choice("which", which, ("steps", "epochs"))
+
+        def write(f) -> None:
             writer = csv.writer(f)
             if which == "steps":
                 writer.writerow(("step", *STEP_FIELDS, "smoothed_loss"))
@@ -130,7 +149,8 @@ class History:
                 writer.writerow(keys)
                 for e in self.epochs:
                     writer.writerow([e.get(k, "") for k in keys])
-        return path
+
+        return atomic_write(path, write, text=True)
 
     def __repr__(self) -> str:
         last = self.epochs[-1] if self.epochs else {}

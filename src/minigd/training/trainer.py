@@ -7,18 +7,20 @@
             record                           history and callbacks
 
 Everything else (progress, early stopping, schedules, checkpoints, divergence) is a callback. The
-loop keeps its position (epoch, next batch, steps, samples) so that a checkpoint can record it and a
-resumed run can continue at exactly the next batch.
+loop keeps its ``Position`` (epoch, next batch, steps, samples) as one small dataclass, so that a
+checkpoint can record it and a resumed run can continue at exactly the next batch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import signal
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -31,6 +33,48 @@ from minigd.optim import Optimizer, get_optimizer
 from minigd.training.callbacks import Callback, DivergenceGuard, ProgressBar
 from minigd.training.checkpoint import load_checkpoint, save_checkpoint
 from minigd.training.history import History
+
+
+@dataclass
+class Position:
+    """Where a run stands: the next batch to train on, and what has been done so far.
+
+    A checkpoint saves it as is; because each epoch's order is a pure function of (seed, epoch),
+    it is all a resumed run needs to draw exactly the batches an uninterrupted run would draw.
+    """
+
+    epoch: int = 0  # the epoch being trained (the next one, at an epoch's end)
+    next_batch: int = 0  # index of the next batch within that epoch
+    step: int = 0  # optimizer steps taken
+    samples_seen: int = 0
+    epoch_loss: float = 0.0  # sum of loss * batch size over the current epoch
+    epoch_samples: int = 0
+    epoch_seconds: float = 0.0  # time inside the current epoch's batches
+    seconds: float = 0.0  # training seconds before this session (a resumed run), or in all
+
+    def advance(self, loss: float, n: int) -> None:
+        """Counts one step on a batch of n samples whose mean loss was ``loss``."""
+        self.step += 1
+        self.next_batch += 1
+        self.samples_seen += n
+        self.epoch_loss += loss * n
+        self.epoch_samples += n
+
+    def next_epoch(self) -> None:
+        self.epoch, self.next_batch = self.epoch + 1, 0
+        self.epoch_loss, self.epoch_samples, self.epoch_seconds = 0.0, 0, 0.0
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any], source: Any = "the checkpoint") -> Position:
+        """The position saved in a checkpoint, with a sentence naming any field that is off."""
+        names = {f.name for f in fields(cls)}
+        if not isinstance(saved, dict) or set(saved) != names:
+            got = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
+            raise ValueError(
+                f"{source} has a malformed position: expected the fields {sorted(names)}, "
+                f"found {got}. Resume from another checkpoint, or start a new run."
+            )
+        return cls(**saved)
 
 
 class Trainer:
@@ -62,21 +106,30 @@ class Trainer:
         self.validation = validation
         self.callbacks = list(callbacks)
         self.history = History()
-        # position: the next batch to train on, and what has been done so far
-        self.epoch = 0
-        self.next_batch = 0
-        self.step = 0
-        self.samples_seen = 0
-        self._epoch_loss = 0.0  # sum of loss * batch size over the current epoch
-        self._epoch_samples = 0
-        self._epoch_seconds = 0.0
-        self._seconds_before = 0.0  # training time of earlier sessions (resumed runs)
+        self.position = Position()
         self._seconds_excluded = 0.0  # evaluation time, which is not training time
+        self._t0: float | None = None
         self.stop_training = False
         self.stop_reason: str | None = None
         self.interrupted = False
 
     # -- facts callbacks use --------------------------------------------------------------
+    @property
+    def epoch(self) -> int:
+        return self.position.epoch
+
+    @property
+    def next_batch(self) -> int:
+        return self.position.next_batch
+
+    @property
+    def step(self) -> int:
+        return self.position.step
+
+    @property
+    def samples_seen(self) -> int:
+        return self.position.samples_seen
+
     @property
     def batch_size(self) -> int:
         return self.batches.batch_size
@@ -91,7 +144,10 @@ class Trainer:
 
     def elapsed(self) -> float:
         """Seconds of training so far: wall time less evaluations (validation, measurements)."""
-        return self._seconds_before + (time.perf_counter() - self._t0) - self._seconds_excluded
+        if self._t0 is None:
+            return self.position.seconds
+        now = time.perf_counter() - self._t0 - self._seconds_excluded
+        return self.position.seconds + now
 
     def exclude(self, seconds: float) -> None:
         """Takes time spent measuring (not training) out of ``elapsed``."""
@@ -101,38 +157,33 @@ class Trainer:
     def run(self) -> History:
         warm_up(self.model.dtype)  # compile the fast extra's kernels before the clock starts
         self._t0 = time.perf_counter()
-        model, optimizer, history = self.model, self.optimizer, self.history
+        model, optimizer, history, pos = self.model, self.optimizer, self.history, self.position
         model.train()
         self._call("on_train_begin")
         with (
             _interrupt_flag() as interrupted,
             np.errstate(over="ignore", invalid="ignore", divide="ignore"),
         ):
-            while self.epoch < self.epochs and not self.stop_training:
-                epoch = self.epoch
+            while pos.epoch < self.epochs and not self.stop_training:
+                epoch = pos.epoch
                 self._call("on_epoch_begin", epoch)
                 epoch_start = time.perf_counter()
-                for xb, yb in self.batches.epoch(epoch, self.next_batch):
+                for xb, yb in self.batches.epoch(epoch, pos.next_batch):
                     loss = model.loss_and_grad(xb, yb)  # forward, loss, backward
                     optimizer.step(model.params, model.grads)  # one step per mini-batch
-                    n = len(xb)
-                    self.step += 1
-                    self.next_batch += 1
-                    self.samples_seen += n
-                    self._epoch_loss += loss * n
-                    self._epoch_samples += n
+                    pos.advance(loss, len(xb))
                     history.record_step(
-                        epoch, loss, n, self.samples_seen, self.elapsed(), optimizer.lr
+                        epoch, loss, len(xb), pos.samples_seen, self.elapsed(), optimizer.lr
                     )
                     for callback in self.callbacks:
                         callback.on_step_end(self, loss)
                     if interrupted.is_set():
                         self.interrupted = self.stop_training = True
-                        self.stop_reason = "interrupted (Ctrl-C) after step " + str(self.step)
+                        self.stop_reason = f"interrupted (Ctrl-C) after step {pos.step}"
                     if self.stop_training:
                         break
-                self._epoch_seconds += time.perf_counter() - epoch_start
-                if self.next_batch == len(self.batches):
+                pos.epoch_seconds += time.perf_counter() - epoch_start
+                if pos.next_batch == len(self.batches):
                     self._end_epoch(epoch)
         self.model.eval()
         self._call("on_train_end")
@@ -142,26 +193,26 @@ class Trainer:
     def _end_epoch(self, epoch: int) -> None:
         logs = self._epoch_logs(epoch)
         self.history.record_epoch(logs)
-        self.epoch, self.next_batch = epoch + 1, 0
-        self._epoch_loss, self._epoch_samples, self._epoch_seconds = 0.0, 0, 0.0
+        self.position.next_epoch()
         self._call("on_epoch_end", epoch, logs)
         self.model.train()
 
     def _epoch_logs(self, epoch: int) -> dict[str, Any]:
-        seconds = self._epoch_seconds
+        pos = self.position
+        seconds = pos.epoch_seconds
         logs: dict[str, Any] = {
             "epoch": epoch,
-            "loss": self._epoch_loss / max(1, self._epoch_samples),
-            "steps": self.step,
-            "samples_seen": self.samples_seen,
+            "loss": pos.epoch_loss / max(1, pos.epoch_samples),
+            "steps": pos.step,
+            "samples_seen": pos.samples_seen,
             "seconds": seconds,
             "elapsed": self.elapsed(),
-            "samples_per_second": self._epoch_samples / seconds if seconds > 0 else math.inf,
+            "samples_per_second": pos.epoch_samples / seconds if seconds > 0 else math.inf,
             "lr": self.optimizer.lr,
         }
         if self.validation is not None:
             start = time.perf_counter()
-            metrics = self.model.evaluate(*self.validation)
+            metrics = self.model.evaluate_prepared(*self.validation)
             logs.update({f"val_{k}": v for k, v in metrics.items()})
             self.exclude(time.perf_counter() - start)
         return logs
@@ -171,27 +222,22 @@ class Trainer:
             getattr(callback, hook)(self, *args)
 
     def _summary(self) -> dict[str, Any]:
+        b = self.batches
         return {
             "steps": self.step,
             "samples_seen": self.samples_seen,
             "seconds": self.elapsed(),
             "stop_reason": self.stop_reason,
             "epochs_completed": self.epoch,
+            "epochs": self.epochs,
+            "batch_size": b.batch_size,
+            "n_samples": b.n_samples,
+            "seed": b.seed,
+            "last_batch": b.last_batch,
+            "optimizer": repr(self.optimizer),
         }
 
     # -- checkpoints ----------------------------------------------------------------------
-    def position(self) -> dict[str, Any]:
-        return {
-            "epoch": self.epoch,
-            "next_batch": self.next_batch,
-            "step": self.step,
-            "samples_seen": self.samples_seen,
-            "epoch_loss": self._epoch_loss,
-            "epoch_samples": self._epoch_samples,
-            "epoch_seconds": self._epoch_seconds,
-            "seconds": self.elapsed() if hasattr(self, "_t0") else self._seconds_before,
-        }
-
     def batching(self) -> dict[str, Any]:
         b = self.batches
         return {
@@ -208,7 +254,7 @@ class Trainer:
             model=self.model,
             optimizer=self.optimizer,
             history=self.history,
-            position=self.position(),
+            position=asdict(replace(self.position, seconds=self.elapsed())),
             batching=self.batching(),
             callbacks={
                 f"{i}:{type(c).__name__}": c.state()
@@ -220,15 +266,18 @@ class Trainer:
     def restore(self, path) -> None:
         """Continues from a checkpoint: model, optimizer, position, history, callback state."""
         ckpt = load_checkpoint(path)
-        if ckpt["model_config"]["layers"] != self.model.config()["layers"] or (
-            ckpt["model_config"]["loss"] != self.model.config()["loss"]
+        config = self.model.config()
+        saved_model = ckpt["model_config"]
+        if (
+            saved_model.get("layers") != config["layers"]
+            or saved_model.get("loss") != config["loss"]
         ):
             raise ValueError(
                 f"the checkpoint {ckpt['path']} was written for another "
                 "architecture; resume with the model it was trained with."
             )
         saved, now = ckpt["batching"], self.batching()
-        differs = {k: (saved[k], now[k]) for k in now if saved.get(k) != now[k]}
+        differs = {k: (saved.get(k), now[k]) for k in now if saved.get(k) != now[k]}
         if differs:
             detail = ", ".join(f"{k} {a!r} then, {b!r} now" for k, (a, b) in differs.items())
             raise ValueError(
@@ -237,11 +286,7 @@ class Trainer:
             )
         self.model.load_state(ckpt["model_state"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        pos = ckpt["position"]
-        self.epoch, self.next_batch = pos["epoch"], pos["next_batch"]
-        self.step, self.samples_seen = pos["step"], pos["samples_seen"]
-        self._epoch_loss, self._epoch_samples = pos["epoch_loss"], pos["epoch_samples"]
-        self._epoch_seconds, self._seconds_before = pos["epoch_seconds"], pos["seconds"]
+        self.position = Position.from_dict(ckpt["position"], ckpt["path"])
         self.history = ckpt["history"]
         states = ckpt["callbacks"]
         for i, callback in enumerate(self.callbacks):
@@ -290,74 +335,13 @@ def make_trainer(
     last_batch: str = "keep",
     callbacks: Sequence[Callback] = (),
     verbose: int = 1,
-) -> Trainer:
-    """Checks and converts the data once and builds the Trainer that ``fit`` runs (the same
-    arguments as ``fit``). Useful to drive training epoch by epoch: raise ``trainer.epochs`` and
-    call ``trainer.run()`` again; it continues where it stopped."""
-    if loss is not None:
-        model.loss = get_loss(loss)
-    rows, targets = model.prepare(X, y, sample_axis=sample_axis)
-    if targets is None:
-        raise ValueError("fit needs targets y; minigd trains supervised models.")
-    split = check_float("validation_split", validation_split, minimum=0.0, maximum=1.0)
-    if validation is not None and split:
-        raise ValueError("pass validation=(X_val, y_val) or validation_split, not both.")
-    if validation is not None:
-        if len(validation) != 2:
-            raise ValueError(message("validation", "a pair (X_val, y_val)", validation))
-        validation = model.prepare(*validation, sample_axis=sample_axis)
-    elif split:
-        n_val = round(split * len(rows))
-        if not 0 < n_val < len(rows):
-            raise ValueError(
-                message(
-                    "validation_split",
-                    f"a fraction leaving samples on both sides of {len(rows)}",
-                    validation_split,
-                )
-            )
-        validation = (rows[-n_val:], targets[-n_val:])
-        rows, targets = rows[:-n_val], targets[:-n_val]
-    batches = MiniBatches(
-        rows, targets, batch_size=batch_size, shuffle=shuffle, seed=seed, last_batch=last_batch
-    )
-    if model.has_batchnorm and min(batches.batch_sizes) < 2:
-        raise ValueError(
-            f"BatchNorm cannot train on a batch of 1 sample, and batch_size={batch_size} with "
-            f"last_batch={last_batch!r} on {batches.n_samples} samples yields one. Use "
-            f"last_batch='merge' (fold it into the batch before) or 'drop'."
-        )
-    opt = get_optimizer(optimizer, lr)
-    extra = list(callbacks)
-    if not any(isinstance(c, DivergenceGuard) for c in extra):
-        extra.insert(0, DivergenceGuard())
-    if verbose and not any(isinstance(c, ProgressBar) for c in extra):
-        extra.append(ProgressBar())
-    trainer = Trainer(model, batches, opt, epochs=epochs, validation=validation, callbacks=extra)
-    return trainer
-
-
-def fit(
-    model,
-    X: Any,
-    y: Any = None,
-    *,
-    batch_size: int | str,
-    epochs: int,
-    optimizer: str | Optimizer = "sgd",
-    lr: float | None = None,
-    loss: str | None = None,
-    validation: tuple[Any, Any] | None = None,
-    validation_split: float = 0.0,
-    sample_axis: int = 0,
-    shuffle: bool = True,
-    seed: int = 0,
-    last_batch: str = "keep",
-    callbacks: Sequence[Callback] = (),
-    verbose: int = 1,
     resume: Any = None,
-) -> History:
-    """Trains ``model`` on (X, y) by mini-batch gradient descent and returns its History.
+) -> Trainer:
+    """Checks and converts the data once and builds the Trainer that ``fit`` runs.
+
+    ``fit(...)`` is ``make_trainer(...).run()``. Building the Trainer yourself lets you drive
+    training epoch by epoch: raise ``trainer.epochs`` and call ``trainer.run()`` again; it
+    continues where it stopped.
 
     Args:
         model: a ``minigd.nn.Sequential`` (its loss is used unless ``loss`` is given).
@@ -367,49 +351,88 @@ def fit(
         epochs: passes over the data (a resumed run trains up to this epoch count).
         optimizer: "sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw" or an Optimizer.
         lr: learning rate for an optimizer given by name (default: its torch default).
+        loss: a loss name replacing the model's.
         validation: (X_val, y_val) evaluated after each epoch, in the same layout as X.
         validation_split: instead, hold out this fraction of the samples, taken from the end of
             X before any shuffling (as Keras does).
         shuffle, seed, last_batch: the batching (see MiniBatches).
         callbacks: extra callbacks. A DivergenceGuard is added unless one is given, and a
             ProgressBar when ``verbose`` is 1 or more.
-        verbose: 0 silent, 1 a progress bar (or one line per epoch when not on a terminal).
+        verbose: 0 silent, 1 a progress bar (or one line per epoch when not on a terminal) and
+            the reason training stopped early, if it did.
         resume: a checkpoint file, or a folder holding ``checkpoint-*.npz``, to continue from.
     """
-    trainer = make_trainer(
-        model,
-        X,
-        y,
-        batch_size=batch_size,
-        epochs=epochs,
-        optimizer=optimizer,
-        lr=lr,
-        loss=loss,
-        validation=validation,
-        validation_split=validation_split,
-        sample_axis=sample_axis,
-        shuffle=shuffle,
-        seed=seed,
-        last_batch=last_batch,
-        callbacks=callbacks,
-        verbose=verbose,
+    if loss is not None:
+        model.loss = get_loss(loss)
+    rows, targets = model.prepare(X, y, sample_axis=sample_axis)
+    if targets is None:
+        raise ValueError("fit needs targets y; minigd trains supervised models.")
+    rows, targets, validation = _hold_out(
+        model, rows, targets, validation, validation_split, sample_axis
     )
-    batches, opt = trainer.batches, trainer.optimizer
+    batches = MiniBatches.from_prepared(
+        rows, targets, batch_size=batch_size, shuffle=shuffle, seed=seed, last_batch=last_batch
+    )
+    if model.has_batchnorm and min(batches.batch_sizes) < 2:
+        raise ValueError(
+            f"BatchNorm cannot train on a batch of 1 sample, and batch_size={batch_size} with "
+            f"last_batch={last_batch!r} on {batches.n_samples} samples yields one. Use "
+            f"last_batch='merge' (fold it into the batch before) or 'drop'."
+        )
+    trainer = Trainer(
+        model,
+        batches,
+        get_optimizer(optimizer, lr),
+        epochs=epochs,
+        validation=validation,
+        callbacks=_with_defaults(callbacks, verbose),
+    )
     if resume is not None:
         trainer.restore(resume)
-    history = trainer.run()
-    history.meta.update(
-        {
-            "batch_size": batches.batch_size,
-            "optimizer": repr(opt),
-            "n_samples": batches.n_samples,
-            "seed": seed,
-            "last_batch": last_batch,
-            "epochs": epochs,
-        }
-    )
-    if verbose and trainer.stop_reason:
-        import sys
+    return trainer
 
-        print(f"minigd: {trainer.stop_reason}", file=sys.stderr)
-    return history
+
+def _hold_out(model, rows, targets, validation, validation_split, sample_axis):
+    """(train rows, train targets, prepared validation pair or None)."""
+    split = check_float("validation_split", validation_split, minimum=0.0, maximum=1.0)
+    if validation is not None and split:
+        raise ValueError("pass validation=(X_val, y_val) or validation_split, not both.")
+    if validation is not None:
+        if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+            raise ValueError(message("validation", "a pair (X_val, y_val)", validation))
+        return rows, targets, model.prepare(*validation, sample_axis=sample_axis)
+    if not split:
+        return rows, targets, None
+    n_val = round(split * len(rows))
+    if not 0 < n_val < len(rows):
+        raise ValueError(
+            message(
+                "validation_split",
+                f"a fraction leaving samples on both sides of {len(rows)}",
+                validation_split,
+            )
+        )
+    return rows[:-n_val], targets[:-n_val], (rows[-n_val:], targets[-n_val:])
+
+
+def _with_defaults(callbacks: Sequence[Callback], verbose: int) -> list[Callback]:
+    """The caller's callbacks, with a DivergenceGuard first and a ProgressBar last by default."""
+    extra = list(callbacks)
+    if not any(isinstance(c, DivergenceGuard) for c in extra):
+        extra.insert(0, DivergenceGuard())
+    if verbose and not any(isinstance(c, ProgressBar) for c in extra):
+        extra.append(ProgressBar())
+    return extra
+
+
+def fit(model, X: Any, y: Any = None, **options: Any) -> History:
+    """Trains ``model`` on (X, y) by mini-batch gradient descent and returns its History.
+
+    ``fit(model, X, y, **options)`` is ``make_trainer(model, X, y, **options).run()``; the
+    options (``batch_size``, ``epochs``, ``optimizer``, ``lr``, ``validation``, ``resume``, ...)
+    are make_trainer's, documented there.
+    """
+    return make_trainer(model, X, y, **options).run()
+
+
+fit.__signature__ = inspect.signature(make_trainer).replace(return_annotation=History)

@@ -1,25 +1,34 @@
 """A training run as a folder: what ``minigd train`` does, callable from Python too.
 
 A run folder holds ``config.json`` (everything needed to repeat or resume the run), ``model.npz``,
-``history.json``, ``history.csv`` (one row per step), ``epochs.csv`` and ``checkpoints/``.
+``history.json``, ``history.csv`` (one row per step), ``epochs.csv`` and ``checkpoints/``. Every
+file is written atomically. Folder and file names made from specs go through ``slug``.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from minigd.data import datasets
-from minigd.data.files import Dataset, load_arrays
-from minigd.nn.models import parse_model_spec
+from minigd._io import atomic_write_text
+from minigd.data.files import Dataset
+from minigd.data.loading import load
+from minigd.nn.models import model_for_data
 from minigd.training.callbacks import Checkpoint
 from minigd.training.history import History
 from minigd.training.trainer import fit
+
+
+def slug(text: str) -> str:
+    """A file or folder name from specs and labels: "mlp:256,128+bn" -> "mlp256-128+bn",
+    "mini-batch (B=64)" -> "mini-batch-B64"."""
+    text = re.sub(r"[,\s]+", "-", text.strip())
+    return re.sub(r"[^A-Za-z0-9_.+-]", "", text).strip("-.") or "run"
 
 
 @dataclass
@@ -39,38 +48,20 @@ class RunConfig:
     target: str | int | None = None
     y_path: str | None = None
     dtype: str = "float32"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def default_name(self) -> str:
-        name = f"{Path(self.data).stem}-{self.model}-{self.optimizer}-b{self.batch_size}"
-        return re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
+        return slug(f"{Path(self.data).stem}-{self.model}-{self.optimizer}-b{self.batch_size}")
 
-
-def load_data(spec: str, *, target=None, y_path=None) -> tuple[Dataset, Dataset | None]:
-    """A dataset name gives its (train, test); a file gives (data, None)."""
-    if spec in datasets.REGISTRY:
-        return datasets.load(spec)
-    if not Path(spec).exists():
-        raise FileNotFoundError(
-            f"{spec!r} is neither a dataset ({', '.join(datasets.names())}) nor an existing file."
+    def build_model(self, train: Dataset):
+        """The model this run trains, fitted to the data's width and classes."""
+        return model_for_data(
+            self.model,
+            train.X,
+            train.n_classes,
+            sample_axis=self.sample_axis,
+            seed=self.seed,
+            dtype=np.dtype(self.dtype),
         )
-    return load_arrays(spec, target=target, y_path=y_path), None
-
-
-def n_features(data: Dataset, sample_axis: int) -> int:
-    X = np.asarray(data.X)
-    return int(np.prod(np.delete(np.array(X.shape), sample_axis)))
-
-
-def build_model(config: RunConfig, train: Dataset):
-    k = train.n_classes
-    return parse_model_spec(
-        config.model,
-        n_features(train, config.sample_axis),
-        k,
-        seed=config.seed,
-        dtype=np.dtype(config.dtype),
-    )
 
 
 def train_run(
@@ -79,19 +70,17 @@ def train_run(
     """Trains as ``config`` says, writing the run folder ``out``; returns (model, history,
     final metrics)."""
     out = Path(out)
-    train, test = load_data(config.data, target=config.target, y_path=config.y_path)
-    model = build_model(config, train)
+    train, test = load(config.data, target=config.target, y_path=config.y_path)
+    model = config.build_model(train)
     validation = None if test is None else (test.X, test.y)
     out.mkdir(parents=True, exist_ok=True)
     if not resume:  # a fresh run in an old folder must not resume from the old checkpoints later
         for stale in (out / "checkpoints").glob("checkpoint-*.npz"):
             stale.unlink()
-    (out / "config.json").write_text(
-        json.dumps(
-            asdict(config) | {"classes": None if train.classes is None else train.classes.tolist()},
-            indent=2,
-            default=str,
-        )
+    classes = None if train.classes is None else train.classes.tolist()
+    atomic_write_text(
+        out / "config.json",
+        json.dumps(asdict(config) | {"classes": classes}, indent=2, default=str),
     )
     history = fit(
         model,
@@ -114,25 +103,37 @@ def train_run(
     history.to_json(out / "history.json")
     history.to_csv(out / "history.csv", "steps")
     history.to_csv(out / "epochs.csv", "epochs")
-    metrics = {
-        f"train_{k}": v
-        for k, v in model.evaluate(train.X, train.y, sample_axis=config.sample_axis).items()
-    }
+    return model, history, final_metrics(model, history, train, config.sample_axis)
+
+
+def final_metrics(model, history: History, train: Dataset, sample_axis: int) -> dict[str, float]:
+    """The train metrics of the finished model, the last validation metrics, and the speed."""
+    evaluated = model.evaluate(train.X, train.y, sample_axis=sample_axis)
+    metrics = {f"train_{k}": v for k, v in evaluated.items()}
     if history.epochs:
         metrics.update({k: v for k, v in history.epochs[-1].items() if k.startswith("val_")})
     metrics["seconds"] = history.meta.get("seconds", float("nan"))
     metrics["samples_per_second"] = history.meta.get("samples_seen", 0) / max(
         metrics["seconds"], 1e-9
     )
-    return model, history, metrics
+    return metrics
 
 
 def read_config(folder: str | Path) -> RunConfig:
+    """The RunConfig of a run folder, with a sentence naming the file and field when it is off."""
     path = Path(folder) / "config.json"
     if not path.exists():
         raise FileNotFoundError(
             f"{path} not found: --resume takes a run folder written by minigd train --out."
         )
-    raw = json.loads(path.read_text())
+    try:
+        raw = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); it cannot be resumed.") from exc
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path} must hold a JSON object of run settings.")
     raw.pop("classes", None)
+    unknown = sorted(set(raw) - {f.name for f in fields(RunConfig)})
+    if unknown:
+        raise ValueError(f"{path} has unknown settings {unknown}; it cannot be resumed.")
     return RunConfig(**raw)

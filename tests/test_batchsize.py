@@ -25,6 +25,24 @@ from minigd.optim import SGD, Adam
 
 
 # -- memory model ---------------------------------------------------------------------------
+def estimate_and_peak(make_model, make_opt, X, y, b):
+    """(the memory model's estimate, the traced peak) of the first train step at batch size b,
+    on a model and optimizer built while tracing (their parameters and state count)."""
+    epoch = MiniBatches(X, y, batch_size=b).epoch(0)  # draws the epoch's order
+    warm_up(np.float32)  # compiled kernels (the fast extra) build once, untraced
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    model = make_model()
+    opt = make_opt()
+    tracemalloc.reset_peak()  # initialization temporaries are not part of a step
+    xb, yb = next(epoch)
+    model.loss_and_grad(xb, yb)
+    opt.step(model.params, model.grads)
+    peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    return estimate_memory(model, b, optimizer=opt, n_samples=len(X)), peak
+
+
 @pytest.mark.parametrize("spec", ["softmax", "mlp:128", "mlp:512,256+bn"])
 @pytest.mark.parametrize("make_opt", [lambda: SGD(0.1, momentum=0.9), lambda: Adam()])
 def test_memory_estimate_is_within_25_percent_of_the_measured_peak(spec, make_opt):
@@ -32,21 +50,33 @@ def test_memory_estimate_is_within_25_percent_of_the_measured_peak(spec, make_op
     X = rng.random((8192, 784), dtype=np.float32)
     y = rng.integers(0, 10, len(X))
     for b in (32, 64, 128, 256, 512, 1024, 2048, 4096):
-        epoch = MiniBatches(X, y, batch_size=b).epoch(0)  # draws the epoch's order
-        warm_up(np.float32)  # compiled kernels (the fast extra) build once, untraced
-        tracemalloc.start()
-        base = tracemalloc.get_traced_memory()[0]
-        model = parse_model_spec(spec, 784, 10)
-        opt = make_opt()
-        tracemalloc.reset_peak()  # initialization temporaries are not part of a step
-        xb, yb = next(epoch)
-        model.loss_and_grad(xb, yb)
-        opt.step(model.params, model.grads)
-        peak = tracemalloc.get_traced_memory()[1] - base
-        tracemalloc.stop()
-        estimate = estimate_memory(model, b, optimizer=opt, n_samples=len(X))
+        estimate, peak = estimate_and_peak(
+            lambda: parse_model_spec(spec, 784, 10), make_opt, X, y, b
+        )
         assert 0.75 <= estimate.total / peak <= 1.25, (spec, b, estimate.total, peak)
         assert estimate.total == sum(v for k, v in estimate.breakdown().items() if k != "total")
+
+
+def test_finder_keeps_the_optimizers_schedule():
+    rng = np.random.default_rng(0)
+    X, y = rng.random((256, 8), dtype=np.float32), rng.integers(0, 3, 256)
+    asked = []
+
+    def schedule(t):
+        asked.append(t)
+        return 0.01 / (1 + t)
+
+    opt = SGD(schedule, momentum=0.9)
+    opt.steps = 5  # a used optimizer: the finder must not step it, nor drop its schedule
+    before = len(asked)
+    find_batch_size(
+        mlp(8, [4], 3), X, y, candidates=[16, 32], optimizer=opt, steps=3, warmup=1, progress=False
+    )
+    # each candidate: a fresh optimizer (t=0 at construction), then 1 traced + 1 + 3 steps
+    assert asked[before:] == [0, 0, 1, 2, 3, 4] * 2
+    fresh = opt.fresh()
+    assert fresh.schedule is schedule and fresh.momentum == 0.9 and fresh.steps == 0
+    assert opt.steps == 5
 
 
 def test_memory_grows_linearly_with_the_batch():

@@ -58,6 +58,49 @@ def test_csv_ragged_row_is_reported(tmp_path):
         load_arrays(path)
 
 
+CSV_CASES = [
+    # (file text, load_arrays keywords, expected (X, y, classes) or (error type, message))
+    (
+        "a,b,species\n1,2,setosa\n3,4,virginica\n",
+        {},
+        ([[1, 2], [3, 4]], [0, 1], ["setosa", "virginica"]),
+    ),
+    ("0.5,1,2\n1.5,3,4\n", {"target": 0}, ([[1, 2], [3, 4]], [0.5, 1.5], None)),
+    ('x,"y"\n"1",7\n2,7\n3,9\n', {}, ([[1], [2], [3]], [0, 0, 1], [7, 9])),
+    ("1,2,0\n3,1\n", {}, (ValueError, "line 2 has 2 fields; expected 3")),
+    ("a,b\n", {}, (ValueError, "has a header but no samples")),
+    ("\n\n", {}, (ValueError, "is empty")),
+    ("a,b,c\n1,x,0\n", {}, (ValueError, "column 'b' holds text")),
+    ("a,b\n1,\xff\n".encode("latin-1"), {}, (ValueError, "not UTF-8")),
+]
+
+
+@pytest.mark.parametrize("reader", ["pyarrow", "numpy"])
+@pytest.mark.parametrize(("text", "kwargs", "expected"), CSV_CASES)
+def test_csv_readers_agree(tmp_path, monkeypatch, reader, text, kwargs, expected):
+    """pyarrow's reader and the plain NumPy one give the same columns and the same errors."""
+    if reader == "pyarrow":
+        pytest.importorskip("pyarrow")
+    else:
+        monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow raises ImportError
+    path = tmp_path / "d.csv"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    if isinstance(expected[0], type):
+        with pytest.raises(expected[0], match=expected[1]):
+            load_arrays(path, **kwargs)
+        return
+    X, y, classes = expected
+    data = load_arrays(path, **kwargs)
+    assert data.X.tolist() == X
+    assert (data.y.tolist(), None if data.classes is None else data.classes.tolist()) == (
+        y,
+        classes,
+    )
+
+
 def test_parquet(tmp_path):
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")

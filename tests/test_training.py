@@ -179,6 +179,37 @@ def test_learning_rate_callbacks(digits):
     assert opt.lr == 0.25  # no gain after epochs 2 and 4 (patience 1): halved twice
 
 
+def plateau_callbacks():
+    """A step schedule under a plateau rule that cuts at the end of every epoch after the first:
+    the train loss falls, so in "max" mode it never improves on epoch 0's."""
+    return [
+        LearningRateSchedule(StepDecay(2e-3, 30, 0.5)),
+        ReduceLROnPlateau("loss", factor=0.5, patience=0, mode="max"),
+    ]
+
+
+def test_schedule_and_plateau_compose_the_cut_persists_and_stacks(digits):
+    _, history = run(extra=plateau_callbacks())  # 4 epochs of 44 steps
+    t = np.arange(history.n_steps)
+    epoch = t // 44
+    cuts = np.maximum(0, epoch - 1)  # one cut after each of epochs 1, 2 (0-based), ...
+    expected = [
+        StepDecay(2e-3, 30, 0.5)(int(s)) * 0.5 ** int(c) for s, c in zip(t, cuts, strict=True)
+    ]
+    np.testing.assert_allclose(history.column("lr"), expected, rtol=1e-12)
+    assert cuts[-1] == 2  # two cuts before the last epoch: they stacked, the schedule went on
+
+
+def test_assigning_lr_replaces_base_and_scale():
+    opt = SGD(StepDecay(1.0, 2, 0.5))
+    opt.scale_lr(0.1)
+    assert opt.lr == pytest.approx(0.1) and opt.lr_scale == pytest.approx(0.1)
+    opt.lr = 0.05  # as assigning a torch param group's lr: what you set is what steps use
+    assert opt.lr == 0.05 and opt.lr_scale == 1.0 and opt.schedule is None
+    opt.scale_lr(0.5, min_lr=0.04)
+    assert opt.lr == pytest.approx(0.04)  # never below min_lr
+
+
 def test_csv_logger_and_plain_progress_lines(digits, tmp_path, capsys):
     train, _ = digits
     fit(
@@ -312,6 +343,95 @@ def test_sigkill_at_random_steps_then_resume_is_bitwise_exact(tmp_path, digits):
         np.testing.assert_array_equal(
             model.params, reference.params, err_msg=f"killed at step {kill_at}"
         )
+
+
+CHILD_PLATEAU = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from test_training import plateau_callbacks, run
+from minigd.training import Callback
+
+class Announce(Callback):
+    def on_step_end(self, trainer, loss):
+        print(trainer.step, flush=True)
+        time.sleep(0.003)
+
+run({folder!r}, extra=[*plateau_callbacks(), Announce()])
+"""
+
+
+def kill_at(folder, step: int, script: str) -> None:
+    """Starts a training process and SIGKILLs it once it reports ``step``."""
+    import subprocess
+    import sys
+
+    tests = os.path.dirname(__file__)
+    child = subprocess.Popen(
+        [sys.executable, "-c", script.format(tests=tests, folder=str(folder))],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    for line in child.stdout:
+        if line.strip() == str(step):
+            child.send_signal(signal.SIGKILL)
+            break
+    child.wait()
+    assert child.returncode == -signal.SIGKILL, f"the run ended before step {step}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step", [100, 150])  # after the first cut (step 88), and the second
+def test_sigkill_with_a_schedule_and_plateau_cuts_then_resume_is_bitwise_exact(tmp_path, step):
+    reference, ref_history = run(extra=plateau_callbacks())
+    kill_at(tmp_path, step, CHILD_PLATEAU)
+    saved = load_checkpoint(tmp_path)
+    assert saved["optimizer"]["lr_scale"] < 1.0  # the checkpoint holds a cut
+    model, history = run(tmp_path, resume=tmp_path, extra=plateau_callbacks())
+    np.testing.assert_array_equal(model.params, reference.params)
+    assert history.steps["lr"] == ref_history.steps["lr"]
+    assert history.steps["loss"] == ref_history.steps["loss"]
+
+
+def test_old_checkpoint_format_is_refused_with_a_reason(tmp_path, digits):
+    run(tmp_path, epochs=1)
+    path = load_checkpoint(tmp_path)["path"]
+    arrays = dict(np.load(path, allow_pickle=False))
+    meta = json.loads(str(arrays["meta"]))
+    meta["format"] = "minigd-checkpoint-2"
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match="another version of minigd"):
+        run(tmp_path, resume=tmp_path)
+    meta["format"] = "minigd-checkpoint-3"
+    meta["position"] = {"epoch": 1}
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match="malformed position"):
+        run(tmp_path, resume=tmp_path)
+
+
+def test_data_is_checked_once_however_often_validation_runs(digits, monkeypatch):
+    from minigd.data import arrays
+    from minigd.experiments import Target, TargetTracker
+
+    train, test = digits
+    scanned = []
+    monkeypatch.setattr(arrays, "check_finite", lambda rows, name="X": scanned.append(name))
+    model = softmax_regression(64, 10)
+    validation = model.prepare(test.X, test.y)
+    tracker = TargetTracker(Target("val_accuracy", 0.99), validation)
+    fit(
+        model,
+        train.X,
+        train.y,
+        batch_size=90,
+        epochs=1,
+        validation=(test.X, test.y),
+        callbacks=[tracker],
+        verbose=0,
+    )
+    assert tracker.evaluations >= 10  # the target was checked at many steps ...
+    assert scanned == ["X", "X", "X"]  # ... and each array scanned once: tracker's, X, X_val
 
 
 def test_checkpoint_refusals(tmp_path, digits):

@@ -25,11 +25,25 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from types import SimpleNamespace
 
 _KERNELS: SimpleNamespace | None = None
 _TRIED = False
 _WARM: set = set()
+# name -> (plain Python function, its argument kinds): "v" a vector, "m" a 2x3 matrix, "s" a
+# scalar, all in the dtype being warmed up, and "i" a vector of 2 valid row indices (intp)
+_REGISTRY: dict[str, tuple[Callable, str]] = {}
+
+
+def _kernel(kinds: str) -> Callable[[Callable], Callable]:
+    """Registers a loop to be compiled by ``_build``, with the kinds of its arguments."""
+
+    def register(fn: Callable) -> Callable:
+        _REGISTRY[fn.__name__] = (fn, kinds.replace(" ", ""))
+        return fn
+
+    return register
 
 
 def available() -> bool:
@@ -60,17 +74,14 @@ def warm_up(dtype) -> None:
     if kernels is None or dt in _WARM:
         return
     _WARM.add(dt)
-    t = dt.type
-    a, b, c, d, e = (np.zeros(4, dt) for _ in range(5))
-    kernels.sgd(a, b, t(0), t(0))
-    kernels.sgd_momentum(a, b, c, t(0), t(0), t(0), t(1))
-    kernels.sgd_nesterov(a, b, c, t(0), t(0), t(0), t(1), t(0))
-    scalars = (t(0), t(0.9), t(0.1), t(0.999), t(0.001), t(1e-8), t(0), t(1), t(1))
-    kernels.adam(a, b, c, d, *scalars)
-    kernels.adam_amsgrad(a, b, c, d, e, *scalars)
-    z = np.zeros((2, 3), dt)
-    kernels.softmax_cross_entropy(z, np.zeros(2, np.intp), np.empty_like(z))
-    kernels.gather_rows(z, np.zeros(2, np.intp), np.empty_like(z))
+    example = {
+        "v": lambda: np.zeros(4, dt),
+        "m": lambda: np.zeros((2, 3), dt),
+        "s": lambda: dt.type(0),
+        "i": lambda: np.zeros(2, np.intp),
+    }
+    for name, (_, kinds) in _REGISTRY.items():
+        getattr(kernels, name)(*(example[k]() for k in kinds))
 
 
 def _build() -> SimpleNamespace:
@@ -79,102 +90,101 @@ def _build() -> SimpleNamespace:
     # error_model="numpy": no Python ZeroDivisionError check in the loop, which is what lets
     # LLVM vectorize it (Adam on 100k float32: 46 us instead of 345 us).
     jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+    return SimpleNamespace(**{name: jit(fn) for name, (fn, _) in _REGISTRY.items()})
 
-    @jit
-    def sgd(p, g, lr, wd):
-        for i in range(p.size):
-            p[i] -= lr * (g[i] + wd * p[i])
 
-    @jit
-    def sgd_momentum(p, g, buf, lr, wd, decay, damp):
-        for i in range(p.size):
-            b = decay * buf[i] + damp * (g[i] + wd * p[i])
-            buf[i] = b
-            p[i] -= lr * b
+# -- the loops: the equations of optim/optimizers.py and nn/losses.py, element by element -------
+@_kernel("vv ss")
+def sgd(p, g, lr, wd):
+    for i in range(p.size):
+        p[i] -= lr * (g[i] + wd * p[i])
 
-    @jit
-    def sgd_nesterov(p, g, buf, lr, wd, decay, damp, momentum):
-        for i in range(p.size):
-            d = g[i] + wd * p[i]
-            b = decay * buf[i] + damp * d
-            buf[i] = b
-            p[i] -= lr * (d + momentum * b)
 
-    @jit
-    def adam(p, g, m, v, step, b1, c1, b2, c2, eps, l2, decay, inv_sqrt_bias2):
-        for i in range(p.size):
-            d = g[i] + l2 * p[i]
-            mi = b1 * m[i] + c1 * d
-            vi = b2 * v[i] + c2 * d * d
-            m[i] = mi
-            v[i] = vi
-            p[i] = p[i] * decay - step * mi / (math.sqrt(vi) * inv_sqrt_bias2 + eps)
+@_kernel("vvv ssss")
+def sgd_momentum(p, g, buf, lr, wd, decay, damp):
+    for i in range(p.size):
+        b = decay * buf[i] + damp * (g[i] + wd * p[i])
+        buf[i] = b
+        p[i] -= lr * b
 
-    @jit
-    def adam_amsgrad(p, g, m, v, vmax, step, b1, c1, b2, c2, eps, l2, decay, inv_sqrt_bias2):
-        for i in range(p.size):
-            d = g[i] + l2 * p[i]
-            mi = b1 * m[i] + c1 * d
-            vi = b2 * v[i] + c2 * d * d
-            vm = max(vmax[i], vi)
-            m[i] = mi
-            v[i] = vi
-            vmax[i] = vm
-            p[i] = p[i] * decay - step * mi / (math.sqrt(vm) * inv_sqrt_bias2 + eps)
 
-    @jit
-    def softmax_cross_entropy(z, y, p):
-        """Mean loss of logits z (n, k) against labels y; writes dL/dz into p."""
-        n, k = z.shape
-        inv_n = 1.0 / n
-        total = 0.0
-        for i in range(n):
-            label = y[i]
-            if label < 0 or label >= k:
-                raise IndexError("class label out of range")
-            top = z[i, 0]
-            for j in range(1, k):
-                top = max(top, z[i, j])
-            norm = 0.0
-            for j in range(k):
-                e = math.exp(z[i, j] - top)
-                p[i, j] = e
-                norm += e
-            total += math.log(norm) - (z[i, label] - top)
-            scale = inv_n / norm
-            for j in range(k):
-                p[i, j] *= scale
-            p[i, label] -= inv_n
-        return total * inv_n
+@_kernel("vvv sssss")
+def sgd_nesterov(p, g, buf, lr, wd, decay, damp, momentum):
+    for i in range(p.size):
+        d = g[i] + wd * p[i]
+        b = decay * buf[i] + damp * d
+        buf[i] = b
+        p[i] -= lr * (d + momentum * b)
 
-    @jit
-    def gather_rows(src, index, out):
-        """out[i] = src[index[i]] for 2-D arrays; the indices must be valid (unchecked)."""
-        n, d = index.shape[0], src.shape[1]
-        n8 = n - n % 8
-        for i in range(0, n8, 8):
-            r0, r1, r2, r3 = index[i], index[i + 1], index[i + 2], index[i + 3]
-            r4, r5, r6, r7 = index[i + 4], index[i + 5], index[i + 6], index[i + 7]
-            for j in range(d):
-                out[i, j] = src[r0, j]
-                out[i + 1, j] = src[r1, j]
-                out[i + 2, j] = src[r2, j]
-                out[i + 3, j] = src[r3, j]
-                out[i + 4, j] = src[r4, j]
-                out[i + 5, j] = src[r5, j]
-                out[i + 6, j] = src[r6, j]
-                out[i + 7, j] = src[r7, j]
-        for i in range(n8, n):
-            r = index[i]
-            for j in range(d):
-                out[i, j] = src[r, j]
 
-    return SimpleNamespace(
-        gather_rows=gather_rows,
-        sgd=sgd,
-        sgd_momentum=sgd_momentum,
-        sgd_nesterov=sgd_nesterov,
-        adam=adam,
-        adam_amsgrad=adam_amsgrad,
-        softmax_cross_entropy=softmax_cross_entropy,
-    )
+@_kernel("vvvv sssssssss")
+def adam(p, g, m, v, step, b1, c1, b2, c2, eps, l2, decay, inv_sqrt_bias2):
+    for i in range(p.size):
+        d = g[i] + l2 * p[i]
+        mi = b1 * m[i] + c1 * d
+        vi = b2 * v[i] + c2 * d * d
+        m[i] = mi
+        v[i] = vi
+        p[i] = p[i] * decay - step * mi / (math.sqrt(vi) * inv_sqrt_bias2 + eps)
+
+
+@_kernel("vvvvv sssssssss")
+def adam_amsgrad(p, g, m, v, vmax, step, b1, c1, b2, c2, eps, l2, decay, inv_sqrt_bias2):
+    for i in range(p.size):
+        d = g[i] + l2 * p[i]
+        mi = b1 * m[i] + c1 * d
+        vi = b2 * v[i] + c2 * d * d
+        vm = max(vmax[i], vi)
+        m[i] = mi
+        v[i] = vi
+        vmax[i] = vm
+        p[i] = p[i] * decay - step * mi / (math.sqrt(vm) * inv_sqrt_bias2 + eps)
+
+
+@_kernel("mim")
+def softmax_cross_entropy(z, y, p):
+    """Mean loss of logits z (n, k) against labels y; writes dL/dz into p."""
+    n, k = z.shape
+    inv_n = 1.0 / n
+    total = 0.0
+    for i in range(n):
+        label = y[i]
+        if label < 0 or label >= k:
+            raise IndexError("class label out of range")
+        top = z[i, 0]
+        for j in range(1, k):
+            top = max(top, z[i, j])
+        norm = 0.0
+        for j in range(k):
+            e = math.exp(z[i, j] - top)
+            p[i, j] = e
+            norm += e
+        total += math.log(norm) - (z[i, label] - top)
+        scale = inv_n / norm
+        for j in range(k):
+            p[i, j] *= scale
+        p[i, label] -= inv_n
+    return total * inv_n
+
+
+@_kernel("mim")
+def gather_rows(src, index, out):
+    """out[i] = src[index[i]] for 2-D arrays; the indices must be valid (unchecked)."""
+    n, d = index.shape[0], src.shape[1]
+    n8 = n - n % 8
+    for i in range(0, n8, 8):
+        r0, r1, r2, r3 = index[i], index[i + 1], index[i + 2], index[i + 3]
+        r4, r5, r6, r7 = index[i + 4], index[i + 5], index[i + 6], index[i + 7]
+        for j in range(d):
+            out[i, j] = src[r0, j]
+            out[i + 1, j] = src[r1, j]
+            out[i + 2, j] = src[r2, j]
+            out[i + 3, j] = src[r3, j]
+            out[i + 4, j] = src[r4, j]
+            out[i + 5, j] = src[r5, j]
+            out[i + 6, j] = src[r6, j]
+            out[i + 7, j] = src[r7, j]
+    for i in range(n8, n):
+        r = index[i]
+        for j in range(d):
+            out[i, j] = src[r, j]

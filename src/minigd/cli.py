@@ -20,6 +20,7 @@ from minigd.batchsize.lr_scaling import RULES as LR_RULES
 from minigd.batchsize.rules import rule_for_m
 from minigd.data import datasets, describe_layout, load
 from minigd.experiments import Budget, RunSpec, Target, compare, sweep, write_report
+from minigd.experiments.plots import plot_sweep
 from minigd.experiments.runs import RunConfig, read_config, slug, train_run
 from minigd.nn import load_model
 from minigd.training import fit
@@ -247,8 +248,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from minigd.experiments.plots import plot_sweep  # matplotlib, only when plotting
-
     result = sweep(
         args.model,
         args.data,

@@ -19,11 +19,12 @@ batch policy or the learning rate) and says why, naming its rule:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from minigd._json import dataclass_dict
 from minigd.batching import resolve_batch_size
 from minigd.batchsize import rules
 from minigd.batchsize.finder import FinderResult, find_batch_size
@@ -120,7 +121,7 @@ class Advice:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON (``minigd._json.to_plain`` handles the NumPy values)."""
-        return asdict(self)
+        return dataclass_dict(self)
 
 
 @dataclass
@@ -204,6 +205,11 @@ def advise(
         setattr(ctx, choice, value)
         if reason is not None:
             reasons.append(reason)
+    return _advice(ctx, reasons)
+
+
+def _advice(ctx: Context, reasons: list[Reason]) -> Advice:
+    """The Advice of a context every rule has run over."""
     table = ctx.candidates
     if all(c.batch_size != ctx.m for c in table):
         table = [*table, ctx.full]
@@ -217,7 +223,7 @@ def advise(
         reasons=reasons,
         warnings=ctx.warnings,
         candidates=table,
-        budget=budget,
+        budget=ctx.budget,
         warmup_epochs=ctx.lr.warmup_epochs,
         finder=ctx.finder,
         noise=ctx.noise,

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from minigd._json import dataclass_dict
 from minigd._kernels import warm_up
 from minigd._validation import check_int
 from minigd.batching import MiniBatches
@@ -31,6 +32,8 @@ DEFAULT_CANDIDATES = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 @dataclass
 class FinderRow:
+    """One measured batch size: throughput, time per step, and measured and estimated memory."""
+
     batch_size: int
     samples_per_second: float
     ms_per_step: float
@@ -40,6 +43,9 @@ class FinderRow:
 
 @dataclass
 class FinderResult:
+    """Every measured batch size, the knee, why the search stopped early (if it did), and the
+    memory budget it was held to."""
+
     rows: list[FinderRow]
     knee: int | None
     stopped: str | None = None
@@ -64,12 +70,7 @@ class FinderResult:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "rows": [r.__dict__ for r in self.rows],
-            "knee": self.knee,
-            "stopped": self.stopped,
-            "budget": self.budget,
-        }
+        return dataclass_dict(self)
 
 
 def knee_of(rows: list[FinderRow], within: float = 0.10) -> int | None:
@@ -120,20 +121,9 @@ def find_batch_size(
     stopped = None
     out = file or sys.stderr
     for b in cands:
-        trial = model.copy().train()
-        opt = _fresh(optimizer)
-        estimate = estimate_memory(trial, b, optimizer=opt).total
-        if estimate > budget:
-            stopped = (
-                f"batch size {b} would need ~{format_bytes(estimate)}, over the budget "
-                f"of {format_bytes(budget)}"
-            )
-            break
-        n_steps = steps or max(10, -(-16384 // b))
-        try:
-            row = _measure(trial, opt, rows_data, targets, b, n_steps, warmup, estimate)
-        except MemoryError:
-            stopped = f"batch size {b} ran out of memory"
+        row = _try(model, optimizer, rows_data, targets, b, steps, warmup, budget)
+        if isinstance(row, str):  # why the search stops here
+            stopped = row
             break
         rows.append(row)
         if progress:
@@ -144,6 +134,22 @@ def find_batch_size(
                 flush=True,
             )
     return FinderResult(rows, knee_of(rows), stopped, budget)
+
+
+def _try(model, optimizer, X, y, b, steps, warmup, budget) -> FinderRow | str:
+    """Measures batch size b on a fresh copy of the model, or says why it cannot."""
+    trial = model.copy().train()
+    opt = _fresh(optimizer)
+    estimate = estimate_memory(trial, b, optimizer=opt).total
+    if estimate > budget:
+        return (
+            f"batch size {b} would need ~{format_bytes(estimate)}, over the budget "
+            f"of {format_bytes(budget)}"
+        )
+    try:
+        return _measure(trial, opt, X, y, b, steps or max(10, -(-16384 // b)), warmup, estimate)
+    except MemoryError:
+        return f"batch size {b} ran out of memory"
 
 
 def _fresh(optimizer):

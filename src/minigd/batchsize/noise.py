@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from minigd._json import dataclass_dict
 from minigd._validation import check_int, message
 from minigd.training.callbacks import Callback
 
@@ -51,15 +52,7 @@ class NoiseScale:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "b_simple": self.b_simple,
-            "grad_norm_sq": self.grad_norm_sq,
-            "trace_sigma": self.trace_sigma,
-            "interval": list(self.interval),
-            "b_small": self.b_small,
-            "b_big": self.b_big,
-            "n_batches": self.n_batches,
-        }
+        return dataclass_dict(self)
 
 
 def estimate_components(small_mean, big_mean, b_small: int, b_big: int):

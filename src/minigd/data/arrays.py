@@ -39,39 +39,17 @@ def as_rows(X: Any, *, sample_axis: int = 0, dtype: Any = None, name: str = "X")
         (0, 1),
         "Use 0 for (samples, features), 1 for (features, samples) as in X = (784, 60000).",
     )
-    arr = np.asarray(X) if not isinstance(X, np.ndarray) else X
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
-    ):
-        raise TypeError(
-            message(
-                f"{name}",
-                "a numeric array",
-                arr,
-                "Convert text or object columns to numbers first (load_arrays maps class "
-                "labels for you).",
-            )
-        )
-    if np.issubdtype(arr.dtype, np.complexfloating):
-        raise TypeError(message(name, "a real-valued array", arr, "Drop the imaginary part."))
+    arr = _numeric(X, name)
     if arr.ndim == 0:
         raise ValueError(
-            message(
-                f"{name}",
-                "an array with a sample axis",
-                arr,
-                "Pass at least a 1-D array of samples.",
-            )
+            message(name, "an array with a sample axis", arr, "Pass at least a 1-D array.")
         )
     if arr.ndim == 1:
         arr = arr.reshape(-1, 1) if sample_axis == 0 else arr.reshape(1, -1)
-    if sample_axis >= arr.ndim:
-        raise ValueError(message("sample_axis", f"< {name}.ndim ({arr.ndim})", sample_axis))
-    m = arr.shape[sample_axis]
-    if m == 0 or arr.size == 0:
+    if arr.shape[sample_axis] == 0 or arr.size == 0:
         raise ValueError(
             message(
-                f"{name}",
+                name,
                 "non-empty",
                 arr,
                 f"{name} has no samples (or no features); check how it was loaded.",
@@ -87,6 +65,26 @@ def as_rows(X: Any, *, sample_axis: int = 0, dtype: Any = None, name: str = "X")
     rows = np.ascontiguousarray(arr, dtype=target)
     check_finite(rows, name)
     return rows
+
+
+def _numeric(X: Any, name: str) -> np.ndarray:
+    """X as an array of real numbers or booleans, or a TypeError that says how to get one."""
+    arr = X if isinstance(X, np.ndarray) else np.asarray(X)
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
+    ):
+        raise TypeError(
+            message(
+                name,
+                "a numeric array",
+                arr,
+                "Convert text or object columns to numbers first (load_arrays maps class "
+                "labels for you).",
+            )
+        )
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise TypeError(message(name, "a real-valued array", arr, "Drop the imaginary part."))
+    return arr
 
 
 def check_finite(rows: np.ndarray, name: str = "X") -> None:

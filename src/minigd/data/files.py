@@ -142,25 +142,88 @@ def _dataset(X: Any, y: Any, task: str, name: str, features=None) -> Dataset:
 
 
 def _read_csv(path: Path, header: bool | None) -> tuple[list[str], list[np.ndarray]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = [row for row in csv.reader(f) if row]
-    if not rows:
-        raise ValueError(f"{path} is empty; it must hold one row per sample.")
-    if header is None:
-        header = not all(_is_number(v) for v in rows[0])
-    names = [v.strip() for v in rows[0]] if header else [str(i) for i in range(len(rows[0]))]
-    body = rows[1:] if header else rows
-    if not body:
+    """(column names, typed columns) of a CSV file: pyarrow's reader when installed, else the
+    standard csv module with NumPy's conversions. Either way a column is int64 if every field is
+    a whole number, float64 if every field is a number, and text otherwise."""
+    first = _first_row(path)
+    if header is None:  # a first row with any non-numeric field holds the column names
+        header = not all(_is_number(v) for v in first)
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        names, columns = _read_csv_numpy(path, header, len(first))
+    else:
+        names, columns = _read_csv_arrow(path, header, len(first))
+    if not len(columns[0]):
         raise ValueError(f"{path} has a header but no samples.")
-    width = len(names)
-    for line, row in enumerate(body, start=2 if header else 1):
-        if len(row) != width:
-            raise ValueError(
-                f"{path} line {line} has {len(row)} fields; expected {width} like "
-                "the first row. Fix or remove that line."
-            )
-    columns = [np.array([row[j].strip() for row in body]) for j in range(width)]
     return names, columns
+
+
+def _first_row(path: Path) -> list[str]:
+    for row in _csv_rows(path):
+        return row
+    raise ValueError(f"{path} is empty; it must hold one row per sample.")
+
+
+def _csv_rows(path: Path):
+    """The non-empty rows of a CSV file, with a sentence naming the file when it is not UTF-8."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            yield from (row for row in csv.reader(f) if row)
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8 CSV."
+        ) from None
+
+
+def _ragged(path: Path, width: int) -> ValueError:
+    """The error for the first line whose field count differs from the first row's."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        for line, row in enumerate(csv.reader(f), start=1):
+            if row and len(row) != width:
+                return ValueError(
+                    f"{path} line {line} has {len(row)} fields; expected {width} like the first "
+                    "row. Fix or remove that line."
+                )
+    return ValueError(f"{path} is not a readable CSV file.")
+
+
+def _read_csv_arrow(path: Path, header: bool, width: int) -> tuple[list[str], list[np.ndarray]]:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    names = None if header else [str(i) for i in range(width)]
+    try:
+        table = pacsv.read_csv(path, read_options=pacsv.ReadOptions(column_names=names))
+    except pa.ArrowInvalid as exc:
+        if "columns, got" in str(exc):
+            raise _ragged(path, width) from None
+        raise ValueError(f"{path} is not a readable CSV file: {exc}") from None
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if pa.types.is_binary(column.type):
+            raise ValueError(f"{path} is not UTF-8 text (column {name!r}); save it as UTF-8 CSV.")
+    columns = [c.to_numpy(zero_copy_only=False) for c in table.columns]
+    return [n.strip() for n in table.column_names], columns
+
+
+def _read_csv_numpy(path: Path, header: bool, width: int) -> tuple[list[str], list[np.ndarray]]:
+    rows = list(_csv_rows(path))
+    names = [v.strip() for v in rows[0]] if header else [str(i) for i in range(width)]
+    body = rows[1:] if header else rows
+    if any(len(row) != width for row in body):
+        raise _ragged(path, width)
+    text = np.array([[v.strip() for v in row] for row in body], dtype=str).reshape(-1, width)
+    return names, [_typed(text[:, j]) for j in range(width)]
+
+
+def _typed(column: np.ndarray) -> np.ndarray:
+    """A text column as int64 if every field is a whole number, float64 if a number, else text."""
+    for dtype in (np.int64, np.float64):
+        try:
+            return column.astype(dtype)
+        except ValueError:
+            continue
+    return column
 
 
 def _is_number(text: str) -> bool:
@@ -186,19 +249,14 @@ def _from_table(names, columns, target, task, name) -> Dataset:
     feature_cols = [c for j, c in enumerate(columns) if j != index]
     if not feature_cols:
         raise ValueError(f"{name} has only the target column; it needs feature columns too.")
-    try:
-        X = np.column_stack([np.asarray(c, dtype=np.float64) for c in feature_cols])
-    except ValueError as exc:
-        raise ValueError(
-            f"{name}: every column but the target must be numeric ({exc}). "
-            "Encode text features as numbers first."
-        ) from exc
-    if y.dtype.kind in "OUS":
-        as_numbers = [_is_number(str(v)) for v in y]
-        if all(as_numbers) and task != "classification":
-            numeric = y.astype(np.float64)
-            is_whole = np.all(numeric == np.round(numeric)) and all("." not in str(v) for v in y)
-            y = numeric.astype(np.int64) if is_whole else numeric
+    for j, (column_name, column) in enumerate(zip(names, columns, strict=True)):
+        if j != index and np.asarray(column).dtype.kind not in "iufb":
+            raise ValueError(
+                f"{name}: every column but the target must be numeric; column "
+                f"{column_name!r} holds text. Encode text features as numbers first, or pass "
+                f"target={column_name!r} if it is the target."
+            )
+    X = np.column_stack([np.asarray(c, dtype=np.float64) for c in feature_cols])
     features = tuple(n for j, n in enumerate(names) if j != index)
     return _dataset(X, y, task, name, features)
 

@@ -273,18 +273,7 @@ def compare(
         spec_text = getattr(model, "__name__", "custom model")
         initial = model()
     target = target or default_target(initial)
-    noise = None
-    if lr_rule == "noise":
-        probe = noise_probe(len(train.X))
-        noise = noise_scale(
-            initial,
-            train.X,
-            train.y,
-            b_small=probe.b_small,
-            b_big=probe.b_big,
-            n_batches=probe.n_batches,
-            seed=seed,
-        )
+    noise = _noise_at_init(initial, train, seed) if lr_rule == "noise" else None
     setup = _Setup(initial, train, initial.prepare(test.X, test.y), budget, target, seed, verbose)
     results = [
         _run_one(spec, setup, reference, lr_rule, None if noise is None else noise.b_simple)
@@ -303,6 +292,20 @@ def compare(
         batchnorm=initial.has_batchnorm,
         n_params=initial.n_params,
         noise_scale=noise,
+    )
+
+
+def _noise_at_init(model, train: Dataset, seed: int) -> NoiseScale:
+    """The gradient noise scale at the initial weights, which the noise lr rule scales by."""
+    probe = noise_probe(len(train.X))
+    return noise_scale(
+        model,
+        train.X,
+        train.y,
+        b_small=probe.b_small,
+        b_big=probe.b_big,
+        n_batches=probe.n_batches,
+        seed=seed,
     )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minigd._io import atomic_write
 from minigd.experiments.metrics import trend
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2")
@@ -27,12 +28,14 @@ def _pyplot():
 
 
 def _save(fig, folder: Path, name: str) -> dict[str, Path]:
-    folder.mkdir(parents=True, exist_ok=True)
     paths = {}
     for ext in ("png", "svg"):
-        path = folder / f"{name}.{ext}"
-        fig.savefig(path, dpi=110 if ext == "png" else None, bbox_inches="tight")
-        paths[ext] = path
+        dpi = 110 if ext == "png" else None
+
+        def draw(f, ext=ext, dpi=dpi) -> None:
+            fig.savefig(f, format=ext, dpi=dpi, bbox_inches="tight")
+
+        paths[ext] = atomic_write(folder / f"{name}.{ext}", draw)
     _pyplot().close(fig)
     return paths
 
@@ -45,11 +48,21 @@ def _thin(x: np.ndarray, y: np.ndarray, most: int = 4000) -> tuple[np.ndarray, n
 
 def plot_results(results, folder: str | Path) -> dict[str, dict[str, Path]]:
     """Writes loss vs step, epoch, seconds and samples, and accuracy vs epoch."""
-    plt = _pyplot()
-    folder = Path(folder)
-    out = {}
-    runs = results.runs
+    plt, folder, runs = _pyplot(), Path(folder), results.runs
+    out = {"loss_vs_step": _save(_loss_vs_step(plt, runs), folder, "loss_vs_step")}
+    for column, label, name in (
+        ("samples_seen", "samples seen", "loss_vs_samples"),
+        ("seconds", "seconds", "loss_vs_seconds"),
+    ):
+        out[name] = _save(_loss_vs(plt, runs, column, label), folder, name)
+    out["loss_vs_epoch"] = _save(_loss_vs_epoch(plt, runs), folder, "loss_vs_epoch")
+    figure = _metric_vs_epoch(plt, runs, results.target)
+    out["accuracy_vs_epoch"] = _save(figure, folder, "accuracy_vs_epoch")
+    return out
 
+
+def _loss_vs_step(plt, runs):
+    """Every run's raw step loss, faint, under its smoothed trend; log-log."""
     fig, ax = plt.subplots(figsize=(8, 4.8))
     low, high = np.inf, 0.0
     for color, run in zip(COLORS, runs, strict=False):
@@ -58,13 +71,8 @@ def plot_results(results, folder: str | Path) -> dict[str, dict[str, Path]]:
         x, raw = _thin(steps, h.column("loss"))
         ax.plot(x, raw, color=color, alpha=0.18, linewidth=0.6)
         x, smooth = _thin(steps, trend(h))
-        ax.plot(
-            x,
-            smooth,
-            color=color,
-            linewidth=1.8,
-            label=f"{run.spec.label}, noise {run.metrics['curve_noise']:.3g}",
-        )
+        label = f"{run.spec.label}, noise {run.metrics['curve_noise']:.3g}"
+        ax.plot(x, smooth, color=color, linewidth=1.8, label=label)
         finite = smooth[np.isfinite(smooth) & (smooth > 0)]
         if finite.size:
             low, high = min(low, finite.min()), max(high, finite.max())
@@ -79,78 +87,62 @@ def plot_results(results, folder: str | Path) -> dict[str, dict[str, Path]]:
         title="Loss per step: raw (faint) and smoothed",
     )
     ax.legend()
-    out["loss_vs_step"] = _save(fig, folder, "loss_vs_step")
+    return fig
 
-    axes = [
-        ("samples_seen", "samples seen", "loss_vs_samples"),
-        ("seconds", "seconds", "loss_vs_seconds"),
-    ]
-    for column, label, name in axes:
-        fig, ax = plt.subplots(figsize=(8, 4.8))
-        for color, run in zip(COLORS, runs, strict=False):
-            h = run.history
-            x, smooth = _thin(h.column(column), trend(h))
-            ax.plot(x, smooth, color=color, linewidth=1.6, label=run.spec.label)
-        ax.set(
-            xscale="log" if column == "samples_seen" else "linear",
-            yscale="log",
-            xlabel=label,
-            ylabel="loss (smoothed)",
-            title=f"Loss vs {label}",
-        )
-        ax.legend()
-        out[name] = _save(fig, folder, name)
 
+def _loss_vs(plt, runs, column: str, label: str):
+    """The smoothed loss against another per-step column (samples seen, seconds)."""
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    for color, run in zip(COLORS, runs, strict=False):
+        h = run.history
+        x, smooth = _thin(h.column(column), trend(h))
+        ax.plot(x, smooth, color=color, linewidth=1.6, label=run.spec.label)
+    ax.set(
+        xscale="log" if column == "samples_seen" else "linear",
+        yscale="log",
+        xlabel=label,
+        ylabel="loss (smoothed)",
+        title=f"Loss vs {label}",
+    )
+    ax.legend()
+    return fig
+
+
+def _loss_vs_epoch(plt, runs):
+    """Train (solid) and validation (dashed) loss per epoch."""
     fig, ax = plt.subplots(figsize=(8, 4.8))
     for color, run in zip(COLORS, runs, strict=False):
         h = run.history
         epochs = np.arange(1, len(h.epochs) + 1)
-        ax.plot(
-            epochs,
-            h.epoch_column("loss"),
-            color=color,
-            marker="o",
-            markersize=3,
-            label=f"{run.spec.label} train",
-        )
+        label = f"{run.spec.label} train"
+        ax.plot(epochs, h.epoch_column("loss"), color=color, marker="o", markersize=3, label=label)
         if h.epochs and "val_loss" in h.epochs[0]:
-            ax.plot(
-                epochs,
-                h.epoch_column("val_loss"),
-                color=color,
-                linestyle="--",
-                label=f"{run.spec.label} validation",
-            )
+            label = f"{run.spec.label} validation"
+            ax.plot(epochs, h.epoch_column("val_loss"), color=color, linestyle="--", label=label)
     ax.set(yscale="log", xlabel="epoch", ylabel="loss", title="Loss per epoch")
     ax.legend(fontsize=8)
-    out["loss_vs_epoch"] = _save(fig, folder, "loss_vs_epoch")
+    return fig
 
-    metric = (
-        "val_accuracy"
-        if any("val_accuracy" in e for r in runs for e in r.history.epochs)
-        else "val_r2"
-    )
+
+def _metric_vs_epoch(plt, runs, target):
+    """Validation accuracy (or R^2) per epoch, with the target marked."""
+    has_accuracy = any("val_accuracy" in e for r in runs for e in r.history.epochs)
+    metric = "val_accuracy" if has_accuracy else "val_r2"
     fig, ax = plt.subplots(figsize=(8, 4.8))
     for color, run in zip(COLORS, runs, strict=False):
         h = run.history
-        ax.plot(
-            np.arange(1, len(h.epochs) + 1),
-            h.epoch_column(metric),
-            color=color,
-            marker="o",
-            markersize=3,
-            label=run.spec.label,
-        )
-    if results.target.metric == metric:
-        ax.axhline(results.target.value, color="gray", linestyle=":", label=str(results.target))
+        epochs = np.arange(1, len(h.epochs) + 1)
+        values = h.epoch_column(metric)
+        ax.plot(epochs, values, color=color, marker="o", markersize=3, label=run.spec.label)
+    if target.metric == metric:
+        ax.axhline(target.value, color="gray", linestyle=":", label=str(target))
     ax.set(
         xlabel="epoch",
         ylabel=metric.replace("_", " "),
         title=f"{metric.replace('val_', 'validation ')} per epoch",
     )
     ax.legend()
-    out["accuracy_vs_epoch"] = _save(fig, folder, "accuracy_vs_epoch")
-    return out
+    return fig
 
 
 def plot_sweep(sweep, folder: str | Path) -> dict[str, dict[str, Path]]:

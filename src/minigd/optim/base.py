@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from minigd import _kernels
 from minigd._validation import check_float, message
 
 LearningRate = float | Callable[[int], float]
@@ -56,9 +57,7 @@ class Optimizer:
         self.fused = fused
         self._kernels = None
         if fused is not False and type(self).fusable:
-            from minigd import _kernels as kernels
-
-            self._kernels = kernels.get()
+            self._kernels = _kernels.get()
             if fused and self._kernels is None:
                 raise ImportError(
                     "fused=True needs the compiled kernels: pip install "

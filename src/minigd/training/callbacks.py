@@ -21,22 +21,42 @@ from minigd.training.checkpoint import checkpoint_name, list_checkpoints
 
 
 class Callback:
-    """Base class: override the hooks you need. ``state``/``load_state`` make it resumable."""
+    """Base class: override the hooks you need. ``state``/``load_state`` make it resumable.
 
-    def on_train_begin(self, trainer) -> None: ...
+    Every hook receives the Trainer first. What a callback may read from it: ``model``,
+    ``optimizer`` (``optimizer.lr`` is the learning rate of the last step), ``history``,
+    ``batches``, ``epoch``, ``step`` (steps taken), ``next_batch``, ``samples_seen``,
+    ``elapsed()`` (training seconds), ``epochs`` (where training stops) and ``interrupted``.
+    """
 
-    def on_epoch_begin(self, trainer, epoch: int) -> None: ...
+    def on_train_begin(self, trainer) -> None:
+        """Before the first step of this ``run()`` (after a resume, its position is restored)."""
 
-    def on_step_end(self, trainer, loss: float) -> None: ...
+    def on_epoch_begin(self, trainer, epoch: int) -> None:
+        """Before the first batch of ``epoch`` (0-based) that this run trains; in a resumed run
+        the epoch may start at ``trainer.next_batch`` > 0."""
 
-    def on_epoch_end(self, trainer, epoch: int, logs: dict[str, Any]) -> None: ...
+    def on_step_end(self, trainer, loss: float) -> None:
+        """After each optimizer step; ``loss`` is the mean loss of the batch just trained on
+        (before the step), ``trainer.step`` already counts this step."""
 
-    def on_train_end(self, trainer) -> None: ...
+    def on_epoch_end(self, trainer, epoch: int, logs: dict[str, Any]) -> None:
+        """After the last batch of ``epoch``. ``logs`` is the record History keeps for it:
+        ``epoch``, ``loss`` (the sample-weighted mean of the epoch's step losses), ``steps``,
+        ``samples_seen``, ``seconds`` (the epoch's), ``elapsed``, ``samples_per_second``, ``lr``
+        and, with validation data, ``val_loss`` and ``val_accuracy`` or ``val_r2``. A callback
+        may add entries (a measurement, say); they are saved with the history."""
+
+    def on_train_end(self, trainer) -> None:
+        """After the last step, whatever ended training (``trainer.stop_reason`` says why, when
+        it ended early; ``trainer.interrupted`` after Ctrl-C)."""
 
     def state(self) -> dict[str, Any]:
+        """What a checkpoint must keep to resume this callback exactly (JSON-ready)."""
         return {}
 
-    def load_state(self, state: dict[str, Any]) -> None: ...
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restores what ``state`` returned."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -337,11 +337,8 @@ def make_trainer(
     verbose: int = 1,
     resume: Any = None,
 ) -> Trainer:
-    """Checks and converts the data once and builds the Trainer that ``fit`` runs.
-
-    ``fit(...)`` is ``make_trainer(...).run()``. Building the Trainer yourself lets you drive
-    training epoch by epoch: raise ``trainer.epochs`` and call ``trainer.run()`` again; it
-    continues where it stopped.
+    """Checks and converts the data once and builds the Trainer that ``fit`` runs: ``fit(...)`` is
+    ``make_trainer(...).run()``. Raise ``trainer.epochs`` and call ``run()`` again to go on.
 
     Args:
         model: a ``minigd.nn.Sequential`` (its loss is used unless ``loss`` is given).
@@ -364,36 +361,34 @@ def make_trainer(
     """
     if loss is not None:
         model.loss = get_loss(loss)
-    rows, targets = model.prepare(X, y, sample_axis=sample_axis)
-    if targets is None:
-        raise ValueError("fit needs targets y; minigd trains supervised models.")
-    rows, targets, validation = _hold_out(
-        model, rows, targets, validation, validation_split, sample_axis
-    )
+    rows, targets, validation = _hold_out(model, X, y, validation, validation_split, sample_axis)
     batches = MiniBatches.from_prepared(
         rows, targets, batch_size=batch_size, shuffle=shuffle, seed=seed, last_batch=last_batch
     )
-    if model.has_batchnorm and min(batches.batch_sizes) < 2:
-        raise ValueError(
-            f"BatchNorm cannot train on a batch of 1 sample, and batch_size={batch_size} with "
-            f"last_batch={last_batch!r} on {batches.n_samples} samples yields one. Use "
-            f"last_batch='merge' (fold it into the batch before) or 'drop'."
-        )
-    trainer = Trainer(
-        model,
-        batches,
-        get_optimizer(optimizer, lr),
-        epochs=epochs,
-        validation=validation,
-        callbacks=_with_defaults(callbacks, verbose),
-    )
+    _check_batchnorm(model, batches)
+    opt, extra = get_optimizer(optimizer, lr), _with_defaults(callbacks, verbose)
+    trainer = Trainer(model, batches, opt, epochs=epochs, validation=validation, callbacks=extra)
     if resume is not None:
         trainer.restore(resume)
     return trainer
 
 
-def _hold_out(model, rows, targets, validation, validation_split, sample_axis):
-    """(train rows, train targets, prepared validation pair or None)."""
+def _check_batchnorm(model, batches: MiniBatches) -> None:
+    """A BatchNorm model cannot train on a batch of one sample: refuse before training."""
+    if model.has_batchnorm and min(batches.batch_sizes) < 2:
+        raise ValueError(
+            f"BatchNorm cannot train on a batch of 1 sample, and batch_size="
+            f"{batches.batch_size} with last_batch={batches.last_batch!r} on "
+            f"{batches.n_samples} samples yields one. Use last_batch='merge' (fold it into the "
+            f"batch before) or 'drop'."
+        )
+
+
+def _hold_out(model, X, y, validation, validation_split, sample_axis):
+    """Checks the data once: (train rows, train targets, prepared validation pair or None)."""
+    rows, targets = model.prepare(X, y, sample_axis=sample_axis)
+    if targets is None:
+        raise ValueError("fit needs targets y; minigd trains supervised models.")
     split = check_float("validation_split", validation_split, minimum=0.0, maximum=1.0)
     if validation is not None and split:
         raise ValueError("pass validation=(X_val, y_val) or validation_split, not both.")

@@ -3,6 +3,8 @@ import json
 import math
 import os
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -297,57 +299,6 @@ def test_resume_in_process_is_bitwise_exact(tmp_path, digits):
 CHILD = """
 import sys, time
 sys.path.insert(0, {tests!r})
-from test_training import run
-from minigd.training import Callback
-
-class Announce(Callback):
-    def on_step_end(self, trainer, loss):
-        print(trainer.step, flush=True)
-        time.sleep(0.003)
-
-run({folder!r}, extra=[Announce()])
-print("finished", flush=True)
-"""
-
-
-@pytest.mark.slow
-def test_sigkill_at_random_steps_then_resume_is_bitwise_exact(tmp_path, digits):
-    import subprocess
-    import sys
-
-    reference, _ = run()
-    total = 4 * 44
-    rng = np.random.default_rng(2024)
-    kill_steps = [5, 44, *sorted(rng.choice(np.arange(8, total - 2), size=3, replace=False))]
-    tests = os.path.dirname(__file__)
-    for trial, kill_at in enumerate(kill_steps):
-        folder = tmp_path / f"trial{trial}"
-        child = subprocess.Popen(
-            [sys.executable, "-c", CHILD.format(tests=tests, folder=str(folder))],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for line in child.stdout:
-            if line.strip() == str(kill_at):
-                child.send_signal(signal.SIGKILL)
-                break
-        child.wait()
-        assert child.returncode == -signal.SIGKILL, f"trial {trial} ended before step {kill_at}"
-        # a kill during a write may leave a hidden temporary file, never a torn checkpoint
-        for path in folder.glob("checkpoint-*.npz"):
-            load_checkpoint(path)
-        resume = folder if folder.exists() and any(folder.glob("checkpoint-*.npz")) else None
-        if kill_at >= 7:
-            assert resume is not None
-        model, _ = run(folder, resume=resume)
-        np.testing.assert_array_equal(
-            model.params, reference.params, err_msg=f"killed at step {kill_at}"
-        )
-
-
-CHILD_PLATEAU = """
-import sys, time
-sys.path.insert(0, {tests!r})
 from test_training import plateau_callbacks, run
 from minigd.training import Callback
 
@@ -356,18 +307,38 @@ class Announce(Callback):
         print(trainer.step, flush=True)
         time.sleep(0.003)
 
-run({folder!r}, extra=[*plateau_callbacks(), Announce()])
+run({folder!r}, extra=[{extra}Announce()])
+print("finished", flush=True)
 """
 
 
-def kill_at(folder, step: int, script: str) -> None:
-    """Starts a training process and SIGKILLs it once it reports ``step``."""
-    import subprocess
-    import sys
+@pytest.mark.slow
+def test_sigkill_at_random_steps_then_resume_is_bitwise_exact(tmp_path, digits):
+    reference, _ = run()
+    total = 4 * 44
+    rng = np.random.default_rng(2024)
+    kill_steps = [5, 44, *sorted(rng.choice(np.arange(8, total - 2), size=3, replace=False))]
+    for trial, step in enumerate(kill_steps):
+        folder = tmp_path / f"trial{trial}"
+        kill_at(folder, step)
+        # a kill during a write may leave a hidden temporary file, never a torn checkpoint
+        for path in folder.glob("checkpoint-*.npz"):
+            load_checkpoint(path)
+        resume = folder if folder.exists() and any(folder.glob("checkpoint-*.npz")) else None
+        if step >= 7:
+            assert resume is not None
+        model, _ = run(folder, resume=resume)
+        np.testing.assert_array_equal(
+            model.params, reference.params, err_msg=f"killed at step {step}"
+        )
 
-    tests = os.path.dirname(__file__)
+
+def kill_at(folder, step: int, extra: str = "") -> None:
+    """Starts ``run(folder)`` in a child process (with the callbacks the Python expression
+    ``extra`` lists, comma-terminated) and SIGKILLs it once it reports ``step``."""
+    script = CHILD.format(tests=os.path.dirname(__file__), folder=str(folder), extra=extra)
     child = subprocess.Popen(
-        [sys.executable, "-c", script.format(tests=tests, folder=str(folder))],
+        [sys.executable, "-c", script],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -383,7 +354,7 @@ def kill_at(folder, step: int, script: str) -> None:
 @pytest.mark.parametrize("step", [100, 150])  # after the first cut (step 88), and the second
 def test_sigkill_with_a_schedule_and_plateau_cuts_then_resume_is_bitwise_exact(tmp_path, step):
     reference, ref_history = run(extra=plateau_callbacks())
-    kill_at(tmp_path, step, CHILD_PLATEAU)
+    kill_at(tmp_path, step, extra="*plateau_callbacks(), ")
     saved = load_checkpoint(tmp_path)
     assert saved["optimizer"]["lr_scale"] < 1.0  # the checkpoint holds a cut
     model, history = run(tmp_path, resume=tmp_path, extra=plateau_callbacks())

@@ -30,7 +30,7 @@ from minigd.batchsize import rules
 from minigd.batchsize.finder import FinderResult, find_batch_size
 from minigd.batchsize.lr_scaling import ScaledLR, rule_for, scale_lr
 from minigd.batchsize.memory import estimate_memory, format_bytes, memory_budget
-from minigd.batchsize.noise import NoiseScale, noise_scale
+from minigd.batchsize.noise import NoiseScale, probe_noise_scale
 from minigd.optim import Optimizer, get_optimizer
 
 
@@ -328,15 +328,7 @@ def gradient_noise_scale(ctx: Context) -> tuple[int | str | None, Reason | None]
     if chosen == "full" or ctx.batch_size is None:
         return chosen, None
     if ctx.noise is None and ctx.measure and ctx.targets is not None and ctx.fitting:
-        probe = rules.noise_probe(ctx.m)
-        ctx.noise = noise_scale(
-            ctx.model,
-            ctx.rows,
-            ctx.targets,
-            b_small=probe.b_small,
-            b_big=probe.b_big,
-            n_batches=probe.n_batches,
-        )
+        ctx.noise = probe_noise_scale(ctx.model, ctx.rows, ctx.targets)
     if ctx.noise is None or not np.isfinite(ctx.noise.b_simple) or not ctx.fitting:
         return chosen, None
     b_noise, slack = ctx.noise.b_simple, rules.NOISE_SLACK

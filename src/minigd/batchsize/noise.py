@@ -28,6 +28,7 @@ import numpy as np
 
 from minigd._json import dataclass_dict
 from minigd._validation import check_int, message
+from minigd.batchsize.rules import noise_probe
 from minigd.training.callbacks import Callback
 
 
@@ -116,6 +117,21 @@ def noise_scale(
     lo, hi = _bootstrap(small_sq, big_sq, b_small, b_big, bootstrap, seed)
     return NoiseScale(
         trace / g2 if g2 > 0 else float("inf"), g2, trace, (lo, hi), b_small, b_big, n_batches
+    )
+
+
+def probe_noise_scale(model, X: Any, y: Any, *, seed: int = 0) -> NoiseScale:
+    """``noise_scale`` with rule 4's standard probe for the data's size (``rules.noise_probe``):
+    what the advisor, compare and sweep measure."""
+    probe = noise_probe(len(X))
+    return noise_scale(
+        model,
+        X,
+        y,
+        b_small=probe.b_small,
+        b_big=probe.b_big,
+        n_batches=probe.n_batches,
+        seed=seed,
     )
 
 

@@ -39,7 +39,7 @@ def as_rows(X: Any, *, sample_axis: int = 0, dtype: Any = None, name: str = "X")
         (0, 1),
         "Use 0 for (samples, features), 1 for (features, samples) as in X = (784, 60000).",
     )
-    arr = _numeric(X, name)
+    arr = _numeric(X, name, NOT_NUMERIC_FIX["X"])
     if arr.ndim == 0:
         raise ValueError(
             message(name, "an array with a sample axis", arr, "Pass at least a 1-D array.")
@@ -67,21 +67,19 @@ def as_rows(X: Any, *, sample_axis: int = 0, dtype: Any = None, name: str = "X")
     return rows
 
 
-def _numeric(X: Any, name: str) -> np.ndarray:
+NOT_NUMERIC_FIX = {
+    "X": "Convert text or object columns to numbers first (load_arrays maps class labels for you).",
+    "y": "Map class names to integers first (load_arrays does this).",
+}
+
+
+def _numeric(X: Any, name: str, fix: str) -> np.ndarray:
     """X as an array of real numbers or booleans, or a TypeError that says how to get one."""
     arr = X if isinstance(X, np.ndarray) else np.asarray(X)
     if arr.dtype == object or not (
         np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
     ):
-        raise TypeError(
-            message(
-                name,
-                "a numeric array",
-                arr,
-                "Convert text or object columns to numbers first (load_arrays maps class "
-                "labels for you).",
-            )
-        )
+        raise TypeError(message(name, "a numeric array", arr, fix))
     if np.issubdtype(arr.dtype, np.complexfloating):
         raise TypeError(message(name, "a real-valued array", arr, "Drop the imaginary part."))
     return arr
@@ -111,18 +109,7 @@ def targets_as_rows(y: Any, m: int, *, sample_axis: int = 0, name: str = "y") ->
     With ``sample_axis=1`` a 2-D y is read as (k, m), as in the note's Y = (1, m).
     Integer labels keep their dtype; floats are checked to be finite.
     """
-    arr = np.asarray(y)
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
-    ):
-        raise TypeError(
-            message(
-                name,
-                "a numeric array",
-                arr,
-                "Map class names to integers first (load_arrays does this).",
-            )
-        )
+    arr = _numeric(y, name, NOT_NUMERIC_FIX["y"])
     if arr.ndim == 0 or arr.ndim > 2:
         raise ValueError(
             message(

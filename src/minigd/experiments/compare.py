@@ -32,8 +32,7 @@ from minigd._validation import check_choice, check_float, check_int, message
 from minigd.batching import resolve_batch_size
 from minigd.batchsize.lr_scaling import RULES, rule_for, scale_lr
 from minigd.batchsize.memory import estimate_memory
-from minigd.batchsize.noise import NoiseScale, noise_scale
-from minigd.batchsize.rules import noise_probe
+from minigd.batchsize.noise import NoiseScale, probe_noise_scale
 from minigd.data.files import Dataset
 from minigd.data.loading import load
 from minigd.experiments.metrics import Target, TargetTracker, curve_noise
@@ -273,7 +272,9 @@ def compare(
         spec_text = getattr(model, "__name__", "custom model")
         initial = model()
     target = target or default_target(initial)
-    noise = _noise_at_init(initial, train, seed) if lr_rule == "noise" else None
+    noise = None  # the noise scale at the initial weights, which the noise lr rule scales by
+    if lr_rule == "noise":
+        noise = probe_noise_scale(initial, train.X, train.y, seed=seed)
     setup = _Setup(initial, train, initial.prepare(test.X, test.y), budget, target, seed, verbose)
     results = [
         _run_one(spec, setup, reference, lr_rule, None if noise is None else noise.b_simple)
@@ -292,20 +293,6 @@ def compare(
         batchnorm=initial.has_batchnorm,
         n_params=initial.n_params,
         noise_scale=noise,
-    )
-
-
-def _noise_at_init(model, train: Dataset, seed: int) -> NoiseScale:
-    """The gradient noise scale at the initial weights, which the noise lr rule scales by."""
-    probe = noise_probe(len(train.X))
-    return noise_scale(
-        model,
-        train.X,
-        train.y,
-        b_small=probe.b_small,
-        b_big=probe.b_big,
-        n_batches=probe.n_batches,
-        seed=seed,
     )
 
 

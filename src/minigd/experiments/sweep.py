@@ -20,8 +20,7 @@ import numpy as np
 
 from minigd._io import atomic_write_text
 from minigd._json import dataclass_dict, to_plain
-from minigd.batchsize.noise import NoiseScale, noise_scale
-from minigd.batchsize.rules import noise_probe
+from minigd.batchsize.noise import NoiseScale, probe_noise_scale
 from minigd.experiments.compare import format_number, resolve_data
 from minigd.experiments.metrics import Reached, Target, TargetTracker
 from minigd.nn.models import model_for_data
@@ -121,11 +120,9 @@ def sweep(
             best_model = models[0]
     result = SweepResult(rows, target, name, model, list(learning_rates), list(seeds))
     if measure_noise:
-        probe = noise_probe(len(train.X))
-        kwargs = {"b_small": probe.b_small, "b_big": probe.b_big, "n_batches": probe.n_batches}
-        result.noise_at_init = noise_scale(build(seeds[0]), train.X, train.y, **kwargs)
+        result.noise_at_init = probe_noise_scale(build(seeds[0]), train.X, train.y)
         if best_model is not None:  # the smallest batch's best run, stopped at the target
-            result.noise = noise_scale(best_model, train.X, train.y, **kwargs)
+            result.noise = probe_noise_scale(best_model, train.X, train.y)
     return result
 
 

@@ -134,6 +134,8 @@ def test_train_divergence_is_a_message_not_a_traceback(tmp_path, capsys):
         "--out",
         str(tmp_path / "r"),
     ]
-    assert main(args) == 0
+    assert main(args) == 3  # EXIT_DIVERGED: a diverged run does not look successful
     err = capsys.readouterr().err
     assert "diverged" in err and "Traceback" not in err
+    assert main([*args, "--overwrite", "--quiet"]) == 3
+    assert "diverged at step" in capsys.readouterr().err  # said even with --quiet

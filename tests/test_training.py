@@ -372,12 +372,26 @@ def test_old_checkpoint_format_is_refused_with_a_reason(tmp_path, digits):
     arrays["meta"] = np.array(json.dumps(meta))
     np.savez(path, **arrays)
     with pytest.raises(ValueError, match="another version of minigd"):
-        run(tmp_path, resume=tmp_path)
+        run(tmp_path, resume=path)
     meta["format"] = "minigd-checkpoint-3"
     meta["position"] = {"epoch": 1}
     arrays["meta"] = np.array(json.dumps(meta))
     np.savez(path, **arrays)
     with pytest.raises(ValueError, match="malformed position"):
+        run(tmp_path, resume=path)
+
+
+def test_an_unreadable_newest_checkpoint_falls_back_to_the_one_before(tmp_path, digits):
+    reference, _ = run()
+    run(tmp_path, epochs=1)  # checkpoints every 7 steps; the two newest are kept
+    older, newest = sorted(tmp_path.glob("checkpoint-*.npz"))
+    newest.write_bytes(newest.read_bytes()[:1000])  # torn by a disk fault, say
+    with pytest.warns(UserWarning, match=f"skipped unreadable.*resuming from {older.name}"):
+        model, _ = run(tmp_path, resume=tmp_path)
+    np.testing.assert_array_equal(model.params, reference.params)
+    for path in tmp_path.glob("checkpoint-*.npz"):  # the resumed run wrote its own since
+        path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="no readable checkpoint"):
         run(tmp_path, resume=tmp_path)
 
 
@@ -402,7 +416,7 @@ def test_data_is_checked_once_however_often_validation_runs(digits, monkeypatch)
         verbose=0,
     )
     assert tracker.evaluations >= 10  # the target was checked at many steps ...
-    assert scanned == ["X", "X", "X"]  # ... and each array scanned once: tracker's, X, X_val
+    assert scanned == ["X", "X", "validation X"]  # ... each array once: tracker's, X, X_val
 
 
 def test_checkpoint_refusals(tmp_path, digits):

@@ -55,6 +55,15 @@ def atomic_write_text(path: str | os.PathLike, content: str) -> Path:
     return atomic_write(path, lambda f: f.write(content), text=True)
 
 
+def ensure_writable(folder: str | os.PathLike) -> Path:
+    """Creates ``folder`` if needed and proves a file can be written there, before a long
+    computation whose results would otherwise be lost; raises the OSError that says why not."""
+    folder = Path(folder)
+    probe = atomic_write(folder / ".minigd-write-test", lambda f: f.write(b"ok"))
+    probe.unlink()
+    return folder
+
+
 def fsync_dir(folder: Path) -> None:
     """Makes a rename in ``folder`` durable (where the platform allows opening a folder)."""
     try:

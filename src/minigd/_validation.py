@@ -30,8 +30,11 @@ def _show(value: Any) -> str:
         return f"an array of shape {value.shape} and dtype {value.dtype}"
     if isinstance(value, (bool, numbers.Number, type(None))):
         return repr(value)
-    if isinstance(value, (tuple, list)) and len(value) <= 8:
-        return repr(value)
+    if isinstance(value, (tuple, list)):
+        simple = all(isinstance(v, (str, bool, numbers.Number, type(None))) for v in value)
+        if simple and len(value) <= 8:
+            return repr(value)
+        return f"a {type(value).__name__} of {len(value)} items"
     return f"a {type(value).__name__}"
 
 

@@ -6,13 +6,20 @@ No logic lives here beyond turning arguments into library calls and results into
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import os
+import signal
 import sys
+import traceback
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from minigd._io import ensure_writable
 from minigd._version import __version__
 from minigd.batching import parse_batch_size
 from minigd.batchsize import advise, find_batch_size, noise_scale, parse_bytes
@@ -24,6 +31,18 @@ from minigd.experiments.plots import plot_sweep
 from minigd.experiments.runs import RunConfig, read_config, slug, train_run
 from minigd.nn import load_model
 from minigd.training import fit
+
+EXIT_OK = 0
+EXIT_ERROR = 1  # an unexpected error (a bug, or memory): --debug shows the traceback
+EXIT_USAGE = 2  # bad input: arguments, data or files; the message says what to fix
+EXIT_DIVERGED = 3  # training diverged; the model written is the last good one
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); a checkpoint to resume from was written
+EXIT_SIGTERM = 143  # SIGTERM (128 + SIGTERM), likewise
+EXIT_CODES = (
+    f"exit codes: {EXIT_OK} done, {EXIT_ERROR} unexpected error, {EXIT_USAGE} bad input, "
+    f"{EXIT_DIVERGED} training diverged, {EXIT_INTERRUPTED} interrupted by Ctrl-C, "
+    f"{EXIT_SIGTERM} by SIGTERM (a checkpoint to resume from is written first)."
+)
 
 
 def _batch_size(text: str) -> int | str:
@@ -80,7 +99,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             optimizer=args.optimizer,
             lr=args.lr,
             batch_size=args.batch_size,
-            epochs=args.epochs or 10,
+            epochs=10 if args.epochs is None else args.epochs,
             seed=args.seed,
             sample_axis=args.sample_axis,
             last_batch=args.last_batch,
@@ -89,19 +108,45 @@ def cmd_train(args: argparse.Namespace) -> int:
             y_path=args.y,
             dtype=args.dtype,
         )
-        out = Path(args.out) if args.out else Path("runs") / config.default_name()
+        if args.out is not None and not args.out.strip():
+            raise ValueError("--out must name a folder; received ''.")
+        out = Path(args.out) if args.out is not None else Path("runs") / config.default_name()
     print(
         f"training {config.model} on {config.data}: batch size {config.batch_size}, "
-        f"{config.optimizer}, {config.epochs} epochs -> {out}"
+        f"{config.optimizer}, {config.epochs} epochs -> {out}",
+        flush=True,
     )
-    _, history, metrics = train_run(
-        config, out, resume=bool(args.resume), verbose=0 if args.quiet else 1
+    steps, seconds = args.checkpoint_every
+    result = train_run(
+        config,
+        out,
+        resume=bool(args.resume),
+        overwrite=args.overwrite,
+        verbose=0 if args.quiet else 1,
+        checkpoint_every_steps=steps,
+        checkpoint_every_seconds=seconds,
     )
-    print(f"done: {history.meta.get('steps')} steps, {history.meta.get('samples_seen')} samples")
-    for key, value in metrics.items():
+    return _train_report(result, out, args.quiet)
+
+
+def _train_report(result, out: Path, quiet: bool) -> int:
+    """Prints how a run ended and returns the exit code that says so."""
+    meta = result.history.meta
+    if result.outcome == "interrupted":
+        where = f"checkpoint {result.checkpoint}" if result.checkpoint else "no checkpoint"
+        print(
+            f"minigd train: {result.stop_reason}; wrote {where}, kept the last complete model. "
+            f"Resume with: minigd train --resume {out}",
+            file=sys.stderr,
+        )
+        return EXIT_SIGTERM if result.signal == signal.SIGTERM else EXIT_INTERRUPTED
+    if quiet and result.stop_reason:  # without --quiet the progress output said it already
+        print(f"minigd: {result.stop_reason}", file=sys.stderr)
+    print(f"done: {meta.get('steps')} steps, {meta.get('samples_seen')} samples")
+    for key, value in result.metrics.items():
         print(f"  {key:<20} {value:.4f}")
     print(f"wrote {out}/model.npz, history.json, history.csv, epochs.csv, config.json")
-    return 0
+    return EXIT_DIVERGED if result.outcome == "diverged" else EXIT_OK
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -125,10 +170,6 @@ def _model_and_data(args):
 
 def cmd_advise(args: argparse.Namespace) -> int:
     model, train = _model_and_data(args)
-    reference = None
-    if args.reference:
-        b0, lr0 = args.reference.split(":")
-        reference = (int(b0), float(lr0))
     advice = advise(
         model,
         train.X,
@@ -136,7 +177,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
         optimizer=args.optimizer,
         memory_budget_bytes=parse_bytes(args.memory) if args.memory else None,
         measure=not args.no_measure,
-        reference=reference,
+        reference=args.reference,
         sample_axis=args.sample_axis,
         progress=not args.quiet,
     )
@@ -147,7 +188,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
 
 def cmd_find_batch_size(args: argparse.Namespace) -> int:
     model, train = _model_and_data(args)
-    candidates = [int(c) for c in args.candidates.split(",")] if args.candidates else None
+    candidates = args.candidates
     result = find_batch_size(
         model,
         train.X,
@@ -216,14 +257,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     train, _ = load(args.data)
     model = RunConfig(data=args.data, model=args.model, seed=args.seed).build_model(train)
     advice = advise(model, train.X, train.y, optimizer=args.optimizer, progress=False)
-    sizes = [_batch_size(s) for s in args.batch_sizes.split(",")]
+    sizes = args.batch_sizes
     if args.use_advice:
         sizes = [advice.batch_size if s not in ("full", 1) else s for s in sizes]
     runs = [RunSpec(s, lr=args.lr, optimizer=args.optimizer) for s in sizes]
-    b0, lr0 = args.reference.split(":")
     out = (
         Path(args.out) if args.out else Path("reports") / slug(f"compare-{args.data}-{args.model}")
     )
+    ensure_writable(out)  # before minutes of training, not after
     print(
         f"comparing batch sizes {', '.join(str(s) for s in sizes)} for {args.model} on "
         f"{args.data}, {budget} each, same initial weights ...",
@@ -235,10 +276,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         runs=runs,
         budget=budget,
         target=args.target,
-        reference=(int(b0), float(lr0)),
+        reference=args.reference,
         lr_rule=args.lr_rule,
         seed=args.seed,
         verbose=0 if args.quiet else 1,
+        on_run=lambda partial: partial.save(out),  # each finished run is on disk at once
     )
     paths = write_report(results, out, advice=advice)
     print(results.table())
@@ -248,17 +290,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    out = Path(args.out) if args.out else Path("reports") / slug(f"sweep-{args.data}-{args.model}")
+    ensure_writable(out)  # before minutes of training, not after
     result = sweep(
         args.model,
         args.data,
-        batch_sizes=[int(b) for b in args.batch_sizes.split(",")],
-        learning_rates=[float(v) for v in args.lrs.split(",")],
-        seeds=[int(s) for s in args.seeds.split(",")],
+        batch_sizes=args.batch_sizes,
+        learning_rates=args.lrs,
+        seeds=args.seeds,
         target=args.target,
         max_epochs=args.max_epochs,
         optimizer=args.optimizer,
+        on_row=lambda partial: partial.save(out),  # each finished batch size is on disk at once
     )
-    out = Path(args.out) if args.out else Path("reports") / slug(f"sweep-{args.data}-{args.model}")
     result.save(out)
     plot = plot_sweep(result, out)["steps_vs_batch"]["png"]
     print(result.table())
@@ -293,13 +337,91 @@ def _tool_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
+def _comma_list(parse, what: str):
+    """An argparse type for "a,b,c": each item through ``parse``; a sentence on a bad one."""
+
+    def parse_list(text: str) -> list:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}; received {text!r}")
+        try:
+            return [parse(t) for t in items]
+        except (ValueError, argparse.ArgumentTypeError) as exc:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated {what}; {exc} in {text!r}"
+            ) from None
+
+    parse_list.__name__ = what
+    return parse_list
+
+
+def _number(kind, minimum: float, what: str):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not {what}") from None
+        if not value >= minimum or value != value or abs(value) == float("inf"):
+            raise ValueError(f"{text!r} is not {what}")
+        return value
+
+    return parse
+
+
+def _reference(text: str) -> tuple[int, float]:
+    """ "64:0.1" -> (64, 0.1): a batch size and a learning rate known to work with it."""
+    b0, sep, lr0 = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return _number(int, 1, "")(b0), _number(float, 1e-300, "")(lr0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected B0:LR0, a batch size >= 1 and a learning rate > 0 such as 64:0.1; "
+            f"received {text!r}"
+        ) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1; received {text!r}")
+    return value
+
+
+def _checkpoint_every(text: str) -> tuple[int | None, float | None]:
+    """ "500" (steps), "90s" or "5m" (seconds of wall time) -> (steps, seconds)."""
+    raw = text.strip().lower()
+    try:
+        if raw.endswith(("s", "m")):
+            seconds = float(raw[:-1]) * (60 if raw.endswith("m") else 1)
+            if seconds > 0:
+                return None, seconds
+        elif int(raw) >= 1:
+            return int(raw), None
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(
+        f"expected a number of steps (500) or of seconds (90s, 5m); received {text!r}"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
+    )
     parser = argparse.ArgumentParser(
         prog="minigd",
         description="Mini-batch gradient descent, and which batch size to use.",
+        epilog=EXIT_CODES,
     )
     parser.add_argument("--version", action="version", version=f"minigd {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_subparser(debug))
 
     p = sub.add_parser("datasets", help="list the named datasets and whether they load offline")
     p.set_defaults(func=cmd_datasets)
@@ -326,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=64,
         help='samples per step; "full" for batch gradient descent, 1 for SGD',
     )
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default 10)")
+    p.add_argument("--epochs", type=_positive_int, default=None, help="epochs (default 10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--last-batch", choices=("keep", "drop", "merge"), default="keep")
     p.add_argument(
@@ -343,6 +465,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN",
         help="continue the run in this folder at its next batch",
     )
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    p.add_argument(
+        "--checkpoint-every",
+        type=_checkpoint_every,
+        default=(None, 60.0),
+        metavar="N|Ns|Nm",
+        help="write a checkpoint every N steps or N seconds/minutes of training, and at each "
+        "epoch's end (default: 60s, so a kill loses at most about a minute)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_train)
 
@@ -354,6 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--reference",
+        type=_reference,
         default=None,
         metavar="B0:LR0",
         help="a batch size and learning rate known to work, e.g. 64:0.1",
@@ -363,7 +495,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("find-batch-size", help="throughput and peak memory per batch size")
     _data_arguments(p)
     _tool_arguments(p)
-    p.add_argument("--candidates", default=None, help="comma-separated batch sizes")
+    p.add_argument(
+        "--candidates",
+        type=_comma_list(_number(int, 1, "a batch size >= 1"), "batch sizes"),
+        default=None,
+        help="comma-separated batch sizes",
+    )
     p.set_defaults(func=cmd_find_batch_size)
 
     p = sub.add_parser("noise-scale", help="the gradient noise scale B_simple (McCandlish 2018)")
@@ -380,7 +517,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="batch GD vs mini-batch GD vs SGD, with a report")
     p.add_argument("--data", default="mnist-5k", help="dataset name (default mnist-5k)")
     p.add_argument("--model", default="mlp:128")
-    p.add_argument("--batch-sizes", default="full,64,1", help="comma-separated; full = all m")
+    p.add_argument(
+        "--batch-sizes",
+        type=_comma_list(parse_batch_size, "batch sizes"),
+        default="full,64,1",
+        help="comma-separated; full = all m",
+    )
     group = p.add_mutually_exclusive_group()
     group.add_argument("--epochs", type=int, default=10, help="budget in epochs (default 10)")
     group.add_argument("--seconds", type=float, default=None, help="budget in seconds per run")
@@ -389,6 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="one lr for every run (else scaled)")
     p.add_argument(
         "--reference",
+        type=_reference,
         default="64:0.1",
         metavar="B0:LR0",
         help="scale learning rates from this batch size and lr (default 64:0.1)",
@@ -419,9 +562,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="steps to target vs batch size, best lr per batch size")
     p.add_argument("--data", default="mnist-5k")
     p.add_argument("--model", default="mlp:128")
-    p.add_argument("--batch-sizes", default="16,32,64,128,256,512,1024")
-    p.add_argument("--lrs", default="0.03,0.1,0.3,1.0")
-    p.add_argument("--seeds", default="0")
+    p.add_argument(
+        "--batch-sizes",
+        type=_comma_list(_number(int, 1, "a batch size >= 1"), "batch sizes"),
+        default="16,32,64,128,256,512,1024",
+    )
+    p.add_argument(
+        "--lrs",
+        type=_comma_list(_number(float, 1e-300, "a learning rate > 0"), "learning rates"),
+        default="0.03,0.1,0.3,1.0",
+    )
+    p.add_argument(
+        "--seeds", type=_comma_list(_number(int, 0, "a seed >= 0"), "seeds"), default="0"
+    )
     p.add_argument("--target", type=_target, default=None, metavar="METRIC:VALUE")
     p.add_argument("--max-epochs", type=int, default=30)
     p.add_argument("--optimizer", default="sgd")
@@ -436,17 +589,91 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _subparser(parent: argparse.ArgumentParser):
+    """Subcommand parsers that take --debug too, and list the exit codes in their help."""
+
+    class Sub(argparse.ArgumentParser):
+        def __init__(self, **kwargs):
+            kwargs.setdefault("parents", [parent])
+            kwargs.setdefault("epilog", EXIT_CODES)
+            super().__init__(**kwargs)
+
+    return Sub
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one command; returns its exit code (see EXIT_CODES). No traceback reaches the user
+    unless --debug or MINIGD_DEBUG=1 asks for it."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
+    try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
+        debug = args.debug or bool(os.environ.get("MINIGD_DEBUG"))
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return _run(args, debug)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before training began
+        print("\nminigd: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `minigd info x | head -2`: the reader left; nothing to say
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (so the exit flush cannot fail)
+        return EXIT_OK
+
+
+def _run(args: argparse.Namespace, debug: bool) -> int:
     try:
         return args.func(args)
-    except (ValueError, TypeError, KeyError, OSError, ImportError) as exc:
-        print(f"minigd {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except (KeyboardInterrupt, BrokenPipeError):
+        raise
+    except (ValueError, TypeError, KeyError, LookupError, ImportError) as exc:
+        _error(args, _text(exc), debug)
+        return EXIT_USAGE
+    except OSError as exc:
+        _error(args, os_error_text(exc), debug)
+        return EXIT_USAGE
+    except MemoryError:
+        _error(args, "out of memory. Use a smaller batch size, model or data set.", debug)
+        return EXIT_ERROR
+    except Exception as exc:
+        _error(args, f"unexpected {type(exc).__name__}: {exc}", debug)
+        return EXIT_ERROR
+
+
+def _text(exc: BaseException) -> str:
+    # KeyError's str() is the repr of its argument: show the sentence, not its quotes
+    return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+
+
+def os_error_text(exc: OSError) -> str:
+    """An OS error as a sentence naming the path and what to do, not an errno alone."""
+    path = exc.filename or ""
+    what = {
+        errno.ENOSPC: "the disk is full; free space or choose another folder",
+        errno.EDQUOT: "the disk quota is exhausted; free space or choose another folder",
+        errno.EACCES: "permission denied; choose a folder you can write to",
+        errno.EPERM: "permission denied; choose a folder you can write to",
+        errno.EROFS: "the file system is read-only; choose another folder",
+        errno.ENOTDIR: "a part of the path is a file, not a folder",
+        errno.EISDIR: "it is a folder, not a file",
+    }.get(exc.errno)
+    if what is None or (exc.strerror and "MINIGD_DATA" in exc.strerror):
+        return f"{path}: {exc.strerror}." if path and exc.strerror else str(exc)
+    return f"{path}: {what}." if path else f"{what}."
+
+
+def _error(args: argparse.Namespace, text: str, debug: bool) -> None:
+    if debug:
+        traceback.print_exc()
+    hint = "" if debug else " (run with --debug for the traceback)"
+    unexpected = text.startswith(("unexpected ", "out of memory"))
+    print(f"minigd {args.command}: error: {text}{hint if unexpected else ''}", file=sys.stderr)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"minigd: warning: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":

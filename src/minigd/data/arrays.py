@@ -75,7 +75,17 @@ NOT_NUMERIC_FIX = {
 
 def _numeric(X: Any, name: str, fix: str) -> np.ndarray:
     """X as an array of real numbers or booleans, or a TypeError that says how to get one."""
-    arr = X if isinstance(X, np.ndarray) else np.asarray(X)
+    try:
+        arr = X if isinstance(X, np.ndarray) else np.asarray(X)
+    except ValueError:  # ragged nested lists
+        raise ValueError(
+            message(
+                name,
+                "a rectangular array",
+                X,
+                "Every sample must have the same number of values; pad or drop the short ones.",
+            )
+        ) from None
     if arr.dtype == object or not (
         np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
     ):

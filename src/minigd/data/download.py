@@ -53,7 +53,15 @@ def fetch(
     Raises:
         DownloadError: every mirror failed; the message lists why and where to put the file by hand.
     """
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(
+            exc.errno,
+            f"cannot create the dataset cache ({exc.strerror}); set MINIGD_DATA to a folder "
+            "you can write to",
+            str(folder),
+        ) from None
     target = folder / filename
     if target.exists():
         if sha256_of(target) == sha256:

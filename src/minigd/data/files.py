@@ -111,6 +111,8 @@ def load_arrays(
             f"no such data file: {path}. Check the path, or use a dataset name "
             "such as 'digits' or 'mnist-5k'."
         )
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; pass a data file (.npy, .npz, .csv or .parquet).")
     suffix = path.suffix.lower()
     if suffix == ".npy":
         X = read_numpy(path)
@@ -239,7 +241,10 @@ def _read_parquet(path: Path) -> tuple[list[str], list[np.ndarray]]:
         import pyarrow.parquet as pq
     except ImportError as exc:
         raise ImportError("reading Parquet needs pyarrow: pip install 'minigd[data]'") from exc
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise ValueError(f"{path} is not a readable Parquet file ({exc}).") from None
     return list(table.column_names), [c.to_numpy(zero_copy_only=False) for c in table.columns]
 
 

@@ -7,6 +7,7 @@ the old file or the new one, never a torn one. Reading refuses object arrays
 
 from __future__ import annotations
 
+import errno
 import os
 import zipfile
 from pathlib import Path
@@ -27,29 +28,98 @@ def atomic_savez(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path
     return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
+DEFLATE_MAX_RATIO = 1100  # deflate cannot expand data more than ~1032:1
+
+
+class CorruptFileError(ValueError):
+    """A file that is not what it claims to be; the message names the file and says why."""
+
+
 def read_numpy(path: str | os.PathLike) -> np.ndarray | dict[str, np.ndarray]:
     """Reads a ``.npy`` file (an array) or an ``.npz`` file (a dict of arrays) into memory,
-    refusing pickled objects, with errors that say what is wrong with the file."""
+    refusing pickled objects, with errors that say what is wrong with the file.
+
+    Before anything is allocated, each array's declared shape is checked against the bytes the
+    file holds (for ``.npz``, the uncompressed size its zip directory records, itself bounded by
+    what deflate can expand): a 500-byte file that declares 10**13 elements is refused, not
+    answered with a MemoryError.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "expected a file, found a folder", str(path))
     try:
+        _check_declared_sizes(path)
         loaded = np.load(path, allow_pickle=False)
         if isinstance(loaded, np.ndarray):
             return loaded
         with loaded as archive:
             return {name: archive[name] for name in archive.files}
+    except CorruptFileError:
+        raise
     except ValueError as exc:
-        if "pickle" in str(exc).lower():
+        if "allow_pickle" in str(exc):
             raise ValueError(
                 f"{path} contains an object array (a pickle); minigd never loads "
                 "pickles from files. Re-save it with numeric arrays only."
             ) from exc
         raise ValueError(f"{path} is not a readable NumPy file: {exc}") from exc
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as exc:
         raise ValueError(
             f"{path} is not a readable NumPy file (truncated or corrupt: {exc})."
         ) from exc
+
+
+def _check_declared_sizes(path: Path) -> None:
+    """Raises ValueError if an array in the file declares more data than the file can hold."""
+    with open(path, "rb") as f:
+        magic = f.read(6)
+        f.seek(0)
+        if magic == b"\x93NUMPY":
+            _check_member(f, path.stat().st_size, str(path))
+            return
+        if not zipfile.is_zipfile(f):
+            raise CorruptFileError(
+                f"{path} is neither a .npy array nor an .npz archive (it starts with "
+                f"{magic!r}); minigd reads NumPy files written by np.save and np.savez."
+            )
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            limit = info.compress_size * (
+                1 if info.compress_type == zipfile.ZIP_STORED else DEFLATE_MAX_RATIO
+            )
+            if info.file_size > limit + 1024:
+                raise CorruptFileError(
+                    f"{path}: member {info.filename} claims {info.file_size} bytes from "
+                    f"{info.compress_size} stored; the archive is corrupt."
+                )
+            with archive.open(info) as member:
+                _check_member(member, info.file_size, f"{path}: member {info.filename}")
+
+
+def _check_member(f, size: int, where: str) -> None:
+    """Compares one .npy stream's declared shape and dtype with the ``size`` bytes it has."""
+    try:
+        version = np.lib.format.read_magic(f)
+        read_header = {
+            (1, 0): np.lib.format.read_array_header_1_0,
+            (2, 0): np.lib.format.read_array_header_2_0,
+        }.get(version)
+        if read_header is None:
+            return  # a newer format: np.load will judge it
+        shape, _, dtype = read_header(f)
+    except (ValueError, OSError, EOFError) as exc:
+        raise CorruptFileError(f"{where} has an unreadable array header ({exc}).") from None
+    if dtype.hasobject:
+        return  # refused by np.load(allow_pickle=False), with its own sentence
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    available = size - f.tell()
+    if declared > available:
+        raise CorruptFileError(
+            f"{where} declares an array of shape {shape} and dtype {dtype} ({declared} bytes) "
+            f"but holds {max(available, 0)} bytes: it is truncated or corrupt."
+        )
 
 
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -206,8 +206,7 @@ class _StopAt(Callback):
         if (self.samples is not None and trainer.samples_seen >= self.samples) or (
             self.seconds is not None and trainer.elapsed() >= self.seconds
         ):
-            trainer.stop_training = True
-            trainer.stop_reason = "budget spent"
+            trainer.stop("budget spent")
 
 
 def resolve_data(data: Any, command: str = "compare") -> tuple[str, Dataset, Dataset]:
@@ -248,6 +247,7 @@ def compare(
     lr_rule: str = "noise",
     seed: int = 0,
     verbose: int = 0,
+    on_run: Callable[[Results], None] | None = None,
 ) -> Results:
     """Trains the same model from the same initial weights with each batch size.
 
@@ -259,6 +259,8 @@ def compare(
         target: default validation accuracy 0.9 for classifiers, validation loss for regression.
         reference, lr_rule: how learning rates not given are scaled (module docstring).
         seed: the initial weights and every run's batch order.
+        on_run: called with the Results so far after each run ends (to save them as they come,
+            so a crash or an interrupt loses no finished run).
     """
     name, train, test = resolve_data(data)
     budget = budget or Budget(epochs=10)
@@ -276,12 +278,8 @@ def compare(
     if lr_rule == "noise":
         noise = probe_noise_scale(initial, train.X, train.y, seed=seed)
     setup = _Setup(initial, train, initial.prepare(test.X, test.y), budget, target, seed, verbose)
-    results = [
-        _run_one(spec, setup, reference, lr_rule, None if noise is None else noise.b_simple)
-        for spec in specs
-    ]
-    return Results(
-        results,
+    results = Results(
+        [],
         name,
         spec_text,
         len(train.X),
@@ -294,6 +292,12 @@ def compare(
         n_params=initial.n_params,
         noise_scale=noise,
     )
+    for spec in specs:
+        b_noise = None if noise is None else noise.b_simple
+        results.runs.append(_run_one(spec, setup, reference, lr_rule, b_noise))
+        if on_run is not None:
+            on_run(results)
+    return results
 
 
 def default_target(model) -> Target:

@@ -128,8 +128,7 @@ class TargetTracker(Callback):
                 trainer.samples_seen,
             )
             if self.stop:
-                trainer.stop_training = True
-                trainer.stop_reason = f"target reached: {self.target} at step {trainer.step}"
+                trainer.stop(f"target reached: {self.target} at step {trainer.step}")
 
     def on_step_end(self, trainer, loss):
         if self.reached is None and trainer.step >= self._next:

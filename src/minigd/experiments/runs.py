@@ -1,13 +1,27 @@
 """A training run as a folder: what ``minigd train`` does, callable from Python too.
 
-A run folder holds ``config.json`` (everything needed to repeat or resume the run), ``model.npz``,
-``history.json``, ``history.csv`` (one row per step), ``epochs.csv`` and ``checkpoints/``. Every
-file is written atomically. Folder and file names made from specs go through ``slug``.
+A run folder holds ``config.json`` (everything needed to repeat or resume the run, with the
+fingerprint of each data file), ``model.npz``, ``history.json``, ``history.csv`` (one row per
+step), ``epochs.csv`` and ``checkpoints/``. What keeps it safe:
+
+1. Every setting and the data are checked before anything in the folder changes: a command
+   that fails its checks leaves an existing run exactly as it was.
+2. One writer at a time: an exclusive lock (``fcntl.flock`` on ``.lock``, released by the OS when
+   the process dies); a second writer is refused with the holder's pid.
+3. An existing run is continued only with ``resume`` and replaced only with ``overwrite``.
+4. A resume trains on the same data or refuses: data paths are stored absolute, with their
+   fingerprints, and the learning rate must match the checkpoint's.
+5. Every file is written atomically; an interrupted run keeps its last complete model and writes
+   a checkpoint to resume from instead.
+
+Folder and file names made from specs go through ``slug``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -16,12 +30,21 @@ from typing import Any
 import numpy as np
 
 from minigd._io import atomic_write_text
+from minigd._validation import check_choice, check_float, check_int, message
+from minigd.batching import LAST_BATCH_POLICIES
+from minigd.data import datasets
 from minigd.data.files import Dataset
+from minigd.data.fingerprint import changed, fingerprint
 from minigd.data.loading import load
-from minigd.nn.models import model_for_data
+from minigd.nn.models import model_for_data, parse_model_spec
+from minigd.optim import get_optimizer
 from minigd.training.callbacks import Checkpoint
+from minigd.training.checkpoint import list_checkpoints
 from minigd.training.history import History
-from minigd.training.trainer import fit
+from minigd.training.trainer import make_trainer
+
+RUN_FILES = ("model.npz", "history.json", "history.csv", "epochs.csv", "config.json")
+DEFAULT_CHECKPOINT_SECONDS = 60.0  # at most about a minute of work lost to a kill
 
 
 def slug(text: str) -> str:
@@ -29,6 +52,10 @@ def slug(text: str) -> str:
     "mini-batch (B=64)" -> "mini-batch-B64"."""
     text = re.sub(r"[,\s]+", "-", text.strip())
     return re.sub(r"[^A-Za-z0-9_.+-]", "", text).strip("-.") or "run"
+
+
+class RunFolderError(ValueError):
+    """The run folder cannot be used as asked (it exists, it is locked, it is not a run)."""
 
 
 @dataclass
@@ -52,6 +79,44 @@ class RunConfig:
     def default_name(self) -> str:
         return slug(f"{Path(self.data).stem}-{self.model}-{self.optimizer}-b{self.batch_size}")
 
+    def check(self) -> None:
+        """Checks every setting that needs no data, with the usual sentences."""
+        check_int("epochs", self.epochs, minimum=1, fix="Train at least one epoch.")
+        check_int("seed", self.seed, minimum=0)
+        check_choice("sample_axis", self.sample_axis, (0, 1))
+        check_choice("last_batch", self.last_batch, LAST_BATCH_POLICIES)
+        check_choice("dtype", self.dtype, ("float32", "float64"))
+        get_optimizer(self.optimizer, self.lr)  # the name and the learning rate
+        split = check_float("validation_split", self.validation_split, minimum=0.0, maximum=1.0)
+        if split and self.is_named_dataset:
+            raise ValueError(
+                f"--validation-split applies to a data file; the dataset {self.data!r} brings "
+                "its own test split. Leave the option out."
+            )
+        if self.y_path and Path(self.data).suffix.lower() != ".npy":
+            raise ValueError(
+                f"--y gives the targets of a .npy X; {self.data!r} holds its own targets. "
+                "Leave --y out."
+            )
+        parse_model_spec(self.model, 1, 2)  # the spec's syntax
+
+    @property
+    def is_named_dataset(self) -> bool:
+        return self.data in datasets.REGISTRY
+
+    def absolute(self) -> RunConfig:
+        """The same settings with data files named by absolute paths, so that a resume from
+        another directory reads the same files."""
+        data = self.data if self.is_named_dataset else str(Path(self.data).resolve())
+        y_path = None if self.y_path is None else str(Path(self.y_path).resolve())
+        return RunConfig(**(asdict(self) | {"data": data, "y_path": y_path}))
+
+    def data_files(self) -> dict[str, str]:
+        """The files this run reads, by role."""
+        if self.is_named_dataset:
+            return {}
+        return {"X": self.data} | ({"y": self.y_path} if self.y_path else {})
+
     def build_model(self, train: Dataset):
         """The model this run trains, fitted to the data's width and classes."""
         return model_for_data(
@@ -64,46 +129,180 @@ class RunConfig:
         )
 
 
-def train_run(
-    config: RunConfig, out: str | Path, *, resume: bool = False, verbose: int = 1
-) -> tuple[Any, History, dict[str, float]]:
-    """Trains as ``config`` says, writing the run folder ``out``; returns (model, history,
-    final metrics)."""
-    out = Path(out)
-    train, test = load(config.data, target=config.target, y_path=config.y_path)
-    model = config.build_model(train)
-    validation = None if test is None else (test.X, test.y)
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume:  # a fresh run in an old folder must not resume from the old checkpoints later
-        for stale in (out / "checkpoints").glob("checkpoint-*.npz"):
+@dataclass
+class RunResult:
+    """How a run ended: the model, its History, the final metrics (None when interrupted: the
+    folder keeps its last complete model), the outcome and why it stopped early, if it did."""
+
+    model: Any
+    history: History
+    metrics: dict[str, float] | None
+    outcome: str
+    stop_reason: str | None
+    signal: int | None = None
+    checkpoint: Path | None = None
+
+
+class RunFolder:
+    """The files of one run, and the lock that keeps a second writer out."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if not str(path).strip():
+            raise ValueError(message("the run folder (--out)", "a non-empty path", str(path)))
+        self.checkpoints = self.path / "checkpoints"
+        self._lock_fd: int | None = None
+
+    def has_run(self) -> bool:
+        return (self.path / "config.json").exists()
+
+    @contextlib.contextmanager
+    def locked(self):
+        """Holds the folder's exclusive lock; refuses at once if another process holds it."""
+        import fcntl
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                raise RunFolderError(
+                    f"another minigd process (pid {holder}) is writing to {self.path}; wait for "
+                    "it to finish, or choose another --out."
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield self
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def clean_partial_writes(self) -> None:
+        """Removes the temporary files of writes a killed process never finished."""
+        for folder in (self.path, self.checkpoints):
+            for partial in folder.glob(".*.tmp"):
+                partial.unlink(missing_ok=True)
+
+    def start_fresh(self) -> None:
+        """Removes an old run's files, so nothing of it can be resumed or mistaken for this one."""
+        for name in RUN_FILES:
+            (self.path / name).unlink(missing_ok=True)
+        for stale in list_checkpoints(self.checkpoints):
             stale.unlink()
-    classes = None if train.classes is None else train.classes.tolist()
-    atomic_write_text(
-        out / "config.json",
-        json.dumps(asdict(config) | {"classes": classes}, indent=2, default=str),
+
+    def write_config(self, config: RunConfig, train: Dataset) -> None:
+        classes = None if train.classes is None else train.classes.tolist()
+        prints = {role: fingerprint(path) for role, path in config.data_files().items()}
+        saved = asdict(config) | {"classes": classes, "data_fingerprints": prints}
+        atomic_write_text(self.path / "config.json", json.dumps(saved, indent=2, default=str))
+
+    def check_data(self, config: RunConfig) -> None:
+        """Refuses a resume whose data files differ from those the run started with."""
+        saved = _read_json(self.path / "config.json").get("data_fingerprints", {})
+        for role, path in config.data_files().items():
+            if role in saved and (why := changed(saved[role], path)):
+                raise RunFolderError(
+                    f"cannot resume {self.path}: {why}. An exact resume needs the same data; "
+                    "restore the file, or start a new run with another --out."
+                )
+
+    def write_results(self, model, history: History) -> None:
+        model.save(self.path / "model.npz")
+        history.to_json(self.path / "history.json")
+        history.to_csv(self.path / "history.csv", "steps")
+        history.to_csv(self.path / "epochs.csv", "epochs")
+
+
+def train_run(
+    config: RunConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    verbose: int = 1,
+    checkpoint_every_steps: int | None = None,
+    checkpoint_every_seconds: float | None = DEFAULT_CHECKPOINT_SECONDS,
+) -> RunResult:
+    """Trains as ``config`` says in the run folder ``out`` (see the module docstring)."""
+    folder = RunFolder(out)
+    _check_folder(folder, resume, overwrite)
+    config.check()
+    if not resume:
+        config = config.absolute()
+    train, test = load(config.data, target=config.target, y_path=config.y_path)
+    if resume:
+        folder.check_data(config)
+    checkpoint = Checkpoint(
+        folder.checkpoints,
+        every_steps=checkpoint_every_steps,
+        every_seconds=checkpoint_every_seconds,
+        keep_last=2,
     )
-    history = fit(
-        model,
+    trainer = make_trainer(
+        config.build_model(train),
         train.X,
         train.y,
         batch_size=config.batch_size,
         epochs=config.epochs,
         optimizer=config.optimizer,
         lr=config.lr,
-        validation=validation,
-        validation_split=config.validation_split if validation is None else 0.0,
+        validation=None if test is None else (test.X, test.y),
+        validation_split=config.validation_split if test is None else 0.0,
         sample_axis=config.sample_axis,
         seed=config.seed,
         last_batch=config.last_batch,
-        callbacks=[Checkpoint(out / "checkpoints", every_epoch=True, keep_last=2)],
+        callbacks=[checkpoint],
         verbose=verbose,
-        resume=(out / "checkpoints") if resume else None,
     )
-    model.save(out / "model.npz")
-    history.to_json(out / "history.json")
-    history.to_csv(out / "history.csv", "steps")
-    history.to_csv(out / "epochs.csv", "epochs")
-    return model, history, final_metrics(model, history, train, config.sample_axis)
+    with folder.locked():
+        _begin(folder, trainer, config, train, resume)
+        history = trainer.run()
+        if trainer.interrupted:  # the folder keeps its last complete model; resume from here
+            return RunResult(
+                trainer.model,
+                history,
+                None,
+                trainer.outcome,
+                trainer.stop_reason,
+                trainer.signal,
+                checkpoint.last_path,
+            )
+        folder.write_results(trainer.model, history)
+    metrics = final_metrics(trainer.model, history, train, config.sample_axis)
+    return RunResult(trainer.model, history, metrics, trainer.outcome, trainer.stop_reason)
+
+
+def _check_folder(folder: RunFolder, resume: bool, overwrite: bool) -> None:
+    if resume and overwrite:
+        raise ValueError("--resume continues a run and --overwrite replaces one: pick one.")
+    if resume and not folder.has_run():
+        raise FileNotFoundError(
+            f"{folder.path / 'config.json'} not found: --resume takes a run folder written by "
+            "minigd train --out."
+        )
+    if not resume and not overwrite and folder.has_run():
+        raise RunFolderError(
+            f"{folder.path} already holds a run. Continue it with --resume {folder.path}, "
+            "replace it with --overwrite, or choose another --out."
+        )
+
+
+def _begin(folder: RunFolder, trainer, config: RunConfig, train: Dataset, resume: bool) -> None:
+    """Under the lock: restore a resumed run, or clear the folder for a new one; only now, with
+    every check passed, does the folder change."""
+    if resume:
+        trainer.restore(folder.checkpoints)
+        done = trainer.position.epoch
+        if done >= config.epochs:
+            raise ValueError(
+                f"the run in {folder.path} has trained {done} epochs already; --epochs "
+                f"{config.epochs} would train none. Pass --epochs {done + 1} or more."
+            )
+    else:
+        folder.start_fresh()
+    folder.clean_partial_writes()
+    folder.write_config(config, train)
 
 
 def final_metrics(model, history: History, train: Dataset, sample_axis: int) -> dict[str, float]:
@@ -119,6 +318,13 @@ def final_metrics(model, history: History, train: Dataset, sample_axis: int) -> 
     return metrics
 
 
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); it cannot be resumed.") from None
+
+
 def read_config(folder: str | Path) -> RunConfig:
     """The RunConfig of a run folder, with a sentence naming the file and field when it is off."""
     path = Path(folder) / "config.json"
@@ -126,14 +332,18 @@ def read_config(folder: str | Path) -> RunConfig:
         raise FileNotFoundError(
             f"{path} not found: --resume takes a run folder written by minigd train --out."
         )
-    try:
-        raw = json.loads(path.read_text())
-    except ValueError as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}); it cannot be resumed.") from exc
+    raw = _read_json(path)
     if not isinstance(raw, dict):
         raise ValueError(f"{path} must hold a JSON object of run settings.")
     raw.pop("classes", None)
-    unknown = sorted(set(raw) - {f.name for f in fields(RunConfig)})
+    raw.pop("data_fingerprints", None)
+    known = {f.name: f for f in fields(RunConfig)}
+    unknown = sorted(set(raw) - set(known))
     if unknown:
         raise ValueError(f"{path} has unknown settings {unknown}; it cannot be resumed.")
-    return RunConfig(**raw)
+    config = RunConfig(**raw)
+    try:
+        config.check()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    return config

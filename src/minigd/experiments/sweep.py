@@ -11,7 +11,7 @@ the sweep does this over the grid it is given and reports the best per batch siz
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,11 +96,13 @@ def sweep(
     max_epochs: int = 30,
     optimizer: str = "sgd",
     measure_noise: bool = True,
+    on_row: Callable[[SweepResult], None] | None = None,
 ) -> SweepResult:
     """Runs every (batch size, learning rate, seed) until the target or ``max_epochs``.
 
     The steps of a (batch size, lr) pair are the median over seeds, and count only when every
     seed reached the target. The best lr of a batch size is the one with the fewest steps.
+    ``on_row`` is called with the result so far after each batch size (to save it as it comes).
     """
     name, train, test = resolve_data(data, "sweep")
     target = target or Target("val_accuracy", 0.9)
@@ -109,16 +111,18 @@ def sweep(
         return model_for_data(model, train.X, train.n_classes, seed=seed)
 
     val = build(seeds[0]).prepare(test.X, test.y)
-    rows, best_model = [], None
+    result = SweepResult([], target, name, model, list(learning_rates), list(seeds))
+    best_model = None
     for b in batch_sizes:
         trials = {}
         for lr in learning_rates:
             trials[lr] = _trial(build, train, val, b, lr, seeds, target, max_epochs, optimizer)
         row, models = _best_row(b, trials)
-        rows.append(row)
+        result.rows.append(row)
         if best_model is None and models:
             best_model = models[0]
-    result = SweepResult(rows, target, name, model, list(learning_rates), list(seeds))
+        if on_row is not None:
+            on_row(result)
     if measure_noise:
         result.noise_at_init = probe_noise_scale(build(seeds[0]), train.X, train.y)
         if best_model is not None:  # the smallest batch's best run, stopped at the target

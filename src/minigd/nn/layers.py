@@ -374,9 +374,9 @@ class BatchNorm(Layer):
         self.num_features = check_int("num_features", num_features, minimum=1)
         self.eps = check_float("eps", eps, minimum=0.0, inclusive=False)
         self.momentum = check_float("momentum", momentum, minimum=0.0, maximum=1.0)
-        self.running_mean = np.zeros(num_features)
-        self.running_var = np.ones(num_features)
         self.num_batches_tracked = np.zeros((), dtype=np.int64)
+        # the running statistics are allocated in bind(), in the parameters' dtype: building the
+        # layer allocates nothing, so an architecture can be checked before memory is committed
 
     def param_shapes(self):
         return [("weight", (self.num_features,)), ("bias", (self.num_features,))]
@@ -384,8 +384,8 @@ class BatchNorm(Layer):
     def bind(self, params, grads):
         super().bind(params, grads)
         dtype = params["weight"].dtype
-        self.running_mean = self.running_mean.astype(dtype)
-        self.running_var = self.running_var.astype(dtype)
+        self.running_mean = np.zeros(self.num_features, dtype)
+        self.running_var = np.ones(self.num_features, dtype)
 
     def init_params(self, rng, scheme):
         self.weight.fill(1)

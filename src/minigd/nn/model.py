@@ -10,6 +10,7 @@ gradient is what a checkpoint stores and what the gradient noise scale measures.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -22,7 +23,7 @@ from minigd._validation import check_int, message
 from minigd.data.arrays import as_rows, targets_as_rows
 from minigd.data.npz import atomic_savez, read_npz
 from minigd.nn.layers import LAYERS, BatchNorm, Dense, Layer, LeakyReLU, ReLU
-from minigd.nn.losses import Loss, get_loss
+from minigd.nn.losses import LOSSES, Loss, get_loss
 
 FORMAT = "minigd-model-1"
 EVAL_CHUNK = 4096  # rows per forward pass in predict/evaluate: bounds memory on large inputs
@@ -198,14 +199,16 @@ class Sequential:
         return loss
 
     def prepare(
-        self, X: Any, y: Any = None, *, sample_axis: int = 0
+        self, X: Any, y: Any = None, *, sample_axis: int = 0, names: tuple[str, str] = ("X", "y")
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Checks and converts data once, at the boundary: rows of this model's dtype and width."""
-        rows = as_rows(X, sample_axis=sample_axis, dtype=self.dtype)
+        """Checks and converts data once, at the boundary: rows of this model's dtype and width.
+        ``names`` are what error messages call X and y ("validation X", say)."""
+        x_name, y_name = names
+        rows = as_rows(X, sample_axis=sample_axis, dtype=self.dtype, name=x_name)
         if rows.ndim != 2 or rows.shape[1] != self.n_inputs:
             raise ValueError(
                 message(
-                    "X",
+                    x_name,
                     f"of {self.n_inputs} features per sample",
                     rows,
                     "Build the model with n equal to X's feature count, or pass "
@@ -214,7 +217,7 @@ class Sequential:
             )
         if y is None:
             return rows, None
-        targets = targets_as_rows(y, rows.shape[0], sample_axis=sample_axis)
+        targets = targets_as_rows(y, rows.shape[0], sample_axis=sample_axis, name=y_name)
         return rows, self.loss.prepare_targets(targets, self.n_outputs, self.dtype)
 
     def _forward_chunks(self, rows: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
@@ -272,20 +275,11 @@ class Sequential:
         }
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Sequential:
-        if config.get("format") != FORMAT:
-            raise ValueError(
-                f"not a minigd model description (format {config.get('format')!r}; "
-                f"expected {FORMAT!r})."
-            )
-        layers = []
-        for spec in config["layers"]:
-            spec = dict(spec)
-            kind = spec.pop("type")
-            if kind not in LAYERS:
-                raise ValueError(f"unknown layer type {kind!r} in the model description.")
-            layers.append(LAYERS[kind](**spec))  # config() keys are constructor arguments
-        return cls(layers, config["loss"], seed=config["seed"], dtype=config["dtype"])
+    def from_config(cls, config: Any, source: Any = "the model description") -> Sequential:
+        """Rebuilds a model from ``config()``'s data; a malformed one gets a sentence naming
+        ``source`` and the field."""
+        layers, loss, seed, dtype = _parse_config(config, source)
+        return cls(layers, loss, seed=seed, dtype=dtype)
 
     def copy(self) -> Sequential:
         """An independent model with the same architecture, parameters and buffers."""
@@ -302,13 +296,28 @@ class Sequential:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Sequential:
-        """Rebuilds a model saved with ``save``; never unpickles anything."""
+        """Rebuilds a model saved with ``save``; never unpickles anything. The architecture is
+        checked against the stored parameters before any memory is committed to it."""
         arrays = read_npz(path)
         if "architecture" not in arrays:
             raise ValueError(
                 f"{path} holds no model architecture; was it written by Sequential.save?"
             )
-        model = cls.from_config(json.loads(str(arrays.pop("architecture"))))
+        try:
+            config = json.loads(str(arrays.pop("architecture")))
+        except ValueError as exc:
+            raise ValueError(f"{path}: the architecture is not valid JSON ({exc}).") from None
+        layers, loss, seed, dtype = _parse_config(config, path)
+        for i, layer in enumerate(layers):
+            for name, shape in layer.param_shapes():
+                stored = arrays.get(f"{i}.{name}")
+                if stored is None or stored.shape != tuple(shape):
+                    found = "nothing" if stored is None else f"shape {stored.shape}"
+                    raise ValueError(
+                        f"{path}: its architecture needs {i}.{name} of shape {tuple(shape)}, "
+                        f"but the file stores {found}; the file is corrupt or was edited."
+                    )
+        model = cls(layers, loss, seed=seed, dtype=dtype)
         model.load_state(arrays)
         return model
 
@@ -318,3 +327,51 @@ class Sequential:
             f"Sequential(\n{body}\n) loss={self.loss.name}, params={self.n_params}, "
             f"dtype={self.dtype.name}"
         )
+
+
+def _parse_config(config: Any, source: Any) -> tuple[list[Layer], str, int, Any]:
+    """(layers, loss, seed, dtype) of an architecture, each field checked; building the layers
+    allocates nothing (parameters come with the Sequential)."""
+
+    def bad(field: str, expected: str, found: Any) -> ValueError:
+        return ValueError(
+            f"{source}: the architecture's {field} must be {expected}; found {found!r}."
+        )
+
+    if not isinstance(config, dict):
+        raise bad("top level", "a JSON object", type(config).__name__)
+    if config.get("format") != FORMAT:
+        raise bad("format", repr(FORMAT), config.get("format"))
+    specs = config.get("layers")
+    if not isinstance(specs, list) or not specs:
+        raise bad("'layers'", "a non-empty list", specs)
+    layers = [_parse_layer(spec, i, source) for i, spec in enumerate(specs)]
+    if config.get("loss") not in LOSSES:
+        raise bad("'loss'", f"one of {sorted(LOSSES)}", config.get("loss"))
+    seed = config.get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise bad("'seed'", "an integer >= 0", seed)
+    if config.get("dtype") not in ("float32", "float64"):
+        raise bad("'dtype'", "'float32' or 'float64'", config.get("dtype"))
+    return layers, config["loss"], seed, config["dtype"]
+
+
+def _parse_layer(spec: Any, i: int, source: Any) -> Layer:
+    where = f"{source}: layers[{i}]"
+    if not isinstance(spec, dict) or spec.get("type") not in LAYERS:
+        found = spec.get("type") if isinstance(spec, dict) else type(spec).__name__
+        raise ValueError(
+            f"{where} must be an object with a 'type' among {sorted(LAYERS)}; found {found!r}."
+        )
+    kind = LAYERS[spec["type"]]
+    arguments = {k: v for k, v in spec.items() if k != "type"}
+    accepted = set(inspect.signature(kind).parameters)
+    unknown = sorted(set(arguments) - accepted)
+    if unknown:
+        raise ValueError(
+            f"{where} ({spec['type']}) has unknown fields {unknown}; it takes {sorted(accepted)}."
+        )
+    try:
+        return kind(**arguments)  # config() keys are constructor arguments
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where} ({spec['type']}): {exc}") from None

@@ -90,8 +90,13 @@ def parse_model_spec(
     Args:
         n: input features; k: classes (None for regression).
     """
-    name, _, rest = spec.partition(":")
+    name, colon, rest = str(spec).partition(":")
     name = name.strip().lower()
+    if name in ("linear", "logistic", "softmax") and (colon or rest):
+        raise ValueError(
+            f"the {name!r} model takes no options; received {spec!r}. Write {name!r}, or "
+            "mlp:WIDTHS for hidden layers."
+        )
     if name == "linear":
         return linear_regression(n, outputs=1, seed=seed, dtype=dtype)
     if name == "logistic":
@@ -105,6 +110,12 @@ def parse_model_spec(
             f"unknown model spec {spec!r}; use softmax, logistic, linear, mlp:128 "
             "or mlp:256,128+bn."
         )
+    widths, batchnorm, dropout = _mlp_options(spec, rest)
+    return mlp(n, widths, k or 1, batchnorm=batchnorm, dropout=dropout, seed=seed, dtype=dtype)
+
+
+def _mlp_options(spec: str, rest: str) -> tuple[list[int], bool, float]:
+    """(hidden widths, batchnorm, dropout p) of "mlp:256,128+bn+dropout0.2"."""
     widths_text, *options = rest.split("+")
     try:
         widths = [int(w) for w in widths_text.split(",") if w.strip()]
@@ -114,16 +125,31 @@ def parse_model_spec(
         ) from None
     if not widths:
         raise ValueError(f"mlp needs hidden widths, as in mlp:128; received {spec!r}.")
-    batchnorm, dropout = False, 0.0
-    for option in options:
-        option = option.strip().lower()
-        if option == "bn":
+    batchnorm, dropout, seen = False, 0.0, set()
+    for option in (o.strip().lower() for o in options):
+        kind = "bn" if option == "bn" else "dropout" if option.startswith("dropout") else option
+        if kind in seen:
+            raise ValueError(f"mlp option +{kind} is given twice in {spec!r}; give it once.")
+        seen.add(kind)
+        if kind == "bn":
             batchnorm = True
-        elif option.startswith("dropout"):
-            dropout = float(option[len("dropout") :] or 0.5)
+        elif kind == "dropout":
+            dropout = _dropout(option[len("dropout") :], spec)
         else:
             raise ValueError(f"unknown mlp option {option!r} in {spec!r}; use +bn or +dropout0.2.")
-    return mlp(n, widths, k or 1, batchnorm=batchnorm, dropout=dropout, seed=seed, dtype=dtype)
+    return widths, batchnorm, dropout
+
+
+def _dropout(text: str, spec: str) -> float:
+    try:
+        p = float(text) if text else 0.5
+    except ValueError:
+        p = -1.0
+    if not 0.0 <= p < 1.0:
+        raise ValueError(
+            f"+dropout takes a probability in [0, 1), as in +dropout0.2; received {spec!r}."
+        )
+    return p
 
 
 def model_for_data(

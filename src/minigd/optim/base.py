@@ -148,15 +148,15 @@ class Optimizer:
         """Everything needed to continue exactly: step count, lr scale, state arrays.
 
         The base learning rate (constant or schedule) is configuration, as in torch, where an
-        LRScheduler is rebuilt by the caller: it is recorded (``lr``, ``schedule``) so a resume
-        can check it, and is not restored from here.
+        LRScheduler is rebuilt by the caller: it is recorded (``base_lr``, ``schedule``) so a
+        resume can check it, and is not restored from here.
         """
         return {
             "name": type(self).__name__,
             "steps": self.steps,
             "lr": self.lr,
             "lr_scale": self.lr_scale,
-            "schedule": None if self.schedule is None else repr(self.schedule),
+            **self._base_config(),
             "hyperparameters": self.hyperparameters(),
             "arrays": {name: value.copy() for name, value in self.state.items()},
         }
@@ -173,16 +173,32 @@ class Optimizer:
                 f"the saved {type(self).__name__} used {saved}, this one "
                 f"{self.hyperparameters()}; resume with the same settings."
             )
+        saved_base = {k: state.get(k) for k in ("base_lr", "schedule")}
+        if saved_base != self._base_config():
+            raise ValueError(
+                f"the saved {type(self).__name__} was trained with {_describe(saved_base)}, this "
+                f"one has {_describe(self._base_config())}. Resume with the learning rate the run "
+                "was started with, or start a new run to change it."
+            )
         self.steps = int(state["steps"])
         self.lr_scale = float(state.get("lr_scale", 1.0))
         self._refresh_lr(max(0, self.steps - 1))  # the lr the last step used, as after step()
         self.state = {name: np.array(value) for name, value in state["arrays"].items()}
         self._scratch = None
 
+    def _base_config(self) -> dict[str, Any]:
+        if self.schedule is not None:
+            return {"base_lr": None, "schedule": repr(self.schedule)}
+        return {"base_lr": self._base, "schedule": None}
+
     def __repr__(self) -> str:
         lr = repr(self.schedule) if self.schedule is not None else f"{self._base:g}"
         args = "".join(f", {k}={v!r}" for k, v in self.hyperparameters().items())
         return f"{type(self).__name__}(lr={lr}{args})"
+
+
+def _describe(base: dict[str, Any]) -> str:
+    return f"lr {base['base_lr']:g}" if base["schedule"] is None else f"lr {base['schedule']}"
 
 
 def check_unit(name: str, value: float) -> float:

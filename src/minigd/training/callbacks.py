@@ -2,13 +2,14 @@
 
 A callback receives the Trainer at fixed points (train begin/end, epoch begin/end, after each step)
 and may read anything from it (``model``, ``optimizer``, ``history``, ``epoch``, ``step``). It stops
-training by setting ``trainer.stop_training = True`` and, ideally, ``trainer.stop_reason``.
+training by calling ``trainer.stop(reason, outcome)``.
 """
 
 from __future__ import annotations
 
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,11 @@ class Callback:
     ``batches``, ``epoch``, ``step`` (steps taken), ``next_batch``, ``samples_seen``,
     ``elapsed()`` (training seconds), ``epochs`` (where training stops) and ``interrupted``.
     """
+
+    def setup(self, trainer) -> None:
+        """Once, when the Trainer is built and before a checkpoint is restored: the place to
+        configure the trainer's parts (``LearningRateSchedule`` gives the optimizer its
+        schedule here, so a resume can check it against the checkpoint's)."""
 
     def on_train_begin(self, trainer) -> None:
         """Before the first step of this ``run()`` (after a resume, its position is restored)."""
@@ -194,8 +200,7 @@ class EarlyStopping(Callback):
             return
         self.wait += 1
         if self.wait > self.patience:
-            trainer.stop_training = True
-            trainer.stop_reason = (
+            trainer.stop(
                 f"early stopping: {self._monitor.monitor} did not improve for {self.wait} epochs "
                 f"(best {self._monitor.best:.4g} at epoch {self.best_epoch + 1})"
             )
@@ -246,7 +251,6 @@ class DivergenceGuard(Callback):
                 self._take(trainer)
             return
         trainer.model.load_state(self._good)
-        trainer.stop_training = True
         what = (
             f"the loss became {loss}"
             if not math.isfinite(loss)
@@ -257,12 +261,13 @@ class DivergenceGuard(Callback):
         )
         lr = trainer.optimizer.lr
         batch = trainer.batch_size
-        trainer.stop_reason = (
+        trainer.stop(
             f"training diverged at step {trainer.step} (epoch {trainer.epoch + 1}): {what}. "
             f"Restored the parameters of step {self._good_step}. Try a smaller learning rate "
             f"(lr={lr / 10:g} instead of {lr:g}) or a larger batch size "
             f"(batch_size={min(2 * batch, trainer.n_samples)} instead of {batch}), whose gradient "
-            f"is less noisy."
+            f"is less noisy.",
+            "diverged",
         )
 
     def state(self):
@@ -274,7 +279,7 @@ class DivergenceGuard(Callback):
 
 # -- learning rate ----------------------------------------------------------------------------
 class LearningRateSchedule(Callback):
-    """Gives the optimizer a schedule as its base learning rate when training begins.
+    """Gives the optimizer a schedule as its base learning rate when the Trainer is built.
 
     ``per="step"``: lr(t) = schedule(t), t the steps taken. ``per="epoch"``: lr(t) =
     schedule(epoch of step t). The optimizer owns the learning rate (``Optimizer.lr``: base times
@@ -287,7 +292,7 @@ class LearningRateSchedule(Callback):
         self.schedule = schedule
         self.per = check_choice("per", per, ("step", "epoch"))
 
-    def on_train_begin(self, trainer):
+    def setup(self, trainer):
         schedule = self.schedule
         if self.per == "epoch":
             schedule = PerEpoch(schedule, trainer.batches_per_epoch)
@@ -346,15 +351,21 @@ class ReduceLROnPlateau(Callback):
 
 # -- files ------------------------------------------------------------------------------------
 class Checkpoint(Callback):
-    """Writes exact checkpoints to ``folder`` every ``every_steps`` steps and/or every epoch,
-    keeping the ``keep_last`` newest. A Ctrl-C ends training after the current step and writes one
-    more. ``fit(..., resume=folder)`` continues from the newest."""
+    """Writes exact checkpoints to ``folder`` every ``every_steps`` steps, every
+    ``every_seconds`` seconds of wall time and/or every epoch, keeping the ``keep_last`` newest.
+    A Ctrl-C or SIGTERM ends training after the current step and writes one more.
+    ``fit(..., resume=folder)`` continues from the newest.
+
+    Time-based checkpoints bound the work a kill can lose inside a long epoch; they are written
+    between steps, so they change when files appear, never what training computes.
+    """
 
     def __init__(
         self,
         folder,
         *,
         every_steps: int | None = None,
+        every_seconds: float | None = None,
         every_epoch: bool = True,
         keep_last: int = 2,
     ) -> None:
@@ -362,15 +373,22 @@ class Checkpoint(Callback):
         self.every_steps = (
             None if every_steps is None else check_int("every_steps", every_steps, minimum=1)
         )
+        self.every_seconds = (
+            None
+            if every_seconds is None
+            else check_float("every_seconds", every_seconds, minimum=0.0, inclusive=False)
+        )
         self.every_epoch = bool(every_epoch)
-        if self.every_steps is None and not self.every_epoch:
-            raise ValueError("Checkpoint needs every_steps or every_epoch=True.")
+        if self.every_steps is None and self.every_seconds is None and not self.every_epoch:
+            raise ValueError("Checkpoint needs every_steps, every_seconds or every_epoch=True.")
         self.keep_last = check_int("keep_last", keep_last, minimum=1)
         self.last_path: Path | None = None
+        self._last_time = time.monotonic()
 
     def write(self, trainer) -> Path:
         path = trainer.save_checkpoint(self.folder / checkpoint_name(trainer.step))
         self.last_path = path
+        self._last_time = time.monotonic()
         for stale in list_checkpoints(self.folder)[: -self.keep_last]:
             stale.unlink(missing_ok=True)
         return path
@@ -379,9 +397,12 @@ class Checkpoint(Callback):
         # temporary files of a write that a killed process never finished
         for partial in self.folder.glob(".checkpoint-*.tmp"):
             partial.unlink(missing_ok=True)
+        self._last_time = time.monotonic()
 
     def on_step_end(self, trainer, loss):
-        if self.every_steps and trainer.step % self.every_steps == 0:
+        due = self.every_steps and trainer.step % self.every_steps == 0
+        late = self.every_seconds and time.monotonic() - self._last_time >= self.every_seconds
+        if due or late:
             self.write(trainer)
 
     def on_epoch_end(self, trainer, epoch, logs):

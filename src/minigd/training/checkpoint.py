@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +75,35 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Reads a checkpoint (a file, or the newest in a folder) into plain parts."""
-    path = latest_checkpoint(path)
+    """Reads a checkpoint (a file, or the newest readable one in a folder) into plain parts.
+
+    In a folder, a newest checkpoint that cannot be read (a disk error, a hand edit) does not
+    stop a resume: the one before it is used, with a warning naming both.
+    """
+    path = Path(path)
+    if path.is_file():
+        return _read_checkpoint(path)
+    candidates = list_checkpoints(path, nested=True)[::-1] if path.is_dir() else []
+    if not candidates:
+        latest_checkpoint(path)  # raises the sentence for a missing path or an empty folder
+    failures = []
+    for candidate in candidates:
+        try:
+            parts = _read_checkpoint(candidate)
+        except (ValueError, OSError) as exc:
+            failures.append(f"{candidate.name}: {exc}")
+            continue
+        if failures:
+            warnings.warn(
+                f"skipped unreadable checkpoints ({'; '.join(failures)}); resuming from "
+                f"{candidate.name}, step {parts['position'].get('step')}.",
+                stacklevel=2,
+            )
+        return parts
+    raise ValueError(f"no readable checkpoint in {path}: {'; '.join(failures)}")
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
     arrays = read_npz(path)
     if "meta" not in arrays:
         raise ValueError(f"{path} is not a minigd checkpoint (no 'meta' entry).")
@@ -96,9 +124,16 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         if group not in parts:
             raise ValueError(f"{path} has an unexpected entry {key!r}.")
         parts[group][name] = value
-    missing = [k for k in META_FIELDS if k not in meta]
+    missing = [k for k in META_FIELDS if not isinstance(meta.get(k), dict)]
     if missing:
-        raise ValueError(f"{path} lacks the checkpoint fields {missing}; it cannot be resumed.")
+        raise ValueError(
+            f"{path} lacks the checkpoint fields {missing} (or they are not objects); it cannot "
+            "be resumed."
+        )
+    try:
+        history = History.from_state(parts["history"], meta["history"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"{path} has a malformed history ({exc}).") from None
     return {
         "path": path,
         "model_config": meta["model"],
@@ -106,8 +141,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         "optimizer": dict(meta["optimizer"], arrays=parts["optim"]),
         "position": meta["position"],
         "batching": meta["batching"],
-        "history": History.from_state(parts["history"], meta["history"]),
-        "callbacks": meta.get("callbacks", {}),
+        "history": history,
+        "callbacks": meta.get("callbacks") if isinstance(meta.get("callbacks"), dict) else {},
     }
 
 

@@ -19,6 +19,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from minigd._kernels import warm_up
-from minigd._validation import check_float, check_int, message
+from minigd._validation import check_choice, check_float, check_int, message
 from minigd.batching import MiniBatches
 from minigd.nn.losses import get_loss
 from minigd.optim import Optimizer, get_optimizer
@@ -77,6 +78,9 @@ class Position:
         return cls(**saved)
 
 
+OUTCOMES = ("completed", "stopped", "diverged", "interrupted")
+
+
 class Trainer:
     """Runs mini-batch gradient descent on a model and records what happened.
 
@@ -111,7 +115,22 @@ class Trainer:
         self._t0: float | None = None
         self.stop_training = False
         self.stop_reason: str | None = None
-        self.interrupted = False
+        self.outcome = "completed"  # or "stopped", "diverged", "interrupted": see stop()
+        self.signal: int | None = None  # the signal that interrupted training, if one did
+        for callback in self.callbacks:
+            callback.setup(self)
+
+    def stop(self, reason: str, outcome: str = "stopped") -> None:
+        """Ends training after the current step. ``outcome`` says how the run ended, for the
+        exit code of a command: "stopped" (a rule was met: early stopping, a target, a budget),
+        "diverged" or "interrupted"."""
+        self.stop_training = True
+        self.stop_reason = reason
+        self.outcome = check_choice("outcome", outcome, OUTCOMES)
+
+    @property
+    def interrupted(self) -> bool:
+        return self.outcome == "interrupted"
 
     # -- facts callbacks use --------------------------------------------------------------
     @property
@@ -161,7 +180,7 @@ class Trainer:
         model.train()
         self._call("on_train_begin")
         with (
-            _interrupt_flag() as interrupted,
+            _caught_signals() as caught,
             np.errstate(over="ignore", invalid="ignore", divide="ignore"),
         ):
             while pos.epoch < self.epochs and not self.stop_training:
@@ -177,9 +196,10 @@ class Trainer:
                     )
                     for callback in self.callbacks:
                         callback.on_step_end(self, loss)
-                    if interrupted.is_set():
-                        self.interrupted = self.stop_training = True
-                        self.stop_reason = f"interrupted (Ctrl-C) after step {pos.step}"
+                    if caught.signal is not None:
+                        self.signal = caught.signal
+                        name = "Ctrl-C" if caught.signal == signal.SIGINT else "SIGTERM"
+                        self.stop(f"interrupted ({name}) after step {pos.step}", "interrupted")
                     if self.stop_training:
                         break
                 pos.epoch_seconds += time.perf_counter() - epoch_start
@@ -228,6 +248,7 @@ class Trainer:
             "samples_seen": self.samples_seen,
             "seconds": self.elapsed(),
             "stop_reason": self.stop_reason,
+            "outcome": self.outcome,
             "epochs_completed": self.epoch,
             "epochs": self.epochs,
             "batch_size": b.batch_size,
@@ -266,15 +287,26 @@ class Trainer:
     def restore(self, path) -> None:
         """Continues from a checkpoint: model, optimizer, position, history, callback state."""
         ckpt = load_checkpoint(path)
-        config = self.model.config()
-        saved_model = ckpt["model_config"]
-        if (
-            saved_model.get("layers") != config["layers"]
-            or saved_model.get("loss") != config["loss"]
-        ):
+        try:
+            self._restore(ckpt)
+        except (KeyError, TypeError, AttributeError, IndexError) as exc:
+            raise ValueError(
+                f"the checkpoint {ckpt['path']} has malformed metadata ({type(exc).__name__}: "
+                f"{exc}); resume from another checkpoint, or start a new run."
+            ) from None
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        config, saved_model = self.model.config(), ckpt["model_config"]
+        if saved_model["layers"] != config["layers"] or saved_model["loss"] != config["loss"]:
             raise ValueError(
                 f"the checkpoint {ckpt['path']} was written for another "
                 "architecture; resume with the model it was trained with."
+            )
+        if saved_model["dtype"] != config["dtype"]:
+            warnings.warn(
+                f"the checkpoint {ckpt['path'].name} holds {saved_model['dtype']} parameters; "
+                f"this {config['dtype']} model continues from them cast to {config['dtype']}.",
+                stacklevel=3,
             )
         saved, now = ckpt["batching"], self.batching()
         differs = {k: (saved.get(k), now[k]) for k in now if saved.get(k) != now[k]}
@@ -295,26 +327,34 @@ class Trainer:
                 callback.load_state(states[key])
 
 
+class _Caught:
+    """The first SIGINT or SIGTERM received while training, if any."""
+
+    signal: int | None = None
+
+
 @contextlib.contextmanager
-def _interrupt_flag():
-    """While training, Ctrl-C sets a flag that ends training after the current step, instead of
-    raising inside NumPy mid-update. Outside the main thread signals cannot be caught: there a
-    KeyboardInterrupt stays a KeyboardInterrupt."""
-    flag = threading.Event()
+def _caught_signals():
+    """While training, Ctrl-C (SIGINT) and SIGTERM end training after the current step instead of
+    raising inside NumPy mid-update, so the run can be checkpointed where it stands. A second
+    signal means the user really wants out: it raises KeyboardInterrupt. Outside the main thread
+    signals cannot be caught: there a KeyboardInterrupt stays a KeyboardInterrupt."""
+    caught = _Caught()
     if threading.current_thread() is not threading.main_thread():
-        yield flag
+        yield caught
         return
 
     def handler(signum, frame):
-        if flag.is_set():  # a second Ctrl-C: the user really wants out
+        if caught.signal is not None:
             raise KeyboardInterrupt
-        flag.set()
+        caught.signal = signum
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield flag
+        yield caught
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def make_trainer(
@@ -386,6 +426,10 @@ def _check_batchnorm(model, batches: MiniBatches) -> None:
 
 def _hold_out(model, X, y, validation, validation_split, sample_axis):
     """Checks the data once: (train rows, train targets, prepared validation pair or None)."""
+    if not callable(getattr(model, "prepare", None)):
+        raise TypeError(
+            message("model", "a minigd.nn.Sequential", model, "Build one with minigd.nn.mlp(...).")
+        )
     rows, targets = model.prepare(X, y, sample_axis=sample_axis)
     if targets is None:
         raise ValueError("fit needs targets y; minigd trains supervised models.")
@@ -395,7 +439,8 @@ def _hold_out(model, X, y, validation, validation_split, sample_axis):
     if validation is not None:
         if not isinstance(validation, (tuple, list)) or len(validation) != 2:
             raise ValueError(message("validation", "a pair (X_val, y_val)", validation))
-        return rows, targets, model.prepare(*validation, sample_axis=sample_axis)
+        names = ("validation X", "validation y")
+        return rows, targets, model.prepare(*validation, sample_axis=sample_axis, names=names)
     if not split:
         return rows, targets, None
     n_val = round(split * len(rows))

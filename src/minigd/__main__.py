@@ -1,8 +1,20 @@
-"""``python -m minigd`` runs the command-line tool."""
+"""``python -m minigd`` and the ``minigd`` command: the command-line tool.
+
+``run`` imports the tool inside a guard, so that a Ctrl-C while Python is still loading NumPy and
+minigd exits quietly with 130, as one during training does.
+"""
 
 import sys
 
-from minigd.cli import main
+
+def run() -> int:
+    try:
+        from minigd.cli import main
+    except KeyboardInterrupt:
+        print("\nminigd: interrupted", file=sys.stderr)
+        return 130
+    return main()
+
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -11,6 +11,7 @@ import errno
 import os
 import signal
 import sys
+import threading
 import traceback
 import warnings
 from collections.abc import Sequence
@@ -601,10 +602,20 @@ def _subparser(parent: argparse.ArgumentParser):
     return Sub
 
 
+class _Terminated(BaseException):
+    """SIGTERM outside the training loop (which checkpoints first): end as Ctrl-C ends."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs one command; returns its exit code (see EXIT_CODES). No traceback reaches the user
     unless --debug or MINIGD_DEBUG=1 asks for it."""
     parser = build_parser()
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
@@ -617,16 +628,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # a second Ctrl-C, or one before training began
         print("\nminigd: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except _Terminated:
+        print("minigd: terminated", file=sys.stderr)
+        return EXIT_SIGTERM
     except BrokenPipeError:  # `minigd info x | head -2`: the reader left; nothing to say
         with contextlib.suppress(OSError):
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (so the exit flush cannot fail)
         return EXIT_OK
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _run(args: argparse.Namespace, debug: bool) -> int:
     try:
         return args.func(args)
-    except (KeyboardInterrupt, BrokenPipeError):
+    except (KeyboardInterrupt, BrokenPipeError, _Terminated):
         raise
     except (ValueError, TypeError, KeyError, LookupError, ImportError) as exc:
         _error(args, _text(exc), debug)

@@ -75,6 +75,8 @@ NOT_NUMERIC_FIX = {
 
 def _numeric(X: Any, name: str, fix: str) -> np.ndarray:
     """X as an array of real numbers or booleans, or a TypeError that says how to get one."""
+    if X is None:
+        raise TypeError(message(name, "a numeric array", None, fix))
     try:
         arr = X if isinstance(X, np.ndarray) else np.asarray(X)
     except ValueError:  # ragged nested lists
@@ -113,7 +115,9 @@ def check_finite(rows: np.ndarray, name: str = "X") -> None:
             )
 
 
-def targets_as_rows(y: Any, m: int, *, sample_axis: int = 0, name: str = "y") -> np.ndarray:
+def targets_as_rows(
+    y: Any, m: int, *, sample_axis: int = 0, name: str = "y", x_name: str = "X"
+) -> np.ndarray:
     """Returns y with samples along axis 0: shape (m,) or (m, k).
 
     With ``sample_axis=1`` a 2-D y is read as (k, m), as in the note's Y = (1, m).
@@ -133,7 +137,8 @@ def targets_as_rows(y: Any, m: int, *, sample_axis: int = 0, name: str = "y") ->
         if arr.ndim == 2 and arr.shape[1] == m:
             hint = " It looks transposed: pass sample_axis=1, or y.T."
         raise ValueError(
-            f"X and {name} must have the same number of samples; X has {m} and {name} has "
+            f"{x_name} and {name} must have the same number of samples; {x_name} has {m} and "
+            f"{name} has "
             f"{arr.shape[0]} (shape {np.shape(y)})."
             + (hint or " Check that they come from the same split.")
         )

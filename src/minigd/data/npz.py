@@ -80,6 +80,11 @@ def _check_declared_sizes(path: Path) -> None:
             _check_member(f, path.stat().st_size, str(path))
             return
         if not zipfile.is_zipfile(f):
+            if magic.startswith(b"PK"):
+                raise CorruptFileError(
+                    f"{path} is a truncated or corrupt .npz archive (its zip directory is "
+                    "missing); write it again."
+                )
             raise CorruptFileError(
                 f"{path} is neither a .npy array nor an .npz archive (it starts with "
                 f"{magic!r}); minigd reads NumPy files written by np.save and np.savez."
@@ -107,7 +112,9 @@ def _check_member(f, size: int, where: str) -> None:
             (2, 0): np.lib.format.read_array_header_2_0,
         }.get(version)
         if read_header is None:
-            return  # a newer format: np.load will judge it
+            if version == (3, 0):
+                return  # UTF-8 field names: np.load reads and judges it
+            raise ValueError(f"unknown .npy format version {version}")
         shape, _, dtype = read_header(f)
     except (ValueError, OSError, EOFError) as exc:
         raise CorruptFileError(f"{where} has an unreadable array header ({exc}).") from None

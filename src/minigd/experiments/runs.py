@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import re
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -255,8 +256,9 @@ def train_run(
         callbacks=[checkpoint],
         verbose=verbose,
     )
+    restored = _restore(folder, trainer, config) if resume else None
     with folder.locked():
-        _begin(folder, trainer, config, train, resume)
+        _begin(folder, config, train, restored)
         history = trainer.run()
         if trainer.interrupted:  # the folder keeps its last complete model; resume from here
             return RunResult(
@@ -288,18 +290,41 @@ def _check_folder(folder: RunFolder, resume: bool, overwrite: bool) -> None:
         )
 
 
-def _begin(folder: RunFolder, trainer, config: RunConfig, train: Dataset, resume: bool) -> None:
-    """Under the lock: restore a resumed run, or clear the folder for a new one; only now, with
-    every check passed, does the folder change."""
-    if resume:
-        trainer.restore(folder.checkpoints)
-        done = trainer.position.epoch
-        if done >= config.epochs:
-            raise ValueError(
-                f"the run in {folder.path} has trained {done} epochs already; --epochs "
-                f"{config.epochs} would train none. Pass --epochs {done + 1} or more."
-            )
-    else:
+def _restore(folder: RunFolder, trainer, config: RunConfig) -> Path | None:
+    """Restores a resumed run before anything is written (reading only); returns the checkpoint
+    it continues from, or None when the run was killed before its first one."""
+    found = list_checkpoints(folder.checkpoints)
+    if not found:  # nothing was trained that a restart cannot redo
+        warnings.warn(
+            f"{folder.path} has no checkpoint yet; the run starts from its first step.",
+            stacklevel=3,
+        )
+        return None
+    trainer.restore(folder.checkpoints)
+    done = trainer.position.epoch
+    if done > config.epochs:
+        raise ValueError(
+            f"the run in {folder.path} has trained {done} epochs already; --epochs "
+            f"{config.epochs} would train none. Pass --epochs {done + 1} or more."
+        )
+    if done == config.epochs:  # stopped after its last step, perhaps before its results
+        warnings.warn(
+            f"the run in {folder.path} has trained all {done} epochs; its results are written "
+            f"from the last checkpoint. Pass --epochs {done + 1} or more to go on.",
+            stacklevel=3,
+        )
+    return found[-1]
+
+
+def _begin(folder: RunFolder, config: RunConfig, train: Dataset, restored: Path | None) -> None:
+    """Under the lock, with every check passed: only now does the folder change."""
+    newest = list_checkpoints(folder.checkpoints)
+    if restored is not None and newest[-1:] != [restored]:
+        raise RunFolderError(
+            f"{folder.path} changed while this run started (its newest checkpoint is now "
+            f"{newest[-1].name if newest else 'gone'}); start the command again."
+        )
+    if restored is None:
         folder.start_fresh()
     folder.clean_partial_writes()
     folder.write_config(config, train)

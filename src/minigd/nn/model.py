@@ -217,7 +217,9 @@ class Sequential:
             )
         if y is None:
             return rows, None
-        targets = targets_as_rows(y, rows.shape[0], sample_axis=sample_axis, name=y_name)
+        targets = targets_as_rows(
+            y, rows.shape[0], sample_axis=sample_axis, name=y_name, x_name=x_name
+        )
         return rows, self.loss.prepare_targets(targets, self.n_outputs, self.dtype)
 
     def _forward_chunks(self, rows: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:

@@ -124,6 +124,7 @@ def trial(i: int, root: Path, reference: dict, timing: tuple[float, float], rng)
         "resumed": resumable,
         "exact": exact,
         "error": None if exact else (err2.strip()[-500:] or err.strip()[-500:]),
+        "stderr": None if exit_ok else err.strip()[-500:],
     }
 
 

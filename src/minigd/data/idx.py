@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     try:
         with _open(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise IDXError(
             f"{path} could not be read as IDX ({exc}); delete it and fetch it again."
         ) from exc

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +66,7 @@ def read_numpy(path: str | os.PathLike) -> np.ndarray | dict[str, np.ndarray]:
                 "pickles from files. Re-save it with numeric arrays only."
             ) from exc
         raise ValueError(f"{path} is not a readable NumPy file: {exc}") from exc
-    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as exc:
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, RuntimeError) as exc:
         raise ValueError(
             f"{path} is not a readable NumPy file (truncated or corrupt: {exc})."
         ) from exc
@@ -116,7 +117,7 @@ def _check_member(f, size: int, where: str) -> None:
                 return  # UTF-8 field names: np.load reads and judges it
             raise ValueError(f"unknown .npy format version {version}")
         shape, _, dtype = read_header(f)
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, zlib.error) as exc:
         raise CorruptFileError(f"{where} has an unreadable array header ({exc}).") from None
     if dtype.hasobject:
         return  # refused by np.load(allow_pickle=False), with its own sentence

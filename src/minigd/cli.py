@@ -65,7 +65,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    train, test = load(args.data, target=args.target)
+    train, test = load(args.data, target=args.target, task=args.task)
     for split in (train, test):
         if split is None:
             continue
@@ -80,6 +80,8 @@ def cmd_info(args: argparse.Namespace) -> int:
                 print(f"  y {split.y.shape}, {len(split.classes)} classes ({shown})")
             else:
                 print(f"  y {split.y.shape} float, regression targets")
+            if split.task_reason:
+                print(f"  task: {split.task_reason} (--task overrides)")
     if np.ndim(train.X) == 2:
         m, layout = describe_layout(train.X, train.y)
         print(f"  {layout}")
@@ -108,15 +110,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             target=args.target,
             y_path=args.y,
             dtype=args.dtype,
+            task=args.task,
         )
         if args.out is not None and not args.out.strip():
             raise ValueError("--out must name a folder; received ''.")
         out = Path(args.out) if args.out is not None else Path("runs") / config.default_name()
-    print(
-        f"training {config.model} on {config.data}: batch size {config.batch_size}, "
-        f"{config.optimizer}, {config.epochs} epochs -> {out}",
-        flush=True,
-    )
     steps, seconds = args.checkpoint_every
     result = train_run(
         config,
@@ -126,6 +124,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         verbose=0 if args.quiet else 1,
         checkpoint_every_steps=steps,
         checkpoint_every_seconds=seconds,
+        announce=lambda line: print(line, flush=True),
     )
     return _train_report(result, out, args.quiet)
 
@@ -152,9 +151,10 @@ def _train_report(result, out: Path, quiet: bool) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     model = load_model(args.model_file)
-    train, test = load(args.data, target=args.target, y_path=args.y)
+    train, test = load(args.data, target=args.target, y_path=args.y, task=args.task)
     split = test if (args.split == "test" and test is not None) else train
-    metrics = model.evaluate(split.X, split.y, sample_axis=args.sample_axis)
+    # the file's labels as written, mapped through the model's own classes (not re-numbered)
+    metrics = model.evaluate(split.X, split.labels, sample_axis=args.sample_axis)
     print(f"{args.model_file} on {split.name or args.data} ({len(split.y)} samples):")
     for key, value in metrics.items():
         print(f"  {key:<10} {value:.4f}")
@@ -162,7 +162,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _model_and_data(args):
-    train, _ = load(args.data, target=args.target, y_path=args.y)
+    train, _ = load(args.data, target=args.target, y_path=args.y, task=args.task)
     config = RunConfig(
         data=args.data, model=args.model, seed=args.seed, sample_axis=args.sample_axis
     )
@@ -326,6 +326,17 @@ def _data_arguments(p: argparse.ArgumentParser, default: str | None = "mnist-5k"
     )
     p.add_argument("--target", default=None, help="target column of a CSV/Parquet file")
     p.add_argument("--y", default=None, help="targets file for an .npy X")
+    _task_argument(p)
+
+
+def _task_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--task",
+        choices=("auto", "classification", "regression"),
+        default="auto",
+        help="how to read the targets; auto: text, integers and whole-number floats (at most "
+        "100 values) are class labels, other numbers regression",
+    )
 
 
 def _tool_arguments(p: argparse.ArgumentParser) -> None:
@@ -430,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="shapes, dtype, classes and layout of a dataset or file")
     p.add_argument("data", help="a dataset name (digits, mnist-5k, mnist) or a data file")
     p.add_argument("--target", default=None, help="target column of a CSV/Parquet file")
+    _task_argument(p)
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("train", help="train a model by mini-batch gradient descent")

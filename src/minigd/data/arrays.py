@@ -116,7 +116,13 @@ def check_finite(rows: np.ndarray, name: str = "X") -> None:
 
 
 def targets_as_rows(
-    y: Any, m: int, *, sample_axis: int = 0, name: str = "y", x_name: str = "X"
+    y: Any,
+    m: int,
+    *,
+    sample_axis: int = 0,
+    name: str = "y",
+    x_name: str = "X",
+    features: int | None = None,
 ) -> np.ndarray:
     """Returns y with samples along axis 0: shape (m,) or (m, k).
 
@@ -136,6 +142,11 @@ def targets_as_rows(
         hint = ""
         if arr.ndim == 2 and arr.shape[1] == m:
             hint = " It looks transposed: pass sample_axis=1, or y.T."
+        elif sample_axis == 0 and features == arr.shape[0]:
+            hint = (
+                f" {x_name} looks transposed: it has {features} columns, one per target, as in "
+                f"the note's X = (features, samples). Pass sample_axis=1 (--sample-axis 1)."
+            )
         raise ValueError(
             f"{x_name} and {name} must have the same number of samples; {x_name} has {m} and "
             f"{name} has "

@@ -29,6 +29,7 @@ class Dataset:
             or None.
         classes: the original label of each class index, or None for regression.
         name: where it came from, for messages and reports.
+        task_reason: why the targets were read as class labels or regression values.
     """
 
     X: np.ndarray
@@ -36,10 +37,18 @@ class Dataset:
     classes: np.ndarray | None = None
     name: str = ""
     feature_names: tuple[str, ...] | None = field(default=None, repr=False)
+    task_reason: str = field(default="", repr=False)  # why the targets were read as they were
 
     @property
     def task(self) -> str:
         return "classification" if self.classes is not None else "regression"
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        """The targets as given: original class labels (``classes[y]``) or regression values."""
+        if self.y is None or self.classes is None:
+            return self.y
+        return self.classes[self.y]
 
     @property
     def n_classes(self) -> int | None:
@@ -57,21 +66,74 @@ def encode_labels(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.intp), classes
 
 
-def prepare_targets(y: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """Decides classification or regression and encodes labels.
+MAX_WHOLE_FLOAT_CLASSES = 100  # whole-number floats with more distinct values are quantities
 
-    ``task="auto"`` treats text, bool and integer targets as class labels and floats as regression.
+
+def decide_task(y: np.ndarray) -> tuple[str, str]:
+    """(task, why): the one rule by which minigd reads targets, in files and on the command line.
+
+    1. Text, booleans and integers are class labels.
+    2. Floats that are all whole numbers, with at most 100 distinct values, are class labels
+       written as floats (0.0 .. 9.0), as scikit-learn's ``type_of_target`` reads them.
+    3. Other floats are regression targets.
     """
+    y = np.asarray(y)
+    if y.dtype.kind not in "fc":
+        return "classification", f"the targets are {_kind_name(y)}: class labels"
+    finite = np.isfinite(y).all()
+    whole = finite and bool(np.all(y == np.round(y)))
+    distinct = len(np.unique(y)) if whole else 0
+    if whole and distinct <= MAX_WHOLE_FLOAT_CLASSES:
+        return "classification", (
+            f"the targets are whole-number floats with {distinct} distinct values: class labels"
+        )
+    return "regression", "the targets are fractional (or many distinct) numbers: regression"
+
+
+def _kind_name(y: np.ndarray) -> str:
+    return {"b": "booleans", "i": "integers", "u": "integers"}.get(y.dtype.kind, "text")
+
+
+def labels_from_columns(y: np.ndarray) -> np.ndarray:
+    """1-D labels from the 2-D ways people store them: (m, 1) or (1, m) (the note's Y = (1, m))
+    as they are, and one-hot rows (m, k) or one-hot columns (k, m) as the index of their 1."""
+    y = np.asarray(y)
+    if y.ndim != 2:
+        return y
+    if 1 in y.shape:
+        return y.reshape(-1)
+    if y.dtype.kind in "biuf" and np.isin(y, (0, 1)).all():
+        if (y.sum(axis=1) == 1).all():
+            return y.argmax(axis=1)
+        if (y.sum(axis=0) == 1).all():
+            return y.argmax(axis=0)
+    raise ValueError(
+        message(
+            "class labels",
+            "one label per sample: shape (m,), (m, 1), (1, m), or one-hot (m, k) or (k, m)",
+            y,
+            "Pass --task regression if these are regression targets.",
+        )
+    )
+
+
+def _flat_or_none(y: np.ndarray) -> np.ndarray | None:
+    """The labels of y if it can hold one label per sample, else None (2-D regression)."""
+    try:
+        return labels_from_columns(y)
+    except ValueError:
+        return None
+
+
+def prepare_targets(y: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Encodes targets for ``task``: class labels to 0..K-1 with the class list, or regression
+    values as float64 with None. ``task="auto"`` applies ``decide_task``."""
     check_choice("task", task, ("auto", "classification", "regression"))
     y = np.asarray(y)
     if task == "auto":
-        task = "regression" if y.dtype.kind in "fc" else "classification"
+        task = decide_task(_flat_or_none(y))[0] if _flat_or_none(y) is not None else "regression"
     if task == "classification":
-        if y.ndim > 1 and y.shape[1] != 1:
-            raise ValueError(
-                message("class labels", "one column", y, "Pass class indices, not one-hot rows.")
-            )
-        return encode_labels(y)
+        return encode_labels(labels_from_columns(y))
     try:
         return y.astype(np.float64), None
     except ValueError as exc:
@@ -99,7 +161,7 @@ def load_arrays(
             default the last column.
         header: for CSV, whether the first row holds column names; None detects it (a first row
             with any non-numeric field is a header).
-        task: ``"auto"``, ``"classification"`` or ``"regression"``.
+        task: ``"auto"`` (``decide_task``'s rule), ``"classification"`` or ``"regression"``.
 
     Returns:
         A Dataset with samples as rows. X keeps the file's layout; pass ``sample_axis=1`` to
@@ -139,8 +201,19 @@ def _dataset(X: Any, y: Any, task: str, name: str, features=None) -> Dataset:
     X = np.asarray(X)
     if y is None:
         return Dataset(X, None, None, name, features)
-    codes, classes = prepare_targets(np.asarray(y), task)
-    return Dataset(X, codes, classes, name, features)
+    y = np.asarray(y)
+    flat = _flat_or_none(y)
+    why = (
+        f"task={task} was asked for"
+        if task != "auto"
+        else (
+            decide_task(flat)[1]
+            if flat is not None
+            else "the targets have several columns: regression"
+        )
+    )
+    codes, classes = prepare_targets(y, task)
+    return Dataset(X, codes, classes, name, features, why)
 
 
 def _read_csv(path: Path, header: bool | None) -> tuple[list[str], list[np.ndarray]]:

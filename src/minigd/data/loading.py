@@ -30,6 +30,8 @@ def load(
     """
     name = os.fspath(spec)
     if name in datasets.REGISTRY:
+        if task == "regression":
+            raise ValueError(f"the dataset {name!r} holds class labels; leave --task out.")
         return datasets.load(name)
     if not Path(name).exists():
         raise FileNotFoundError(

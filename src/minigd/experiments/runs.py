@@ -76,6 +76,7 @@ class RunConfig:
     target: str | int | None = None
     y_path: str | None = None
     dtype: str = "float32"
+    task: str = "auto"
 
     def default_name(self) -> str:
         return slug(f"{Path(self.data).stem}-{self.model}-{self.optimizer}-b{self.batch_size}")
@@ -87,6 +88,7 @@ class RunConfig:
         check_choice("sample_axis", self.sample_axis, (0, 1))
         check_choice("last_batch", self.last_batch, LAST_BATCH_POLICIES)
         check_choice("dtype", self.dtype, ("float32", "float64"))
+        check_choice("task", self.task, ("auto", "classification", "regression"))
         get_optimizer(self.optimizer, self.lr)  # the name and the learning rate
         split = check_float("validation_split", self.validation_split, minimum=0.0, maximum=1.0)
         if split and self.is_named_dataset:
@@ -224,14 +226,16 @@ def train_run(
     verbose: int = 1,
     checkpoint_every_steps: int | None = None,
     checkpoint_every_seconds: float | None = DEFAULT_CHECKPOINT_SECONDS,
+    announce=None,
 ) -> RunResult:
-    """Trains as ``config`` says in the run folder ``out`` (see the module docstring)."""
+    """Trains as ``config`` says in the run folder ``out`` (see the module docstring).
+    ``announce`` receives one line saying what will be trained, once every check has passed."""
     folder = RunFolder(out)
     _check_folder(folder, resume, overwrite)
     config.check()
     if not resume:
         config = config.absolute()
-    train, test = load(config.data, target=config.target, y_path=config.y_path)
+    train, test = load(config.data, target=config.target, y_path=config.y_path, task=config.task)
     if resume:
         folder.check_data(config)
     checkpoint = Checkpoint(
@@ -257,6 +261,8 @@ def train_run(
         verbose=verbose,
     )
     restored = _restore(folder, trainer, config) if resume else None
+    if announce is not None:
+        announce(describe(config, train, folder.path))
     with folder.locked():
         _begin(folder, config, train, restored)
         history = trainer.run()
@@ -270,9 +276,20 @@ def train_run(
                 trainer.signal,
                 checkpoint.last_path,
             )
+        trainer.model.classes = train.classes  # predict and evaluate speak the data's labels
         folder.write_results(trainer.model, history)
     metrics = final_metrics(trainer.model, history, train, config.sample_axis)
     return RunResult(trainer.model, history, metrics, trainer.outcome, trainer.stop_reason)
+
+
+def describe(config: RunConfig, train: Dataset, out: Path) -> str:
+    """One line: what is trained on what, the task and why, and where it goes."""
+    task = f"{train.n_classes} classes" if train.classes is not None else "regression"
+    why = f" ({train.task_reason})" if train.task_reason else ""
+    return (
+        f"training {config.model} on {config.data} ({len(train.X)} samples; {task}{why}): "
+        f"batch size {config.batch_size}, {config.optimizer}, {config.epochs} epochs -> {out}"
+    )
 
 
 def _check_folder(folder: RunFolder, resume: bool, overwrite: bool) -> None:
@@ -332,7 +349,7 @@ def _begin(folder: RunFolder, config: RunConfig, train: Dataset, restored: Path 
 
 def final_metrics(model, history: History, train: Dataset, sample_axis: int) -> dict[str, float]:
     """The train metrics of the finished model, the last validation metrics, and the speed."""
-    evaluated = model.evaluate(train.X, train.y, sample_axis=sample_axis)
+    evaluated = model.evaluate(train.X, train.labels, sample_axis=sample_axis)
     metrics = {f"train_{k}": v for k, v in evaluated.items()}
     if history.epochs:
         metrics.update({k: v for k, v in history.epochs[-1].items() if k.startswith("val_")})

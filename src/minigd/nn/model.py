@@ -64,6 +64,9 @@ class Sequential:
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(message("dtype", "float32 or float64", str(self.dtype)))
         self.training = True
+        # the original label of each output (sorted), when the model was trained on labels such
+        # as 10..100 or "cat"/"dog": predict returns them, evaluate and fit accept them
+        self.classes: np.ndarray | None = None
         self._allocate()
         for i, layer in enumerate(self.layers):
             before = self.layers[i - 1] if i else None
@@ -217,10 +220,39 @@ class Sequential:
             )
         if y is None:
             return rows, None
+        if self.classes is not None:
+            y = self.encode_labels(y)
         targets = targets_as_rows(
-            y, rows.shape[0], sample_axis=sample_axis, name=y_name, x_name=x_name
+            y,
+            rows.shape[0],
+            sample_axis=sample_axis,
+            name=y_name,
+            x_name=x_name,
+            features=rows.shape[1],
         )
         return rows, self.loss.prepare_targets(targets, self.n_outputs, self.dtype)
+
+    def encode_labels(self, y: Any) -> np.ndarray:
+        """Original labels -> output indices through ``classes``; an unknown label is an error
+        that names it."""
+        labels = np.asarray(y).reshape(-1)
+        try:
+            index = np.searchsorted(self.classes, labels)
+            known = (index < len(self.classes)) & (
+                self.classes[np.minimum(index, len(self.classes) - 1)] == labels
+            )
+        except (TypeError, ValueError):  # text labels for a numeric class list, or the reverse
+            known = np.zeros(len(labels), bool)
+            index = np.zeros(len(labels), np.intp)
+        if not known.all():
+            bad = labels[int(np.argmin(known))]
+            shown = ", ".join(map(repr, self.classes[:10].tolist()))
+            raise ValueError(
+                f"label {bad!r} is not one of the model's {len(self.classes)} classes "
+                f"({shown}{', ...' if len(self.classes) > 10 else ''}); evaluate on data with the "
+                "classes the model was trained on."
+            )
+        return index.astype(np.intp)
 
     def _forward_chunks(self, rows: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         """(first row, outputs) over ``rows`` in chunks of EVAL_CHUNK, in evaluation mode."""
@@ -243,8 +275,12 @@ class Sequential:
         return self.loss.predict_proba(self._outputs(X, sample_axis))
 
     def predict(self, X: Any, *, sample_axis: int = 0) -> np.ndarray:
-        """Class indices for classifiers, values for regressors ((m,) when there is one output)."""
-        return self.loss.predict(self._outputs(X, sample_axis))
+        """Class indices for classifiers (their original labels when ``classes`` is set), values
+        for regressors ((m,) when there is one output)."""
+        predicted = self.loss.predict(self._outputs(X, sample_axis))
+        if self.classes is not None and self.task == "classification":
+            return self.classes[predicted]
+        return predicted
 
     def evaluate(self, X: Any, y: Any, *, sample_axis: int = 0) -> dict[str, float]:
         """Mean loss and accuracy (classifiers) or R^2 (regressors), in evaluation mode."""
@@ -287,6 +323,7 @@ class Sequential:
         """An independent model with the same architecture, parameters and buffers."""
         twin = Sequential.from_config(self.config())
         twin.load_state(self.state())
+        twin.classes = self.classes
         return twin.train(self.training)
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -294,6 +331,8 @@ class Sequential:
         path = Path(path)
         arrays = self.state()
         arrays["architecture"] = np.array(json.dumps(self.config()))
+        if self.classes is not None:
+            arrays["classes"] = np.asarray(self.classes)
         return atomic_savez(path, arrays)
 
     @classmethod
@@ -310,6 +349,7 @@ class Sequential:
         except ValueError as exc:
             raise ValueError(f"{path}: the architecture is not valid JSON ({exc}).") from None
         layers, loss, seed, dtype = _parse_config(config, path)
+        classes = arrays.pop("classes", None)
         for i, layer in enumerate(layers):
             for name, shape in layer.param_shapes():
                 stored = arrays.get(f"{i}.{name}")
@@ -321,6 +361,12 @@ class Sequential:
                     )
         model = cls(layers, loss, seed=seed, dtype=dtype)
         model.load_state(arrays)
+        if classes is not None:
+            # one label per output; a binary (bce) model has one output and two labels
+            width = 2 if loss == "bce" else model.n_outputs
+            if classes.dtype.hasobject or classes.ndim != 1 or len(classes) != width:
+                raise ValueError(f"{path}: its class list does not match the model's outputs.")
+            model.classes = classes
         return model
 
     def __repr__(self) -> str:

@@ -1076,10 +1076,18 @@ CLI = [
     ("sweep lrs", lambda d: ["sweep", "--lrs", "0.1,-1"], 2, "'-1' is not a learning rate > 0"),
     ("sweep seeds", lambda d: ["sweep", "--seeds", "x"], 2, "'x' is not a seed"),
     (
-        "sweep a file",
-        lambda d: ["sweep", "--data", str(d / "ok.npz"), "--out", str(d / "sw")],
+        "sweep split on a dataset",
+        lambda d: [
+            "sweep",
+            "--data",
+            "digits",
+            "--validation-split",
+            "0.2",
+            "--out",
+            str(d / "sw"),
+        ],
         2,
-        "sweep needs a held-out split",
+        "brings its own test split",
     ),
     ("advise reference", lambda d: ["advise", "--reference", "64"], 2, "expected B0:LR0"),
     (

@@ -72,8 +72,9 @@ def test_finder_keeps_the_optimizers_schedule():
     find_batch_size(
         mlp(8, [4], 3), X, y, candidates=[16, 32], optimizer=opt, steps=3, warmup=1, progress=False
     )
-    # each candidate: a fresh optimizer (t=0 at construction), then 1 traced + 1 + 3 steps
-    assert asked[before:] == [0, 0, 1, 2, 3, 4] * 2
+    # each candidate: a fresh optimizer (t=0 at construction), then 1 traced step, 1 warm-up
+    # step and three timed rounds of 3 steps
+    assert asked[before:] == [0, *range(11)] * 2
     fresh = opt.fresh()
     assert fresh.schedule is schedule and fresh.momentum == 0.9 and fresh.steps == 0
     assert opt.steps == 5

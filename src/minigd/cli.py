@@ -21,15 +21,18 @@ from pathlib import Path
 import numpy as np
 
 from minigd._io import ensure_writable
+from minigd._threads import blas_threads, usable_cores
 from minigd._version import __version__
 from minigd.batching import parse_batch_size
 from minigd.batchsize import advise, find_batch_size, noise_scale, parse_bytes
 from minigd.batchsize.lr_scaling import RULES as LR_RULES
 from minigd.batchsize.rules import rule_for_m
 from minigd.data import datasets, describe_layout, load
+from minigd.data.files import hold_out
 from minigd.experiments import Budget, RunSpec, Target, compare, sweep, write_report
 from minigd.experiments.plots import plot_sweep
 from minigd.experiments.runs import RunConfig, read_config, slug, train_run
+from minigd.experiments.sweep import DEFAULT_BATCH_SIZES, DEFAULT_LEARNING_RATES
 from minigd.nn import load_model
 from minigd.training import fit
 
@@ -111,6 +114,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             y_path=args.y,
             dtype=args.dtype,
             task=args.task,
+            warmup_epochs=args.warmup_epochs,
         )
         if args.out is not None and not args.out.strip():
             raise ValueError("--out must name a folder; received ''.")
@@ -125,6 +129,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         checkpoint_every_steps=steps,
         checkpoint_every_seconds=seconds,
         announce=lambda line: print(line, flush=True),
+        threads=args.threads,
     )
     return _train_report(result, out, args.quiet)
 
@@ -219,6 +224,7 @@ def cmd_noise_scale(args: argparse.Namespace) -> int:
             sample_axis=args.sample_axis,
             seed=args.seed,
             verbose=0 if args.quiet else 1,
+            threads=args.threads,
         )
     result = noise_scale(
         model,
@@ -249,15 +255,32 @@ def _target(text: str):
     return Target(metric, float(value))
 
 
+def _experiment_data(args: argparse.Namespace):
+    """(train, held-out) for compare and sweep: a dataset's own split, or a file's last
+    --validation-split (default 0.2), samples as rows."""
+    train, test = load(args.data, target=args.target_column, y_path=args.y, task=args.task)
+    if test is not None:
+        if args.validation_split is not None:
+            raise ValueError(
+                f"--validation-split applies to a data file; the dataset {args.data!r} brings "
+                "its own test split. Leave the option out."
+            )
+        return train, test
+    split = 0.2 if args.validation_split is None else args.validation_split
+    return hold_out(train, split, sample_axis=args.sample_axis)
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     budget = Budget(
         epochs=args.epochs if not (args.seconds or args.samples) else None,
         seconds=args.seconds,
         samples=args.samples,
     )
-    train, _ = load(args.data)
+    train, test = _experiment_data(args)
     model = RunConfig(data=args.data, model=args.model, seed=args.seed).build_model(train)
-    advice = advise(model, train.X, train.y, optimizer=args.optimizer, progress=False)
+    if not args.quiet:
+        print("measuring throughput and the noise scale for the advisor ...", flush=True)
+    advice = advise(model, train.X, train.y, optimizer=args.optimizer, progress=not args.quiet)
     sizes = args.batch_sizes
     if args.use_advice:
         sizes = [advice.batch_size if s not in ("full", 1) else s for s in sizes]
@@ -273,7 +296,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     )
     results = compare(
         args.model,
-        args.data,
+        (train, test),
         runs=runs,
         budget=budget,
         target=args.target,
@@ -282,20 +305,30 @@ def cmd_compare(args: argparse.Namespace) -> int:
         seed=args.seed,
         verbose=0 if args.quiet else 1,
         on_run=lambda partial: partial.save(out),  # each finished run is on disk at once
+        threads=args.threads,
     )
     paths = write_report(results, out, advice=advice)
+    _say_what_diverged([(run.spec.label, run.metrics) for run in results.runs])
     print(results.table())
     print(f"advisor: batch size {advice.batch_size}, lr {advice.lr:.4g} ({advice.lr_rule})")
     print(f"report: {paths['html']}")
     return 0
 
 
+def _say_what_diverged(runs) -> None:
+    """A run that diverged inside compare or sweep is named with its reason, not just stored."""
+    for label, metrics in runs:
+        if metrics.get("outcome") == "diverged":
+            print(f"minigd: {label}: {metrics['stop_reason']}", file=sys.stderr)
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("reports") / slug(f"sweep-{args.data}-{args.model}")
     ensure_writable(out)  # before minutes of training, not after
+    data = _experiment_data(args)
     result = sweep(
         args.model,
-        args.data,
+        data,
         batch_sizes=args.batch_sizes,
         learning_rates=args.lrs,
         seeds=args.seeds,
@@ -303,6 +336,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         max_epochs=args.max_epochs,
         optimizer=args.optimizer,
         on_row=lambda partial: partial.save(out),  # each finished batch size is on disk at once
+        threads=args.threads,
+        progress=None if args.quiet else sys.stderr,
     )
     result.save(out)
     plot = plot_sweep(result, out)["steps_vs_batch"]["png"]
@@ -329,6 +364,42 @@ def _data_arguments(p: argparse.ArgumentParser, default: str | None = "mnist-5k"
     _task_argument(p)
 
 
+def _threads_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help=f"BLAS threads (default: the {usable_cores()} cores this process may use; use 1 "
+        "when other processes are busy, or several minigd commands run at once)",
+    )
+
+
+def _experiment_data_arguments(p: argparse.ArgumentParser) -> None:
+    """The data options of compare and sweep: train's, plus the held-out part of a file
+    (--target is the race's target there, so a table's label column is --target-column)."""
+    p.add_argument(
+        "--data",
+        default="mnist-5k",
+        help="dataset name (digits, mnist-5k, mnist) or a .npy/.npz/.csv/.parquet file",
+    )
+    p.add_argument(
+        "--sample-axis",
+        type=int,
+        choices=(0, 1),
+        default=0,
+        help="1 if the file holds samples as columns: the note's X = (784, m)",
+    )
+    p.add_argument("--target-column", default=None, help="label column of a CSV/Parquet file")
+    p.add_argument("--y", default=None, help="targets file for an .npy X")
+    p.add_argument(
+        "--validation-split",
+        type=float,
+        default=None,
+        help="fraction of a file's samples held out, taken from the end; 0.2 when not given",
+    )
+    _task_argument(p)
+
+
 def _task_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--task",
@@ -345,7 +416,8 @@ def _tool_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--memory", default=None, help="memory budget, e.g. 2GB (default: half the free RAM)"
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="initial weights and batch order")
+    _threads_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -461,16 +533,31 @@ def build_parser() -> argparse.ArgumentParser:
         default=64,
         help='samples per step; "full" for batch gradient descent, 1 for SGD',
     )
-    p.add_argument("--epochs", type=_positive_int, default=None, help="epochs (default 10)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--last-batch", choices=("keep", "drop", "merge"), default="keep")
+    p.add_argument("--epochs", type=_positive_int, default=None, help="epochs (10 for a new run)")
+    p.add_argument("--seed", type=int, default=0, help="initial weights and batch order")
+    p.add_argument(
+        "--last-batch",
+        choices=("keep", "drop", "merge"),
+        default="keep",
+        help="when the batch size does not divide m: keep the small last batch, drop it, or "
+        "merge it into the one before (what BatchNorm needs)",
+    )
     p.add_argument(
         "--validation-split",
         type=float,
         default=0.0,
         help="fraction held out for validation when DATA is a file",
     )
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument(
+        "--dtype", choices=("float32", "float64"), default="float32", help="parameters' precision"
+    )
+    p.add_argument(
+        "--warmup-epochs",
+        type=int,
+        default=0,
+        help="raise the learning rate linearly over this many epochs first (what the advisor "
+        "recommends when linear scaling makes it large)",
+    )
     p.add_argument("--out", default=None, help="run folder (default runs/<data>-<model>-...)")
     p.add_argument(
         "--resume",
@@ -487,6 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a checkpoint every N steps or N seconds/minutes of training, and at each "
         "epoch's end (default: 60s, so a kill loses at most about a minute)",
     )
+    _threads_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_train)
 
@@ -519,17 +607,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("noise-scale", help="the gradient noise scale B_simple (McCandlish 2018)")
     _data_arguments(p)
     _tool_arguments(p)
-    p.add_argument("--b-small", type=int, default=32)
-    p.add_argument("--b-big", type=int, default=1024)
-    p.add_argument("--n-batches", type=int, default=50)
+    p.add_argument("--b-small", type=int, default=32, help="the small batch of each pair")
+    p.add_argument("--b-big", type=int, default=1024, help="the big batch of each pair")
+    p.add_argument("--n-batches", type=int, default=50, help="batch pairs averaged")
     p.add_argument("--epochs", type=int, default=0, help="train this many epochs first")
-    p.add_argument("--train-batch-size", type=_batch_size, default=64)
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument(
+        "--train-batch-size", type=_batch_size, default=64, help="batch size of that training"
+    )
+    p.add_argument(
+        "--lr", type=float, default=None, help="learning rate of that training (optimizer's)"
+    )
     p.set_defaults(func=cmd_noise_scale)
 
     p = sub.add_parser("compare", help="batch GD vs mini-batch GD vs SGD, with a report")
-    p.add_argument("--data", default="mnist-5k", help="dataset name (default mnist-5k)")
-    p.add_argument("--model", default="mlp:128")
+    _experiment_data_arguments(p)
+    p.add_argument("--model", default="mlp:128", help="model spec, as for train")
     p.add_argument(
         "--batch-sizes",
         type=_comma_list(parse_batch_size, "batch sizes"),
@@ -540,7 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--epochs", type=int, default=10, help="budget in epochs (default 10)")
     group.add_argument("--seconds", type=float, default=None, help="budget in seconds per run")
     group.add_argument("--samples", type=int, default=None, help="budget in samples seen")
-    p.add_argument("--optimizer", default="sgd")
+    p.add_argument("--optimizer", default="sgd", help="sgd, momentum, nesterov, rmsprop, adam")
     p.add_argument("--lr", type=float, default=None, help="one lr for every run (else scaled)")
     p.add_argument(
         "--reference",
@@ -567,38 +659,61 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run the advisor's batch size instead of the mini-batch size given",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="initial weights and batch order")
     p.add_argument("--out", default=None, help="report folder (default reports/compare-...)")
-    p.add_argument("--quiet", action="store_true")
+    _threads_argument(p)
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("sweep", help="steps to target vs batch size, best lr per batch size")
-    p.add_argument("--data", default="mnist-5k")
-    p.add_argument("--model", default="mlp:128")
+    _experiment_data_arguments(p)
+    p.add_argument("--model", default="mlp:128", help="model spec, as for train")
     p.add_argument(
         "--batch-sizes",
         type=_comma_list(_number(int, 1, "a batch size >= 1"), "batch sizes"),
-        default="16,32,64,128,256,512,1024",
+        default=",".join(map(str, DEFAULT_BATCH_SIZES)),
+        help="comma-separated batch sizes to sweep",
     )
     p.add_argument(
         "--lrs",
         type=_comma_list(_number(float, 1e-300, "a learning rate > 0"), "learning rates"),
-        default="0.03,0.1,0.3,1.0",
+        default=",".join(map(str, DEFAULT_LEARNING_RATES)),
+        help="comma-separated learning rates tried at every batch size (the best one counts)",
     )
     p.add_argument(
-        "--seeds", type=_comma_list(_number(int, 0, "a seed >= 0"), "seeds"), default="0"
+        "--seeds",
+        type=_comma_list(_number(int, 0, "a seed >= 0"), "seeds"),
+        default="0",
+        help="comma-separated seeds; steps are the median over them",
     )
-    p.add_argument("--target", type=_target, default=None, metavar="METRIC:VALUE")
-    p.add_argument("--max-epochs", type=int, default=30)
-    p.add_argument("--optimizer", default="sgd")
-    p.add_argument("--out", default=None)
+    p.add_argument(
+        "--target",
+        type=_target,
+        default=None,
+        metavar="METRIC:VALUE",
+        help="what each run races to (val_accuracy:0.9 for classifiers)",
+    )
+    p.add_argument(
+        "--max-epochs", type=int, default=30, help="a run that has not reached it by then fails"
+    )
+    p.add_argument("--optimizer", default="sgd", help="sgd, momentum, nesterov, rmsprop, adam")
+    p.add_argument("--out", default=None, help="folder for sweep.json and the plot")
+    _threads_argument(p)
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("evaluate", help="metrics of a saved model on a dataset or file")
     p.add_argument("--model-file", required=True, help="a model.npz written by minigd train")
     _data_arguments(p)
-    p.add_argument("--split", choices=("test", "train"), default="test")
+    p.add_argument(
+        "--split",
+        choices=("test", "train"),
+        default="test",
+        help="which split of a named dataset (a file is evaluated whole)",
+    )
     p.set_defaults(func=cmd_evaluate)
+    for choice in sub._choices_actions:  # each subcommand's one-line help is its description
+        sub.choices[choice.dest].description = choice.help[0].upper() + choice.help[1:] + "."
     return parser
 
 
@@ -609,6 +724,11 @@ def _subparser(parent: argparse.ArgumentParser):
         def __init__(self, **kwargs):
             kwargs.setdefault("parents", [parent])
             kwargs.setdefault("epilog", EXIT_CODES)
+            kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+            if "help" in kwargs:  # the subcommand's line in `minigd --help`, as its description
+                kwargs.setdefault(
+                    "description", kwargs["help"][0].upper() + kwargs["help"][1:] + "."
+                )
             super().__init__(**kwargs)
 
     return Sub
@@ -654,7 +774,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, debug: bool) -> int:
     try:
-        return args.func(args)
+        if not hasattr(args, "threads"):
+            return args.func(args)
+        with blas_threads(args.threads):  # measurements and training alike
+            return args.func(args)
     except (KeyboardInterrupt, BrokenPipeError, _Terminated):
         raise
     except (ValueError, TypeError, KeyError, LookupError, ImportError) as exc:

@@ -314,11 +314,14 @@ def hardware_throughput(ctx: Context) -> tuple[int | str | None, Reason | None]:
     )
     best, knee = result.best, result.knee or sizes[0]
     rate = next(r.samples_per_second for r in result.rows if r.batch_size == knee)
+    if result.machine_busy:
+        ctx.warnings.append(result.busy_note())
     return knee, Reason.of(
         3,
         f"throughput levels off at {knee}: it trains {rate:,.0f} samples/s, within "
         f"{rules.KNEE_WITHIN:.0%} of the best ({best.samples_per_second:,.0f} at "
-        f"{best.batch_size}); larger batches buy little speed.",
+        f"{best.batch_size}); larger batches buy little speed"
+        + (" (measured on a busy machine)." if result.machine_busy else "."),
     )
 
 

@@ -6,12 +6,16 @@ the best measured, the point past which a larger batch buys little speed but cos
 generalization and memory.
 
 Each candidate is timed on a copy of the model (the caller's model is not trained), after warm-up
-steps that allocate its buffers. Before a candidate is tried its memory is estimated; the search
-stops before one would exceed the budget, and a MemoryError ends it cleanly instead of the process.
+steps that allocate its buffers, in three rounds of which the fastest counts: other processes can
+only slow a round down, never speed one up. How busy the other processes kept the cores while
+measuring is recorded, and a busy machine is named in the result. Before a candidate is tried its
+memory is estimated; the search stops before one would exceed the budget, and a MemoryError ends
+it cleanly instead of the process.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import tracemalloc
@@ -22,12 +26,15 @@ import numpy as np
 
 from minigd._json import dataclass_dict
 from minigd._kernels import warm_up
+from minigd._threads import other_load
 from minigd._validation import check_int
 from minigd.batching import MiniBatches
 from minigd.batchsize.memory import estimate_memory, format_bytes, memory_budget
 from minigd.optim import SGD, get_optimizer
 
 DEFAULT_CANDIDATES = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+ROUNDS = 3  # each candidate is timed this many times and its best round counts
+BUSY = 0.5  # other processes using half a core or more: the machine counts as busy
 
 
 @dataclass
@@ -51,6 +58,18 @@ class FinderResult:
     stopped: str | None = None
     budget: int = 0
     notes: list[str] = field(default_factory=list)
+    busy: float | None = None  # cores other processes kept busy while measuring
+
+    @property
+    def machine_busy(self) -> bool:
+        return self.busy is not None and self.busy >= BUSY
+
+    def busy_note(self) -> str:
+        return (
+            f"the machine looked busy: other processes kept ~{self.busy:.1f} of "
+            f"{os.cpu_count()} cores busy while measuring, so throughput is understated and "
+            "the knee may sit lower; measure again when it is quiet, or train with --threads 1."
+        )
 
     @property
     def best(self) -> FinderRow | None:
@@ -67,6 +86,7 @@ class FinderResult:
             )
         if self.stopped:
             lines.append(f"stopped: {self.stopped}")
+        lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,6 +140,7 @@ def find_batch_size(
     rows: list[FinderRow] = []
     stopped = None
     out = file or sys.stderr
+    busy = other_load()
     for b in cands:
         row = _try(model, optimizer, rows_data, targets, b, steps, warmup, budget)
         if isinstance(row, str):  # why the search stops here
@@ -133,7 +154,12 @@ def find_batch_size(
                 file=out,
                 flush=True,
             )
-    return FinderResult(rows, knee_of(rows), stopped, budget)
+    result = FinderResult(rows, knee_of(rows), stopped, budget, busy=busy)
+    if result.machine_busy:
+        result.notes.append(result.busy_note())
+        if progress:
+            print(f"  note: {result.busy_note()}", file=out, flush=True)
+    return result
 
 
 def _try(model, optimizer, X, y, b, steps, warmup, budget) -> FinderRow | str:
@@ -161,6 +187,16 @@ def _fresh(optimizer):
     return optimizer.fresh()
 
 
+def _timed(model, opt, batches, steps: int) -> float:
+    """Seconds for ``steps`` train steps."""
+    start = time.perf_counter()
+    for _ in range(steps):
+        xb, yb = next(batches)
+        model.loss_and_grad(xb, yb)
+        opt.step(model.params, model.grads)
+    return time.perf_counter() - start
+
+
 def _measure(model, opt, X, y, b, steps, warmup, estimate) -> FinderRow:
     # Cycle through as many batches as the timing needs, epoch after epoch.
     batches = MiniBatches(X, y, batch_size=b, last_batch="drop", seed=0)
@@ -186,11 +222,6 @@ def _measure(model, opt, X, y, b, steps, warmup, estimate) -> FinderRow:
             xb, yb = next(it)
             model.loss_and_grad(xb, yb)
             opt.step(model.params, model.grads)
-        start = time.perf_counter()
-        for _ in range(steps):
-            xb, yb = next(it)
-            model.loss_and_grad(xb, yb)
-            opt.step(model.params, model.grads)
-        seconds = time.perf_counter() - start
+        seconds = min(_timed(model, opt, it, steps) for _ in range(ROUNDS))
     fixed = 2 * model.params.nbytes  # parameters and gradients existed before tracing began
     return FinderRow(b, steps * b / seconds, 1000 * seconds / steps, peak + fixed, estimate)

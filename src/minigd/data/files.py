@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from minigd._validation import check_choice, is_int, message
+from minigd.data.arrays import as_rows
 from minigd.data.npz import read_npz, read_numpy
 
 
@@ -58,6 +59,37 @@ class Dataset:
         y = "None" if self.y is None else f"{self.y.shape}"
         k = "" if self.classes is None else f", classes={len(self.classes)}"
         return f"Dataset({self.name!r}, X={self.X.shape} {self.X.dtype}, y={y}{k})"
+
+
+def hold_out(data: Dataset, fraction: float, *, sample_axis: int = 0) -> tuple[Dataset, Dataset]:
+    """(train, test) of a file's Dataset: the last ``fraction`` of the samples are held out, as
+    ``validation_split`` does (taken from the end, as Keras does: shuffle a sorted file first)."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(message("validation_split", "a fraction in (0, 1)", fraction))
+    X = as_rows(data.X, sample_axis=sample_axis)
+    y = data.y if data.y is None or sample_axis == 0 or data.y.ndim == 1 else data.y.T
+    n_test = round(fraction * len(X))
+    if not 0 < n_test < len(X):
+        raise ValueError(
+            message(
+                "validation_split",
+                f"a fraction leaving samples on both sides of {len(X)}",
+                fraction,
+            )
+        )
+    keep = len(X) - n_test
+
+    def part(rows: slice, suffix: str) -> Dataset:
+        return Dataset(
+            X[rows],
+            None if y is None else y[rows],
+            data.classes,
+            f"{data.name}/{suffix}",
+            data.feature_names,
+            data.task_reason,
+        )
+
+    return part(slice(0, keep), "train"), part(slice(keep, None), "held-out")
 
 
 def encode_labels(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -39,7 +39,7 @@ from minigd.experiments.metrics import Target, TargetTracker, curve_noise
 from minigd.experiments.runs import slug
 from minigd.nn.models import model_for_data
 from minigd.optim import get_optimizer
-from minigd.training.callbacks import Callback
+from minigd.training.callbacks import Callback, ProgressBar
 from minigd.training.history import History
 from minigd.training.trainer import fit
 
@@ -248,6 +248,7 @@ def compare(
     seed: int = 0,
     verbose: int = 0,
     on_run: Callable[[Results], None] | None = None,
+    threads: int | None = None,
 ) -> Results:
     """Trains the same model from the same initial weights with each batch size.
 
@@ -261,23 +262,19 @@ def compare(
         seed: the initial weights and every run's batch order.
         on_run: called with the Results so far after each run ends (to save them as they come,
             so a crash or an interrupt loses no finished run).
+        threads: BLAS threads for every run (see ``fit``).
     """
     name, train, test = resolve_data(data)
     budget = budget or Budget(epochs=10)
     check_int("seed", seed, minimum=0)
     check_choice("lr_rule", lr_rule, RULES)
     specs = [r if isinstance(r, RunSpec) else RunSpec(r) for r in runs or DEFAULT_BATCH_SIZES]
-    if isinstance(model, str):
-        spec_text = model
-        initial = model_for_data(model, train.X, train.n_classes, seed=seed)
-    else:
-        spec_text = getattr(model, "__name__", "custom model")
-        initial = model()
+    spec_text, initial = _initial_model(model, train, seed)
     target = target or default_target(initial)
-    noise = None  # the noise scale at the initial weights, which the noise lr rule scales by
-    if lr_rule == "noise":
-        noise = probe_noise_scale(initial, train.X, train.y, seed=seed)
-    setup = _Setup(initial, train, initial.prepare(test.X, test.y), budget, target, seed, verbose)
+    # the noise scale at the initial weights, which the noise lr rule scales by
+    noise = probe_noise_scale(initial, train.X, train.y, seed=seed) if lr_rule == "noise" else None
+    validation = initial.prepare(test.X, test.y)
+    setup = _Setup(initial, train, validation, budget, target, seed, verbose, threads)
     results = Results(
         [],
         name,
@@ -300,6 +297,13 @@ def compare(
     return results
 
 
+def _initial_model(model, train: Dataset, seed: int) -> tuple[str, Any]:
+    """(its name, the model whose weights every run starts from)."""
+    if isinstance(model, str):
+        return model, model_for_data(model, train.X, train.n_classes, seed=seed)
+    return getattr(model, "__name__", "custom model"), model()
+
+
 def default_target(model) -> Target:
     """Validation accuracy 0.9 for a classifier; the validation loss for a regressor."""
     if model.task == "classification":
@@ -318,6 +322,7 @@ class _Setup:
     target: Target
     seed: int
     verbose: int
+    threads: int | None
 
 
 def _run_one(spec: RunSpec, setup: _Setup, reference, lr_rule, noise) -> RunResult:
@@ -337,6 +342,8 @@ def _run_one(spec: RunSpec, setup: _Setup, reference, lr_rule, noise) -> RunResu
         epochs = 10**6
         seconds = check_float("seconds", budget.seconds, minimum=0.0, inclusive=False)
         callbacks.append(_StopAt(seconds=seconds))
+    if setup.verbose:  # each line names its run; a budget in samples or seconds has no total
+        callbacks.append(ProgressBar(label=spec.label, show_total=budget.epochs is not None))
     history = fit(
         model,
         train.X,
@@ -349,6 +356,7 @@ def _run_one(spec: RunSpec, setup: _Setup, reference, lr_rule, noise) -> RunResu
         seed=setup.seed,
         callbacks=callbacks,
         verbose=setup.verbose,
+        threads=setup.threads,
     )
     metrics = run_metrics(model, history, train, tracker)
     optimizer = get_optimizer(spec.optimizer)
@@ -375,6 +383,7 @@ def run_metrics(model, history: History, train: Dataset, tracker: TargetTracker)
         "curve_noise": curve_noise(history.steps["loss"]),
         "first_epoch_loss": history.epochs[0]["loss"] if history.epochs else None,
         "stop_reason": history.meta.get("stop_reason"),
+        "outcome": history.meta.get("outcome"),
     }
     if out["val_loss"] is not None:
         out["generalization_gap"] = out["val_loss"] - out["train_loss"]

@@ -38,7 +38,7 @@ from minigd.data.files import Dataset
 from minigd.data.fingerprint import changed, fingerprint
 from minigd.data.loading import load
 from minigd.nn.models import model_for_data, parse_model_spec
-from minigd.optim import get_optimizer
+from minigd.optim import LinearWarmup, get_optimizer
 from minigd.training.callbacks import Checkpoint
 from minigd.training.checkpoint import list_checkpoints
 from minigd.training.history import History
@@ -77,6 +77,7 @@ class RunConfig:
     y_path: str | None = None
     dtype: str = "float32"
     task: str = "auto"
+    warmup_epochs: int = 0
 
     def default_name(self) -> str:
         return slug(f"{Path(self.data).stem}-{self.model}-{self.optimizer}-b{self.batch_size}")
@@ -89,6 +90,7 @@ class RunConfig:
         check_choice("last_batch", self.last_batch, LAST_BATCH_POLICIES)
         check_choice("dtype", self.dtype, ("float32", "float64"))
         check_choice("task", self.task, ("auto", "classification", "regression"))
+        check_int("warmup_epochs", self.warmup_epochs, minimum=0)
         get_optimizer(self.optimizer, self.lr)  # the name and the learning rate
         split = check_float("validation_split", self.validation_split, minimum=0.0, maximum=1.0)
         if split and self.is_named_dataset:
@@ -227,6 +229,7 @@ def train_run(
     checkpoint_every_steps: int | None = None,
     checkpoint_every_seconds: float | None = DEFAULT_CHECKPOINT_SECONDS,
     announce=None,
+    threads: int | None = None,
 ) -> RunResult:
     """Trains as ``config`` says in the run folder ``out`` (see the module docstring).
     ``announce`` receives one line saying what will be trained, once every check has passed."""
@@ -244,25 +247,10 @@ def train_run(
         every_seconds=checkpoint_every_seconds,
         keep_last=2,
     )
-    trainer = make_trainer(
-        config.build_model(train),
-        train.X,
-        train.y,
-        batch_size=config.batch_size,
-        epochs=config.epochs,
-        optimizer=config.optimizer,
-        lr=config.lr,
-        validation=None if test is None else (test.X, test.y),
-        validation_split=config.validation_split if test is None else 0.0,
-        sample_axis=config.sample_axis,
-        seed=config.seed,
-        last_batch=config.last_batch,
-        callbacks=[checkpoint],
-        verbose=verbose,
-    )
+    trainer = _trainer(config, train, test, [checkpoint], verbose, threads)
     restored = _restore(folder, trainer, config) if resume else None
     if announce is not None:
-        announce(describe(config, train, folder.path))
+        announce(describe(config, train, folder.path, trainer.threads))
     with folder.locked():
         _begin(folder, config, train, restored)
         history = trainer.run()
@@ -282,13 +270,40 @@ def train_run(
     return RunResult(trainer.model, history, metrics, trainer.outcome, trainer.stop_reason)
 
 
-def describe(config: RunConfig, train: Dataset, out: Path) -> str:
+def _trainer(config: RunConfig, train: Dataset, test, callbacks, verbose: int, threads):
+    """The Trainer of a run (every argument checked), with its learning-rate warm-up."""
+    trainer = make_trainer(
+        config.build_model(train),
+        train.X,
+        train.y,
+        batch_size=config.batch_size,
+        epochs=config.epochs,
+        optimizer=config.optimizer,
+        lr=config.lr,
+        validation=None if test is None else (test.X, test.y),
+        validation_split=config.validation_split if test is None else 0.0,
+        sample_axis=config.sample_axis,
+        seed=config.seed,
+        last_batch=config.last_batch,
+        callbacks=callbacks,
+        verbose=verbose,
+        threads=threads,
+    )
+    if config.warmup_epochs:  # Goyal et al. 2017: ramp up to a large, linearly scaled rate
+        steps = config.warmup_epochs * trainer.batches_per_epoch
+        opt = trainer.optimizer
+        opt.set_schedule(LinearWarmup(opt.base_lr(), warmup_steps=steps))
+    return trainer
+
+
+def describe(config: RunConfig, train: Dataset, out: Path, trainer_threads: int) -> str:
     """One line: what is trained on what, the task and why, and where it goes."""
     task = f"{train.n_classes} classes" if train.classes is not None else "regression"
     why = f" ({train.task_reason})" if train.task_reason else ""
     return (
         f"training {config.model} on {config.data} ({len(train.X)} samples; {task}{why}): "
-        f"batch size {config.batch_size}, {config.optimizer}, {config.epochs} epochs -> {out}"
+        f"batch size {config.batch_size}, {config.optimizer}, {config.epochs} epochs, "
+        f"{trainer_threads} BLAS threads -> {out}"
     )
 
 

@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -83,26 +83,47 @@ class _Trial:
     steps: float | None
     reached: list[Reached]
     models: list[Any]
+    stop_reasons: list[str | None] = field(default_factory=list)
+
+
+def _trial_line(b: int, lr: float, trial: _Trial, target: Target, max_epochs: int) -> str:
+    head = f"sweep: B={b} lr={lr:g}: "
+    diverged = [r for r in trial.stop_reasons if r and "diverged" in r]
+    if diverged:
+        return head + diverged[0]
+    if trial.steps is None:
+        return head + f"{target} not reached in {max_epochs} epochs"
+    seconds = float(np.median([r.seconds for r in trial.reached]))
+    return head + f"{target} after {format_number(trial.steps)} steps ({seconds:.2f} s)"
+
+
+DEFAULT_BATCH_SIZES = (16, 32, 64, 128, 256, 512, 1024)
+DEFAULT_LEARNING_RATES = (0.03, 0.1, 0.3, 1.0)
 
 
 def sweep(
     model: str,
     data: Any = "mnist-5k",
     *,
-    batch_sizes: Sequence[int] = (16, 32, 64, 128, 256, 512, 1024),
-    learning_rates: Sequence[float] = (0.01, 0.03, 0.1, 0.3, 1.0),
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    learning_rates: Sequence[float] = DEFAULT_LEARNING_RATES,
     seeds: Sequence[int] = (0,),
     target: Target | None = None,
     max_epochs: int = 30,
     optimizer: str = "sgd",
     measure_noise: bool = True,
     on_row: Callable[[SweepResult], None] | None = None,
+    threads: int | None = None,
+    progress: TextIO | None = None,
 ) -> SweepResult:
     """Runs every (batch size, learning rate, seed) until the target or ``max_epochs``.
 
     The steps of a (batch size, lr) pair are the median over seeds, and count only when every
     seed reached the target. The best lr of a batch size is the one with the fewest steps.
-    ``on_row`` is called with the result so far after each batch size (to save it as it comes).
+    ``on_row`` is called with the result so far after each batch size (to save it as it comes);
+    ``progress`` (a stream, stderr say) gets one line per (batch size, lr) as it ends, naming a
+    run that diverged. Before the first run an untimed warm-up epoch takes the one-time costs
+    (buffers, BLAS threads, page faults) out of its seconds.
     """
     name, train, test = resolve_data(data, "sweep")
     target = target or Target("val_accuracy", 0.9)
@@ -111,12 +132,19 @@ def sweep(
         return model_for_data(model, train.X, train.n_classes, seed=seed)
 
     val = build(seeds[0]).prepare(test.X, test.y)
+    warm = min(len(train.X), 8 * batch_sizes[0])
+    fit(build(seeds[0]), train.X[:warm], train.y[:warm], batch_size=batch_sizes[0], epochs=1,
+        verbose=0, threads=threads)  # fmt: skip
     result = SweepResult([], target, name, model, list(learning_rates), list(seeds))
     best_model = None
     for b in batch_sizes:
         trials = {}
         for lr in learning_rates:
-            trials[lr] = _trial(build, train, val, b, lr, seeds, target, max_epochs, optimizer)
+            trials[lr] = _trial(
+                build, train, val, b, lr, seeds, target, max_epochs, optimizer, threads
+            )
+            if progress is not None:
+                print(_trial_line(b, lr, trials[lr], target, max_epochs), file=progress, flush=True)
         row, models = _best_row(b, trials)
         result.rows.append(row)
         if best_model is None and models:
@@ -130,13 +158,13 @@ def sweep(
     return result
 
 
-def _trial(build, train, val, b, lr, seeds, target, max_epochs, optimizer) -> _Trial:
+def _trial(build, train, val, b, lr, seeds, target, max_epochs, optimizer, threads) -> _Trial:
     """Trains one (batch size, lr) once per seed, each stopping at the target."""
-    reached, models = [], []
+    reached, models, reasons = [], [], []
     for seed in seeds:
         net = build(seed)
         tracker = TargetTracker(target, val, stop=True)
-        fit(
+        history = fit(
             net,
             train.X,
             train.y,
@@ -147,12 +175,14 @@ def _trial(build, train, val, b, lr, seeds, target, max_epochs, optimizer) -> _T
             seed=seed,
             callbacks=[tracker],
             verbose=0,
+            threads=threads,
         )
         reached.append(tracker.reached)
         models.append(net)
+        reasons.append(history.meta.get("stop_reason"))
     if any(r is None for r in reached):
-        return _Trial(None, [], models)
-    return _Trial(float(np.median([r.steps for r in reached])), reached, models)
+        return _Trial(None, [], models, reasons)
+    return _Trial(float(np.median([r.steps for r in reached])), reached, models, reasons)
 
 
 def _best_row(b: int, trials: dict[float, _Trial]) -> tuple[SweepRow, list[Any]]:

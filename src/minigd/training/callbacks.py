@@ -78,10 +78,23 @@ class ProgressBar(Callback):
     Without tqdm installed the plain lines are printed too.
     """
 
-    def __init__(self, file=None, refresh_every: int = 20) -> None:
+    def __init__(
+        self,
+        file=None,
+        refresh_every: int = 20,
+        *,
+        label: str | None = None,
+        show_total: bool = True,
+    ) -> None:
         self.file = file
         self.refresh_every = check_int("refresh_every", refresh_every, minimum=1)
+        self.label = label  # names the run in every line, when several runs share the output
+        self.show_total = bool(show_total)  # False when the run ends by a budget, not an epoch
         self._bar = None
+
+    def _epoch_name(self, trainer, epoch: int) -> str:
+        name = f"epoch {epoch + 1}" + (f"/{trainer.epochs}" if self.show_total else "")
+        return f"{self.label}: {name}" if self.label else name
 
     def on_epoch_begin(self, trainer, epoch):
         self._samples = 0
@@ -94,7 +107,7 @@ class ProgressBar(Callback):
         bar = tqdm(
             total=trainer.batches_per_epoch,
             initial=trainer.next_batch,
-            desc=f"epoch {epoch + 1}/{trainer.epochs}",
+            desc=self._epoch_name(trainer, epoch),
             unit="step",
             leave=True,
             disable=None,
@@ -111,7 +124,7 @@ class ProgressBar(Callback):
             self._bar.set_postfix_str(f"loss {trainer.history.smoothed_loss:.4f}", refresh=False)
 
     def on_epoch_end(self, trainer, epoch, logs):
-        line = format_epoch(epoch, trainer.epochs, logs)
+        line = f"{self._epoch_name(trainer, epoch)}: {format_metrics(logs)}"
         if self._bar is not None:
             self._bar.update(self._since)
             self._bar.set_postfix_str(line.split(": ", 1)[1], refresh=True)
@@ -125,17 +138,19 @@ class ProgressBar(Callback):
             self._bar.close()
             self._bar = None
         if trainer.stop_reason:  # early stopping, divergence, an interrupt: say why it ended
-            print(f"minigd: {trainer.stop_reason}", file=self.file or sys.stderr, flush=True)
+            who = f"{self.label}: " if self.label else ""
+            print(f"minigd: {who}{trainer.stop_reason}", file=self.file or sys.stderr, flush=True)
 
 
-def format_epoch(epoch: int, epochs: int, logs: dict[str, Any]) -> str:
+def format_metrics(logs: dict[str, Any]) -> str:
+    """An epoch's record as the progress line shows it."""
     parts = [f"loss {logs['loss']:.4f}"]
     for key in ("val_loss", "val_accuracy", "val_r2"):
         if key in logs:
             parts.append(f"{key} {logs[key]:.4f}")
     parts.append(f"{logs['seconds']:.2f}s")
     parts.append(f"{logs['samples_per_second']:,.0f} samples/s")
-    return f"epoch {epoch + 1}/{epochs}: " + ", ".join(parts)
+    return ", ".join(parts)
 
 
 # -- stopping rules ---------------------------------------------------------------------------

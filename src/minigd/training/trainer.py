@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from minigd._kernels import warm_up
+from minigd._threads import blas_threads, resolve_threads
 from minigd._validation import check_choice, check_float, check_int, message
 from minigd.batching import MiniBatches
 from minigd.nn.losses import get_loss
@@ -91,6 +92,7 @@ class Trainer:
         epochs: the epoch to stop before (a resumed run counts from its first epoch).
         validation: optional (X_val, y_val), prepared for the model.
         callbacks: Callback objects, called in order.
+        threads: BLAS threads while training; default the cores this process may use.
     """
 
     def __init__(
@@ -102,8 +104,10 @@ class Trainer:
         epochs: int,
         validation: tuple[np.ndarray, np.ndarray] | None = None,
         callbacks: Sequence[Callback] = (),
+        threads: int | None = None,
     ) -> None:
         self.model = model
+        self.threads = resolve_threads(threads)
         self.batches = batches
         self.optimizer = optimizer
         self.epochs = check_int("epochs", epochs, minimum=1)
@@ -180,6 +184,7 @@ class Trainer:
         model.train()
         self._call("on_train_begin")
         with (
+            blas_threads(self.threads),
             _caught_signals() as caught,
             np.errstate(over="ignore", invalid="ignore", divide="ignore"),
         ):
@@ -256,6 +261,7 @@ class Trainer:
             "seed": b.seed,
             "last_batch": b.last_batch,
             "optimizer": repr(self.optimizer),
+            "threads": self.threads,
         }
 
     # -- checkpoints ----------------------------------------------------------------------
@@ -376,6 +382,7 @@ def make_trainer(
     callbacks: Sequence[Callback] = (),
     verbose: int = 1,
     resume: Any = None,
+    threads: int | None = None,
 ) -> Trainer:
     """Checks and converts the data once and builds the Trainer that ``fit`` runs: ``fit(...)`` is
     ``make_trainer(...).run()``. Raise ``trainer.epochs`` and call ``run()`` again to go on.
@@ -398,6 +405,8 @@ def make_trainer(
         verbose: 0 silent, 1 a progress bar (or one line per epoch when not on a terminal) and
             the reason training stopped early, if it did.
         resume: a checkpoint file, or a folder holding ``checkpoint-*.npz``, to continue from.
+        threads: BLAS threads while training (default: the cores this process may use; 1 when
+            other processes are busy on them, or in each of several workers).
     """
     if loss is not None:
         model.loss = get_loss(loss)
@@ -407,7 +416,9 @@ def make_trainer(
     )
     _check_batchnorm(model, batches)
     opt, extra = get_optimizer(optimizer, lr), _with_defaults(callbacks, verbose)
-    trainer = Trainer(model, batches, opt, epochs=epochs, validation=validation, callbacks=extra)
+    trainer = Trainer(
+        model, batches, opt, epochs=epochs, validation=validation, callbacks=extra, threads=threads
+    )
     if resume is not None:
         trainer.restore(resume)
     return trainer

@@ -171,6 +171,10 @@ def main() -> int:
         },
         "resumed": sum(r["resumed"] for r in results),
         "finished_before_the_signal": sum(r["exit"] == 0 for r in results),
+        # a signal swallowed by mistake would show as an exit 0 long before a run can finish
+        "earliest_exit_0_at": min((r["delay"] for r in results if r["exit"] == 0), default=None),
+        "uninterrupted_seconds": round(seconds, 2),
+        "training_from_seconds": round(started, 2),
     }
     print(json.dumps(tally, indent=2))
     if args.json:

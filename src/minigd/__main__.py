@@ -15,6 +15,9 @@ INTERRUPTED = (130, 143)  # Ctrl-C, SIGTERM
 
 
 def run() -> int:
+    from minigd import _signals
+
+    _signals.install()  # before NumPy loads: a SIGTERM from here on is answered, not fatal
     try:
         from minigd.cli import main
 
@@ -22,6 +25,9 @@ def run() -> int:
     except KeyboardInterrupt:  # while loading, or in the instant after the command returned
         print("\nminigd: interrupted", file=sys.stderr)
         code = 130
+    except _signals.Terminated:
+        print("minigd: terminated", file=sys.stderr)
+        code = 143
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
     if code in INTERRUPTED:

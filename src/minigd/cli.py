@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minigd import _signals
 from minigd._io import ensure_writable
 from minigd._threads import blas_threads, usable_cores
 from minigd._version import __version__
@@ -734,20 +735,12 @@ def _subparser(parent: argparse.ArgumentParser):
     return Sub
 
 
-class _Terminated(BaseException):
-    """SIGTERM outside the training loop (which checkpoints first): end as Ctrl-C ends."""
-
-
-def _on_sigterm(signum, frame):
-    raise _Terminated
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs one command; returns its exit code (see EXIT_CODES). No traceback reaches the user
     unless --debug or MINIGD_DEBUG=1 asks for it."""
     parser = build_parser()
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        previous = _signals.install()
     try:
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
@@ -760,7 +753,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # a second Ctrl-C, or one before training began
         print("\nminigd: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except _Terminated:
+    except _signals.Terminated:
         print("minigd: terminated", file=sys.stderr)
         return EXIT_SIGTERM
     except BrokenPipeError:  # `minigd info x | head -2`: the reader left; nothing to say
@@ -778,7 +771,7 @@ def _run(args: argparse.Namespace, debug: bool) -> int:
             return args.func(args)
         with blas_threads(args.threads):  # measurements and training alike
             return args.func(args)
-    except (KeyboardInterrupt, BrokenPipeError, _Terminated):
+    except (KeyboardInterrupt, BrokenPipeError, _signals.Terminated):
         raise
     except (ValueError, TypeError, KeyError, LookupError, ImportError) as exc:
         _error(args, _text(exc), debug)

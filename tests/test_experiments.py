@@ -42,11 +42,15 @@ def test_budget_needs_exactly_one_axis():
     assert Budget(samples=100).axis == "samples"
 
 
-def test_format_number():
+def test_format_number_in_one_style():
     assert format_number(None) == "not reached"
     assert format_number(12) == "12"
+    assert format_number(189921) == "189,921"
     assert format_number(0.123456) == "0.1235"
-    assert format_number(123456.0) == "1.235e+05"
+    assert format_number(123456.0) == "123,456"  # not 1.235e+05
+    assert format_number(1234.4) == "1,234"
+    assert format_number(12.3456) == "12.35"
+    assert format_number(0.00001234) == "1.23e-05"
 
 
 # -- compare: the note made visible ---------------------------------------------------------
@@ -62,8 +66,10 @@ def test_noise_and_per_epoch_progress_order_as_the_note_says(mnist5k_results):
     assert (full.batch_samples, mini.batch_samples, sgd.batch_samples) == (4000, 64, 1)
     noise = [r.metrics["curve_noise"] for r in (full, mini, sgd)]
     assert noise[0] < noise[1] < noise[2]  # SGD noisiest, full batch smoothest
-    first = [r.metrics["first_epoch_loss"] for r in (full, mini, sgd)]
-    assert first[0] > first[1] > first[2]  # but per epoch SGD gets down fastest
+    after = [r.metrics["loss_after_epoch_1"] for r in (full, mini, sgd)]
+    assert after[0] > after[1] > after[2]  # but per epoch SGD gets down fastest
+    # evaluated after the epoch: full batch has taken its one step, so it is below its start
+    assert after[0] < full.history.steps["loss"][0]
     for run in (full, mini, sgd):
         assert run.history.epochs[-1]["loss"] < run.history.epochs[0]["loss"]  # trends down
 
@@ -147,7 +153,7 @@ def test_report_parses_images_decode_and_numbers_match_results_json(mnist5k_resu
     page.feed(paths["html"].read_text())
     page.close()
     assert page.stack == []  # every tag closed
-    assert len(page.images) == 5
+    assert len(page.images) == 6
     for src in page.images:
         assert src.startswith("data:image/png;base64,")
         pixels = image.imread(io.BytesIO(base64.b64decode(src.split(",", 1)[1])), format="png")
@@ -177,7 +183,9 @@ def test_note_section_carries_numbers(mnist5k_results, tmp_path):
     section = text.split("The note, observed")[1].split("<h2>Plots")[0]
     sgd_speed = format_number(mnist5k_results.runs[2].metrics["samples_per_second"])
     assert sgd_speed in section
-    assert "m = 4000 samples, so the rule says mini-batches" in section
+    assert "m = 4000: the rule says mini-batches" in section
+    for verdict in ("agrees", "disagrees", "cannot tell"):
+        assert f'"verdict {verdict.replace(" ", "-")}"' in section or verdict not in section
 
 
 # -- sweep ----------------------------------------------------------------------------------
@@ -268,3 +276,36 @@ def test_data_must_have_a_test_split(tmp_path):
 
 def test_datasets_fixture_sanity():
     assert "mnist-5k" in datasets.names()
+
+
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--hide-scrollbars",
+]  # fmt: skip
+
+
+def test_report_renders_at_800_and_1280_pixels(mnist5k_results, tmp_path):
+    import shutil
+    import struct
+    import subprocess
+
+    paths = write_report(mnist5k_results, tmp_path)
+    text = paths["html"].read_text()
+    assert '<meta name="viewport" content="width=device-width' in text
+    alts = text.split('alt="')[1:]
+    assert all(len(a.split('"')[0]) > 40 for a in alts)  # says what the picture shows
+    assert text.index('class="conclusion"') < text.index("<h2>Metrics")  # the answer first
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    for width in (800, 1280):
+        shot = tmp_path / f"report-{width}.png"
+        subprocess.run(
+            [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / str(width)}",
+             f"--window-size={width},2000", f"--screenshot={shot}", paths["html"].as_uri()],
+            capture_output=True, timeout=120, check=True,
+        )  # fmt: skip
+        header = shot.read_bytes()[:24]
+        assert header[:8] == b"\x89PNG\r\n\x1a\n"
+        assert struct.unpack(">II", header[16:24]) == (width, 2000)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,19 +182,39 @@ class Results:
 
 
 def format_number(value: Any) -> str:
-    """How numbers appear in tables and reports (the tests compare against this)."""
+    """How numbers appear in tables and reports, in one style (the tests compare against this):
+    whole numbers and anything from 1,000 up with thousands separators (189,921), four
+    significant digits below that (0.1235, 12.35), and only tiny magnitudes in e-notation."""
     if value is None:
         return "not reached"
     if isinstance(value, str):
         return value
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return f"{int(value)}"
+        return f"{int(value):,}"
     value = float(value)
     if not math.isfinite(value):
         return str(value)
-    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
-        return f"{value:.3e}"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if value != 0 and abs(value) < 1e-4:
+        return f"{value:.2e}"
     return f"{value:.4g}"
+
+
+class _LossAfterFirstEpoch(Callback):
+    """The training loss evaluated at the end of epoch 1, outside the timed part: what "loss
+    after one epoch" means (the epoch's mean step loss is a blend over its updates, and for
+    batch GD the loss before its only step)."""
+
+    def __init__(self, train: tuple[np.ndarray, np.ndarray]) -> None:
+        self.train = train
+        self.loss: float | None = None
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        if epoch == 0:
+            start = time.perf_counter()
+            self.loss = trainer.model.evaluate_prepared(*self.train)["loss"]
+            trainer.exclude(time.perf_counter() - start)
 
 
 class _StopAt(Callback):
@@ -274,7 +295,10 @@ def compare(
     # the noise scale at the initial weights, which the noise lr rule scales by
     noise = probe_noise_scale(initial, train.X, train.y, seed=seed) if lr_rule == "noise" else None
     validation = initial.prepare(test.X, test.y)
-    setup = _Setup(initial, train, validation, budget, target, seed, verbose, threads)
+    setup = _Setup(
+        initial, train, initial.prepare(train.X, train.y), validation, budget, target, seed,
+        verbose, threads,
+    )  # fmt: skip
     results = Results(
         [],
         name,
@@ -317,6 +341,7 @@ class _Setup:
 
     initial: Any  # the model whose weights every run starts from
     train: Dataset
+    train_rows: tuple[np.ndarray, np.ndarray]  # prepared for the model
     validation: tuple[np.ndarray, np.ndarray]  # prepared for the model
     budget: Budget
     target: Target
@@ -333,7 +358,8 @@ def _run_one(spec: RunSpec, setup: _Setup, reference, lr_rule, noise) -> RunResu
     lr, note = run_lr(spec, b, reference, lr_rule, noise)
     model = setup.initial.copy()
     tracker = TargetTracker(setup.target, setup.validation)
-    callbacks: list[Callback] = [tracker]
+    after_first = _LossAfterFirstEpoch(setup.train_rows)
+    callbacks: list[Callback] = [tracker, after_first]
     epochs = budget.epochs
     if budget.samples:
         epochs = math.ceil(budget.samples / m)
@@ -359,6 +385,7 @@ def _run_one(spec: RunSpec, setup: _Setup, reference, lr_rule, noise) -> RunResu
         threads=setup.threads,
     )
     metrics = run_metrics(model, history, train, tracker)
+    metrics["loss_after_epoch_1"] = after_first.loss
     optimizer = get_optimizer(spec.optimizer)
     metrics["memory_bytes"] = estimate_memory(model, b, optimizer=optimizer, n_samples=m).total
     return RunResult(spec, b, lr, note, history, metrics)
@@ -381,7 +408,7 @@ def run_metrics(model, history: History, train: Dataset, tracker: TargetTracker)
         "samples_seen": samples,
         "samples_per_second": samples / seconds if seconds > 0 else None,
         "curve_noise": curve_noise(history.steps["loss"]),
-        "first_epoch_loss": history.epochs[0]["loss"] if history.epochs else None,
+        "mean_loss_epoch_1": history.epochs[0]["loss"] if history.epochs else None,
         "stop_reason": history.meta.get("stop_reason"),
         "outcome": history.meta.get("outcome"),
     }

@@ -46,8 +46,9 @@ def _thin(x: np.ndarray, y: np.ndarray, most: int = 4000) -> tuple[np.ndarray, n
     return x[::step], y[::step]
 
 
-def plot_results(results, folder: str | Path) -> dict[str, dict[str, Path]]:
-    """Writes loss vs step, epoch, seconds and samples, and accuracy vs epoch."""
+def plot_results(results, folder: str | Path, advice=None) -> dict[str, dict[str, Path]]:
+    """Writes loss vs step, epoch, seconds and samples, accuracy vs epoch and vs seconds, and,
+    with the advisor's measurements, samples/s and memory vs batch size."""
     plt, folder, runs = _pyplot(), Path(folder), results.runs
     out = {"loss_vs_step": _save(_loss_vs_step(plt, runs), folder, "loss_vs_step")}
     for column, label, name in (
@@ -58,7 +59,30 @@ def plot_results(results, folder: str | Path) -> dict[str, dict[str, Path]]:
     out["loss_vs_epoch"] = _save(_loss_vs_epoch(plt, runs), folder, "loss_vs_epoch")
     figure = _metric_vs_epoch(plt, runs, results.target)
     out["accuracy_vs_epoch"] = _save(figure, folder, "accuracy_vs_epoch")
+    figure = _metric_vs_epoch(plt, runs, results.target, x="elapsed")
+    out["accuracy_vs_seconds"] = _save(figure, folder, "accuracy_vs_seconds")
+    if advice is not None and any(c.samples_per_second for c in advice.candidates):
+        out["throughput_vs_batch"] = _save(_throughput(plt, advice), folder, "throughput_vs_batch")
     return out
+
+
+def _throughput(plt, advice):
+    """The advisor's measured samples/s and estimated step memory at each batch size."""
+    rows = [c for c in advice.candidates if c.samples_per_second]
+    b = [c.batch_size for c in rows]
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    ax.plot(b, [c.samples_per_second for c in rows], "o-", color=COLORS[0], label="samples/s")
+    ax.set(xscale="log", xlabel="batch size", ylabel="samples per second",
+           title="Throughput and memory vs batch size (the advisor's measurements)")  # fmt: skip
+    ax.set_xticks(b, [str(v) for v in b])
+    ax.minorticks_off()
+    memory = ax.twinx()
+    memory.plot(b, [c.estimated_bytes / 2**20 for c in rows], "s--", color=COLORS[1],
+                label="step memory (MiB)")  # fmt: skip
+    memory.set_ylabel("estimated memory of a step (MiB)")
+    lines = ax.get_legend_handles_labels()[0] + memory.get_legend_handles_labels()[0]
+    ax.legend(lines, [line.get_label() for line in lines], loc="upper left")
+    return fig
 
 
 def _loss_vs_step(plt, runs):
@@ -120,27 +144,29 @@ def _loss_vs_epoch(plt, runs):
             label = f"{run.spec.label} validation"
             ax.plot(epochs, h.epoch_column("val_loss"), color=color, linestyle="--", label=label)
     ax.set(yscale="log", xlabel="epoch", ylabel="loss", title="Loss per epoch")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # off the curves
     return fig
 
 
-def _metric_vs_epoch(plt, runs, target):
-    """Validation accuracy (or R^2) per epoch, with the target marked."""
+def _metric_vs_epoch(plt, runs, target, x: str = "epoch"):
+    """Validation accuracy (or R^2) at each epoch's end, against the epoch or (``x="elapsed"``)
+    the training seconds, with the target marked."""
     has_accuracy = any("val_accuracy" in e for r in runs for e in r.history.epochs)
     metric = "val_accuracy" if has_accuracy else "val_r2"
     fig, ax = plt.subplots(figsize=(8, 4.8))
     for color, run in zip(COLORS, runs, strict=False):
         h = run.history
-        epochs = np.arange(1, len(h.epochs) + 1)
+        xs = np.arange(1, len(h.epochs) + 1) if x == "epoch" else h.epoch_column("elapsed")
         values = h.epoch_column(metric)
-        ax.plot(epochs, values, color=color, marker="o", markersize=3, label=run.spec.label)
+        ax.plot(xs, values, color=color, marker="o", markersize=3, label=run.spec.label)
     if target.metric == metric:
         ax.axhline(target.value, color="gray", linestyle=":", label=str(target))
-    ax.set(
-        xlabel="epoch",
-        ylabel=metric.replace("_", " "),
-        title=f"{metric.replace('val_', 'validation ')} per epoch",
-    )
+    name = metric.replace("val_", "validation ")
+    if x == "epoch":
+        ax.set(xlabel="epoch", ylabel=metric.replace("_", " "), title=f"{name} per epoch")
+    else:
+        ax.set(xscale="log", xlabel="training seconds (depends on the machine's load)",
+               ylabel=metric.replace("_", " "), title=f"{name} vs seconds")  # fmt: skip
     ax.legend()
     return fig
 
@@ -173,6 +199,9 @@ def plot_sweep(sweep, folder: str | Path) -> dict[str, dict[str, Path]]:
         ylabel=f"steps to {sweep.target}",
         title="Steps to target vs batch size",
     )
+    tried = [r.batch_size for r in sweep.rows]
+    ax.set_xticks(tried, [str(v) for v in tried])  # ticks at the batch sizes tried
+    ax.minorticks_off()
     ax.legend()
     return {"steps_vs_batch": _save(fig, Path(folder), "steps_vs_batch")}
 

@@ -128,6 +128,22 @@ def trial(i: int, root: Path, reference: dict, timing: tuple[float, float], rng)
     }
 
 
+def reference_run(folder: Path) -> tuple[float, float] | None:
+    """(seconds until training began, seconds in all) of one uninterrupted run."""
+    start = time.perf_counter()
+    ref = minigd(*ARGS, "--out", str(folder))
+    started = None
+    while ref.poll() is None:
+        if started is None and (folder / "config.json").exists():
+            started = time.perf_counter() - start
+        time.sleep(0.01)
+    if ref.returncode != 0:
+        print(ref.stderr.read(), file=sys.stderr)
+        return None
+    seconds = time.perf_counter() - start
+    return (seconds / 2 if started is None else started), seconds
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=100)
@@ -135,20 +151,13 @@ def main() -> int:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="minigd-soak-"))
-    start = time.perf_counter()
-    ref = minigd(*ARGS, "--out", str(root / "reference"))
-    started = None
-    while ref.poll() is None:
-        if started is None and (root / "reference" / "config.json").exists():
-            started = time.perf_counter() - start
-        time.sleep(0.01)
-    if ref.returncode != 0:
-        print(ref.stderr.read(), file=sys.stderr)
+    timings = [reference_run(root / f"reference{i}") for i in range(3)]
+    if None in timings:
         return 1
-    seconds = time.perf_counter() - start
-    started = seconds / 2 if started is None else started
-    reference = parameters(root / "reference")
-    print(f"uninterrupted run: {seconds:.2f} s, training from {started:.2f} s")
+    # the fastest of three: kills drawn within it land before the run could have finished
+    started, seconds = min(t[0] for t in timings), min(t[1] for t in timings)
+    reference = parameters(root / "reference0")
+    print(f"uninterrupted runs: fastest {seconds:.2f} s, training from {started:.2f} s")
     rng = np.random.default_rng(args.seed)
     results = []
     for i in range(args.trials):

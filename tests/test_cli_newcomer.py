@@ -58,6 +58,29 @@ def test_a_diverged_run_inside_compare_is_named_with_its_reason(capsys):
     assert "minigd: mini-batch (B=64): training diverged at step" in capsys.readouterr().err
 
 
+def test_sweep_names_a_diverged_run_even_when_quiet(capsys):
+    pytest.importorskip("sklearn")
+    argv = [
+        "sweep",
+        "--data",
+        "digits",
+        "--model",
+        "mlp:16",
+        "--batch-sizes",
+        "32",
+        "--lrs",
+        "500",
+        "--max-epochs",
+        "1",
+        "--quiet",
+        "--out",
+        "/tmp/minigd-sweep-diverge",
+    ]
+    assert main(argv) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "sweep: B=32 lr=500: training diverged at step" in err
+
+
 def test_sweep_has_one_default_grid():
     parser = build_parser()
     args = parser.parse_args(["sweep"])

@@ -309,7 +309,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         threads=args.threads,
     )
     paths = write_report(results, out, advice=advice)
-    _say_what_diverged([(run.spec.label, run.metrics) for run in results.runs])
+    if args.quiet:  # without --quiet each run's progress already said why it stopped
+        _say_what_diverged([(run.spec.label, run.metrics) for run in results.runs])
     print(results.table())
     print(f"advisor: batch size {advice.batch_size}, lr {advice.lr:.4g} ({advice.lr_rule})")
     print(f"report: {paths['html']}")
@@ -338,7 +339,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         optimizer=args.optimizer,
         on_row=lambda partial: partial.save(out),  # each finished batch size is on disk at once
         threads=args.threads,
-        progress=None if args.quiet else sys.stderr,
+        progress=sys.stderr,
+        quiet=args.quiet,
     )
     result.save(out)
     plot = plot_sweep(result, out)["steps_vs_batch"]["png"]
@@ -751,9 +753,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.showwarning = _show_warning
             return _run(args, debug)
     except KeyboardInterrupt:  # a second Ctrl-C, or one before training began
+        _signals.take_pending()
         print("\nminigd: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except _signals.Terminated:
+        _signals.take_pending()
         print("minigd: terminated", file=sys.stderr)
         return EXIT_SIGTERM
     except BrokenPipeError:  # `minigd info x | head -2`: the reader left; nothing to say
@@ -762,7 +766,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     finally:
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, previous)
+            _signals.restore(previous)
 
 
 def _run(args: argparse.Namespace, debug: bool) -> int:

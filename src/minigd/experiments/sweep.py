@@ -86,6 +86,35 @@ class _Trial:
     stop_reasons: list[str | None] = field(default_factory=list)
 
 
+class _Progress:
+    """One line per finished run off a terminal, a bar on one (tqdm); "diverged" lines always,
+    "quiet" or not."""
+
+    def __init__(self, stream: TextIO | None, quiet: bool, total: int) -> None:
+        self.stream, self.quiet, self.bar = stream, quiet, None
+        if stream is not None and not quiet and stream.isatty():
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                return
+            self.bar = tqdm(total=total, desc="sweep", unit="run", file=stream, leave=True)
+
+    def __call__(self, line: str) -> None:
+        if self.stream is None:
+            return
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix_str(line.removeprefix("sweep: "), refresh=True)
+            if "diverged" not in line:
+                return
+        if not self.quiet or "diverged" in line:
+            print(line, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def _trial_line(b: int, lr: float, trial: _Trial, target: Target, max_epochs: int) -> str:
     head = f"sweep: B={b} lr={lr:g}: "
     diverged = [r for r in trial.stop_reasons if r and "diverged" in r]
@@ -115,15 +144,17 @@ def sweep(
     on_row: Callable[[SweepResult], None] | None = None,
     threads: int | None = None,
     progress: TextIO | None = None,
+    quiet: bool = False,
 ) -> SweepResult:
     """Runs every (batch size, learning rate, seed) until the target or ``max_epochs``.
 
     The steps of a (batch size, lr) pair are the median over seeds, and count only when every
     seed reached the target. The best lr of a batch size is the one with the fewest steps.
     ``on_row`` is called with the result so far after each batch size (to save it as it comes);
-    ``progress`` (a stream, stderr say) gets one line per (batch size, lr) as it ends, naming a
-    run that diverged. Before the first run an untimed warm-up epoch takes the one-time costs
-    (buffers, BLAS threads, page faults) out of its seconds.
+    ``progress`` (a stream, stderr say) gets one line per (batch size, lr) as it ends, or a
+    bar when it is a terminal; a run that diverged is named with its reason even when ``quiet``.
+    Before the first run an untimed warm-up epoch takes the one-time costs (buffers, BLAS
+    threads, page faults) out of its seconds.
     """
     name, train, test = resolve_data(data, "sweep")
     target = target or Target("val_accuracy", 0.9)
@@ -137,20 +168,21 @@ def sweep(
         verbose=0, threads=threads)  # fmt: skip
     result = SweepResult([], target, name, model, list(learning_rates), list(seeds))
     best_model = None
+    report = _Progress(progress, quiet, len(batch_sizes) * len(learning_rates))
     for b in batch_sizes:
         trials = {}
         for lr in learning_rates:
             trials[lr] = _trial(
                 build, train, val, b, lr, seeds, target, max_epochs, optimizer, threads
             )
-            if progress is not None:
-                print(_trial_line(b, lr, trials[lr], target, max_epochs), file=progress, flush=True)
+            report(_trial_line(b, lr, trials[lr], target, max_epochs))
         row, models = _best_row(b, trials)
         result.rows.append(row)
         if best_model is None and models:
             best_model = models[0]
         if on_row is not None:
             on_row(result)
+    report.close()
     if measure_noise:
         result.noise_at_init = probe_noise_scale(build(seeds[0]), train.X, train.y)
         if best_model is not None:  # the smallest batch's best run, stopped at the target

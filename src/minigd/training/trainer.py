@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from minigd import _signals
 from minigd._kernels import warm_up
 from minigd._threads import blas_threads, resolve_threads
 from minigd._validation import check_choice, check_float, check_int, message
@@ -178,16 +179,19 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> History:
-        warm_up(self.model.dtype)  # compile the fast extra's kernels before the clock starts
-        self._t0 = time.perf_counter()
         model, optimizer, history, pos = self.model, self.optimizer, self.history, self.position
-        model.train()
-        self._call("on_train_begin")
         with (
             blas_threads(self.threads),
             _caught_signals() as caught,
             np.errstate(over="ignore", invalid="ignore", divide="ignore"),
         ):
+            # compile the fast extra's kernels before the clock starts, where a signal only sets
+            # a flag (raised inside Numba's callbacks it would be lost)
+            warm_up(self.model.dtype)
+            self._t0 = time.perf_counter()
+            model.train()
+            self._call("on_train_begin")
+            self._honour(caught)  # a signal that arrived before the first step
             while pos.epoch < self.epochs and not self.stop_training:
                 epoch = pos.epoch
                 self._call("on_epoch_begin", epoch)
@@ -201,10 +205,7 @@ class Trainer:
                     )
                     for callback in self.callbacks:
                         callback.on_step_end(self, loss)
-                    if caught.signal is not None:
-                        self.signal = caught.signal
-                        name = "Ctrl-C" if caught.signal == signal.SIGINT else "SIGTERM"
-                        self.stop(f"interrupted ({name}) after step {pos.step}", "interrupted")
+                    self._honour(caught)
                     if self.stop_training:
                         break
                 pos.epoch_seconds += time.perf_counter() - epoch_start
@@ -214,6 +215,13 @@ class Trainer:
         self._call("on_train_end")
         history.meta.update(self._summary())
         return history
+
+    def _honour(self, caught: _Caught) -> None:
+        """Stops after this step if Ctrl-C or SIGTERM has arrived."""
+        if caught.signal is not None and not self.interrupted:
+            self.signal = caught.signal
+            name = "Ctrl-C" if caught.signal == signal.SIGINT else "SIGTERM"
+            self.stop(f"interrupted ({name}) after step {self.position.step}", "interrupted")
 
     def _end_epoch(self, epoch: int) -> None:
         logs = self._epoch_logs(epoch)
@@ -346,6 +354,7 @@ def _caught_signals():
     signal means the user really wants out: it raises KeyboardInterrupt. Outside the main thread
     signals cannot be caught: there a KeyboardInterrupt stays a KeyboardInterrupt."""
     caught = _Caught()
+    caught.signal = _signals.take_pending()  # one whose exception a C callback swallowed
     if threading.current_thread() is not threading.main_thread():
         yield caught
         return

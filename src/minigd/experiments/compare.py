@@ -294,11 +294,8 @@ def compare(
     target = target or default_target(initial)
     # the noise scale at the initial weights, which the noise lr rule scales by
     noise = probe_noise_scale(initial, train.X, train.y, seed=seed) if lr_rule == "noise" else None
-    validation = initial.prepare(test.X, test.y)
-    setup = _Setup(
-        initial, train, initial.prepare(train.X, train.y), validation, budget, target, seed,
-        verbose, threads,
-    )  # fmt: skip
+    rows, held_out = initial.prepare(train.X, train.y), initial.prepare(test.X, test.y)
+    setup = _Setup(initial, train, rows, held_out, budget, target, seed, verbose, threads)
     results = Results(
         [],
         name,

@@ -1,0 +1,320 @@
+"""The subcommands: each turns parsed arguments into library calls and results into lines of text,
+and returns its exit code (EXIT_*). No logic lives here beyond that."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from minigd._io import ensure_writable
+from minigd.batchsize import advise, find_batch_size, noise_scale, parse_bytes
+from minigd.batchsize.rules import rule_for_m
+from minigd.data import datasets, describe_layout, load
+from minigd.data.files import hold_out
+from minigd.experiments import Budget, RunSpec, compare, sweep, write_report
+from minigd.experiments.plots import plot_sweep
+from minigd.experiments.runs import RunConfig, read_config, slug, train_run
+from minigd.nn import load_model
+from minigd.training import fit
+
+EXIT_OK = 0
+EXIT_ERROR = 1  # an unexpected error (a bug, or memory): --debug shows the traceback
+EXIT_USAGE = 2  # bad input: arguments, data or files; the message says what to fix
+EXIT_DIVERGED = 3  # training diverged; the model written is the last good one
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); a checkpoint to resume from was written
+EXIT_SIGTERM = 143  # SIGTERM (128 + SIGTERM), likewise
+EXIT_CODES = (
+    f"exit codes: {EXIT_OK} done, {EXIT_ERROR} unexpected error, {EXIT_USAGE} bad input, "
+    f"{EXIT_DIVERGED} training diverged, {EXIT_INTERRUPTED} interrupted by Ctrl-C, "
+    f"{EXIT_SIGTERM} by SIGTERM (a checkpoint to resume from is written first)."
+)
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    print(f"{'name':<10} {'train':>7} {'test':>7} {'features':>8} {'classes':>7}  offline  source")
+    for info in datasets.REGISTRY.values():
+        offline = "yes" if info.available else "no"
+        print(
+            f"{info.name:<10} {info.n_train:>7} {info.n_test:>7} {info.n_features:>8} "
+            f"{info.n_classes:>7}  {offline:<7}  {info.description} (needs {info.needs})"
+        )
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    train, test = load(args.data, target=args.target, task=args.task)
+    for split in (train, test):
+        if split is None:
+            continue
+        X = np.asarray(split.X)
+        print(f"{split.name}: X {X.shape} {X.dtype}, min {X.min():.4g}, max {X.max():.4g}")
+        if split.y is not None:
+            if split.classes is not None:
+                counts = np.bincount(split.y, minlength=len(split.classes))
+                shown = ", ".join(
+                    f"{c}: {n}" for c, n in zip(split.classes[:12], counts[:12], strict=True)
+                )
+                print(f"  y {split.y.shape}, {len(split.classes)} classes ({shown})")
+            else:
+                print(f"  y {split.y.shape} float, regression targets")
+            if split.task_reason:
+                print(f"  task: {split.task_reason} (--task overrides)")
+    if np.ndim(train.X) == 2:
+        m, layout = describe_layout(train.X, train.y)
+        print(f"  {layout}")
+        print(f"  the note's rule: {rule_for_m(m)}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.resume:
+        config = read_config(args.resume)
+        if args.epochs is not None:
+            config = replace(config, epochs=args.epochs)
+        out = Path(args.resume)
+    else:
+        config = RunConfig(
+            data=args.data,
+            model=args.model,
+            optimizer=args.optimizer,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            epochs=10 if args.epochs is None else args.epochs,
+            seed=args.seed,
+            sample_axis=args.sample_axis,
+            last_batch=args.last_batch,
+            validation_split=args.validation_split,
+            target=args.target,
+            y_path=args.y,
+            dtype=args.dtype,
+            task=args.task,
+            warmup_epochs=args.warmup_epochs,
+        )
+        if args.out is not None and not args.out.strip():
+            raise ValueError("--out must name a folder; received ''.")
+        out = Path(args.out) if args.out is not None else Path("runs") / config.default_name()
+    steps, seconds = args.checkpoint_every
+    result = train_run(
+        config,
+        out,
+        resume=bool(args.resume),
+        overwrite=args.overwrite,
+        verbose=0 if args.quiet else 1,
+        checkpoint_every_steps=steps,
+        checkpoint_every_seconds=seconds,
+        announce=lambda line: print(line, flush=True),
+        threads=args.threads,
+    )
+    return _train_report(result, out, args.quiet)
+
+
+def _train_report(result, out: Path, quiet: bool) -> int:
+    """Prints how a run ended and returns the exit code that says so."""
+    meta = result.history.meta
+    if result.outcome == "interrupted":
+        where = f"checkpoint {result.checkpoint}" if result.checkpoint else "no checkpoint"
+        print(
+            f"minigd train: {result.stop_reason}; wrote {where}, kept the last complete model. "
+            f"Resume with: minigd train --resume {out}",
+            file=sys.stderr,
+        )
+        return EXIT_SIGTERM if result.signal == signal.SIGTERM else EXIT_INTERRUPTED
+    if quiet and result.stop_reason:  # without --quiet the progress output said it already
+        print(f"minigd: {result.stop_reason}", file=sys.stderr)
+    print(f"done: {meta.get('steps')} steps, {meta.get('samples_seen')} samples")
+    for key, value in result.metrics.items():
+        print(f"  {key:<20} {value:.4f}")
+    print(f"wrote {out}/model.npz, history.json, history.csv, epochs.csv, config.json")
+    return EXIT_DIVERGED if result.outcome == "diverged" else EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    model = load_model(args.model_file)
+    train, test = load(args.data, target=args.target, y_path=args.y, task=args.task)
+    split = test if (args.split == "test" and test is not None) else train
+    # the file's labels as written, mapped through the model's own classes (not re-numbered)
+    metrics = model.evaluate(split.X, split.labels, sample_axis=args.sample_axis)
+    print(f"{args.model_file} on {split.name or args.data} ({len(split.y)} samples):")
+    for key, value in metrics.items():
+        print(f"  {key:<10} {value:.4f}")
+    return 0
+
+
+def _model_and_data(args):
+    train, _ = load(args.data, target=args.target, y_path=args.y, task=args.task)
+    config = RunConfig(
+        data=args.data, model=args.model, seed=args.seed, sample_axis=args.sample_axis
+    )
+    return config.build_model(train), train
+
+
+def cmd_advise(args: argparse.Namespace) -> int:
+    model, train = _model_and_data(args)
+    advice = advise(
+        model,
+        train.X,
+        train.y,
+        optimizer=args.optimizer,
+        memory_budget_bytes=parse_bytes(args.memory) if args.memory else None,
+        measure=not args.no_measure,
+        reference=args.reference,
+        sample_axis=args.sample_axis,
+        progress=not args.quiet,
+    )
+    print(f"advice for {args.model} on {args.data} ({advice.n_samples} samples):")
+    print(advice)
+    return 0
+
+
+def cmd_find_batch_size(args: argparse.Namespace) -> int:
+    model, train = _model_and_data(args)
+    candidates = args.candidates
+    result = find_batch_size(
+        model,
+        train.X,
+        train.y,
+        candidates=candidates,
+        memory_budget_bytes=parse_bytes(args.memory) if args.memory else None,
+        optimizer=args.optimizer,
+        sample_axis=args.sample_axis,
+        progress=not args.quiet,
+    )
+    print(result.table())
+    print(f"knee: {result.knee} (the smallest batch within 10% of the best throughput)")
+    return 0
+
+
+def cmd_noise_scale(args: argparse.Namespace) -> int:
+    model, train = _model_and_data(args)
+    if args.epochs:
+        fit(
+            model,
+            train.X,
+            train.y,
+            batch_size=args.train_batch_size,
+            epochs=args.epochs,
+            optimizer=args.optimizer,
+            lr=args.lr,
+            sample_axis=args.sample_axis,
+            seed=args.seed,
+            verbose=0 if args.quiet else 1,
+            threads=args.threads,
+        )
+    result = noise_scale(
+        model,
+        train.X,
+        train.y,
+        b_small=args.b_small,
+        b_big=args.b_big,
+        n_batches=args.n_batches,
+        seed=args.seed,
+        sample_axis=args.sample_axis,
+    )
+    when = f"after {args.epochs} epochs" if args.epochs else "at initialization"
+    print(f"gradient noise scale of {args.model} on {args.data}, {when}:")
+    print(
+        f"  B_simple   = {result.b_simple:.4g}  (95% CI {result.interval[0]:.4g} .. "
+        f"{result.interval[1]:.4g})"
+    )
+    print(f"  |G|^2      = {result.grad_norm_sq:.4g}")
+    print(f"  tr(Sigma)  = {result.trace_sigma:.4g}")
+    print(f"  from {result.n_batches} batch pairs of {result.b_small} and {result.b_big} samples")
+    return 0
+
+
+def _experiment_data(args: argparse.Namespace):
+    """(train, held-out) for compare and sweep: a dataset's own split, or a file's last
+    --validation-split (default 0.2), samples as rows."""
+    train, test = load(args.data, target=args.target_column, y_path=args.y, task=args.task)
+    if test is not None:
+        if args.validation_split is not None:
+            raise ValueError(
+                f"--validation-split applies to a data file; the dataset {args.data!r} brings "
+                "its own test split. Leave the option out."
+            )
+        return train, test
+    split = 0.2 if args.validation_split is None else args.validation_split
+    return hold_out(train, split, sample_axis=args.sample_axis)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    budget = Budget(
+        epochs=args.epochs if not (args.seconds or args.samples) else None,
+        seconds=args.seconds,
+        samples=args.samples,
+    )
+    train, test = _experiment_data(args)
+    model = RunConfig(data=args.data, model=args.model, seed=args.seed).build_model(train)
+    if not args.quiet:
+        print("measuring throughput and the noise scale for the advisor ...", flush=True)
+    advice = advise(model, train.X, train.y, optimizer=args.optimizer, progress=not args.quiet)
+    sizes = args.batch_sizes
+    if args.use_advice:
+        sizes = [advice.batch_size if s not in ("full", 1) else s for s in sizes]
+    runs = [RunSpec(s, lr=args.lr, optimizer=args.optimizer) for s in sizes]
+    out = (
+        Path(args.out) if args.out else Path("reports") / slug(f"compare-{args.data}-{args.model}")
+    )
+    ensure_writable(out)  # before minutes of training, not after
+    print(
+        f"comparing batch sizes {', '.join(str(s) for s in sizes)} for {args.model} on "
+        f"{args.data}, {budget} each, same initial weights ...",
+        flush=True,
+    )
+    results = compare(
+        args.model,
+        (train, test),
+        runs=runs,
+        budget=budget,
+        target=args.target,
+        reference=args.reference,
+        lr_rule=args.lr_rule,
+        seed=args.seed,
+        verbose=0 if args.quiet else 1,
+        on_run=lambda partial: partial.save(out),  # each finished run is on disk at once
+        threads=args.threads,
+    )
+    paths = write_report(results, out, advice=advice)
+    if args.quiet:  # without --quiet each run's progress already said why it stopped
+        _say_what_diverged([(run.spec.label, run.metrics) for run in results.runs])
+    print(results.table())
+    print(f"advisor: batch size {advice.batch_size}, lr {advice.lr:.4g} ({advice.lr_rule})")
+    print(f"report: {paths['html']}")
+    return 0
+
+
+def _say_what_diverged(runs) -> None:
+    """A run that diverged inside compare or sweep is named with its reason, not just stored."""
+    for label, metrics in runs:
+        if metrics.get("outcome") == "diverged":
+            print(f"minigd: {label}: {metrics['stop_reason']}", file=sys.stderr)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    out = Path(args.out) if args.out else Path("reports") / slug(f"sweep-{args.data}-{args.model}")
+    ensure_writable(out)  # before minutes of training, not after
+    data = _experiment_data(args)
+    result = sweep(
+        args.model,
+        data,
+        batch_sizes=args.batch_sizes,
+        learning_rates=args.lrs,
+        seeds=args.seeds,
+        target=args.target,
+        max_epochs=args.max_epochs,
+        optimizer=args.optimizer,
+        on_row=lambda partial: partial.save(out),  # each finished batch size is on disk at once
+        threads=args.threads,
+        progress=sys.stderr,
+        quiet=args.quiet,
+    )
+    result.save(out)
+    plot = plot_sweep(result, out)["steps_vs_batch"]["png"]
+    print(result.table())
+    print(f"wrote {out / 'sweep.json'} and {plot}")
+    return 0

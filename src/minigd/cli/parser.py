@@ -1,0 +1,414 @@
+"""The ``minigd`` argument parser: subcommands, their options with help and defaults, and the
+argument types that turn text into values with a sentence when the text is wrong."""
+
+from __future__ import annotations
+
+import argparse
+
+from minigd._threads import usable_cores
+from minigd._version import __version__
+from minigd.batching import parse_batch_size
+from minigd.batchsize.lr_scaling import RULES as LR_RULES
+from minigd.cli.commands import (
+    EXIT_CODES,
+    cmd_advise,
+    cmd_compare,
+    cmd_datasets,
+    cmd_evaluate,
+    cmd_find_batch_size,
+    cmd_info,
+    cmd_noise_scale,
+    cmd_sweep,
+    cmd_train,
+)
+from minigd.experiments import Target
+from minigd.experiments.sweep import DEFAULT_BATCH_SIZES, DEFAULT_LEARNING_RATES
+
+
+def _batch_size(text: str) -> int | str:
+    try:
+        return parse_batch_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _target(text: str):
+    metric, _, value = text.partition(":")
+    if not value:
+        raise argparse.ArgumentTypeError("a target is METRIC:VALUE, e.g. val_accuracy:0.9")
+    return Target(metric, float(value))
+
+
+def _data_arguments(p: argparse.ArgumentParser, column: str = "--target") -> None:
+    """--data and how to read it; ``column`` names the option for a table's label column."""
+    p.add_argument(
+        "--data",
+        default="mnist-5k",
+        help="dataset name (digits, mnist-5k, mnist) or a .npy/.npz/.csv/.parquet file",
+    )
+    p.add_argument(
+        "--sample-axis",
+        type=int,
+        choices=(0, 1),
+        default=0,
+        help="1 if the file holds samples as columns: the note's X = (784, m)",
+    )
+    p.add_argument(column, default=None, help="label column of a CSV/Parquet file")
+    p.add_argument("--y", default=None, help="targets file for an .npy X")
+    _task_argument(p)
+
+
+def _threads_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help=f"BLAS threads (default: the {usable_cores()} cores this process may use; use 1 "
+        "when other processes are busy, or several minigd commands run at once)",
+    )
+
+
+def _experiment_data_arguments(p: argparse.ArgumentParser) -> None:
+    """The data options of compare and sweep: train's, plus the held-out part of a file
+    (--target is the race's target there, so a table's label column is --target-column)."""
+    _data_arguments(p, column="--target-column")
+    p.add_argument(
+        "--validation-split",
+        type=float,
+        default=None,
+        help="fraction of a file's samples held out, taken from the end; 0.2 when not given",
+    )
+
+
+def _task_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--task",
+        choices=("auto", "classification", "regression"),
+        default="auto",
+        help="how to read the targets; auto: text, integers and whole-number floats (at most "
+        "100 values) are class labels, other numbers regression",
+    )
+
+
+def _tool_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="mlp:128", help="model spec, as for train")
+    p.add_argument("--optimizer", default="sgd", help="the optimizer you will train with")
+    p.add_argument(
+        "--memory", default=None, help="memory budget, e.g. 2GB (default: half the free RAM)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="initial weights and batch order")
+    _threads_argument(p)
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def _comma_list(parse, what: str):
+    """An argparse type for "a,b,c": each item through ``parse``; a sentence on a bad one."""
+
+    def parse_list(text: str) -> list:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}; received {text!r}")
+        try:
+            return [parse(t) for t in items]
+        except (ValueError, argparse.ArgumentTypeError) as exc:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated {what}; {exc} in {text!r}"
+            ) from None
+
+    parse_list.__name__ = what
+    return parse_list
+
+
+def _number(kind, minimum: float, what: str):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not {what}") from None
+        if not value >= minimum or value != value or abs(value) == float("inf"):
+            raise ValueError(f"{text!r} is not {what}")
+        return value
+
+    return parse
+
+
+def _reference(text: str) -> tuple[int, float]:
+    """ "64:0.1" -> (64, 0.1): a batch size and a learning rate known to work with it."""
+    b0, sep, lr0 = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return _number(int, 1, "")(b0), _number(float, 1e-300, "")(lr0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected B0:LR0, a batch size >= 1 and a learning rate > 0 such as 64:0.1; "
+            f"received {text!r}"
+        ) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1; received {text!r}")
+    return value
+
+
+def _checkpoint_every(text: str) -> tuple[int | None, float | None]:
+    """ "500" (steps), "90s" or "5m" (seconds of wall time) -> (steps, seconds)."""
+    raw = text.strip().lower()
+    try:
+        if raw.endswith(("s", "m")):
+            seconds = float(raw[:-1]) * (60 if raw.endswith("m") else 1)
+            if seconds > 0:
+                return None, seconds
+        elif int(raw) >= 1:
+            return int(raw), None
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(
+        f"expected a number of steps (500) or of seconds (90s, 5m); received {text!r}"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
+    )
+    parser = argparse.ArgumentParser(
+        prog="minigd",
+        description="Mini-batch gradient descent, and which batch size to use.",
+        epilog=EXIT_CODES,
+    )
+    parser.add_argument("--version", action="version", version=f"minigd {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_subparser(debug))
+
+    p = sub.add_parser("datasets", help="list the named datasets and whether they load offline")
+    p.set_defaults(func=cmd_datasets)
+
+    p = sub.add_parser("info", help="shapes, dtype, classes and layout of a dataset or file")
+    p.add_argument("data", help="a dataset name (digits, mnist-5k, mnist) or a data file")
+    p.add_argument("--target", default=None, help="target column of a CSV/Parquet file")
+    _task_argument(p)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("train", help="train a model by mini-batch gradient descent")
+    _data_arguments(p)
+    p.add_argument(
+        "--model",
+        default="mlp:128",
+        help="softmax, logistic, linear, mlp:128, mlp:256,128+bn, mlp:128+dropout0.2",
+    )
+    p.add_argument(
+        "--optimizer", default="sgd", help="sgd, momentum, nesterov, rmsprop, adam, adamw"
+    )
+    p.add_argument("--lr", type=float, default=None, help="learning rate (optimizer default)")
+    p.add_argument(
+        "--batch-size",
+        type=_batch_size,
+        default=64,
+        help='samples per step; "full" for batch gradient descent, 1 for SGD',
+    )
+    p.add_argument("--epochs", type=_positive_int, default=None, help="epochs (10 for a new run)")
+    p.add_argument("--seed", type=int, default=0, help="initial weights and batch order")
+    p.add_argument(
+        "--last-batch",
+        choices=("keep", "drop", "merge"),
+        default="keep",
+        help="when the batch size does not divide m: keep the small last batch, drop it, or "
+        "merge it into the one before (what BatchNorm needs)",
+    )
+    p.add_argument(
+        "--validation-split",
+        type=float,
+        default=0.0,
+        help="fraction held out for validation when DATA is a file",
+    )
+    p.add_argument(
+        "--dtype", choices=("float32", "float64"), default="float32", help="parameters' precision"
+    )
+    p.add_argument(
+        "--warmup-epochs",
+        type=int,
+        default=0,
+        help="raise the learning rate linearly over this many epochs first (what the advisor "
+        "recommends when linear scaling makes it large)",
+    )
+    p.add_argument("--out", default=None, help="run folder (default runs/<data>-<model>-...)")
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN",
+        help="continue the run in this folder at its next batch",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    p.add_argument(
+        "--checkpoint-every",
+        type=_checkpoint_every,
+        default=(None, 60.0),
+        metavar="N|Ns|Nm",
+        help="write a checkpoint every N steps or N seconds/minutes of training, and at each "
+        "epoch's end (default: 60s, so a kill loses at most about a minute)",
+    )
+    _threads_argument(p)
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("advise", help="recommend a batch size and learning rate, with reasons")
+    _data_arguments(p)
+    _tool_arguments(p)
+    p.add_argument(
+        "--no-measure", action="store_true", help="skip the throughput and noise-scale measurements"
+    )
+    p.add_argument(
+        "--reference",
+        type=_reference,
+        default=None,
+        metavar="B0:LR0",
+        help="a batch size and learning rate known to work, e.g. 64:0.1",
+    )
+    p.set_defaults(func=cmd_advise)
+
+    p = sub.add_parser("find-batch-size", help="throughput and peak memory per batch size")
+    _data_arguments(p)
+    _tool_arguments(p)
+    p.add_argument(
+        "--candidates",
+        type=_comma_list(_number(int, 1, "a batch size >= 1"), "batch sizes"),
+        default=None,
+        help="comma-separated batch sizes",
+    )
+    p.set_defaults(func=cmd_find_batch_size)
+
+    p = sub.add_parser("noise-scale", help="the gradient noise scale B_simple (McCandlish 2018)")
+    _data_arguments(p)
+    _tool_arguments(p)
+    p.add_argument("--b-small", type=int, default=32, help="the small batch of each pair")
+    p.add_argument("--b-big", type=int, default=1024, help="the big batch of each pair")
+    p.add_argument("--n-batches", type=int, default=50, help="batch pairs averaged")
+    p.add_argument("--epochs", type=int, default=0, help="train this many epochs first")
+    p.add_argument(
+        "--train-batch-size", type=_batch_size, default=64, help="batch size of that training"
+    )
+    p.add_argument(
+        "--lr", type=float, default=None, help="learning rate of that training (optimizer's)"
+    )
+    p.set_defaults(func=cmd_noise_scale)
+
+    p = sub.add_parser("compare", help="batch GD vs mini-batch GD vs SGD, with a report")
+    _experiment_data_arguments(p)
+    p.add_argument("--model", default="mlp:128", help="model spec, as for train")
+    p.add_argument(
+        "--batch-sizes",
+        type=_comma_list(parse_batch_size, "batch sizes"),
+        default="full,64,1",
+        help="comma-separated; full = all m",
+    )
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--epochs", type=int, default=10, help="budget in epochs (default 10)")
+    group.add_argument("--seconds", type=float, default=None, help="budget in seconds per run")
+    group.add_argument("--samples", type=int, default=None, help="budget in samples seen")
+    p.add_argument("--optimizer", default="sgd", help="sgd, momentum, nesterov, rmsprop, adam")
+    p.add_argument("--lr", type=float, default=None, help="one lr for every run (else scaled)")
+    p.add_argument(
+        "--reference",
+        type=_reference,
+        default="64:0.1",
+        metavar="B0:LR0",
+        help="scale learning rates from this batch size and lr (default 64:0.1)",
+    )
+    p.add_argument(
+        "--lr-rule",
+        choices=LR_RULES,
+        default="noise",
+        help="how lrs are scaled from the reference (default: McCandlish's noise rule)",
+    )
+    p.add_argument(
+        "--target",
+        type=_target,
+        default=None,
+        metavar="METRIC:VALUE",
+        help="e.g. val_accuracy:0.9 (the default for classifiers)",
+    )
+    p.add_argument(
+        "--use-advice",
+        action="store_true",
+        help="run the advisor's batch size instead of the mini-batch size given",
+    )
+    p.add_argument("--seed", type=int, default=0, help="initial weights and batch order")
+    p.add_argument("--out", default=None, help="report folder (default reports/compare-...)")
+    _threads_argument(p)
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("sweep", help="steps to target vs batch size, best lr per batch size")
+    _experiment_data_arguments(p)
+    p.add_argument("--model", default="mlp:128", help="model spec, as for train")
+    p.add_argument(
+        "--batch-sizes",
+        type=_comma_list(_number(int, 1, "a batch size >= 1"), "batch sizes"),
+        default=",".join(map(str, DEFAULT_BATCH_SIZES)),
+        help="comma-separated batch sizes to sweep",
+    )
+    p.add_argument(
+        "--lrs",
+        type=_comma_list(_number(float, 1e-300, "a learning rate > 0"), "learning rates"),
+        default=",".join(map(str, DEFAULT_LEARNING_RATES)),
+        help="comma-separated learning rates tried at every batch size (the best one counts)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=_comma_list(_number(int, 0, "a seed >= 0"), "seeds"),
+        default="0",
+        help="comma-separated seeds; steps are the median over them",
+    )
+    p.add_argument(
+        "--target",
+        type=_target,
+        default=None,
+        metavar="METRIC:VALUE",
+        help="what each run races to (val_accuracy:0.9 for classifiers)",
+    )
+    p.add_argument(
+        "--max-epochs", type=int, default=30, help="a run that has not reached it by then fails"
+    )
+    p.add_argument("--optimizer", default="sgd", help="sgd, momentum, nesterov, rmsprop, adam")
+    p.add_argument("--out", default=None, help="folder for sweep.json and the plot")
+    _threads_argument(p)
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("evaluate", help="metrics of a saved model on a dataset or file")
+    p.add_argument("--model-file", required=True, help="a model.npz written by minigd train")
+    _data_arguments(p)
+    p.add_argument(
+        "--split",
+        choices=("test", "train"),
+        default="test",
+        help="which split of a named dataset (a file is evaluated whole)",
+    )
+    p.set_defaults(func=cmd_evaluate)
+    for choice in sub._choices_actions:  # each subcommand's one-line help is its description
+        sub.choices[choice.dest].description = choice.help[0].upper() + choice.help[1:] + "."
+    return parser
+
+
+def _subparser(parent: argparse.ArgumentParser):
+    """Subcommand parsers that take --debug too, and list the exit codes in their help."""
+
+    class Sub(argparse.ArgumentParser):
+        def __init__(self, **kwargs):
+            kwargs.setdefault("parents", [parent])
+            kwargs.setdefault("epilog", EXIT_CODES)
+            kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+            if "help" in kwargs:  # the subcommand's line in `minigd --help`, as its description
+                kwargs.setdefault(
+                    "description", kwargs["help"][0].upper() + kwargs["help"][1:] + "."
+                )
+            super().__init__(**kwargs)
+
+    return Sub

@@ -186,16 +186,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"minigd {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_subparser(debug))
+    _add_datasets(sub)
+    _add_info(sub)
+    _add_train(sub)
+    _add_advise(sub)
+    _add_find_batch_size(sub)
+    _add_noise_scale(sub)
+    _add_compare(sub)
+    _add_sweep(sub)
+    _add_evaluate(sub)
+    for choice in sub._choices_actions:  # each subcommand's one-line help is its description
+        sub.choices[choice.dest].description = choice.help[0].upper() + choice.help[1:] + "."
+    return parser
 
+
+def _add_datasets(sub) -> None:
     p = sub.add_parser("datasets", help="list the named datasets and whether they load offline")
     p.set_defaults(func=cmd_datasets)
 
+
+def _add_info(sub) -> None:
     p = sub.add_parser("info", help="shapes, dtype, classes and layout of a dataset or file")
     p.add_argument("data", help="a dataset name (digits, mnist-5k, mnist) or a data file")
     p.add_argument("--target", default=None, help="target column of a CSV/Parquet file")
     _task_argument(p)
     p.set_defaults(func=cmd_info)
 
+
+def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model by mini-batch gradient descent")
     _data_arguments(p)
     p.add_argument(
@@ -238,6 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="raise the learning rate linearly over this many epochs first (what the advisor "
         "recommends when linear scaling makes it large)",
     )
+    _run_folder_arguments(p)
+    _threads_argument(p)
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_train)
+
+
+def _run_folder_arguments(p: argparse.ArgumentParser) -> None:
+    """Where train writes, and how it continues or replaces a run there."""
     p.add_argument("--out", default=None, help="run folder (default runs/<data>-<model>-...)")
     p.add_argument(
         "--resume",
@@ -254,10 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a checkpoint every N steps or N seconds/minutes of training, and at each "
         "epoch's end (default: 60s, so a kill loses at most about a minute)",
     )
-    _threads_argument(p)
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.set_defaults(func=cmd_train)
 
+
+def _add_advise(sub) -> None:
     p = sub.add_parser("advise", help="recommend a batch size and learning rate, with reasons")
     _data_arguments(p)
     _tool_arguments(p)
@@ -273,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_advise)
 
+
+def _add_find_batch_size(sub) -> None:
     p = sub.add_parser("find-batch-size", help="throughput and peak memory per batch size")
     _data_arguments(p)
     _tool_arguments(p)
@@ -284,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_find_batch_size)
 
+
+def _add_noise_scale(sub) -> None:
     p = sub.add_parser("noise-scale", help="the gradient noise scale B_simple (McCandlish 2018)")
     _data_arguments(p)
     _tool_arguments(p)
@@ -299,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_noise_scale)
 
+
+def _add_compare(sub) -> None:
     p = sub.add_parser("compare", help="batch GD vs mini-batch GD vs SGD, with a report")
     _experiment_data_arguments(p)
     p.add_argument("--model", default="mlp:128", help="model spec, as for train")
@@ -345,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_compare)
 
+
+def _add_sweep(sub) -> None:
     p = sub.add_parser("sweep", help="steps to target vs batch size, best lr per batch size")
     _experiment_data_arguments(p)
     p.add_argument("--model", default="mlp:128", help="model spec, as for train")
@@ -382,6 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_sweep)
 
+
+def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="metrics of a saved model on a dataset or file")
     p.add_argument("--model-file", required=True, help="a model.npz written by minigd train")
     _data_arguments(p)
@@ -392,9 +427,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="which split of a named dataset (a file is evaluated whole)",
     )
     p.set_defaults(func=cmd_evaluate)
-    for choice in sub._choices_actions:  # each subcommand's one-line help is its description
-        sub.choices[choice.dest].description = choice.help[0].upper() + choice.help[1:] + "."
-    return parser
 
 
 def _subparser(parent: argparse.ArgumentParser):

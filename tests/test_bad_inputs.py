@@ -563,7 +563,7 @@ API = [
     ),
     # files
     ("missing file", lambda d: load_arrays(d / "nope.npz"), FileNotFoundError, "no such data file"),
-    ("a folder", f("dir.npz"), ValueError, "is a folder; pass a data file"),
+    ("a folder", lambda d: load_arrays(d / "dir.npz"), ValueError, "is a folder; pass a data file"),
     (
         "unknown suffix",
         lambda d: load_arrays(d / "x.txt"),
@@ -848,11 +848,7 @@ API = [
 @pytest.mark.parametrize(("name", "call", "error", "fragment"), API, ids=[c[0] for c in API])
 def test_api_refuses_with_a_sentence(files, name, call, error, fragment):
     with pytest.raises(error) as info:
-        result = call(files)
-        if callable(result):  # a hostile file's path: load it
-            load_arrays(result(files) if callable(result) else result)
-        if isinstance(result, str):
-            load_arrays(result)
+        call(files)
     text = str(info.value.args[0]) if info.value.args else str(info.value)
     assert fragment in text, text
     assert len(text) < 600, "a sentence, not a dump"

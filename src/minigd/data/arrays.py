@@ -181,3 +181,16 @@ def describe_layout(X: Any, y: Any = None) -> tuple[int, str]:
             f"X = (features, samples)), pass --sample-axis 1."
         )
     return rows, f"layout: {rows} samples as rows, {cols} features (sample_axis=0)."
+
+
+def held_out_count(m: int, fraction: float) -> int:
+    """Samples a ``validation_split`` of ``fraction`` holds out of m (taken from the end, as
+    Keras does), or a ValueError when that would leave either side empty."""
+    n = round(fraction * m)
+    if not 0 < n < m:
+        raise ValueError(
+            message(
+                "validation_split", f"a fraction leaving samples on both sides of {m}", fraction
+            )
+        )
+    return n

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from minigd._validation import check_choice, is_int, message
-from minigd.data.arrays import as_rows
+from minigd.data.arrays import as_rows, held_out_count
 from minigd.data.npz import read_npz, read_numpy
 
 
@@ -68,16 +68,7 @@ def hold_out(data: Dataset, fraction: float, *, sample_axis: int = 0) -> tuple[D
         raise ValueError(message("validation_split", "a fraction in (0, 1)", fraction))
     X = as_rows(data.X, sample_axis=sample_axis)
     y = data.y if data.y is None or sample_axis == 0 or data.y.ndim == 1 else data.y.T
-    n_test = round(fraction * len(X))
-    if not 0 < n_test < len(X):
-        raise ValueError(
-            message(
-                "validation_split",
-                f"a fraction leaving samples on both sides of {len(X)}",
-                fraction,
-            )
-        )
-    keep = len(X) - n_test
+    keep = len(X) - held_out_count(len(X), fraction)
 
     def part(rows: slice, suffix: str) -> Dataset:
         return Dataset(

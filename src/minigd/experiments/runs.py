@@ -135,7 +135,7 @@ class RunConfig:
 
 
 @dataclass
-class RunResult:
+class RunOutcome:
     """How a run ended: the model, its History, the final metrics (None when interrupted: the
     folder keeps its last complete model), the outcome and why it stopped early, if it did."""
 
@@ -184,10 +184,10 @@ class RunFolder:
             os.close(fd)  # closing releases the lock
 
     def clean_partial_writes(self) -> None:
-        """Removes the temporary files of writes a killed process never finished."""
-        for folder in (self.path, self.checkpoints):
-            for partial in folder.glob(".*.tmp"):
-                partial.unlink(missing_ok=True)
+        """Removes the temporary files of writes a killed process never finished (those in
+        ``checkpoints/`` are the Checkpoint callback's to clean, when training begins)."""
+        for partial in self.path.glob(".*.tmp"):
+            partial.unlink(missing_ok=True)
 
     def start_fresh(self) -> None:
         """Removes an old run's files, so nothing of it can be resumed or mistaken for this one."""
@@ -230,7 +230,7 @@ def train_run(
     checkpoint_every_seconds: float | None = DEFAULT_CHECKPOINT_SECONDS,
     announce=None,
     threads: int | None = None,
-) -> RunResult:
+) -> RunOutcome:
     """Trains as ``config`` says in the run folder ``out`` (see the module docstring).
     ``announce`` receives one line saying what will be trained, once every check has passed."""
     folder = RunFolder(out)
@@ -255,7 +255,7 @@ def train_run(
         _begin(folder, config, train, restored)
         history = trainer.run()
         if trainer.interrupted:  # the folder keeps its last complete model; resume from here
-            return RunResult(
+            return RunOutcome(
                 trainer.model,
                 history,
                 None,
@@ -267,7 +267,7 @@ def train_run(
         trainer.model.classes = train.classes  # predict and evaluate speak the data's labels
         folder.write_results(trainer.model, history)
     metrics = final_metrics(trainer.model, history, train, config.sample_axis)
-    return RunResult(trainer.model, history, metrics, trainer.outcome, trainer.stop_reason)
+    return RunOutcome(trainer.model, history, metrics, trainer.outcome, trainer.stop_reason)
 
 
 def _trainer(config: RunConfig, train: Dataset, test, callbacks, verbose: int, threads):

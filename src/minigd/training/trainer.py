@@ -31,6 +31,7 @@ from minigd._kernels import warm_up
 from minigd._threads import blas_threads, resolve_threads
 from minigd._validation import check_choice, check_float, check_int, message
 from minigd.batching import MiniBatches
+from minigd.data.arrays import held_out_count
 from minigd.nn.losses import get_loss
 from minigd.optim import Optimizer, get_optimizer
 from minigd.training.callbacks import Callback, DivergenceGuard, ProgressBar
@@ -463,15 +464,7 @@ def _hold_out(model, X, y, validation, validation_split, sample_axis):
         return rows, targets, model.prepare(*validation, sample_axis=sample_axis, names=names)
     if not split:
         return rows, targets, None
-    n_val = round(split * len(rows))
-    if not 0 < n_val < len(rows):
-        raise ValueError(
-            message(
-                "validation_split",
-                f"a fraction leaving samples on both sides of {len(rows)}",
-                validation_split,
-            )
-        )
+    n_val = held_out_count(len(rows), validation_split)
     return rows[:-n_val], targets[:-n_val], (rows[-n_val:], targets[-n_val:])
 
 

@@ -16,7 +16,6 @@ the MiniBatches is built.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -24,6 +23,16 @@ import numpy as np
 from minigd import _kernels
 from minigd._validation import check_choice, check_int, is_int, message
 from minigd.data.arrays import as_rows, targets_as_rows
+from minigd.data.sources import BLOCK_BYTES, ArraySource, Source
+from minigd.shuffle import (
+    BlockLayout,
+    BlockShuffle,
+    distinct_blocks,
+    resolve_shuffle,
+    row_order,
+    sort_within_batches,
+)
+from minigd.streaming import BatchReader, pipeline_bytes, prefetch, slot_count
 
 LAST_BATCH_POLICIES = ("keep", "drop", "merge")
 
@@ -107,24 +116,34 @@ class MiniBatches:
 
     Args:
         X: array-like, (m, ...) with ``sample_axis=0`` or (n, m) with ``sample_axis=1``
-            (the note's X = (784, 60000)).
+            (the note's X = (784, 60000)); or a ``minigd.data.Source`` (a file on disk), whose
+            batches are read, checked and prefetched as they are needed (``minigd.streaming``).
         y: optional targets, (m,) or (m, k); with ``sample_axis=1`` a 2-D y is read as (k, m).
+            With a source X, a source of the same number of rows.
         batch_size: samples per batch, an int >= 1, or ``"full"`` for one batch of all m samples
             (batch gradient descent). 1 is stochastic gradient descent.
-        sample_axis: 0 if samples are rows, 1 if samples are columns.
-        shuffle: permute the samples anew each epoch; False keeps the natural order.
-        seed: seeds each epoch's permutation as ``default_rng((seed, epoch))``.
+        sample_axis: 0 if samples are rows, 1 if samples are columns (arrays only).
+        shuffle: ``"rows"`` (a uniform permutation each epoch), ``"blocks"`` (permute blocks of
+            consecutive rows, then rows within a shuffle buffer: what a disk serves), ``"none"``;
+            True means rows for data in memory and blocks for a source on disk, False none.
+            See ``minigd.shuffle``.
+        seed: seeds each epoch's order as ``default_rng((seed, epoch))``.
         last_batch: when B does not divide m: ``"keep"`` yields the smaller last batch, ``"drop"``
             leaves it out (those samples are skipped this epoch, others next epoch), ``"merge"``
             adds it to the batch before, so no batch is ever smaller than B (what BatchNorm needs).
         dtype: float dtype of the yielded X batches; None keeps float32/float64 and turns integer
             or boolean data into float32.
+        block_rows: rows per block for ``shuffle="blocks"``; default the source's natural read
+            (~1 MiB, a Parquet row group, an HDF5 chunk).
+        buffer_bytes: the shuffle buffer's size for ``shuffle="blocks"`` (default 64 MiB).
 
-    Memory: X is converted once to samples-as-rows, C-contiguous, of the wanted dtype. If it already
-    is, it is *not* copied and MiniBatches reads the caller's array (do not modify it while
-    training). With ``sample_axis=1`` one transposed copy is made here, never per step. Each batch
-    is gathered into a buffer reused from step to step; an unshuffled batch is a view of X. A
-    yielded batch is valid until the next batch is requested from this object: copy it to keep it.
+    Memory: an array X is converted once to samples-as-rows, C-contiguous, of the wanted dtype.
+    If it already is, it is *not* copied and MiniBatches reads the caller's array (do not modify
+    it while training). With ``sample_axis=1`` one transposed copy is made here, never per step.
+    Each batch is gathered into a buffer reused from step to step; an unshuffled batch is a view
+    of X. A source on disk is never held whole: memory is the shuffle buffer and the prefetched
+    batches (``pipeline_bytes``). A yielded batch is valid until the next batch is requested
+    from this object: copy it to keep it.
     """
 
     def __init__(
@@ -134,52 +153,81 @@ class MiniBatches:
         *,
         batch_size: int | str,
         sample_axis: int = 0,
-        shuffle: bool = True,
+        shuffle: bool | str = True,
         seed: int = 0,
         last_batch: str = "keep",
         dtype: Any = None,
+        block_rows: int | None = None,
+        buffer_bytes: int | None = None,
     ) -> None:
-        rows = as_rows(X, sample_axis=sample_axis, dtype=dtype)
-        targets = None if y is None else targets_as_rows(y, len(rows), sample_axis=sample_axis)
-        self._setup(rows, targets, batch_size, shuffle, seed, last_batch)
+        layout = (block_rows, buffer_bytes)
+        if isinstance(X, Source):
+            stream = _stream_of(X, y, dtype)
+            self._setup(None, None, batch_size, shuffle, seed, last_batch, stream, layout)
+        else:
+            rows = as_rows(X, sample_axis=sample_axis, dtype=dtype)
+            targets = None if y is None else targets_as_rows(y, len(rows), sample_axis=sample_axis)
+            self._setup(rows, targets, batch_size, shuffle, seed, last_batch, None, layout)
         self.sample_axis = sample_axis
 
     @classmethod
     def from_prepared(
         cls,
-        rows: np.ndarray,
+        rows: np.ndarray | None,
         targets: np.ndarray | None,
         *,
         batch_size: int | str,
-        shuffle: bool = True,
+        shuffle: bool | str = True,
         seed: int = 0,
         last_batch: str = "keep",
+        stream: BatchReader | None = None,
+        block_rows: int | None = None,
+        buffer_bytes: int | None = None,
     ) -> MiniBatches:
         """The MiniBatches of data that was already checked and converted to C-contiguous
-        samples-as-rows (by ``Sequential.prepare``): nothing is copied or scanned again."""
+        samples-as-rows (by ``Sequential.prepare``): nothing is copied or scanned again. Or, with
+        ``stream`` (and rows None), of a source read by that reader."""
         batches = cls.__new__(cls)
-        batches._setup(rows, targets, batch_size, shuffle, seed, last_batch)
+        layout = (block_rows, buffer_bytes)
+        batches._setup(rows, targets, batch_size, shuffle, seed, last_batch, stream, layout)
         batches.sample_axis = 0
         return batches
 
-    def _setup(self, rows, targets, batch_size, shuffle, seed, last_batch) -> None:
-        self.X, self.y = rows, targets
-        m = rows.shape[0]
+    def _setup(self, rows, targets, batch_size, shuffle, seed, last_batch, stream, layout):
+        self.X, self.y, self.stream = rows, targets, stream
+        m = rows.shape[0] if stream is None else stream.x_source.n_rows
+        if m == 0:
+            raise ValueError("the data has no samples; check how it was loaded.")
+        self.m = m
         self.batch_size = resolve_batch_size(batch_size, m)
-        self.shuffle = bool(shuffle)
+        self.shuffle = resolve_shuffle(shuffle, stream is None)
         self.seed = check_int("seed", seed, minimum=0)
         self.last_batch = check_choice("last_batch", last_batch, LAST_BATCH_POLICIES)
         self._bounds = batch_bounds(m, self.batch_size, self.last_batch)
+        self.blocks = None
+        if self.shuffle == "blocks":
+            block_rows, buffer_bytes = layout
+            natural = stream.x_source.block_rows if stream is not None else 0
+            row_bytes = stream.x_source.row_bytes if stream is not None else rows[:1].nbytes
+            if block_rows is None:
+                block_rows = natural or max(1, BLOCK_BYTES // max(1, row_bytes))
+            self.blocks = BlockLayout.default(m, block_rows, row_bytes, buffer_bytes)
         self._buffers: dict[int, tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = {}
         self._next_epoch = 0
-        self._gather_rows = _compiled_gather(rows)
+        self._gather_rows = None if rows is None else _compiled_gather(rows)
         # what the compiled gather reads: a 2-D view (the gather needs a C-ordered X)
         self._X_rows = rows.reshape(m, -1) if self._gather_rows is not None else None
+        self._slots: list = []
 
     @property
     def n_samples(self) -> int:
         """m, the number of samples."""
-        return self.X.shape[0]
+        return self.m
+
+    @property
+    def streaming(self) -> bool:
+        """True when batches are read from a source on disk as they are needed."""
+        return self.stream is not None
 
     @property
     def batch_sizes(self) -> list[int]:
@@ -195,11 +243,40 @@ class MiniBatches:
         return len(self._bounds) - 1
 
     def __repr__(self) -> str:
+        where = f", streaming from {self.stream.x_source.name!r}" if self.streaming else ""
         return (
             f"MiniBatches(m={self.n_samples}, batch_size={self.batch_size}, batches={len(self)}, "
-            f"shuffle={self.shuffle}, seed={self.seed}, last_batch={self.last_batch!r})"
+            f"shuffle={self.shuffle!r}, seed={self.seed}, last_batch={self.last_batch!r}{where})"
         )
 
+    # -- what the shuffle costs and buys --------------------------------------------------
+    def shuffle_quality(self) -> dict[str, float]:
+        """How mixed a batch is: the expected number of distinct blocks (of ``block_rows``
+        consecutive rows) among a full batch's rows, against what a global row shuffle gives."""
+        block = self.blocks.block_rows if self.blocks else _default_block_rows(self)
+        b = self.batch_size
+        rows_value = distinct_blocks(self.m, block, b)
+        value = {
+            "rows": rows_value,
+            "blocks": distinct_blocks(self.blocks.buffer_rows, block, b) if self.blocks else 0,
+            "none": float(-(-min(b, self.m) // block)),
+        }[self.shuffle]
+        return {"distinct_blocks": value, "rows_shuffle": rows_value, "block_rows": block}
+
+    @property
+    def pipeline_bytes(self) -> int:
+        """Memory of the input pipeline beyond the model's step: the shuffle buffer (two are
+        held while a batch spans them) and the prefetched batches, for a streamed source."""
+        if not self.streaming:
+            return 0
+        row = self.stream.x_source.row_bytes + self._y_row_bytes()
+        return pipeline_bytes(row, self.batch_size, self.blocks.buffer_rows if self.blocks else 0)
+
+    def _y_row_bytes(self) -> int:
+        y = self.stream.y_source if self.streaming else None
+        return 0 if y is None else y.row_bytes
+
+    # -- the order ------------------------------------------------------------------------
     def order(self, epoch: int) -> np.ndarray:
         """The sample indices of epoch ``epoch`` in the order they are visited.
 
@@ -209,28 +286,30 @@ class MiniBatches:
         inside a batch does not change the batch's mean gradient.
         """
         epoch = check_int("epoch", epoch, minimum=0)
-        if not self.shuffle:
+        if self.shuffle == "none":
             return np.arange(self.n_samples, dtype=np.intp)
-        order = np.random.default_rng((self.seed, epoch)).permutation(self.n_samples)
-        b, bounds = self.batch_size, self._bounds
-        regular = (self.n_samples // b) * b
-        order[:regular].reshape(-1, b).sort(axis=1)
-        for lo, hi in pairwise(bounds):
-            if hi - lo != b:  # a kept remainder or a merged last batch
-                order[lo:hi].sort()
+        if self.shuffle == "blocks":
+            return BlockShuffle(self.blocks, self.seed, epoch).order(self._bounds, self.batch_size)
+        order = row_order(self.n_samples, self.seed, epoch)
+        sort_within_batches(order, self._bounds, self.batch_size)
         return order
 
     def epoch(self, e: int, start: int = 0) -> Iterator[Any]:
         """Yields the batches of epoch e, from batch index ``start`` on.
 
         Yields ``(X_batch, y_batch)`` when y was given, else ``X_batch``. ``epoch(e, start=k)``
-        yields exactly what ``epoch(e)`` yields after its first k batches.
+        yields exactly what ``epoch(e)`` yields after its first k batches. For a streamed
+        source, close the iterator (or run it to its end) to stop its reader thread; a ``for``
+        loop that breaks leaves that to the garbage collector, ``contextlib.closing`` does not.
         """
         start = check_int("start", start, minimum=0)
         if start > len(self):
             raise ValueError(
                 message("start", f"at most the number of batches ({len(self)})", start)
             )
+        e = check_int("epoch", e, minimum=0)
+        if self.streaming:
+            return self._stream(e, start)
         order = self.order(e)
         return self._iterate(order, start)
 
@@ -242,7 +321,7 @@ class MiniBatches:
 
     def _iterate(self, order: np.ndarray, start: int) -> Iterator[Any]:
         bounds = self._bounds.tolist()
-        whole = (not self.shuffle) or (len(self) == 1 and bounds[-1] == self.n_samples)
+        whole = self.shuffle == "none" or (len(self) == 1 and bounds[-1] == self.n_samples)
         for lo, hi in zip(bounds[start:-1], bounds[start + 1 :], strict=True):
             if whole:
                 # Natural order, or one batch of everything: the order inside a single full
@@ -252,6 +331,35 @@ class MiniBatches:
             else:
                 xb, yb = self._gather(order[lo:hi])
             yield xb if self.y is None else (xb, yb)
+
+    def _stream(self, e: int, start: int) -> Iterator[Any]:
+        """Batches start.. of epoch e of a source, read ahead by a background thread."""
+        reader, bounds = self.stream, self._bounds
+        reader.reset()
+        if self.shuffle == "blocks":
+            plan = BlockShuffle(self.blocks, self.seed, e)
+
+            def rows_of(slot, b):
+                return reader.read_parts(slot, plan, int(bounds[b]), int(bounds[b + 1]))
+        elif self.shuffle == "rows":
+            order = self.order(e)
+
+            def rows_of(slot, b):
+                return reader.read_index(slot, order[bounds[b] : bounds[b + 1]])
+        else:
+
+            def rows_of(slot, b):
+                return reader.read_span(slot, int(bounds[b]), int(bounds[b + 1]))
+
+        def fill(slot, b):
+            reader.finish(slot, rows_of(slot, b))
+
+        if not self._slots:
+            row = reader.x_source.row_bytes + self._y_row_bytes()
+            largest = max(self.batch_sizes)
+            self._slots = [reader.new_slot(largest) for _ in range(slot_count(largest * row))]
+        for batch in prefetch(fill, range(start, len(self)), self._slots, reader.stats):
+            yield batch if len(batch) == 2 else batch[0]
 
     def _gather(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Copies the rows ``index`` of X and y into this batch size's buffers. The indices come
@@ -278,6 +386,28 @@ class MiniBatches:
             xbuf_rows = xbuf.reshape(n, -1)
         ybuf = None if self.y is None else np.empty((n, *self.y.shape[1:]), self.y.dtype)
         return xbuf, xbuf_rows, ybuf
+
+
+def _default_block_rows(batches: MiniBatches) -> int:
+    """Rows of ~1 MiB, the block a quality figure counts in when no block shuffle is set."""
+    if batches.streaming:
+        return batches.stream.x_source.block_rows
+    return max(1, BLOCK_BYTES // max(1, batches.X[:1].nbytes))
+
+
+def _stream_of(X: Source, y: Any, dtype: Any) -> BatchReader:
+    """The reader of a source pair for the public MiniBatches: targets pass through as read."""
+    if y is not None and not isinstance(y, Source):
+        y = ArraySource(np.asarray(y), "y")
+    if y is not None and y.n_rows != X.n_rows:
+        raise ValueError(
+            f"{X.name} holds {X.n_rows} rows but its targets {y.name} hold {y.n_rows}; "
+            "they must match row for row."
+        )
+    want = np.dtype(dtype) if dtype is not None else None
+    if want is None:
+        want = X.dtype if X.dtype in (np.float32, np.float64) else np.dtype(np.float32)
+    return BatchReader(X, y, want, lambda raw: raw.copy())
 
 
 def _compiled_gather(X: np.ndarray):

@@ -1,14 +1,21 @@
-"""Data entering minigd: array checks and layouts, files, IDX, downloads and named datasets."""
+"""Data entering minigd: array checks and layouts, files, sources on disk (``open``), IDX,
+downloads and named datasets."""
 
 from minigd.data import datasets
 from minigd.data.arrays import as_rows, describe_layout, n_features, targets_as_rows
 from minigd.data.files import Dataset, encode_labels, load_arrays
 from minigd.data.idx import IDXError, read_idx, write_idx
 from minigd.data.loading import load
+from minigd.data.opening import SourceData, open
+from minigd.data.sources import ArraySource, NpySource, Source
 
 __all__ = [
+    "ArraySource",
     "Dataset",
     "IDXError",
+    "NpySource",
+    "Source",
+    "SourceData",
     "as_rows",
     "datasets",
     "describe_layout",
@@ -16,6 +23,7 @@ __all__ = [
     "load",
     "load_arrays",
     "n_features",
+    "open",
     "read_idx",
     "targets_as_rows",
     "write_idx",

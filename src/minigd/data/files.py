@@ -345,7 +345,7 @@ def _read_parquet(path: Path) -> tuple[list[str], list[np.ndarray]]:
 
 
 def _from_table(names, columns, target, task, name) -> Dataset:
-    index = len(names) - 1 if target is None else _column_index(names, target)
+    index = len(names) - 1 if target is None else column_index(names, target)
     y = columns[index]
     feature_cols = [c for j, c in enumerate(columns) if j != index]
     if not feature_cols:
@@ -362,7 +362,7 @@ def _from_table(names, columns, target, task, name) -> Dataset:
     return _dataset(X, y, task, name, features)
 
 
-def _column_index(names: list[str], target: int | str) -> int:
+def column_index(names: list[str], target: int | str) -> int:
     if is_int(target):
         if not -len(names) <= target < len(names):
             raise IndexError(

@@ -29,6 +29,11 @@ def atomic_savez(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path
     return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
+def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """Saves one numeric array to a ``.npy`` file atomically (the shards of a converted set)."""
+    return atomic_write(Path(path), lambda f: np.save(f, array, allow_pickle=False))
+
+
 DEFLATE_MAX_RATIO = 1100  # deflate cannot expand data more than ~1032:1
 
 

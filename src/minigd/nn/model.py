@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -289,12 +289,25 @@ class Sequential:
     def evaluate_prepared(self, rows: np.ndarray, targets: np.ndarray) -> dict[str, float]:
         """``evaluate`` on data ``prepare`` already checked and converted: nothing is scanned
         again, which matters for a validation set evaluated many times during training."""
-        total = 0.0
-        outputs = np.empty((rows.shape[0], self.n_outputs), dtype=self.dtype)
-        for lo, z in self._forward_chunks(rows):
-            outputs[lo : lo + len(z)] = z
-            total += self.loss.value(z, targets[lo : lo + len(z)]) * len(z)
-        return {"loss": total / rows.shape[0], **self.loss.metrics(outputs, targets)}
+        chunks = range(0, rows.shape[0], EVAL_CHUNK)
+        return self.evaluate_batches(
+            (rows[lo : lo + EVAL_CHUNK], targets[lo : lo + EVAL_CHUNK]) for lo in chunks
+        )
+
+    def evaluate_batches(self, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> dict:
+        """Mean loss and metrics over prepared (X, targets) batches, in evaluation mode: how a
+        validation set streamed from disk is evaluated (only the outputs are kept, k per row)."""
+        total, count, outputs, targets = 0.0, 0, [], []
+        for xb, yb in batches:
+            z = self.forward(xb, training=False)
+            total += self.loss.value(z, yb) * len(z)
+            count += len(z)
+            outputs.append(z.copy())
+            targets.append(yb.copy())
+        if not count:
+            raise ValueError("there are no samples to evaluate.")
+        metrics = self.loss.metrics(np.concatenate(outputs), np.concatenate(targets))
+        return {"loss": total / count, **metrics}
 
     def score(self, X: Any, y: Any, *, sample_axis: int = 0) -> float:
         """Accuracy for classifiers, R^2 for regressors (scikit-learn's convention)."""

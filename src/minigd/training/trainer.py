@@ -37,6 +37,7 @@ from minigd.optim import Optimizer, get_optimizer
 from minigd.training.callbacks import Callback, DivergenceGuard, ProgressBar
 from minigd.training.checkpoint import load_checkpoint, save_checkpoint
 from minigd.training.history import History
+from minigd.training.streamed import is_source, streamed
 
 
 @dataclass
@@ -180,7 +181,7 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> History:
-        model, optimizer, history, pos = self.model, self.optimizer, self.history, self.position
+        model, history, pos = self.model, self.history, self.position
         with (
             blas_threads(self.threads),
             _caught_signals() as caught,
@@ -197,18 +198,9 @@ class Trainer:
                 epoch = pos.epoch
                 self._call("on_epoch_begin", epoch)
                 epoch_start = time.perf_counter()
-                for xb, yb in self.batches.epoch(epoch, pos.next_batch):
-                    loss = model.loss_and_grad(xb, yb)  # forward, loss, backward
-                    optimizer.step(model.params, model.grads)  # one step per mini-batch
-                    pos.advance(loss, len(xb))
-                    history.record_step(
-                        epoch, loss, len(xb), pos.samples_seen, self.elapsed(), optimizer.lr
-                    )
-                    for callback in self.callbacks:
-                        callback.on_step_end(self, loss)
-                    self._honour(caught)
-                    if self.stop_training:
-                        break
+                # closing: a streamed source's reader thread ends with the loop, however it ends
+                with contextlib.closing(self.batches.epoch(epoch, pos.next_batch)) as batches:
+                    self._train_epoch(batches, caught)
                 pos.epoch_seconds += time.perf_counter() - epoch_start
                 if pos.next_batch == len(self.batches):
                     self._end_epoch(epoch)
@@ -216,6 +208,23 @@ class Trainer:
         self._call("on_train_end")
         history.meta.update(self._summary())
         return history
+
+    def _train_epoch(self, batches, caught: _Caught) -> None:
+        """The steps of one epoch (or of its rest, after a resume or a stop)."""
+        model, optimizer, history, pos = self.model, self.optimizer, self.history, self.position
+        epoch = pos.epoch
+        for xb, yb in batches:
+            loss = model.loss_and_grad(xb, yb)  # forward, loss, backward
+            optimizer.step(model.params, model.grads)  # one step per mini-batch
+            pos.advance(loss, len(xb))
+            history.record_step(
+                epoch, loss, len(xb), pos.samples_seen, self.elapsed(), optimizer.lr
+            )
+            for callback in self.callbacks:
+                callback.on_step_end(self, loss)
+            self._honour(caught)
+            if self.stop_training:
+                break
 
     def _honour(self, caught: _Caught) -> None:
         """Stops after this step if Ctrl-C or SIGTERM has arrived."""
@@ -246,7 +255,11 @@ class Trainer:
         }
         if self.validation is not None:
             start = time.perf_counter()
-            metrics = self.model.evaluate_prepared(*self.validation)
+            if isinstance(self.validation, MiniBatches):  # streamed from disk
+                with contextlib.closing(self.validation.epoch(0)) as chunks:
+                    metrics = self.model.evaluate_batches(chunks)
+            else:
+                metrics = self.model.evaluate_prepared(*self.validation)
             logs.update({f"val_{k}": v for k, v in metrics.items()})
             self.exclude(time.perf_counter() - start)
         return logs
@@ -276,12 +289,16 @@ class Trainer:
     # -- checkpoints ----------------------------------------------------------------------
     def batching(self) -> dict[str, Any]:
         b = self.batches
+        layout = {}
+        if b.blocks is not None:  # the block shuffle's order depends on how rows are cut
+            layout = {"block_rows": b.blocks.block_rows, "buffer_blocks": b.blocks.buffer_blocks}
         return {
             "n_samples": b.n_samples,
             "batch_size": b.batch_size,
             "seed": b.seed,
             "shuffle": b.shuffle,
             "last_batch": b.last_batch,
+            **layout,
         }
 
     def save_checkpoint(self, path) -> Any:
@@ -323,7 +340,9 @@ class Trainer:
                 f"this {config['dtype']} model continues from them cast to {config['dtype']}.",
                 stacklevel=3,
             )
-        saved, now = ckpt["batching"], self.batching()
+        saved, now = dict(ckpt["batching"]), self.batching()
+        if isinstance(saved.get("shuffle"), bool):  # written before shuffle policies had names
+            saved["shuffle"] = "rows" if saved["shuffle"] else "none"
         differs = {k: (saved.get(k), now[k]) for k in now if saved.get(k) != now[k]}
         if differs:
             detail = ", ".join(f"{k} {a!r} then, {b!r} now" for k, (a, b) in differs.items())
@@ -386,21 +405,25 @@ def make_trainer(
     validation: tuple[Any, Any] | None = None,
     validation_split: float = 0.0,
     sample_axis: int = 0,
-    shuffle: bool = True,
+    shuffle: bool | str = True,
     seed: int = 0,
     last_batch: str = "keep",
     callbacks: Sequence[Callback] = (),
     verbose: int = 1,
     resume: Any = None,
     threads: int | None = None,
+    shuffle_buffer: int | None = None,
 ) -> Trainer:
     """Checks and converts the data once and builds the Trainer that ``fit`` runs: ``fit(...)`` is
     ``make_trainer(...).run()``. Raise ``trainer.epochs`` and call ``run()`` again to go on.
 
     Args:
         model: a ``minigd.nn.Sequential`` (its loss is used unless ``loss`` is given).
-        X: (m, n) samples as rows, or (n, m) with ``sample_axis=1`` (the note's layout).
-        y: targets: class indices, or values for regression.
+        X: (m, n) samples as rows, or (n, m) with ``sample_axis=1`` (the note's layout); or the
+            ``minigd.data.open(path)`` of a file on disk (or a ``Source``), which streams: batches
+            are read, checked and prefetched as training goes, memory does not grow with m.
+        y: targets: class indices, or values for regression (a Source when X is one; none when
+            X came from ``minigd.data.open``, which carries them).
         batch_size: samples per step; ``"full"`` is batch gradient descent, 1 is SGD.
         epochs: passes over the data (a resumed run trains up to this epoch count).
         optimizer: "sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw" or an Optimizer.
@@ -409,7 +432,8 @@ def make_trainer(
         validation: (X_val, y_val) evaluated after each epoch, in the same layout as X.
         validation_split: instead, hold out this fraction of the samples, taken from the end of
             X before any shuffling (as Keras does).
-        shuffle, seed, last_batch: the batching (see MiniBatches).
+        shuffle, seed, last_batch: the batching (see MiniBatches): shuffle "rows", "blocks",
+            "none", or True (rows in memory, blocks on disk).
         callbacks: extra callbacks. A DivergenceGuard is added unless one is given, and a
             ProgressBar when ``verbose`` is 1 or more.
         verbose: 0 silent, 1 a progress bar (or one line per epoch when not on a terminal) and
@@ -417,13 +441,24 @@ def make_trainer(
         resume: a checkpoint file, or a folder holding ``checkpoint-*.npz``, to continue from.
         threads: BLAS threads while training (default: the cores this process may use; 1 when
             other processes are busy on them, or in each of several workers).
+        shuffle_buffer: bytes of the shuffle buffer of a block shuffle (default 64 MiB).
     """
     if loss is not None:
         model.loss = get_loss(loss)
-    rows, targets, validation = _hold_out(model, X, y, validation, validation_split, sample_axis)
-    batches = MiniBatches.from_prepared(
-        rows, targets, batch_size=batch_size, shuffle=shuffle, seed=seed, last_batch=last_batch
-    )
+    batching = {
+        "batch_size": batch_size,
+        "shuffle": shuffle,
+        "seed": seed,
+        "last_batch": last_batch,
+        "buffer_bytes": shuffle_buffer,
+    }
+    if is_source(X):
+        batches, validation = streamed(model, X, y, validation, validation_split, batching)
+    else:
+        rows, targets, validation = _hold_out(
+            model, X, y, validation, validation_split, sample_axis
+        )
+        batches = MiniBatches.from_prepared(rows, targets, **batching)
     _check_batchnorm(model, batches)
     opt, extra = get_optimizer(optimizer, lr), _with_defaults(callbacks, verbose)
     trainer = Trainer(

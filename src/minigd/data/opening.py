@@ -1,0 +1,276 @@
+"""``minigd.data.open``: a path -> the sources of its features and targets, nothing loaded.
+
+    big.npy (+ labels.npy)       NpySource, read with positioned reads
+    a folder of shards           ConcatSource of NpySources (written by ``minigd convert``)
+    table.parquet                ParquetSource: feature columns and the target column
+    data.h5 / data.hdf5          HDF5Source: datasets "X" and "y"
+    .npz, .csv                   read into memory (ArraySource): convert large ones first
+
+Only the targets are scanned, once, to find the classes (a target column is a small part of a
+data set, 1/784 of MNIST-shaped rows); a shard folder's manifest records them, so it is not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from minigd._validation import check_choice
+from minigd.data.columnar import HDF5Source, ParquetSource
+from minigd.data.files import MAX_WHOLE_FLOAT_CLASSES, column_index, load_arrays
+from minigd.data.npz import CorruptFileError
+from minigd.data.sources import ArraySource, ConcatSource, NpySource, Source
+
+MANIFEST = "minigd-shards.json"
+SHARDS_FORMAT = "minigd-shards-1"
+SCAN_ROWS = 1 << 20  # targets are scanned a million rows at a time
+
+
+@dataclass(frozen=True, eq=False)
+class SourceData:
+    """The features and targets of a training set as sources (see ``Dataset`` for arrays).
+
+    Attributes:
+        X: rows of features. y: rows of targets as stored (original labels), or None.
+        classes: the sorted class labels, or None for regression.
+        task_reason: why the targets were read as classes or values.
+    """
+
+    X: Source
+    y: Source | None
+    classes: np.ndarray | None = None
+    name: str = ""
+    task_reason: str = ""
+    feature_names: tuple[str, ...] | None = None
+
+    @property
+    def task(self) -> str:
+        return "classification" if self.classes is not None else "regression"
+
+    @property
+    def n_classes(self) -> int | None:
+        return None if self.classes is None else len(self.classes)
+
+    @property
+    def in_memory(self) -> bool:
+        return self.X.in_memory
+
+    def __len__(self) -> int:
+        return self.X.n_rows
+
+    def split(self, n_val: int) -> tuple[SourceData, SourceData]:
+        """(all but the last n_val rows, the last n_val rows): a validation split from the end."""
+        keep = len(self) - n_val
+
+        def part(lo: int, hi: int) -> SourceData:
+            y = None if self.y is None else self.y.subset(lo, hi)
+            return SourceData(self.X.subset(lo, hi), y, self.classes, self.name, self.task_reason)
+
+        return part(0, keep), part(keep, len(self))
+
+    def __repr__(self) -> str:
+        k = "" if self.classes is None else f", classes={len(self.classes)}"
+        return f"SourceData({self.name!r}, X={self.X.shape} {self.X.dtype}{k})"
+
+
+def is_streamable(path: str | os.PathLike) -> bool:
+    """Whether ``open`` reads this path lazily (not by loading it into memory)."""
+    p = Path(path)
+    return (p / MANIFEST).exists() or p.suffix.lower() in (".npy", ".parquet", ".h5", ".hdf5")
+
+
+def open(
+    path: str | os.PathLike,
+    *,
+    y: str | os.PathLike | None = None,
+    target: int | str | None = None,
+    task: str = "auto",
+) -> SourceData:
+    """The sources of a data file or shard folder, with its classes; see the module docstring.
+
+    Args:
+        path: a ``.npy`` file, a shard folder, a ``.parquet``, ``.h5``/``.hdf5``, ``.npz`` or
+            ``.csv`` file.
+        y: for ``.npy``, the ``.npy`` file of targets.
+        target: for Parquet (and CSV), the target column by name or index; default the last.
+        task: "auto" (minigd's rule, ``files.decide_task``), "classification" or "regression".
+    """
+    check_choice("task", task, ("auto", "classification", "regression"))
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no such data file or folder: {p}.")
+    suffix = p.suffix.lower()
+    if p.is_dir():
+        return _open_shards(p, task)
+    if y is not None and suffix != ".npy":
+        raise ValueError(f"y= gives the targets of a .npy X; {p.name} holds its own targets.")
+    if suffix == ".npy":
+        ys = None if y is None else NpySource(y)
+        return source_data(NpySource(p), ys, task, p.name)
+    if suffix == ".parquet":
+        return _open_parquet(p, target, task)
+    if suffix in (".h5", ".hdf5"):
+        return _open_hdf5(p, task)
+    data = load_arrays(p, target=target, task=task)  # .npz, .csv: no chunked reads
+    y_source = None
+    if data.y is not None:
+        y_source = ArraySource(data.labels, f"{p}:y")
+    X = ArraySource(np.ascontiguousarray(data.X), str(p))
+    return SourceData(X, y_source, data.classes, p.name, data.task_reason, data.feature_names)
+
+
+def source_data(X: Source, y: Source | None, task: str, name: str, features=None) -> SourceData:
+    """The SourceData of a feature source and its targets, the classes found by a scan."""
+    if X.dtype.kind not in "iufb":
+        raise TypeError(f"{X.name} holds {X.dtype}; features must be numbers.")
+    if y is None:
+        return SourceData(X, None, None, name, "", features)
+    if y.n_rows != X.n_rows:
+        raise ValueError(
+            f"{X.name} holds {X.n_rows} rows but the targets {y.name} hold {y.n_rows}; they "
+            "must match row for row."
+        )
+    classes, why = scan_targets(y, task)
+    return SourceData(X, y, classes, name, why, features)
+
+
+class LabelSet:
+    """The distinct targets seen chunk by chunk, and whether they can be class labels, by
+    ``decide_task``'s rule: text, booleans and integers are labels; whole-number floats with at
+    most 100 distinct values are labels; other floats are regression values."""
+
+    def __init__(self) -> None:
+        self.values: set = set()
+        self.kind = ""
+        self.fractional = False  # a float that is not whole, NaN/inf, or too many distinct
+
+    def add(self, y: np.ndarray) -> None:
+        self.kind = self.kind or y.dtype.kind
+        if self.fractional:
+            return
+        y = y.reshape(-1)
+        if y.dtype.kind == "f" and (not np.isfinite(y).all() or not np.all(y == np.round(y))):
+            self.fractional = True
+            return
+        self.values.update(np.unique(y).tolist())
+        if y.dtype.kind == "f" and len(self.values) > MAX_WHOLE_FLOAT_CLASSES:
+            self.fractional = True
+
+    def summary(self, task: str) -> tuple[list | None, str]:
+        """(sorted classes or None, why) for ``task`` ("auto" applies the rule)."""
+        if task == "regression":
+            return None, "task=regression was asked for"
+        if task == "auto" and self.fractional:
+            return None, "the targets are fractional (or many distinct) numbers: regression"
+        if self.fractional:
+            raise ValueError("task=classification, but the targets hold fractional values.")
+        values = {str(v) for v in self.values} if self.kind in "OSU" else self.values
+        classes = sorted(values)
+        if task == "classification":
+            return classes, "task=classification was asked for"
+        what = {"b": "booleans", "i": "integers", "u": "integers", "f": "whole-number floats"}
+        detail = f" with {len(classes)} distinct values" if self.kind == "f" else ""
+        return classes, f"the targets are {what.get(self.kind, 'text')}{detail}: class labels"
+
+
+def scan_targets(y: Source, task: str) -> tuple[np.ndarray | None, str]:
+    """(sorted classes or None, why) from one pass over the targets (``LabelSet``'s rule)."""
+    labels = LabelSet()
+    if task != "regression":
+        for lo in range(0, y.n_rows, SCAN_ROWS):
+            labels.add(y.read(lo, min(y.n_rows, lo + SCAN_ROWS)))
+            if labels.fractional and task == "auto":
+                break
+    classes, why = labels.summary(task)
+    return (None if classes is None else np.array(classes)), why
+
+
+def _open_parquet(p: Path, target, task: str) -> SourceData:
+    import pyarrow.parquet as pq
+
+    names = list(pq.ParquetFile(p).schema_arrow.names)
+    index = len(names) - 1 if target is None else column_index(names, target)
+    features = [n for j, n in enumerate(names) if j != index]
+    if not features:
+        raise ValueError(f"{p.name} has only the target column; it needs feature columns too.")
+    X = ParquetSource(p, features)
+    return source_data(X, ParquetSource(p, [names[index]]), task, p.name, tuple(features))
+
+
+def _open_hdf5(p: Path, task: str) -> SourceData:
+    X = HDF5Source(p, "X")
+    try:
+        y = HDF5Source(p, "y")
+    except KeyError:
+        y = None
+    return source_data(X, y, task, p.name)
+
+
+def _open_shards(folder: Path, task: str) -> SourceData:
+    manifest = read_manifest(folder)
+    xs, ys = [], []
+    for i, shard in enumerate(manifest["shards"]):
+        for role, parts in (("x", xs), ("y", ys)):
+            if shard.get(role) is None:
+                continue
+            source = NpySource(_shard_path(folder, shard[role]))
+            if source.n_rows != shard["rows"]:
+                raise CorruptFileError(
+                    f"{source.path} holds {source.n_rows} rows; the manifest of {folder} says "
+                    f"shard {i} has {shard['rows']}. The folder is incomplete or was edited: "
+                    "convert the data again."
+                )
+            parts.append(source)
+    X = ConcatSource(xs, str(folder))
+    y = ConcatSource(ys, f"{folder} (targets)") if ys else None
+    classes = manifest.get("classes")
+    why = manifest.get("task_reason", "")
+    if y is not None and classes is None and task == "classification":
+        classes, why = scan_targets(y, task)[0], "task=classification was asked for"
+    elif classes is not None and task == "regression":
+        classes, why = None, "task=regression was asked for"
+    classes = None if classes is None else np.array(classes)
+    features = manifest.get("feature_names")
+    return SourceData(
+        X, y, classes, folder.name, why, None if features is None else tuple(features)
+    )
+
+
+def _shard_path(folder: Path, name: str) -> Path:
+    """A shard's file, which must be a plain name inside the folder."""
+    if not isinstance(name, str) or Path(name).name != name:
+        raise CorruptFileError(f"{folder / MANIFEST} names a shard outside its folder: {name!r}.")
+    path = folder / name
+    if not path.exists():
+        raise CorruptFileError(
+            f"{path} is missing; the manifest of {folder} lists it. Convert the data again."
+        )
+    return path
+
+
+def read_manifest(folder: Path) -> dict:
+    path = folder / MANIFEST
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{folder} is a folder without {MANIFEST}; pass a data file, or a shard folder "
+            "written by minigd convert."
+        )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CorruptFileError(
+            f"{path} is not valid JSON ({exc}); convert the data again."
+        ) from None
+    shards = manifest.get("shards") if isinstance(manifest, dict) else None
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("format") != SHARDS_FORMAT
+        or not isinstance(shards, list)
+        or not all(isinstance(s, dict) and isinstance(s.get("rows"), int) for s in shards)
+    ):
+        raise CorruptFileError(f"{path} is not a {SHARDS_FORMAT} manifest; convert the data again.")
+    return manifest

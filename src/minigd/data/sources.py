@@ -1,0 +1,295 @@
+"""Sources: the rows of a training set wherever they live, read by index or by range.
+
+MiniBatches reads through this small protocol, so one batching, shuffling and checking path serves
+an array in memory, one ``.npy`` file, a folder of ``.npy`` shards, Parquet and HDF5::
+
+    n_rows, row_shape, dtype      what the rows are, known without reading them
+    read_rows(index, out)         the rows at a sorted index -> out, shape (len(index), *row_shape)
+    read_range(lo, hi, out)       rows lo..hi-1 -> out
+    block_rows                    rows one cheap read serves (a chunk, a row group, ~1 MiB)
+    locate(row)                   (file, row within it) of a global row, for error messages
+    in_memory                     True when reading costs no I/O
+
+On-disk ``.npy`` data is read with positioned reads (``os.preadv``) straight into the caller's
+buffers. Nothing is memory-mapped: the pages of a map that an epoch touches count in the process's
+resident memory and grow with the file, while explicit reads keep it at the buffers' size
+(``benchmarks/bench_streaming.py`` measures both). ``preadv`` releases the GIL, so a reader thread
+overlaps the disk with the train step.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from minigd.data.npz import CorruptFileError
+
+BLOCK_BYTES = 1 << 20  # a block of ~1 MiB of consecutive rows: one read that a disk serves well
+
+
+class Source:
+    """The protocol MiniBatches reads through (see the module docstring); subclasses define
+    ``n_rows``, ``row_shape``, ``dtype``, ``name`` and ``read_rows``."""
+
+    n_rows: int
+    row_shape: tuple[int, ...]
+    dtype: np.dtype
+    name: str
+    in_memory = False
+
+    @property
+    def row_bytes(self) -> int:
+        return int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the rows as an array (on disk a file may add headers or compression)."""
+        return self.n_rows * self.row_bytes
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.n_rows, *self.row_shape)
+
+    @property
+    def block_rows(self) -> int:
+        return max(1, BLOCK_BYTES // max(1, self.row_bytes))
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    def read_rows(self, index: np.ndarray, out: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def read_range(self, lo: int, hi: int, out: np.ndarray) -> None:
+        self.read_rows(np.arange(lo, hi, dtype=np.intp), out)
+
+    def read(self, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """Rows lo..hi-1 as a new array (for small parts: a sample, a batch, a test)."""
+        hi = self.n_rows if hi is None else hi
+        out = np.empty((hi - lo, *self.row_shape), self.dtype)
+        self.read_range(lo, hi, out)
+        return out
+
+    def locate(self, row: int) -> tuple[str, int]:
+        """(the file that holds global row ``row``, its row within that file)."""
+        return self.name, row
+
+    def subset(self, lo: int, hi: int) -> Source:
+        return Subset(self, lo, hi)
+
+    def close(self) -> None:
+        """Releases open files; reading again reopens them."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, shape={self.shape}, dtype={self.dtype})"
+
+
+def runs(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of the runs of consecutive values in a sorted index, as positions in it:
+    [3, 4, 5, 9, 10] -> starts [0, 3], ends [3, 5]. One read per run, not per row."""
+    if len(index) == 0:
+        return np.zeros(0, np.intp), np.zeros(0, np.intp)
+    breaks = np.flatnonzero(np.diff(index) != 1) + 1
+    return np.concatenate(([0], breaks)), np.concatenate((breaks, [len(index)]))
+
+
+class ArraySource(Source):
+    """An array in memory, samples as rows (today's fast path reads the array directly)."""
+
+    in_memory = True
+
+    def __init__(self, array: np.ndarray, name: str = "array") -> None:
+        self.array = np.ascontiguousarray(array)
+        self.n_rows, self.row_shape = self.array.shape[0], self.array.shape[1:]
+        self.dtype, self.name = self.array.dtype, name
+
+    def read_rows(self, index, out):
+        self.array.take(index, axis=0, out=out, mode="clip")
+
+    def read_range(self, lo, hi, out):
+        out[...] = self.array[lo:hi]
+
+
+def npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
+    """(shape, dtype, fortran_order, data offset) of a ``.npy`` file, read from its header only,
+    with a sentence naming the file if the header is unreadable or declares more than it holds."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = {
+                (1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0,
+            }.get(version)
+            if read is None:
+                raise ValueError(f"unsupported .npy format version {version}")
+            shape, fortran, dtype = read(f)
+            offset = f.tell()
+    except (ValueError, OSError, EOFError) as exc:
+        raise CorruptFileError(
+            f"{path} is not a readable .npy file ({exc}); write it with np.save or minigd convert."
+        ) from None
+    if dtype.hasobject:
+        raise ValueError(
+            f"{path} holds an object array (a pickle); minigd never loads pickles from files. "
+            "Re-save it with numeric arrays only."
+        )
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    held = path.stat().st_size - offset
+    if declared > held:
+        row = max(1, declared // max(1, shape[0])) if shape else declared
+        raise CorruptFileError(
+            f"{path} is truncated: its header declares shape {shape} ({declared} bytes of "
+            f"{dtype}) but it holds {max(held, 0)} bytes, about {max(held, 0) // row} whole rows. "
+            "Write it again (minigd convert writes shards atomically)."
+        )
+    return tuple(shape), dtype, fortran, offset
+
+
+class NpySource(Source):
+    """One ``.npy`` file on disk, read with positioned reads into the caller's buffers.
+
+    Args:
+        path: the file; its header is read and checked here, the data only when asked for.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        shape, self.dtype, fortran, self.offset = npy_header(self.path)
+        if not shape:
+            raise ValueError(f"{self.path} holds a single number; expected one row per sample.")
+        if fortran and len(shape) > 1:
+            raise ValueError(
+                f"{self.path} is stored in Fortran (column-major) order, so a sample's values are "
+                "not contiguous on disk. Re-save it with np.save(path, np.ascontiguousarray(X))."
+            )
+        self.n_rows, self.row_shape = shape[0], shape[1:]
+        self.name = str(self.path)
+        self._fd: int | None = None
+        self._pid = 0
+
+    def _file(self) -> int:
+        if self._fd is None or self._pid != os.getpid():  # a forked child opens its own
+            self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd = None
+
+    def __del__(self) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__ | {"_fd": None}
+
+    def _pread(self, view: memoryview, row: int) -> None:
+        """Fills ``view`` from global row ``row`` on; a short read means the file shrank."""
+        fd, offset, done = self._file(), self.offset + row * self.row_bytes, 0
+        while done < len(view):
+            got = os.preadv(fd, [view[done:]], offset + done)
+            if got == 0:
+                raise CorruptFileError(
+                    f"{self.path} ended early: row {row + done // self.row_bytes} of "
+                    f"{self.n_rows} could not be read (the file is shorter than its header "
+                    "says; was it truncated while training?)."
+                )
+            done += got
+
+    def read_rows(self, index, out):
+        if len(index) == 0:
+            return
+        flat = memoryview(out.reshape(len(index), -1)).cast("B")
+        size = self.row_bytes
+        starts, ends = runs(index)
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+            self._pread(flat[a * size : b * size], int(index[a]))
+
+    def read_range(self, lo, hi, out):
+        if hi > lo:
+            self._pread(memoryview(out.reshape(hi - lo, -1)).cast("B"), lo)
+
+
+class ConcatSource(Source):
+    """Several sources of the same row shape and dtype, one after the other (the shards of a
+    folder); a read is split at the shard boundaries."""
+
+    def __init__(self, parts: list[Source], name: str) -> None:
+        if not parts:
+            raise ValueError(f"{name} holds no shards.")
+        first = parts[0]
+        for part in parts[1:]:
+            if part.row_shape != first.row_shape or part.dtype != first.dtype:
+                raise ValueError(
+                    f"{part.name} holds rows of shape {part.row_shape} and dtype {part.dtype}; "
+                    f"{first.name} holds {first.row_shape} {first.dtype}. Every shard of {name} "
+                    "must match."
+                )
+        self.parts, self.name = parts, name
+        self.row_shape, self.dtype = first.row_shape, first.dtype
+        self.offsets = np.cumsum([0] + [p.n_rows for p in parts])
+        self.n_rows = int(self.offsets[-1])
+
+    @property
+    def block_rows(self) -> int:
+        return self.parts[0].block_rows
+
+    def _split(self, lo: int, hi: int):
+        """(part, global start within [lo, hi), local lo, local hi) for each part touched."""
+        first = int(np.searchsorted(self.offsets, lo, side="right")) - 1
+        for i in range(first, len(self.parts)):
+            start = int(self.offsets[i])
+            if start >= hi:
+                break
+            a, b = max(lo, start), min(hi, int(self.offsets[i + 1]))
+            if b > a:
+                yield self.parts[i], a, a - start, b - start
+
+    def read_range(self, lo, hi, out):
+        for part, a, local_lo, local_hi in self._split(lo, hi):
+            part.read_range(local_lo, local_hi, out[a - lo : a - lo + local_hi - local_lo])
+
+    def read_rows(self, index, out):
+        cuts = np.searchsorted(index, self.offsets)
+        for i, part in enumerate(self.parts):
+            a, b = int(cuts[i]), int(cuts[i + 1])
+            if b > a:
+                part.read_rows(index[a:b] - int(self.offsets[i]), out[a:b])
+
+    def locate(self, row):
+        i = int(np.searchsorted(self.offsets, row, side="right")) - 1
+        return self.parts[i].locate(row - int(self.offsets[i]))
+
+    def close(self):
+        for part in self.parts:
+            part.close()
+
+
+class Subset(Source):
+    """Rows lo..hi-1 of another source (a validation split taken from the end of a file)."""
+
+    def __init__(self, source: Source, lo: int, hi: int) -> None:
+        if not 0 <= lo <= hi <= source.n_rows:
+            raise ValueError(f"rows {lo}..{hi} are not within the {source.n_rows} of {source}.")
+        self.source, self.lo = source, lo
+        self.n_rows, self.row_shape, self.dtype = hi - lo, source.row_shape, source.dtype
+        self.name, self.in_memory = source.name, source.in_memory
+
+    @property
+    def block_rows(self) -> int:
+        return self.source.block_rows
+
+    def read_rows(self, index, out):
+        self.source.read_rows(index + self.lo, out)
+
+    def read_range(self, lo, hi, out):
+        self.source.read_range(lo + self.lo, hi + self.lo, out)
+
+    def locate(self, row):
+        return self.source.locate(row + self.lo)
+
+    def close(self):
+        self.source.close()

@@ -1,0 +1,158 @@
+"""The order of an epoch: which rows share a batch, as a pure function of (seed, epoch).
+
+Three policies, one rule: epoch e draws from its own ``default_rng((seed, e))``, so any epoch, and
+any batch within it, can be recomputed without the epochs before it (exact resume).
+
+1. ``"rows"``: a uniform permutation of all m rows, today's global shuffle. Right for data in RAM
+   or in the page cache; read from a disk it costs one seek per row.
+2. ``"blocks"``: what a disk can serve. The rows are cut into blocks of ``block_rows``
+   consecutive rows; the blocks are permuted; ``buffer_blocks`` of them at a time fill a shuffle
+   buffer, whose rows are permuted (``default_rng((seed, e, buffer))``) and cut into batches. Each
+   buffer is read with one request per block. Every row is still seen exactly once per epoch,
+   and batches differ from epoch to epoch, but a batch only mixes rows of the blocks in its
+   buffer: ``distinct_blocks`` measures how much.
+3. ``"none"``: the file's order, every epoch.
+
+Inside a batch, rows are visited in increasing position (for blocks: buffer by buffer, then by
+row), because gathering in address order is faster and the order inside a batch does not change
+its mean gradient.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from minigd._validation import check_choice, check_int
+
+SHUFFLES = ("rows", "blocks", "none")
+BUFFER_BYTES = 64 << 20  # the default shuffle buffer: 64 MiB of rows
+
+
+def resolve_shuffle(shuffle: bool | str, in_memory: bool) -> str:
+    """The policy ``shuffle`` names: True picks rows for data in memory and blocks on disk."""
+    if shuffle is True:
+        return "rows" if in_memory else "blocks"
+    if shuffle is False or shuffle is None:
+        return "none"
+    return check_choice(
+        "shuffle",
+        shuffle,
+        (*SHUFFLES, True, False),
+        'Use "rows" (a global permutation), "blocks" (on-disk data) or "none".',
+    )
+
+
+def sort_within_batches(order: np.ndarray, bounds: np.ndarray, batch_size: int) -> None:
+    """Sorts each batch's slice of ``order`` in place (the regular batches in one call)."""
+    regular = (len(order) // batch_size) * batch_size
+    order[:regular].reshape(-1, batch_size).sort(axis=1)
+    for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        if hi - lo != batch_size:  # a kept remainder or a merged last batch
+            order[lo:hi].sort()
+
+
+def row_order(m: int, seed: int, epoch: int) -> np.ndarray:
+    """Policy 1's permutation of range(m) for ``epoch`` (before sorting within batches)."""
+    return np.random.default_rng((seed, epoch)).permutation(m)
+
+
+@dataclass(frozen=True)
+class BlockLayout:
+    """How block shuffling cuts m rows: ``block_rows`` per block, ``buffer_blocks`` per buffer."""
+
+    m: int
+    block_rows: int
+    buffer_blocks: int
+
+    def __post_init__(self) -> None:
+        check_int("block_rows", self.block_rows, minimum=1)
+        check_int("buffer_blocks", self.buffer_blocks, minimum=1)
+
+    @classmethod
+    def default(cls, m: int, block_rows: int, row_bytes: int, buffer_bytes: int | None = None):
+        """Blocks of ``block_rows`` (the source's natural read) and a buffer of ~64 MiB, at least
+        two blocks (else a batch would only ever mix rows of one block)."""
+        budget = BUFFER_BYTES if buffer_bytes is None else buffer_bytes
+        per_block = max(1, block_rows * row_bytes)
+        return cls(m, block_rows, max(2, budget // per_block))
+
+    @property
+    def n_blocks(self) -> int:
+        return -(-self.m // self.block_rows)
+
+    @property
+    def buffer_rows(self) -> int:
+        return min(self.m, self.block_rows * self.buffer_blocks)
+
+
+class BlockShuffle:
+    """Policy 2 for one epoch: the buffers, their rows, and the stream of rows they yield.
+
+    Only the block permutation (one int per block) is kept for the epoch; the rows of a buffer
+    and their permutation are computed when asked, so memory does not grow with m.
+    """
+
+    def __init__(self, layout: BlockLayout, seed: int, epoch: int) -> None:
+        self.layout, self.seed, self.epoch = layout, seed, epoch
+        blocks = np.random.default_rng((seed, epoch)).permutation(layout.n_blocks)
+        k, r, m = layout.buffer_blocks, layout.block_rows, layout.m
+        self.buffers = [np.sort(blocks[i : i + k]) for i in range(0, len(blocks), k)]
+        sizes = [int(np.minimum((g + 1) * r, m).sum() - (g * r).sum()) for g in self.buffers]
+        self.starts = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+        self._perm: tuple[int, np.ndarray] | None = None
+
+    def rows(self, j: int) -> np.ndarray:
+        """Global rows of buffer j, ascending (each block in one piece)."""
+        r, m = self.layout.block_rows, self.layout.m
+        return np.concatenate([np.arange(b * r, min((b + 1) * r, m)) for b in self.buffers[j]])
+
+    def permutation(self, j: int) -> np.ndarray:
+        if self._perm is None or self._perm[0] != j:
+            size = int(self.starts[j + 1] - self.starts[j])
+            rng = np.random.default_rng((self.seed, self.epoch, j))
+            self._perm = (j, rng.permutation(size))
+        return self._perm[1]
+
+    def parts(self, lo: int, hi: int) -> list[tuple[int, np.ndarray]]:
+        """Stream positions lo..hi-1 (one batch) as (buffer j, sorted positions in buffer j)."""
+        out = []
+        j = int(np.searchsorted(self.starts, lo, side="right")) - 1
+        while lo < hi:
+            start, end = int(self.starts[j]), int(self.starts[j + 1])
+            take = min(hi, end)
+            out.append((j, np.sort(self.permutation(j)[lo - start : take - start])))
+            lo, j = take, j + 1
+        return out
+
+    def order(self, bounds: np.ndarray, batch_size: int) -> np.ndarray:
+        """The whole epoch's rows in visiting order, batch by batch (bounds from batch_bounds)."""
+        m = self.layout.m
+        keys = np.concatenate(
+            [j * m + self.rows(j)[self.permutation(j)] for j in range(len(self.buffers))]
+        ).astype(np.int64)
+        keys = keys[: int(bounds[-1])]
+        sort_within_batches(keys, bounds, batch_size)
+        return (keys % m).astype(np.intp)
+
+
+def distinct_blocks(n_rows_pool: int, block_rows: int, batch: int) -> float:
+    """Expected number of distinct blocks among ``batch`` rows drawn without replacement from a
+    pool of ``n_rows_pool`` rows in blocks of ``block_rows``: the shuffle-quality measure.
+
+    P(a block is missed) = C(N - R, B) / C(N, B); the expectation is (N / R) * (1 - that).
+    A global row shuffle draws from the whole data set, a block shuffle from one buffer.
+    """
+    n, r, b = n_rows_pool, min(block_rows, n_rows_pool), min(batch, n_rows_pool)
+    if n - r < b:
+        missed = 0.0
+    else:
+        missed = math.exp(
+            math.lgamma(n - r + 1)
+            - math.lgamma(n - r - b + 1)
+            - math.lgamma(n + 1)
+            + math.lgamma(n - b + 1)
+        )
+    return (n / r) * (1.0 - missed)

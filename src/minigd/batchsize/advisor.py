@@ -19,6 +19,7 @@ batch policy or the learning rate) and says why, naming its rule:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,6 +138,8 @@ class Context:
     progress: bool
     reference: tuple[int, float] | None
     noise: NoiseScale | None
+    n_samples: int | None = None  # m of the whole set when ``rows`` is a sample of a source
+    pipeline: Callable[[int], int] | None = None  # streaming memory at batch size b
     candidates: list[Candidate] = field(default_factory=list)
     full: Candidate | None = None
     batch_size: int | str | None = None
@@ -147,14 +150,22 @@ class Context:
 
     @property
     def m(self) -> int:
-        return len(self.rows)
+        return len(self.rows) if self.n_samples is None else self.n_samples
 
     @property
     def fitting(self) -> list[Candidate]:
         return [c for c in self.candidates if c.fits]
 
+    def estimate(self, b: int) -> int:
+        """Bytes of a train step at b: the model's, plus the streaming pipeline's, if any."""
+        if self.pipeline is None:
+            return estimate_memory(self.model, b, optimizer=self.optimizer, n_samples=self.m).total
+        return estimate_memory(
+            self.model, b, optimizer=self.optimizer, pipeline_bytes=self.pipeline(b)
+        ).total
+
     def candidate(self, b: int) -> Candidate:
-        est = estimate_memory(self.model, b, optimizer=self.optimizer, n_samples=self.m).total
+        est = self.estimate(b)
         return Candidate(b, -(-self.m // b), est, est <= self.budget)
 
 
@@ -170,6 +181,8 @@ def advise(
     reference: tuple[int, float] | None = None,
     sample_axis: int = 0,
     progress: bool = False,
+    n_samples: int | None = None,
+    pipeline: Callable[[int], int] | None = None,
 ) -> Advice:
     """Recommends a batch size, a learning rate and a last-batch policy, with reasons.
 
@@ -183,6 +196,10 @@ def advise(
         noise: a known noise scale (a NoiseScale or a number) instead of measuring it.
         reference: (B0, lr0), a batch size and the learning rate known to work with it; default
             (32, the optimizer's default lr).
+        n_samples, pipeline: for data streamed from disk, X and y are a sample of it (for the
+            measurements); ``n_samples`` is the whole set's m and ``pipeline(b)`` the bytes its
+            shuffle buffer and prefetched batches take at batch size b, which the memory model
+            counts instead of the data.
     """
     rows, targets = model.prepare(X, y, sample_axis=sample_axis)
     budget = memory_budget() if memory_budget_bytes is None else int(memory_budget_bytes)
@@ -196,6 +213,8 @@ def advise(
         progress,
         reference,
         _known_noise(noise),
+        n_samples,
+        pipeline,
     )
     ctx.candidates = [ctx.candidate(b) for b in rules.powers_up_to(ctx.m)]
     ctx.full = ctx.candidate(ctx.m)
@@ -278,7 +297,7 @@ def powers_that_fit(ctx: Context) -> tuple[int | str | None, Reason | None]:
             f"{format_bytes(ctx.budget)}.",
         )
     b = rules.POWERS[0] // 2
-    while b > 1 and estimate_memory(ctx.model, b, optimizer=ctx.optimizer).total > ctx.budget:
+    while b > 1 and ctx.estimate(b) > ctx.budget:
         b //= 2
     b = min(b, ctx.m)
     ctx.warnings.append(f"even batch size {rules.POWERS[0]} exceeds the memory budget; {b} fits.")
@@ -311,6 +330,7 @@ def hardware_throughput(ctx: Context) -> tuple[int | str | None, Reason | None]:
         warmup=2,
         optimizer=ctx.optimizer,
         progress=ctx.progress,
+        pipeline=ctx.pipeline,
     )
     best, knee = result.best, result.knee or sizes[0]
     rate = next(r.samples_per_second for r in result.rows if r.batch_size == knee)

@@ -114,6 +114,7 @@ def find_batch_size(
     sample_axis: int = 0,
     progress: bool = True,
     file=None,
+    pipeline=None,
 ) -> FinderResult:
     """Measures samples/s, ms/step and peak memory of a train step at each candidate batch size.
 
@@ -127,6 +128,8 @@ def find_batch_size(
             for 16384 samples (at least 10), so small batches are timed long enough too.
         optimizer: the optimizer to step with (its state counts in memory); default SGD.
         progress: print one line per candidate to ``file`` (stderr by default).
+        pipeline: for data streamed from disk (X, y a sample of it), ``pipeline(b)``: the bytes
+            of its shuffle buffer and prefetched batches at b, counted in the budget check.
     """
     if steps is not None:
         check_int("steps", steps, minimum=1)
@@ -142,7 +145,8 @@ def find_batch_size(
     out = file or sys.stderr
     busy = other_load()
     for b in cands:
-        row = _try(model, optimizer, rows_data, targets, b, steps, warmup, budget)
+        extra = 0 if pipeline is None else pipeline(b)
+        row = _try(model, optimizer, rows_data, targets, b, steps, warmup, budget, extra)
         if isinstance(row, str):  # why the search stops here
             stopped = row
             break
@@ -162,11 +166,11 @@ def find_batch_size(
     return result
 
 
-def _try(model, optimizer, X, y, b, steps, warmup, budget) -> FinderRow | str:
+def _try(model, optimizer, X, y, b, steps, warmup, budget, extra) -> FinderRow | str:
     """Measures batch size b on a fresh copy of the model, or says why it cannot."""
     trial = model.copy().train()
     opt = _fresh(optimizer)
-    estimate = estimate_memory(trial, b, optimizer=opt).total
+    estimate = estimate_memory(trial, b, optimizer=opt, pipeline_bytes=extra).total
     if estimate > budget:
         return (
             f"batch size {b} would need ~{format_bytes(estimate)}, over the budget "

@@ -8,6 +8,8 @@ its own through ``batch_bytes``):
 - activations: what each layer keeps for its backward pass (outputs, masks, normalized inputs);
 - activation gradients: the dL/dx buffers of every layer but the first;
 - loss: probabilities or residuals, and a few per-sample vectors;
+- input pipeline, for data streamed from disk: the shuffle buffer and the prefetched batches
+  (the data set itself is never held whole, so it does not count);
 - parameters, their gradients, and the optimizer's state arrays plus one scratch array.
 
 The first four grow with B; the last do not. ``tests/test_batchsize.py`` checks the total against
@@ -37,11 +39,18 @@ class MemoryEstimate:
     parameters: int
     gradients: int
     optimizer_state: int
+    input_pipeline: int = 0  # data streamed from disk: shuffle buffer and prefetched batches
 
     @property
     def per_batch(self) -> int:
-        """The part that grows with the batch size."""
-        return self.input_batch + self.activations + self.activation_grads + self.loss
+        """The part that grows with the batch size (and the streaming pipeline's buffers)."""
+        return (
+            self.input_batch
+            + self.activations
+            + self.activation_grads
+            + self.loss
+            + self.input_pipeline
+        )
 
     @property
     def fixed(self) -> int:
@@ -57,6 +66,7 @@ class MemoryEstimate:
             "activations": self.activations,
             "activation gradients": self.activation_grads,
             "loss": self.loss,
+            "input pipeline": self.input_pipeline,
             "parameters": self.parameters,
             "gradients": self.gradients,
             "optimizer state": self.optimizer_state,
@@ -72,7 +82,13 @@ def optimizer_arrays(optimizer) -> int:
 
 
 def estimate_memory(
-    model, batch_size: int, *, optimizer=None, dtype=None, n_samples: int | None = None
+    model,
+    batch_size: int,
+    *,
+    optimizer=None,
+    dtype=None,
+    n_samples: int | None = None,
+    pipeline_bytes: int = 0,
 ) -> MemoryEstimate:
     """Estimates the bytes a train step of ``model`` takes at ``batch_size``.
 
@@ -82,6 +98,9 @@ def estimate_memory(
         optimizer: the Optimizer (its state arrays count); None counts a plain SGD step.
         dtype: float32 or float64; default the model's.
         n_samples: m, if known: a batch of all m samples is a view of the data, not a copy.
+        pipeline_bytes: for data streamed from disk, the shuffle buffer and prefetched batches
+            at this batch size (``MiniBatches.pipeline_bytes``); the data set itself is never
+            held, so it does not count.
     """
     n = check_int("batch_size", batch_size, minimum=1)
     size = np.dtype(dtype or model.dtype).itemsize
@@ -102,6 +121,7 @@ def estimate_memory(
         parameters=params,
         gradients=params,
         optimizer_state=optimizer_arrays(optimizer) * params,
+        input_pipeline=int(pipeline_bytes),
     )
 
 

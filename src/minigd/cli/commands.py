@@ -12,14 +12,21 @@ from pathlib import Path
 import numpy as np
 
 from minigd._io import ensure_writable
+from minigd.batching import MiniBatches
 from minigd.batchsize import advise, find_batch_size, noise_scale, parse_bytes
+from minigd.batchsize.memory import format_bytes
 from minigd.batchsize.rules import rule_for_m
 from minigd.data import datasets, describe_layout, load
+from minigd.data.convert import convert
 from minigd.data.files import hold_out
+from minigd.data.opening import is_streamable, on_disk_bytes, read_manifest, sample
+from minigd.data.opening import open as open_data
 from minigd.experiments import Budget, RunSpec, compare, sweep, write_report
 from minigd.experiments.plots import plot_sweep
-from minigd.experiments.runs import RunConfig, read_config, slug, train_run
+from minigd.experiments.runs import RunConfig, read_config, should_stream, slug, train_run
 from minigd.nn import load_model
+from minigd.shuffle import BlockLayout
+from minigd.streaming import pipeline_bytes
 from minigd.training import fit
 
 EXIT_OK = 0
@@ -47,6 +54,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    if is_streamable(args.data):
+        return _info_source(args)
     train, test = load(args.data, target=args.target, task=args.task)
     for split in (train, test):
         if split is None:
@@ -68,6 +77,60 @@ def cmd_info(args: argparse.Namespace) -> int:
         m, layout = describe_layout(train.X, train.y)
         print(f"  {layout}")
         print(f"  the note's rule: {rule_for_m(m)}")
+    return 0
+
+
+def _info_source(args: argparse.Namespace) -> int:
+    """Info of a file or shard folder from its headers and targets: the features are not read."""
+    data = open_data(args.data, y=args.y, target=args.target, task=args.task)
+    X, m = data.X, len(data)
+    size = on_disk_bytes(args.data)
+    print(f"{data.name}: X {X.shape} {X.dtype}, {format_bytes(size)} on disk ({X.name})")
+    if data.y is not None:
+        if data.classes is not None:
+            shown = ", ".join(map(str, data.classes[:12].tolist()))
+            more = ", ..." if len(data.classes) > 12 else ""
+            print(f"  y {data.y.shape}, {len(data.classes)} classes ({shown}{more})")
+        else:
+            print(f"  y {data.y.shape} {data.y.dtype}, regression targets")
+        if data.task_reason:
+            print(f"  task: {data.task_reason} (--task overrides)")
+    print(f"  the note's rule: {rule_for_m(m)}")
+    for b in (64, 1024):
+        if b > m:
+            continue
+        batches = MiniBatches(X, batch_size=b, shuffle="blocks")
+        q = batches.shuffle_quality()
+        print(
+            f"  block shuffle at B={b}: "
+            f"{min(batches.blocks.buffer_blocks, batches.blocks.n_blocks)} blocks of "
+            f"{q['block_rows']} rows per {format_bytes(batches.blocks.buffer_rows * X.row_bytes)} "
+            f"buffer; a batch holds rows of ~{q['distinct_blocks']:.1f} distinct blocks "
+            f"(a global row shuffle: ~{q['rows_shuffle']:.1f})"
+        )
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    out = convert(
+        args.input,
+        args.output,
+        y=args.y,
+        target=args.target,
+        task=args.task,
+        shard_bytes=parse_bytes(args.shard_size),
+        dtype=args.dtype,
+        overwrite=args.overwrite,
+        progress=False if args.quiet else None,
+    )
+    data = open_data(out)
+    what = "regression" if data.classes is None else f"{len(data.classes)} classes"
+    shards = len(read_manifest(out)["shards"])
+    print(
+        f"wrote {out}: {len(data):,} rows of {data.X.row_shape} {data.X.dtype} in {shards} "
+        f"shards ({format_bytes(on_disk_bytes(out))}), {what}. Train with: "
+        f"minigd train --data {out}"
+    )
     return 0
 
 
@@ -94,6 +157,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             dtype=args.dtype,
             task=args.task,
             warmup_epochs=args.warmup_epochs,
+            stream=args.stream,
+            shuffle=args.shuffle,
         )
         if args.out is not None and not args.out.strip():
             raise ValueError("--out must name a folder; received ''.")
@@ -146,15 +211,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _model_and_data(args):
-    train, _ = load(args.data, target=args.target, y_path=args.y, task=args.task)
+    """(model, training data in memory, the streamed set's options for the advisor). A file
+    larger than memory is measured on a sample of it (``data.opening.sample``); the advisor then
+    counts its m and the pipeline's memory, not the data's."""
     config = RunConfig(
         data=args.data, model=args.model, seed=args.seed, sample_axis=args.sample_axis
     )
-    return config.build_model(train), train
+    if not should_stream(args.data):
+        train, _ = load(args.data, target=args.target, y_path=args.y, task=args.task)
+        return config.build_model(train), train, {}
+    data = open_data(args.data, y=args.y, target=args.target, task=args.task)
+    train = sample(data)
+    model = config.build_model(train)
+    row = data.X.row_bytes + (0 if data.y is None else data.y.row_bytes)
+    layout = BlockLayout.default(len(data), data.X.block_rows, data.X.row_bytes)
+    streamed = {
+        "n_samples": len(data),
+        "pipeline": lambda b: pipeline_bytes(row, b, layout.buffer_rows),
+    }
+    print(
+        f"{args.data} streams from disk: measuring on {len(train.X):,} of its {len(data):,} rows; "
+        "memory counts the shuffle buffer and prefetched batches, not the data.",
+        flush=True,
+    )
+    return model, train, streamed
 
 
 def cmd_advise(args: argparse.Namespace) -> int:
-    model, train = _model_and_data(args)
+    model, train, streamed = _model_and_data(args)
     advice = advise(
         model,
         train.X,
@@ -165,6 +249,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
         reference=args.reference,
         sample_axis=args.sample_axis,
         progress=not args.quiet,
+        **streamed,
     )
     print(f"advice for {args.model} on {args.data} ({advice.n_samples} samples):")
     print(advice)
@@ -172,7 +257,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
 
 
 def cmd_find_batch_size(args: argparse.Namespace) -> int:
-    model, train = _model_and_data(args)
+    model, train, streamed = _model_and_data(args)
     candidates = args.candidates
     result = find_batch_size(
         model,
@@ -183,6 +268,7 @@ def cmd_find_batch_size(args: argparse.Namespace) -> int:
         optimizer=args.optimizer,
         sample_axis=args.sample_axis,
         progress=not args.quiet,
+        pipeline=streamed.get("pipeline"),
     )
     print(result.table())
     print(f"knee: {result.knee} (the smallest batch within 10% of the best throughput)")
@@ -190,7 +276,7 @@ def cmd_find_batch_size(args: argparse.Namespace) -> int:
 
 
 def cmd_noise_scale(args: argparse.Namespace) -> int:
-    model, train = _model_and_data(args)
+    model, train, _ = _model_and_data(args)
     if args.epochs:
         fit(
             model,

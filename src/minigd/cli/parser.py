@@ -13,6 +13,7 @@ from minigd.cli.commands import (
     EXIT_CODES,
     cmd_advise,
     cmd_compare,
+    cmd_convert,
     cmd_datasets,
     cmd_evaluate,
     cmd_find_batch_size,
@@ -188,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_subparser(debug))
     _add_datasets(sub)
     _add_info(sub)
+    _add_convert(sub)
     _add_train(sub)
     _add_advise(sub)
     _add_find_batch_size(sub)
@@ -207,10 +209,31 @@ def _add_datasets(sub) -> None:
 
 def _add_info(sub) -> None:
     p = sub.add_parser("info", help="shapes, dtype, classes and layout of a dataset or file")
-    p.add_argument("data", help="a dataset name (digits, mnist-5k, mnist) or a data file")
+    p.add_argument(
+        "data", help="a dataset name (digits, mnist-5k, mnist), a data file or a shard folder"
+    )
     p.add_argument("--target", default=None, help="target column of a CSV/Parquet file")
+    p.add_argument("--y", default=None, help="targets file for an .npy X")
     _task_argument(p)
     p.set_defaults(func=cmd_info)
+
+
+def _add_convert(sub) -> None:
+    p = sub.add_parser(
+        "convert", help="write a data file as a folder of .npy shards, the fastest to stream"
+    )
+    p.add_argument("input", help="a .npy (with --y), .npz, .csv, .parquet or .h5 file")
+    p.add_argument("output", help="the shard folder to write (created whole, or not at all)")
+    p.add_argument("--y", default=None, help="targets file for an .npy input")
+    p.add_argument("--target", default=None, help="label column of a CSV/Parquet file")
+    _task_argument(p)
+    p.add_argument(
+        "--dtype", default=None, help="store features as this dtype, e.g. float32 (default kept)"
+    )
+    p.add_argument("--shard-size", default="128MB", help="feature bytes per shard (128MB)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing shard folder")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.set_defaults(func=cmd_convert)
 
 
 def _add_train(sub) -> None:
@@ -256,10 +279,29 @@ def _add_train(sub) -> None:
         help="raise the learning rate linearly over this many epochs first (what the advisor "
         "recommends when linear scaling makes it large)",
     )
+    _streaming_arguments(p)
     _run_folder_arguments(p)
     _threads_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_train)
+
+
+def _streaming_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--stream",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="read the data from disk batch by batch instead of loading it; auto: for a shard "
+        "folder, and a .npy/Parquet/HDF5 file larger than a quarter of the free memory",
+    )
+    p.add_argument(
+        "--shuffle",
+        choices=("auto", "rows", "blocks", "none"),
+        default="auto",
+        help="each epoch's order: rows (a global permutation), blocks (permute blocks of rows, "
+        "then rows in a 64 MiB buffer: what a disk serves), none; auto: rows in memory, blocks "
+        "when streaming",
+    )
 
 
 def _run_folder_arguments(p: argparse.ArgumentParser) -> None:

@@ -160,8 +160,9 @@ def targets_as_rows(
 
 
 def n_features(X: Any, sample_axis: int = 0) -> int:
-    """Features per sample of X: the product of every axis but the sample axis."""
-    shape = np.shape(X)
+    """Features per sample of X (an array, or a source's ``shape``): the product of every axis
+    but the sample axis."""
+    shape = X.shape if hasattr(X, "shape") else np.shape(X)
     return int(np.prod([d for axis, d in enumerate(shape) if axis != sample_axis]))
 
 

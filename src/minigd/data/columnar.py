@@ -24,6 +24,15 @@ def _import(module: str, extra: str, what: str):
         ) from exc
 
 
+def parquet_file(path: Path):
+    """pyarrow's ParquetFile of ``path``, or a sentence saying the file is not one."""
+    pq = _import("pyarrow.parquet", "data", "reading Parquet")
+    try:
+        return pq.ParquetFile(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise ValueError(f"{path} is not a readable Parquet file ({exc}).") from None
+
+
 class ParquetSource(Source):
     """Columns of a Parquet file as rows: several numeric columns make a feature row, one column
     a target. Row groups are the blocks; one decoded group is cached.
@@ -34,12 +43,8 @@ class ParquetSource(Source):
     """
 
     def __init__(self, path: str | os.PathLike, columns: list[str]) -> None:
-        pq = _import("pyarrow.parquet", "data", "reading Parquet")
         self.path, self.columns = Path(path), list(columns)
-        try:
-            self._file = pq.ParquetFile(self.path)
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{self.path} is not a readable Parquet file ({exc}).") from None
+        self._file = parquet_file(self.path)
         meta = self._file.metadata
         sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
         self.offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)

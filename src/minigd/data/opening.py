@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from minigd._validation import check_choice
-from minigd.data.columnar import HDF5Source, ParquetSource
-from minigd.data.files import MAX_WHOLE_FLOAT_CLASSES, column_index, load_arrays
+from minigd.data.columnar import HDF5Source, ParquetSource, parquet_file
+from minigd.data.files import MAX_WHOLE_FLOAT_CLASSES, Dataset, column_index, load_arrays
 from minigd.data.npz import CorruptFileError
 from minigd.data.sources import ArraySource, ConcatSource, NpySource, Source
 
@@ -75,6 +75,40 @@ class SourceData:
     def __repr__(self) -> str:
         k = "" if self.classes is None else f", classes={len(self.classes)}"
         return f"SourceData({self.name!r}, X={self.X.shape} {self.X.dtype}{k})"
+
+
+SAMPLE_ROWS = 1 << 15  # rows a measurement on a streamed set reads into memory
+
+
+def sample(data: SourceData, rows: int = SAMPLE_ROWS) -> Dataset:
+    """Up to ``rows`` rows of a source in memory, as evenly spread whole blocks (one read each):
+    what the batch-size finder and the noise probe measure on when the set is larger than RAM."""
+    n = min(rows, len(data))
+    block = max(1, min(data.X.block_rows, n))
+    count = -(-n // block)
+    starts = np.unique(np.linspace(0, len(data) - block, count).astype(np.int64))
+    index = np.unique(np.concatenate([np.arange(s, s + block) for s in starts]))[:n]
+    X = np.empty((len(index), *data.X.row_shape), data.X.dtype)
+    data.X.read_rows(index, X)
+    if data.y is None:
+        return Dataset(X, None, None, data.name, data.feature_names, data.task_reason)
+    raw = np.empty((len(index), *data.y.row_shape), data.y.dtype)
+    data.y.read_rows(index, raw)
+    y = raw.astype(np.float64) if data.classes is None else _codes(raw, data.classes)
+    return Dataset(X, y, data.classes, data.name, data.feature_names, data.task_reason)
+
+
+def _codes(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    labels = labels.reshape(-1)
+    return np.searchsorted(classes, labels.astype(str) if labels.dtype.kind == "O" else labels)
+
+
+def on_disk_bytes(path: str | os.PathLike) -> int:
+    """Bytes a data file, or every file of a shard folder, takes on disk."""
+    p = Path(path)
+    if p.is_dir():
+        return sum(f.stat().st_size for f in p.iterdir() if f.is_file())
+    return p.stat().st_size
 
 
 def is_streamable(path: str | os.PathLike) -> bool:
@@ -190,9 +224,7 @@ def scan_targets(y: Source, task: str) -> tuple[np.ndarray | None, str]:
 
 
 def _open_parquet(p: Path, target, task: str) -> SourceData:
-    import pyarrow.parquet as pq
-
-    names = list(pq.ParquetFile(p).schema_arrow.names)
+    names = list(parquet_file(p).schema_arrow.names)
     index = len(names) - 1 if target is None else column_index(names, target)
     features = [n for j, n in enumerate(names) if j != index]
     if not features:

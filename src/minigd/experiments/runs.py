@@ -33,12 +33,16 @@ import numpy as np
 from minigd._io import atomic_write_text
 from minigd._validation import check_choice, check_float, check_int, message
 from minigd.batching import LAST_BATCH_POLICIES
+from minigd.batchsize.memory import available_memory
 from minigd.data import datasets
 from minigd.data.files import Dataset
 from minigd.data.fingerprint import changed, fingerprint
 from minigd.data.loading import load
+from minigd.data.opening import SourceData, is_streamable
+from minigd.data.opening import open as open_data
 from minigd.nn.models import model_for_data, parse_model_spec
 from minigd.optim import LinearWarmup, get_optimizer
+from minigd.shuffle import SHUFFLES
 from minigd.training.callbacks import Checkpoint
 from minigd.training.checkpoint import list_checkpoints
 from minigd.training.history import History
@@ -46,6 +50,20 @@ from minigd.training.trainer import make_trainer
 
 RUN_FILES = ("model.npz", "history.json", "history.csv", "epochs.csv", "config.json")
 DEFAULT_CHECKPOINT_SECONDS = 60.0  # at most about a minute of work lost to a kill
+STREAM_CHOICES = ("auto", "always", "never")
+
+
+STREAM_SHARE = 0.25  # auto-stream a file larger than this share of the available memory
+
+
+def should_stream(path: str | os.PathLike) -> bool:
+    """Whether a run streams ``path`` by default: a shard folder always; a .npy, Parquet or HDF5
+    file when it would take more than a quarter of the available memory (the model, its batches
+    and the OS's page cache need the rest)."""
+    p = Path(path)
+    if not p.exists() or not is_streamable(p):
+        return False
+    return p.is_dir() or p.stat().st_size > STREAM_SHARE * available_memory()
 
 
 def slug(text: str) -> str:
@@ -78,6 +96,8 @@ class RunConfig:
     dtype: str = "float32"
     task: str = "auto"
     warmup_epochs: int = 0
+    stream: str = "auto"  # read the data from disk as training goes: "always", "never", "auto"
+    shuffle: str = "auto"  # "rows", "blocks", "none"; auto: rows in memory, blocks streaming
 
     def default_name(self) -> str:
         return slug(f"{Path(self.data).stem}-{self.model}-{self.optimizer}-b{self.batch_size}")
@@ -91,6 +111,15 @@ class RunConfig:
         check_choice("dtype", self.dtype, ("float32", "float64"))
         check_choice("task", self.task, ("auto", "classification", "regression"))
         check_int("warmup_epochs", self.warmup_epochs, minimum=0)
+        check_choice("stream", self.stream, STREAM_CHOICES)
+        check_choice("shuffle", self.shuffle, ("auto", *SHUFFLES))
+        if self.stream == "always" and not self.is_named_dataset and not is_streamable(self.data):
+            raise ValueError(
+                f"{self.data} cannot be read a chunk at a time (.npz and CSV are read whole); "
+                f"convert it first: minigd convert {self.data} {Path(self.data).stem}-shards"
+            )
+        if self.stream == "always" and self.is_named_dataset:
+            raise ValueError(f"the dataset {self.data!r} is held in memory; leave --stream out.")
         get_optimizer(self.optimizer, self.lr)  # the name and the learning rate
         split = check_float("validation_split", self.validation_split, minimum=0.0, maximum=1.0)
         if split and self.is_named_dataset:
@@ -115,6 +144,24 @@ class RunConfig:
         data = self.data if self.is_named_dataset else str(Path(self.data).resolve())
         y_path = None if self.y_path is None else str(Path(self.y_path).resolve())
         return RunConfig(**(asdict(self) | {"data": data, "y_path": y_path}))
+
+    def resolved(self) -> RunConfig:
+        """The same settings with ``stream`` and ``shuffle`` decided, as config.json records them
+        (the decision depends on this machine's free memory; a resume must not redo it)."""
+        stream = self.stream
+        if stream == "auto":
+            stream = "always" if should_stream(self.data) else "never"
+        shuffle = self.shuffle
+        if shuffle == "auto":
+            shuffle = "blocks" if stream == "always" else "rows"
+        return RunConfig(**(asdict(self) | {"stream": stream, "shuffle": shuffle}))
+
+    def load(self) -> tuple[Any, Any]:
+        """(train, test) of the run: Datasets in memory, or a SourceData (and None) streamed."""
+        if self.stream == "always":
+            data = open_data(self.data, y=self.y_path, target=self.target, task=self.task)
+            return data, None
+        return load(self.data, target=self.target, y_path=self.y_path, task=self.task)
 
     def data_files(self) -> dict[str, str]:
         """The files this run reads, by role."""
@@ -238,7 +285,8 @@ def train_run(
     config.check()
     if not resume:
         config = config.absolute()
-    train, test = load(config.data, target=config.target, y_path=config.y_path, task=config.task)
+    config = config.resolved()
+    train, test = config.load()
     if resume:
         folder.check_data(config)
     checkpoint = Checkpoint(
@@ -272,10 +320,11 @@ def train_run(
 
 def _trainer(config: RunConfig, train: Dataset, test, callbacks, verbose: int, threads):
     """The Trainer of a run (every argument checked), with its learning-rate warm-up."""
+    streaming = isinstance(train, SourceData)
     trainer = make_trainer(
         config.build_model(train),
-        train.X,
-        train.y,
+        train if streaming else train.X,
+        None if streaming else train.y,
         batch_size=config.batch_size,
         epochs=config.epochs,
         optimizer=config.optimizer,
@@ -285,6 +334,7 @@ def _trainer(config: RunConfig, train: Dataset, test, callbacks, verbose: int, t
         sample_axis=config.sample_axis,
         seed=config.seed,
         last_batch=config.last_batch,
+        shuffle=config.shuffle,
         callbacks=callbacks,
         verbose=verbose,
         threads=threads,
@@ -300,10 +350,13 @@ def describe(config: RunConfig, train: Dataset, out: Path, trainer_threads: int)
     """One line: what is trained on what, the task and why, and where it goes."""
     task = f"{train.n_classes} classes" if train.classes is not None else "regression"
     why = f" ({train.task_reason})" if train.task_reason else ""
+    how = ""
+    if config.stream == "always":
+        how = f", streamed from disk ({config.shuffle} shuffle)"
     return (
         f"training {config.model} on {config.data} ({len(train.X)} samples; {task}{why}): "
         f"batch size {config.batch_size}, {config.optimizer}, {config.epochs} epochs, "
-        f"{trainer_threads} BLAS threads -> {out}"
+        f"{trainer_threads} BLAS threads{how} -> {out}"
     )
 
 
@@ -363,9 +416,15 @@ def _begin(folder: RunFolder, config: RunConfig, train: Dataset, restored: Path 
 
 
 def final_metrics(model, history: History, train: Dataset, sample_axis: int) -> dict[str, float]:
-    """The train metrics of the finished model, the last validation metrics, and the speed."""
-    evaluated = model.evaluate(train.X, train.labels, sample_axis=sample_axis)
-    metrics = {f"train_{k}": v for k, v in evaluated.items()}
+    """The train metrics of the finished model, the last validation metrics, and the speed.
+    A streamed training set is not read again: its train loss is the last epoch's running mean
+    (as Keras reports it), not a second pass over data larger than memory."""
+    if isinstance(train, SourceData):
+        last = history.epochs[-1]["loss"] if history.epochs else float("nan")
+        metrics = {"train_loss_running": last}
+    else:
+        evaluated = model.evaluate(train.X, train.labels, sample_axis=sample_axis)
+        metrics = {f"train_{k}": v for k, v in evaluated.items()}
     if history.epochs:
         metrics.update({k: v for k, v in history.epochs[-1].items() if k.startswith("val_")})
     metrics["seconds"] = history.meta.get("seconds", float("nan"))

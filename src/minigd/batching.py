@@ -286,7 +286,7 @@ class MiniBatches:
         inside a batch does not change the batch's mean gradient.
         """
         epoch = check_int("epoch", epoch, minimum=0)
-        if self.shuffle == "none":
+        if self.shuffle == "none" or self._one_full_batch:
             return np.arange(self.n_samples, dtype=np.intp)
         if self.shuffle == "blocks":
             return BlockShuffle(self.blocks, self.seed, epoch).order(self._bounds, self.batch_size)
@@ -321,22 +321,30 @@ class MiniBatches:
 
     def _iterate(self, order: np.ndarray, start: int) -> Iterator[Any]:
         bounds = self._bounds.tolist()
-        whole = self.shuffle == "none" or (len(self) == 1 and bounds[-1] == self.n_samples)
+        whole = self.shuffle == "none" or self._one_full_batch
         for lo, hi in zip(bounds[start:-1], bounds[start + 1 :], strict=True):
-            if whole:
-                # Natural order, or one batch of everything: the order inside a single full
-                # batch does not change its mean gradient, so a view replaces the gather.
+            if whole:  # natural order, or one batch of everything: a view replaces the gather
                 xb = self.X[lo:hi]
                 yb = None if self.y is None else self.y[lo:hi]
             else:
                 xb, yb = self._gather(order[lo:hi])
             yield xb if self.y is None else (xb, yb)
 
+    @property
+    def _one_full_batch(self) -> bool:
+        """One batch of all m samples (batch gradient descent): the order inside a single full
+        batch does not change its mean gradient, so the natural order replaces any shuffle."""
+        return len(self) == 1 and int(self._bounds[-1]) == self.n_samples
+
     def _stream(self, e: int, start: int) -> Iterator[Any]:
         """Batches start.. of epoch e of a source, read ahead by a background thread."""
         reader, bounds = self.stream, self._bounds
         reader.reset()
-        if self.shuffle == "blocks":
+        if self._one_full_batch or self.shuffle == "none":
+
+            def rows_of(slot, b):
+                return reader.read_span(slot, int(bounds[b]), int(bounds[b + 1]))
+        elif self.shuffle == "blocks":
             plan = BlockShuffle(self.blocks, self.seed, e)
 
             def rows_of(slot, b):
@@ -346,10 +354,6 @@ class MiniBatches:
 
             def rows_of(slot, b):
                 return reader.read_index(slot, order[bounds[b] : bounds[b + 1]])
-        else:
-
-            def rows_of(slot, b):
-                return reader.read_span(slot, int(bounds[b]), int(bounds[b + 1]))
 
         def fill(slot, b):
             reader.finish(slot, rows_of(slot, b))

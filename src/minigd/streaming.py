@@ -57,8 +57,9 @@ def label_encoder(classes: np.ndarray | None, prepare: Callable[[np.ndarray], np
         known = (index < len(classes)) & (classes[np.minimum(index, len(classes) - 1)] == labels)
         if not known.all():
             i = int(np.argmin(known))
+            label = labels[i : i + 1].tolist()[0]
             raise BadRowError(
-                i, f"label {labels[i]!r} is not one of the {len(classes)} classes of the data"
+                i, f"label {label!r} is not one of the {len(classes)} classes of the data"
             )
         return prepare(index)
 
@@ -186,19 +187,19 @@ class BatchReader:
         flat = x.reshape(n, -1)
         if not np.isfinite(flat).all():
             bad = int(np.argmax(~np.isfinite(flat).all(axis=1)))
-            self._refuse(rows, bad, f"{self.x_name} holds NaN or inf")
+            self._refuse(self.x_source, rows, bad, f"{self.x_name} holds NaN or inf")
         if self.y_source is None:
             slot.batch = (x,)
             return
         try:
             y = self.targets(slot.y_raw[:n])
         except BadRowError as exc:
-            self._refuse(rows, exc.position, exc.reason)
+            self._refuse(self.y_source, rows, exc.position, exc.reason)
         slot.batch = (x, y)
 
-    def _refuse(self, rows: np.ndarray, position: int, reason: str):
+    def _refuse(self, source: Source, rows: np.ndarray, position: int, reason: str):
         row = int(rows[position])
-        file, local = self.x_source.locate(row)
+        file, local = source.locate(row)
         raise ValueError(
             f"row {row} ({file}, row {local}): {reason}. Fix or drop that sample "
             "(checks run batch by batch as the data streams, so earlier batches trained)."

@@ -104,36 +104,39 @@ def _swap_in(tmp: Path, out: Path) -> None:
 
 
 def _write_shards(chunks, folder: Path, shard_bytes: int, dtype, total, bar) -> dict:
+    """Cuts the chunks into shards of ``shard_bytes`` of features (the last one smaller)."""
     shards, labels = [], LabelSet()
-    xs: list[np.ndarray] = []
-    ys: list[np.ndarray] = []
+    pending: list[tuple[np.ndarray, np.ndarray | None]] = []
     held = rows = 0
+    shard_rows = None
 
-    def flush() -> None:
-        nonlocal held
+    def flush(n: int) -> None:
+        """Writes the first n pending rows as the next shard."""
+        nonlocal pending, held
+        x = np.concatenate([p[0] for p in pending])
+        y = None if pending[0][1] is None else np.concatenate([p[1] for p in pending])
         i = len(shards)
-        x = np.concatenate(xs) if len(xs) > 1 else xs[0]
-        entry = {"x": f"x-{i:05d}.npy", "y": None, "rows": len(x)}
-        atomic_save_npy(folder / entry["x"], x)
-        if ys:
-            entry["y"] = f"y-{i:05d}.npy"
-            atomic_save_npy(folder / entry["y"], np.concatenate(ys) if len(ys) > 1 else ys[0])
+        entry = {"x": f"x-{i:05d}.npy", "y": None if y is None else f"y-{i:05d}.npy", "rows": n}
+        atomic_save_npy(folder / entry["x"], x[:n])
+        if y is not None:
+            atomic_save_npy(folder / entry["y"], y[:n])
         shards.append(entry)
-        xs.clear(), ys.clear()
-        held = 0
+        pending = [(x[n:], None if y is None else y[n:])] if len(x) > n else []
+        held -= n
 
     for x, yv in chunks:
         x = _features(x, dtype)
+        if shard_rows is None:
+            shard_rows = max(1, shard_bytes // max(1, x[:1].nbytes))
         if yv is not None:
             labels.add(yv)
-            ys.append(yv)
-        xs.append(x)
-        held, rows = held + x.nbytes, rows + len(x)
-        if held >= shard_bytes:
-            flush()
+        pending.append((x, yv))
+        held, rows = held + len(x), rows + len(x)
+        while held >= shard_rows:
+            flush(shard_rows)
         bar(rows)
-    if xs:
-        flush()
+    if held:
+        flush(held)
     bar(rows, done=True)
     if not shards:
         raise ValueError("the input holds no rows; there is nothing to convert.")

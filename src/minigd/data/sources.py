@@ -156,6 +156,8 @@ class NpySource(Source):
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
+        self._fd: int | None = None
+        self._pid = 0
         self.path = Path(path)
         shape, self.dtype, fortran, self.offset = npy_header(self.path)
         if not shape:
@@ -167,8 +169,6 @@ class NpySource(Source):
             )
         self.n_rows, self.row_shape = shape[0], shape[1:]
         self.name = str(self.path)
-        self._fd: int | None = None
-        self._pid = 0
 
     def _file(self) -> int:
         if self._fd is None or self._pid != os.getpid():  # a forked child opens its own

@@ -1,0 +1,552 @@
+"""Training sets larger than RAM: sources on disk, block shuffle, prefetch, per-batch checks,
+convert, and bounded memory, with real files, real processes and real signals."""
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minigd import data as mdata
+from minigd.batching import MiniBatches
+from minigd.cli import main
+from minigd.data.convert import convert
+from minigd.data.npz import CorruptFileError
+from minigd.data.sources import ArraySource, NpySource
+from minigd.nn.models import model_for_data
+from minigd.shuffle import BlockLayout, BlockShuffle, distinct_blocks
+from minigd.training import fit
+
+ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+
+
+def prefetch_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("minigd-prefetch")]
+
+
+@pytest.fixture()
+def table(tmp_path):
+    """A small classification set on disk as .npy X and y (labels 10, 20, 30), and in memory."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((1003, 6)).astype(np.float32)
+    y = np.array([10, 20, 30])[(X[:, 0] > 0).astype(int) + (X[:, 1] > 1).astype(int)]
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    return tmp_path, X, y
+
+
+def epoch_batches(batches, e, start=0):
+    with contextlib.closing(batches.epoch(e, start)) as it:
+        return [tuple(np.array(part) for part in b) for b in it]
+
+
+# -- order: every sample once, resume anywhere, disk == memory ------------------------------
+@settings(max_examples=60, deadline=None)
+@given(
+    m=st.integers(1, 300),
+    b=st.integers(1, 64),
+    block=st.integers(1, 40),
+    buffer_blocks=st.integers(1, 9),
+    last=st.sampled_from(["keep", "drop", "merge"]),
+    policy=st.sampled_from(["rows", "blocks", "none"]),
+    seed=st.integers(0, 3),
+    epoch=st.integers(0, 3),
+)
+def test_every_sample_once_per_epoch_and_resume_is_the_tail(
+    m, b, block, buffer_blocks, last, policy, seed, epoch
+):
+    b = min(b, m)
+    X = np.arange(m, dtype=np.float64).reshape(m, 1)
+    batches = MiniBatches(X, batch_size=b, shuffle=policy, seed=seed, last_batch=last)
+    if policy == "blocks":
+        batches.blocks = BlockLayout(m, block, buffer_blocks)
+    seen = np.concatenate([xb[:, 0].copy() for xb in batches.epoch(epoch)]).astype(int)
+    kept = batches.samples_per_epoch
+    assert len(seen) == kept and len(np.unique(seen)) == kept  # nothing twice
+    if last != "drop":
+        assert np.array_equal(np.sort(seen), np.arange(m))  # everything once
+    assert np.array_equal(seen, batches.order(epoch)[:kept])
+    full = [xb.copy() for xb in batches.epoch(epoch)]
+    for start in {0, len(full) // 2, len(full)}:
+        tail = [xb.copy() for xb in batches.epoch(epoch, start)]
+        assert len(tail) == len(full) - start
+        assert all(np.array_equal(x, y) for x, y in zip(full[start:], tail, strict=True))
+
+
+def test_block_shuffle_is_a_pure_function_of_seed_and_epoch_and_differs_by_epoch():
+    layout = BlockLayout(1000, 10, 5)
+    bounds = np.arange(0, 1001, 50)
+    a = BlockShuffle(layout, 7, 2).order(bounds, 50)
+    assert np.array_equal(a, BlockShuffle(layout, 7, 2).order(bounds, 50))
+    assert not np.array_equal(a, BlockShuffle(layout, 7, 3).order(bounds, 50))
+    # a batch only mixes rows of the 5 blocks of its buffer
+    for lo in range(0, 1000, 50):
+        assert len(np.unique(a[lo : lo + 50] // 10)) <= 2 * 5
+
+
+@pytest.mark.parametrize("policy", ["rows", "blocks", "none"])
+@pytest.mark.parametrize("last", ["keep", "merge"])
+def test_a_file_on_disk_gives_exactly_the_batches_of_the_array_in_memory(table, policy, last):
+    folder, X, y = table
+    options = {"batch_size": 64, "shuffle": policy, "seed": 3, "last_batch": last}
+    memory = MiniBatches(X, y, block_rows=50, **options)
+    disk = MiniBatches(
+        NpySource(folder / "X.npy"), NpySource(folder / "y.npy"), block_rows=50, **options
+    )
+    assert disk.streaming and not memory.streaming
+    for e in (0, 1):
+        a, b = epoch_batches(memory, e), epoch_batches(disk, e)
+        assert len(a) == len(b)
+        for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+            np.testing.assert_array_equal(xa, xb)
+            np.testing.assert_array_equal(ya, yb)
+        assert epoch_batches(disk, e, 5) == [] or all(
+            np.array_equal(p[0], q[0])
+            for p, q in zip(a[5:], epoch_batches(disk, e, 5), strict=True)
+        )
+    assert prefetch_threads() == []
+
+
+def test_shuffle_quality_is_reported_and_worked_out_by_hand():
+    # 2 blocks of 2 rows, 2 rows drawn from 4: P(a given block missed) = C(2,2)/C(4,2) = 1/6
+    assert distinct_blocks(4, 2, 2) == pytest.approx(2 * (1 - 1 / 6))
+    assert distinct_blocks(10_000, 100, 1) == pytest.approx(1.0)
+    X = np.zeros((100_000, 8), np.float32)
+    rows = MiniBatches(X, batch_size=64, shuffle="rows").shuffle_quality()
+    blocks = MiniBatches(
+        X, batch_size=64, shuffle="blocks", block_rows=1000, buffer_bytes=32_000 * 8 * 4
+    )
+    quality = blocks.shuffle_quality()
+    assert blocks.blocks.buffer_blocks == 32
+    assert rows["distinct_blocks"] == rows["rows_shuffle"]
+    # in blocks of 1000 rows: a global shuffle draws 64 rows from 100 blocks, a block shuffle
+    # from the 32 of its buffer
+    assert quality["distinct_blocks"] < quality["rows_shuffle"] <= 64
+    assert quality["rows_shuffle"] == pytest.approx(100 * (1 - (99 / 100) ** 64), rel=0.02)
+    assert quality["distinct_blocks"] == pytest.approx(32 * (1 - (31 / 32) ** 64), rel=0.02)
+
+
+# -- sources --------------------------------------------------------------------------------
+def test_parquet_and_hdf5_sources_read_what_the_arrays_hold(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    h5py = pytest.importorskip("h5py")
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((500, 3))
+    labels = np.array(["cat", "dog"])[rng.integers(0, 2, 500)]
+    table = pa.table({"a": X[:, 0], "b": X[:, 1], "c": X[:, 2], "label": labels})
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=64)
+    with h5py.File(tmp_path / "t.h5", "w") as f:
+        f.create_dataset("X", data=X, chunks=(32, 3))
+        f.create_dataset("y", data=(labels == "dog").astype(np.int64), chunks=(32,))
+    index = np.sort(rng.choice(500, 77, replace=False))
+    for path, classes in (("t.parquet", ["cat", "dog"]), ("t.h5", [0, 1])):
+        data = mdata.open(tmp_path / path)
+        assert data.classes.tolist() == classes
+        assert data.X.block_rows == (64 if path.endswith("parquet") else 32)
+        out = np.empty((77, 3))
+        data.X.read_rows(index, out)
+        np.testing.assert_array_equal(out, X[index])
+        np.testing.assert_array_equal(data.X.read(100, 300), X[100:300])
+    model = model_for_data("softmax", X, 2)
+    history = fit(model, mdata.open(tmp_path / "t.parquet"), batch_size=32, epochs=1, verbose=0)
+    assert history.meta["steps"] == 16 and set(model.predict(X[:20])) <= {"cat", "dog"}
+
+
+def test_sharded_convert_round_trips_every_format(tmp_path):
+    pytest.importorskip("pyarrow")
+    h5py = pytest.importorskip("h5py")
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((2500, 5)).astype(np.float32)
+    y = rng.integers(0, 4, 2500)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    np.savez_compressed(tmp_path / "d.npz", X=X, y=y)
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f.create_dataset("X", data=X)
+        f.create_dataset("y", data=y)
+    header = ",".join([f"f{i}" for i in range(5)] + ["label"])
+    rows = [",".join([*map(repr, map(float, x)), str(int(t))]) for x, t in zip(X, y, strict=True)]
+    (tmp_path / "d.csv").write_text(header + "\n" + "\n".join(rows) + "\n")
+    for name, extra in (
+        ("X.npy", {"y": tmp_path / "y.npy"}),
+        ("d.npz", {}),
+        ("d.h5", {}),
+        ("d.csv", {}),
+    ):
+        out = tmp_path / f"shards-{name}"
+        convert(tmp_path / name, out, shard_bytes=10_000, progress=False, **extra)
+        manifest = json.loads((out / "minigd-shards.json").read_text())
+        assert len(manifest["shards"]) >= 5  # 50 kB of features in 10 kB shards
+        opened = mdata.open(out)
+        assert opened.classes.tolist() == [0, 1, 2, 3], name
+        np.testing.assert_array_equal(opened.X.read(), X)
+        np.testing.assert_array_equal(opened.y.read(), y)
+
+
+def test_convert_refuses_to_replace_and_a_failure_leaves_nothing(tmp_path):
+    X = np.ones((100, 3), np.float32)
+    np.save(tmp_path / "X.npy", X)
+    out = tmp_path / "out"
+    convert(tmp_path / "X.npy", out, progress=False)
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        convert(tmp_path / "X.npy", out, progress=False)
+    bad = tmp_path / "bad.npy"
+    with open(bad, "wb") as f:  # a header that promises 100 rows, and 10 of them
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": "<f4", "fortran_order": False, "shape": (100, 3)}
+        )
+        f.write(X[:10].tobytes())
+    with pytest.raises(CorruptFileError, match="truncated"):
+        convert(bad, out, overwrite=True, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == before  # the old folder is untouched
+    assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []
+
+
+def test_a_killed_convert_leaves_no_output_folder(tmp_path):
+    X = np.random.default_rng(0).standard_normal((400_000, 50)).astype(np.float32)  # 80 MB
+    np.save(tmp_path / "X.npy", X)
+    out = tmp_path / "out"
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "minigd",
+            "convert",
+            str(tmp_path / "X.npy"),
+            str(out),
+            "--shard-size",
+            "1MB",
+            "--quiet",
+        ],
+        env=ENV,
+    )
+    end = time.monotonic() + 60
+    while not list(tmp_path.glob(".out.partial-*/x-00005.npy")):
+        assert time.monotonic() < end and child.poll() is None, "convert never got going"
+        time.sleep(0.01)
+    child.kill()
+    child.wait()
+    assert not out.exists()  # a half-written set is never mistaken for a whole one
+    done = subprocess.run(
+        [sys.executable, "-m", "minigd", "convert", str(tmp_path / "X.npy"), str(out), "--quiet"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert not list(tmp_path.glob(".out.partial-*"))  # the dead process's partial is gone
+    np.testing.assert_array_equal(mdata.open(out).X.read(0, 1000), X[:1000])
+
+
+# -- corrupt files, bad values: a sentence that names the file and the row --------------------
+def test_a_truncated_or_missing_shard_is_named(tmp_path):
+    X = np.arange(600, dtype=np.float32).reshape(200, 3)
+    out = tmp_path / "s"
+    convert_npy(tmp_path, X, np.zeros(200, int), out)
+    shard = out / "x-00002.npy"
+    size = shard.stat().st_size
+    with open(shard, "r+b") as f:
+        f.truncate(size - 20)
+    with pytest.raises(CorruptFileError, match=r"x-00002\.npy is truncated"):
+        mdata.open(out)
+    shard.unlink()
+    with pytest.raises(CorruptFileError, match=r"x-00002\.npy is missing"):
+        mdata.open(out)
+    (out / "minigd-shards.json").write_text("{not json")
+    with pytest.raises(CorruptFileError, match="not valid JSON"):
+        mdata.open(out)
+
+
+def convert_npy(tmp_path, X, y, out, shard_bytes=600):
+    np.save(tmp_path / "cx.npy", X)
+    np.save(tmp_path / "cy.npy", y)
+    return convert(
+        tmp_path / "cx.npy", out, y=tmp_path / "cy.npy", shard_bytes=shard_bytes, progress=False
+    )
+
+
+def test_a_file_cut_short_while_training_fails_in_the_loop_naming_file_and_row(table):
+    folder, X, y = table
+    data = mdata.open(folder / "X.npy", y=folder / "y.npy")
+    model = model_for_data("softmax", X, 3)
+    with open(folder / "X.npy", "r+b") as f:  # after the header was checked
+        f.truncate(data.X.offset + 500 * data.X.row_bytes)
+    with pytest.raises(CorruptFileError, match=r"X\.npy ended early: row 5\d\d of 1003"):
+        fit(model, data, batch_size=100, epochs=1, shuffle="none", verbose=0)
+    assert prefetch_threads() == []
+
+
+def test_nan_and_unknown_labels_are_refused_batch_by_batch_with_the_global_row(tmp_path):
+    X = np.ones((300, 3), np.float32)
+    X[257, 1] = np.nan
+    y = np.zeros(300, int)
+    out = convert_npy(tmp_path, X, y, tmp_path / "s")  # 50 rows a shard: row 257 is shard 5's 7
+    model = model_for_data("softmax", X, 1 + 1)
+    model.classes = np.array([0, 1])
+    with pytest.raises(ValueError, match=r"row 257 \(.*x-00005\.npy, row 7\): X holds NaN or inf"):
+        fit(model, mdata.open(out), batch_size=32, epochs=1, shuffle="none", verbose=0)
+    y_bad = np.zeros(300, int)
+    y_bad[123] = 7
+    clean = np.ones((300, 3), np.float32)
+    out = convert_npy(tmp_path, clean, y_bad, tmp_path / "s2")
+    model = model_for_data("softmax", clean, 2)
+    model.classes = np.array([0, 1])  # trained before on labels 0 and 1
+    with pytest.raises(
+        ValueError, match=r"row 123 \(.*y-00002\.npy, row 23\): label 7 is not one of the 2 classes"
+    ):
+        fit(model, mdata.open(out), batch_size=32, epochs=1, verbose=0)
+    assert prefetch_threads() == []
+
+
+# -- prefetch: the reader thread never outlives its epoch ---------------------------------------
+def test_the_reader_stops_on_a_normal_end_a_break_and_an_exception(table):
+    folder, X, y = table
+    batches = MiniBatches(NpySource(folder / "X.npy"), NpySource(folder / "y.npy"), batch_size=10)
+    assert len(list(batches.epoch(0))) == 101 and prefetch_threads() == []
+    with contextlib.closing(batches.epoch(1)) as it:
+        next(it)
+        assert prefetch_threads() == ["minigd-prefetch"]
+    assert prefetch_threads() == []
+    model = model_for_data("softmax", X, 3)
+
+    class Boom(Exception):
+        pass
+
+    from minigd.training.callbacks import Callback
+
+    class Explode(Callback):
+        def on_step_end(self, trainer, loss):
+            if trainer.step == 7:
+                raise Boom
+
+    with pytest.raises(Boom):
+        fit(
+            model,
+            mdata.open(folder / "X.npy", y=folder / "y.npy"),
+            batch_size=10,
+            epochs=1,
+            callbacks=[Explode()],
+            verbose=0,
+        )
+    assert prefetch_threads() == []
+
+
+def test_ctrl_c_while_streaming_checkpoints_and_leaves_no_reader_behind(tmp_path):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "X.npy", rng.standard_normal((60_000, 100)).astype(np.float32))
+    np.save(tmp_path / "y.npy", rng.integers(0, 10, 60_000))
+    script = textwrap.dedent(f"""
+        import threading, sys
+        from minigd import data
+        from minigd.nn.models import model_for_data
+        from minigd.training import make_trainer
+        import numpy as np
+        d = data.open({str(tmp_path / "X.npy")!r}, y={str(tmp_path / "y.npy")!r})
+        model = model_for_data("mlp:64", np.zeros((1, 100)), 10)
+        trainer = make_trainer(model, d, batch_size=16, epochs=50, verbose=0)
+        print("training", flush=True)
+        trainer.run()
+        names = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+        print(trainer.outcome, trainer.step, names, flush=True)
+    """)
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=ENV
+    )
+    assert child.stdout.readline().strip() == "training"
+    time.sleep(1.0)
+    child.send_signal(signal.SIGINT)
+    out, _ = child.communicate(timeout=60)
+    outcome, step, names = out.split(" ", 2)
+    assert child.returncode == 0 and outcome == "interrupted" and int(step) > 0
+    assert names.strip() == "[]"
+
+
+# -- exact resume of a streamed run, killed for real -----------------------------------------
+@pytest.mark.slow
+def test_a_streamed_run_killed_with_sigkill_resumes_bitwise_equal(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((20_000, 64)).astype(np.float32)
+    y = (X[:, :3].sum(axis=1) > 0).astype(int) + 2 * (X[:, 3] > 0)
+    shards = convert_npy(tmp_path, X, y, tmp_path / "shards", shard_bytes=1 << 20)
+    common = [
+        "--data",
+        str(shards),
+        "--model",
+        "mlp:32",
+        "--batch-size",
+        "16",
+        "--optimizer",
+        "adam",
+        "--epochs",
+        "2",
+        "--quiet",
+    ]
+    cli = [sys.executable, "-m", "minigd", "train"]
+    ref = subprocess.run(
+        [*cli, *common, "--out", str(tmp_path / "ref")], env=ENV, capture_output=True, text=True
+    )
+    assert ref.returncode == 0, ref.stderr
+    run = tmp_path / "run"
+    child = subprocess.Popen(
+        [*cli, *common, "--out", str(run), "--checkpoint-every", "50"], env=ENV
+    )
+    end = time.monotonic() + 60
+    while not any(
+        int(p.stem.split("-")[1]) > 1300 for p in (run / "checkpoints").glob("checkpoint-*.npz")
+    ):
+        assert time.monotonic() < end and child.poll() is None
+        time.sleep(0.01)
+    child.kill()  # SIGKILL inside epoch 2 (1250 steps an epoch)
+    child.wait()
+    config = json.loads((run / "config.json").read_text())
+    assert (config["stream"], config["shuffle"]) == ("always", "blocks")
+    resumed = subprocess.run(
+        [*cli, "--resume", str(run), "--quiet"], env=ENV, capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    with np.load(tmp_path / "ref" / "model.npz") as a, np.load(run / "model.npz") as b:
+        for name in a.files:
+            if name != "architecture":
+                np.testing.assert_array_equal(a[name], b[name])
+
+
+# -- memory that does not grow with the data --------------------------------------------------
+RSS_SCRIPT = """
+import sys
+from minigd import data
+from minigd.nn.models import model_for_data
+from minigd.training import fit
+import numpy as np
+d = data.open(sys.argv[1], y=sys.argv[2])
+model = model_for_data("softmax", np.zeros((1, 784)), 10)
+fit(model, d, batch_size=1024, epochs=1, verbose=0, threads=1)
+status = open("/proc/self/status").read()
+print(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
+"""
+
+
+def write_rows(path: Path, rows: int) -> None:
+    """An MNIST-shaped float32 .npy of ``rows`` rows, written 20000 rows at a time."""
+    chunk = np.random.default_rng(0).random((20_000, 784), dtype=np.float32)
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": "<f4", "fortran_order": False, "shape": (rows, 784)}
+        )
+        for lo in range(0, rows, 20_000):
+            f.write(chunk[: min(20_000, rows - lo)].tobytes())
+
+
+@pytest.mark.slow
+def test_peak_memory_while_streaming_does_not_grow_with_the_file(tmp_path):
+    peaks = {}
+    for rows in (80_000, 320_000):  # 250 MB and 1 GB
+        x, y = tmp_path / f"x{rows}.npy", tmp_path / f"y{rows}.npy"
+        write_rows(x, rows)
+        np.save(y, np.arange(rows) % 10)
+        done = subprocess.run(
+            [sys.executable, "-c", RSS_SCRIPT, str(x), str(y)],
+            env=ENV,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        peaks[rows] = int(done.stdout.strip()) / 1024  # MiB
+        x.unlink()
+    growth = peaks[320_000] - peaks[80_000]
+    print("peak RSS MiB", peaks)
+    assert growth < 8, peaks  # 750 MB more data, a few MB more memory (the targets' scan)
+    assert peaks[320_000] < 400, peaks  # the interpreter, NumPy, buffers: not the 1 GB file
+
+
+# -- the command line ------------------------------------------------------------------------
+def test_info_reads_headers_only_even_for_a_file_far_larger_than_memory(tmp_path, capsys):
+    huge = tmp_path / "huge.npy"
+    with open(huge, "wb") as f:  # 10 million rows of 784 floats, 31 GB: a sparse file
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": "<f4", "fortran_order": False, "shape": (10_000_000, 784)}
+        )
+        f.truncate(f.tell() + 10_000_000 * 784 * 4)
+    assert main(["info", str(huge)]) == 0
+    out = capsys.readouterr().out
+    assert "X (10000000, 784) float32, 29.2 GiB on disk" in out
+    assert "m = 10000000 > ~2000" in out and "block shuffle at B=64" in out
+
+
+def test_convert_then_train_streams_with_a_first_line_that_says_so(tmp_path, table, capsys):
+    folder, X, y = table
+    shards = tmp_path / "shards"
+    assert (
+        main(
+            ["convert", str(folder / "X.npy"), str(shards), "--y", str(folder / "y.npy"), "--quiet"]
+        )
+        == 0
+    )
+    assert f"Train with: minigd train --data {shards}" in capsys.readouterr().out
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(shards),
+                "--model",
+                "softmax",
+                "--epochs",
+                "2",
+                "--validation-split",
+                "0.2",
+                "--out",
+                str(tmp_path / "run"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "streamed from disk (blocks shuffle)" in out and "val_accuracy" in out
+    from minigd.nn import load_model
+
+    # the saved model speaks the data's labels
+    assert set(load_model(tmp_path / "run" / "model.npz").predict(X[:50])) <= {10, 20, 30}
+    assert main(["find-batch-size", "--data", str(shards), "--candidates", "16,64", "--quiet"]) == 0
+    assert "knee" in capsys.readouterr().out
+
+
+def test_advice_for_a_streamed_set_counts_the_pipeline_not_the_data(table):
+    from minigd.batchsize import advise
+    from minigd.data.opening import sample
+    from minigd.streaming import pipeline_bytes
+
+    folder, X, y = table
+    data = mdata.open(folder / "X.npy", y=folder / "y.npy")
+    part = sample(data, 500)
+    assert len(part.X) == 500 and part.classes.tolist() == [10, 20, 30]
+    model = model_for_data("softmax", X, 3)
+    advice = advise(
+        model,
+        part.X,
+        part.y,
+        measure=False,
+        n_samples=10_000_000,
+        pipeline=lambda b: pipeline_bytes(6 * 4 + 8, b, 1000),
+    )
+    assert advice.n_samples == 10_000_000
+    by_size = {c.batch_size: c.estimated_bytes for c in advice.candidates}
+    plain = advise(model, part.X, part.y, measure=False, n_samples=10_000_000)
+    for c in plain.candidates:
+        if c.batch_size < 10_000_000:  # a full batch of a streamed set is read, not viewed
+            assert by_size[c.batch_size] - c.estimated_bytes == pipeline_bytes(
+                32, c.batch_size, 1000
+            )
+    assert ArraySource(X).in_memory

@@ -278,7 +278,7 @@ def convert_npy(tmp_path, X, y, out, shard_bytes=600):
 
 
 def test_a_file_cut_short_while_training_fails_in_the_loop_naming_file_and_row(table):
-    folder, X, y = table
+    folder, X, _ = table
     data = mdata.open(folder / "X.npy", y=folder / "y.npy")
     model = model_for_data("softmax", X, 3)
     with open(folder / "X.npy", "r+b") as f:  # after the header was checked
@@ -312,7 +312,7 @@ def test_nan_and_unknown_labels_are_refused_batch_by_batch_with_the_global_row(t
 
 # -- prefetch: the reader thread never outlives its epoch ---------------------------------------
 def test_the_reader_stops_on_a_normal_end_a_break_and_an_exception(table):
-    folder, X, y = table
+    folder, X, _ = table
     batches = MiniBatches(NpySource(folder / "X.npy"), NpySource(folder / "y.npy"), batch_size=10)
     assert len(list(batches.epoch(0))) == 101 and prefetch_threads() == []
     with contextlib.closing(batches.epoch(1)) as it:
@@ -321,7 +321,7 @@ def test_the_reader_stops_on_a_normal_end_a_break_and_an_exception(table):
     assert prefetch_threads() == []
     model = model_for_data("softmax", X, 3)
 
-    class Boom(Exception):
+    class BoomError(Exception):
         pass
 
     from minigd.training.callbacks import Callback
@@ -329,9 +329,9 @@ def test_the_reader_stops_on_a_normal_end_a_break_and_an_exception(table):
     class Explode(Callback):
         def on_step_end(self, trainer, loss):
             if trainer.step == 7:
-                raise Boom
+                raise BoomError
 
-    with pytest.raises(Boom):
+    with pytest.raises(BoomError):
         fit(
             model,
             mdata.open(folder / "X.npy", y=folder / "y.npy"),
@@ -485,7 +485,7 @@ def test_info_reads_headers_only_even_for_a_file_far_larger_than_memory(tmp_path
 
 
 def test_convert_then_train_streams_with_a_first_line_that_says_so(tmp_path, table, capsys):
-    folder, X, y = table
+    folder, X, _ = table
     shards = tmp_path / "shards"
     assert (
         main(
@@ -528,7 +528,7 @@ def test_advice_for_a_streamed_set_counts_the_pipeline_not_the_data(table):
     from minigd.data.opening import sample
     from minigd.streaming import pipeline_bytes
 
-    folder, X, y = table
+    folder, X, _ = table
     data = mdata.open(folder / "X.npy", y=folder / "y.npy")
     part = sample(data, 500)
     assert len(part.X) == 500 and part.classes.tolist() == [10, 20, 30]

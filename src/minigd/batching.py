@@ -32,7 +32,14 @@ from minigd.shuffle import (
     row_order,
     sort_within_batches,
 )
-from minigd.streaming import BatchReader, pipeline_bytes, prefetch, slot_count
+from minigd.streaming import (
+    BatchReader,
+    Prefetcher,
+    buffer_slots,
+    pipeline_bytes,
+    prefetch,
+    slot_count,
+)
 
 LAST_BATCH_POLICIES = ("keep", "drop", "merge")
 
@@ -218,6 +225,7 @@ class MiniBatches:
         # what the compiled gather reads: a 2-D view (the gather needs a C-ordered X)
         self._X_rows = rows.reshape(m, -1) if self._gather_rows is not None else None
         self._slots: list = []
+        self._ahead = None  # ((epoch, start), plan, Prefetcher) read ahead at an epoch's end
 
     @property
     def n_samples(self) -> int:
@@ -337,26 +345,21 @@ class MiniBatches:
         return len(self) == 1 and int(self._bounds[-1]) == self.n_samples
 
     def _stream(self, e: int, start: int) -> Iterator[Any]:
-        """Batches start.. of epoch e of a source, read ahead by a background thread."""
+        """Batches start.. of epoch e of a source: its rows read ahead by a background thread,
+        a batch at a time (policies "rows" and "none"), or a shuffle buffer at a time."""
+        if self.shuffle == "blocks" and not self._one_full_batch:
+            yield from self._stream_blocks(e, start)
+            return
         reader, bounds = self.stream, self._bounds
-        reader.reset()
-        if self._one_full_batch or self.shuffle == "none":
-
-            def rows_of(slot, b):
-                return reader.read_span(slot, int(bounds[b]), int(bounds[b + 1]))
-        elif self.shuffle == "blocks":
-            plan = BlockShuffle(self.blocks, self.seed, e)
-
-            def rows_of(slot, b):
-                return reader.read_parts(slot, plan, int(bounds[b]), int(bounds[b + 1]))
-        elif self.shuffle == "rows":
+        if self.shuffle == "rows" and not self._one_full_batch:
             order = self.order(e)
 
-            def rows_of(slot, b):
-                return reader.read_index(slot, order[bounds[b] : bounds[b + 1]])
+            def fill(slot, b):
+                reader.finish(slot, reader.read_index(slot, order[bounds[b] : bounds[b + 1]]))
+        else:
 
-        def fill(slot, b):
-            reader.finish(slot, rows_of(slot, b))
+            def fill(slot, b):
+                reader.finish(slot, reader.read_span(slot, int(bounds[b]), int(bounds[b + 1])))
 
         if not self._slots:
             row = reader.x_source.row_bytes + self._y_row_bytes()
@@ -364,6 +367,87 @@ class MiniBatches:
             self._slots = [reader.new_slot(largest) for _ in range(slot_count(largest * row))]
         for batch in prefetch(fill, range(start, len(self)), self._slots, reader.stats):
             yield batch if len(batch) == 2 else batch[0]
+
+    def _stream_blocks(self, e: int, start: int) -> Iterator[Any]:
+        """Policy "blocks" on a source: the reader thread loads shuffle buffers (checked, in the
+        model's dtype) one ahead; each batch is gathered here from the buffers it spans. At the
+        end of an epoch the next epoch's first buffer is read while the loop does its epoch-end
+        work (validation, checkpoints); ``close()`` stops that read-ahead."""
+        if start == len(self):
+            return
+        plan, loader = self._loader(e, start)
+        bounds, held = self._bounds, {}  # buffer index -> its loaded slot
+        finished = False
+        try:
+            for b in range(start, len(self)):
+                parts = plan.parts(int(bounds[b]), int(bounds[b + 1]))
+                for j in [k for k in held if k < parts[0][0]]:
+                    loader.release(held.pop(j))
+                while parts[-1][0] not in held:
+                    slot = loader.next()
+                    held[slot.j] = slot
+                self.stream.stats.batches += 1
+                xb, yb = self._gather_parts(parts, held)
+                yield xb if yb is None else (xb, yb)
+            finished = True
+        finally:
+            loader.close()
+        if finished:  # only a completed epoch reads ahead; close() and GC stop it
+            self._ahead = ((e + 1, 0), *self._loader(e + 1, 0, start_now=True))
+
+    def _loader(self, e: int, start: int, start_now: bool = False):
+        """(the block plan of epoch e, a Prefetcher of its buffers from the one holding batch
+        ``start``), taken over from the read-ahead when it is for this epoch and batch."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            key, plan, loader = ahead
+            if key == (e, start) and not start_now:
+                return plan, loader
+            loader.close()
+        reader = self.stream
+        if not self._slots:
+            count = buffer_slots(max(self.batch_sizes), self.blocks.buffer_rows)
+            self._slots = [reader.new_buffer(self.blocks.buffer_rows) for _ in range(count)]
+        plan = BlockShuffle(self.blocks, self.seed, e)
+
+        def load(slot, j):
+            reader.load_buffer(slot, plan, j)
+            slot.j = j
+
+        first = plan.buffer_of(int(self._bounds[start]))
+        return plan, Prefetcher(load, range(first, len(plan.buffers)), self._slots, reader.stats)
+
+    def close(self) -> None:
+        """Stops reading ahead into the next epoch (a streamed source); nothing else changes."""
+        ahead, self._ahead = getattr(self, "_ahead", None), None
+        if ahead is not None:
+            ahead[2].close()
+
+    def __del__(self) -> None:
+        self.close()
+
+    def _gather_parts(self, parts, held) -> tuple[np.ndarray, np.ndarray | None]:
+        """Copies each (buffer, positions) part of a batch into this batch size's buffers."""
+        n = sum(len(positions) for _, positions in parts)
+        x_first, y_first, _ = held[parts[0][0]].batch
+        out = self._buffers.get(n)
+        if out is None:
+            y_out = None if y_first is None else np.empty((n, *y_first.shape[1:]), y_first.dtype)
+            out = self._buffers[n] = (np.empty((n, *x_first.shape[1:]), x_first.dtype), y_out)
+        x_out, y_out = out
+        at = 0
+        for j, positions in parts:
+            x, y, _ = held[j].batch
+            k = len(positions)
+            gather = _compiled_gather(x)
+            if gather is not None and k > 1:
+                gather(x.reshape(len(x), -1), positions, x_out[at : at + k].reshape(k, -1))
+            else:
+                x.take(positions, axis=0, out=x_out[at : at + k], mode="clip")
+            if y is not None:
+                y.take(positions, axis=0, out=y_out[at : at + k], mode="clip")
+            at += k
+        return x_out, y_out
 
     def _gather(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Copies the rows ``index`` of X and y into this batch size's buffers. The indices come

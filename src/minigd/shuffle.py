@@ -116,10 +116,14 @@ class BlockShuffle:
             self._perm = (j, rng.permutation(size))
         return self._perm[1]
 
+    def buffer_of(self, position: int) -> int:
+        """The buffer that holds stream position ``position``."""
+        return int(np.searchsorted(self.starts, position, side="right")) - 1
+
     def parts(self, lo: int, hi: int) -> list[tuple[int, np.ndarray]]:
         """Stream positions lo..hi-1 (one batch) as (buffer j, sorted positions in buffer j)."""
         out = []
-        j = int(np.searchsorted(self.starts, lo, side="right")) - 1
+        j = self.buffer_of(lo)
         while lo < hi:
             start, end = int(self.starts[j]), int(self.starts[j + 1])
             take = min(hi, end)

@@ -1,17 +1,17 @@
 """Batches from a source on disk: read, checked and prefetched while the step computes.
 
-    source --(a reader thread)--> slot: raw rows -> cast -> finite? -> targets --> queue --> step
-
-1. *Reading*: the rows of batch b under the epoch's shuffle policy (``minigd.shuffle``): one
-   positioned read per run of rows (policy "rows"), per range ("none"), or a shuffle buffer read
-   block by block that batches are gathered from ("blocks").
-2. *Checks that need no first pass*: each batch is cast to the model's dtype and checked for
-   NaN/inf, its targets encoded (a label outside the classes is refused) as it is read; the
-   error names the global row and the file. This is cheap next to the step, and off its thread.
-3. *Prefetch*: a background thread fills a ring of batch slots ahead of the loop through a
-   queue; positioned reads and large NumPy copies release the GIL, so reading overlaps the step.
-   An error in the reader is raised in the loop's thread; ending the epoch in any way (its last
-   batch, a ``break``, an exception, Ctrl-C) stops the reader and joins it.
+1. *Reading*, in a background thread, under the epoch's shuffle policy (``minigd.shuffle``):
+   - "blocks" (the default on disk): whole shuffle buffers, one positioned read per block, one
+     buffer ahead of the loop; the loop gathers each batch's rows from the buffers in memory,
+     with the same compiled gather as for an array, so a step costs what it costs in RAM;
+   - "rows" and "none": each batch's rows (one read per run of consecutive rows), a few batches
+     ahead, in a ring of reused batch slots.
+2. *Checks that need no first pass*: what is read is cast to the model's dtype, checked for
+   NaN/inf and its targets encoded (a label outside the classes is refused) in the reader thread,
+   a buffer or a batch at a time; the error names the global row and the file.
+3. *Prefetch*: positioned reads and large NumPy loops release the GIL, so reading overlaps the
+   step. An error in the reader is raised in the loop's thread; ending the epoch in any way (its
+   last batch, a ``break``, an exception, Ctrl-C) stops the reader and joins it.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import numpy as np
 from minigd.data.sources import Source
 from minigd.shuffle import BlockShuffle
 
+CHECK_ELEMENTS = 1 << 20  # values checked for NaN/inf per call: a 1 MB temporary mask
 PREFETCH_BYTES = 16 << 20  # read up to ~16 MiB of batches ahead
 MAX_AHEAD = 16
 
@@ -110,8 +111,6 @@ class BatchReader:
         self.x_source, self.y_source = x_source, y_source
         self.dtype, self.targets, self.x_name = np.dtype(dtype), targets, x_name
         self.stats = IOStats()
-        self._buffers: dict[int, tuple[np.ndarray, np.ndarray | None, np.ndarray]] = {}
-        self._pool: list[tuple[np.ndarray, np.ndarray | None]] = []
 
     def new_slot(self, rows: int) -> _Slot:
         return _Slot(self.x_source, self.y_source, rows, self.dtype)
@@ -123,79 +122,58 @@ class BatchReader:
         self.x_source.read_rows(index, slot.raw[:n])
         if self.y_source is not None:
             self.y_source.read_rows(index, slot.y_raw[:n])
+        self.stats.bytes_read += n * self.x_source.row_bytes
         return index
 
     def read_span(self, slot: _Slot, lo: int, hi: int) -> np.ndarray:
-        """Rows lo..hi-1 (policy "none")."""
+        """Rows lo..hi-1 (policy "none", or one batch of everything)."""
         self.x_source.read_range(lo, hi, slot.raw[: hi - lo])
         if self.y_source is not None:
             self.y_source.read_range(lo, hi, slot.y_raw[: hi - lo])
+        self.stats.bytes_read += (hi - lo) * self.x_source.row_bytes
         return np.arange(lo, hi)
 
-    def read_parts(self, slot: _Slot, plan: BlockShuffle, lo: int, hi: int) -> np.ndarray:
-        """Stream positions lo..hi-1 of a block shuffle, gathered from its buffers."""
-        parts = plan.parts(lo, hi)
-        self._release_before(parts[0][0])
-        rows, at = [], 0
-        for j, positions in parts:
-            xbuf, ybuf, buffer_rows = self._buffer(plan, j)
-            n = len(positions)
-            xbuf.take(positions, axis=0, out=slot.raw[at : at + n], mode="clip")
-            if ybuf is not None:
-                ybuf.take(positions, axis=0, out=slot.y_raw[at : at + n], mode="clip")
-            rows.append(buffer_rows[positions])
-            at += n
-        return np.concatenate(rows)
+    def new_buffer(self, rows: int) -> _Slot:
+        """A slot for one shuffle buffer of up to ``rows`` rows (block shuffle)."""
+        return _Slot(self.x_source, self.y_source, rows, self.dtype)
 
-    def _buffer(self, plan: BlockShuffle, j: int):
-        """Buffer j of the shuffle, read block by block on first use."""
-        if j not in self._buffers:
-            rows = plan.rows(j)
-            size = plan.layout.buffer_rows
-            xbuf, ybuf = self._pool.pop() if self._pool else self._new_buffer(size)
-            self.x_source.read_rows(rows, xbuf[: len(rows)])
-            if ybuf is not None:
-                self.y_source.read_rows(rows, ybuf[: len(rows)])
-            self._buffers[j] = (xbuf, ybuf, rows)  # the first len(rows) rows are buffer j's
-            self.stats.bytes_read += len(rows) * self.x_source.row_bytes
-        return self._buffers[j]
-
-    def _new_buffer(self, size: int):
-        x = np.empty((size, *self.x_source.row_shape), self.x_source.dtype)
-        y = None
+    def load_buffer(self, slot: _Slot, plan: BlockShuffle, j: int) -> None:
+        """Reads buffer j of a block shuffle into ``slot``, checked and encoded; sets
+        ``slot.batch`` to (X rows, targets or None, their global rows)."""
+        rows = plan.rows(j)
+        n = len(rows)
+        self.x_source.read_rows(rows, slot.raw[:n])
         if self.y_source is not None:
-            y = np.empty((size, *self.y_source.row_shape), self.y_source.dtype)
-        return x, y
-
-    def _release_before(self, j: int) -> None:
-        for old in [k for k in self._buffers if k < j]:
-            xbuf, ybuf, _ = self._buffers.pop(old)
-            self._pool.append((xbuf, ybuf))
-
-    def reset(self) -> None:
-        """Forgets the buffers of an epoch (its plan is gone); keeps their memory for reuse."""
-        self._release_before(1 << 62)
+            self.y_source.read_rows(rows, slot.y_raw[:n])
+        self.stats.bytes_read += n * self.x_source.row_bytes
+        slot.batch = (*self._checked(slot, rows), rows)
 
     # -- checks ------------------------------------------------------------------------
     def finish(self, slot: _Slot, rows: np.ndarray) -> None:
-        """Casts and checks the batch in ``slot``; sets ``slot.batch`` to (X, y) or (X,)."""
+        """Casts and checks the rows read into ``slot``; sets ``slot.batch`` to (X, y) or (X,)."""
+        x, y = self._checked(slot, rows)
+        slot.batch = (x,) if y is None else (x, y)
+
+    def _checked(self, slot: _Slot, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(X in the model's dtype, targets or None) of the rows in ``slot``, or a ValueError
+        that names the first bad row and its file."""
         n = len(rows)
-        raw = slot.raw[:n]
         x = slot.x[:n]
         if slot.x is not slot.raw:
-            np.copyto(x, raw, casting="unsafe")
+            np.copyto(x, slot.raw[:n], casting="unsafe")
         flat = x.reshape(n, -1)
-        if not np.isfinite(flat).all():
-            bad = int(np.argmax(~np.isfinite(flat).all(axis=1)))
-            self._refuse(self.x_source, rows, bad, f"{self.x_name} holds NaN or inf")
+        step = max(1, CHECK_ELEMENTS // max(1, flat.shape[1]))  # bounds the temporary mask
+        for lo in range(0, n, step):
+            part = flat[lo : lo + step]
+            if not np.isfinite(part).all():
+                bad = lo + int(np.argmax(~np.isfinite(part).all(axis=1)))
+                self._refuse(self.x_source, rows, bad, f"{self.x_name} holds NaN or inf")
         if self.y_source is None:
-            slot.batch = (x,)
-            return
+            return x, None
         try:
-            y = self.targets(slot.y_raw[:n])
+            return x, self.targets(slot.y_raw[:n])
         except BadRowError as exc:
             self._refuse(self.y_source, rows, exc.position, exc.reason)
-        slot.batch = (x, y)
 
     def _refuse(self, source: Source, rows: np.ndarray, position: int, reason: str):
         row = int(rows[position])
@@ -206,67 +184,91 @@ class BatchReader:
         )
 
 
-def prefetch(
-    fill: Callable[[_Slot, int], None],
-    batches: range,
-    slots: list[_Slot],
-    stats: IOStats,
-    name: str = "minigd-prefetch",
-) -> Iterator[tuple]:
-    """Yields ``slot.batch`` for each batch index in ``batches``, filled by ``fill(slot, b)`` in
-    a background thread up to ``len(slots) - 1`` batches ahead. A yielded batch is valid until
-    the next one is requested."""
-    free: queue.SimpleQueue = queue.SimpleQueue()
-    ready: queue.SimpleQueue = queue.SimpleQueue()
-    for slot in slots:
-        free.put(slot)
-    stop = threading.Event()
-    done = object()
+class Prefetcher:
+    """Fills slots in a background thread, ``fill(slot, item)`` for each item in order, as the
+    loop hands slots back: ``next()`` returns a filled slot, ``release(slot)`` returns it for
+    reuse, ``close()`` stops and joins the thread (also at the end, on an error, or GC).
 
-    def reader() -> None:
+    With k slots the reader runs up to k - (slots the loop holds) items ahead.
+    """
+
+    def __init__(self, fill, items, slots: list[_Slot], stats: IOStats) -> None:
+        self._free: queue.SimpleQueue = queue.SimpleQueue()
+        self._ready: queue.SimpleQueue = queue.SimpleQueue()
+        for slot in slots:
+            self._free.put(slot)
+        self._stop = threading.Event()
+        self._fill, self._items, self._stats = fill, items, stats
+        self._thread = threading.Thread(target=self._read, name="minigd-prefetch", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
         try:
-            for b in batches:
-                slot = free.get()
-                if stop.is_set() or slot is None:
+            for item in self._items:
+                slot = self._free.get()
+                if slot is None or self._stop.is_set():
                     return
                 start = time.perf_counter()
-                fill(slot, b)
-                stats.read_seconds += time.perf_counter() - start
-                ready.put(slot)
+                self._fill(slot, item)
+                self._stats.read_seconds += time.perf_counter() - start
+                self._ready.put(slot)
         except BaseException as exc:  # raised again in the loop's thread
-            ready.put(exc)
+            self._ready.put(exc)
             return
-        ready.put(done)
+        self._ready.put(_DONE)
 
-    thread = threading.Thread(target=reader, name=name, daemon=True)
-    thread.start()
-    held = None
+    def next(self) -> _Slot:
+        start = time.perf_counter()
+        item = self._ready.get()
+        self._stats.wait_seconds += time.perf_counter() - start
+        if item is _DONE:
+            self._ready.put(_DONE)
+            raise StopIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def release(self, slot: _Slot) -> None:
+        self._free.put(slot)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._free.put(None)  # wakes a reader waiting for a slot
+        self._thread.join()
+
+
+_DONE = object()
+
+
+def prefetch(fill, items, slots: list[_Slot], stats: IOStats) -> Iterator[tuple]:
+    """Yields ``slot.batch`` for each item, filled ahead by a Prefetcher; a yielded batch is
+    valid until the next one is requested."""
+    reader = Prefetcher(fill, items, slots, stats)
     try:
         while True:
-            if held is not None:
-                free.put(held)
-                held = None
-            start = time.perf_counter()
-            item = ready.get()
-            stats.wait_seconds += time.perf_counter() - start
-            if item is done:
+            try:
+                slot = reader.next()
+            except StopIteration:
                 return
-            if isinstance(item, BaseException):
-                raise item
-            held = item
             stats.batches += 1
-            yield item.batch
+            yield slot.batch
+            reader.release(slot)
     finally:
-        stop.set()
-        free.put(None)  # wakes a reader waiting for a slot
-        thread.join()
+        reader.close()
+
+
+def buffer_slots(batch_size: int, buffer_rows: int) -> int:
+    """Shuffle buffers held at once: those one batch can span, plus one being read ahead."""
+    return -(-batch_size // max(1, buffer_rows)) + 2
 
 
 def pipeline_bytes(row_bytes: int, batch_size: int, buffer_rows: int) -> int:
-    """Memory of streaming at ``batch_size``: two shuffle buffers (a batch may span them; 0 rows
-    without a block shuffle) and the prefetched batch slots."""
+    """Memory of streaming at ``batch_size``: with a block shuffle, its buffers (``buffer_slots``)
+    and the batch the loop gathers into; else the prefetched batch slots."""
     batch = batch_size * row_bytes
-    return 2 * buffer_rows * row_bytes + slot_count(batch) * batch
+    if buffer_rows:
+        return buffer_slots(batch_size, buffer_rows) * buffer_rows * row_bytes + batch
+    return slot_count(batch) * batch
 
 
 def slot_count(batch_bytes: int) -> int:

@@ -20,6 +20,7 @@ overlaps the disk with the train step.
 from __future__ import annotations
 
 import os
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,9 @@ class Source:
     name: str
     in_memory = False
 
-    @property
+    @cached_property
     def row_bytes(self) -> int:
+        # cached: the hot read loop asks for it once per run of rows
         return int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
 
     @property
@@ -186,10 +188,11 @@ class NpySource(Source):
     def __getstate__(self) -> dict[str, Any]:
         return self.__dict__ | {"_fd": None}
 
-    def _pread(self, view: memoryview, row: int) -> None:
+    def _pread(self, view: memoryview, row: int, fd: int) -> None:
         """Fills ``view`` from global row ``row`` on; a short read means the file shrank."""
-        fd, offset, done = self._file(), self.offset + row * self.row_bytes, 0
-        while done < len(view):
+        offset = self.offset + row * self.row_bytes
+        done = os.preadv(fd, [view], offset)
+        while done < len(view):  # rare: a read the kernel cut short, or the end of the file
             got = os.preadv(fd, [view[done:]], offset + done)
             if got == 0:
                 raise CorruptFileError(
@@ -203,14 +206,15 @@ class NpySource(Source):
         if len(index) == 0:
             return
         flat = memoryview(out.reshape(len(index), -1)).cast("B")
-        size = self.row_bytes
+        size, fd = self.row_bytes, self._file()
         starts, ends = runs(index)
-        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
-            self._pread(flat[a * size : b * size], int(index[a]))
+        first = index[starts].tolist()
+        for a, b, row in zip(starts.tolist(), ends.tolist(), first, strict=True):
+            self._pread(flat[a * size : b * size], row, fd)
 
     def read_range(self, lo, hi, out):
         if hi > lo:
-            self._pread(memoryview(out.reshape(hi - lo, -1)).cast("B"), lo)
+            self._pread(memoryview(out.reshape(hi - lo, -1)).cast("B"), lo, self._file())
 
 
 class ConcatSource(Source):

@@ -181,7 +181,7 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> History:
-        model, history, pos = self.model, self.history, self.position
+        model, history = self.model, self.history
         with (
             blas_threads(self.threads),
             _caught_signals() as caught,
@@ -194,20 +194,27 @@ class Trainer:
             model.train()
             self._call("on_train_begin")
             self._honour(caught)  # a signal that arrived before the first step
-            while pos.epoch < self.epochs and not self.stop_training:
-                epoch = pos.epoch
-                self._call("on_epoch_begin", epoch)
-                epoch_start = time.perf_counter()
-                # closing: a streamed source's reader thread ends with the loop, however it ends
-                with contextlib.closing(self.batches.epoch(epoch, pos.next_batch)) as batches:
-                    self._train_epoch(batches, caught)
-                pos.epoch_seconds += time.perf_counter() - epoch_start
-                if pos.next_batch == len(self.batches):
-                    self._end_epoch(epoch)
+            try:
+                self._train_epochs(caught)
+            finally:
+                self.batches.close()  # a streamed source stops reading ahead
         self.model.eval()
         self._call("on_train_end")
         history.meta.update(self._summary())
         return history
+
+    def _train_epochs(self, caught: _Caught) -> None:
+        pos = self.position
+        while pos.epoch < self.epochs and not self.stop_training:
+            epoch = pos.epoch
+            self._call("on_epoch_begin", epoch)
+            epoch_start = time.perf_counter()
+            # closing: a streamed source's reader thread ends with the loop, however it ends
+            with contextlib.closing(self.batches.epoch(epoch, pos.next_batch)) as batches:
+                self._train_epoch(batches, caught)
+            pos.epoch_seconds += time.perf_counter() - epoch_start
+            if pos.next_batch == len(self.batches):
+                self._end_epoch(epoch)
 
     def _train_epoch(self, batches, caught: _Caught) -> None:
         """The steps of one epoch (or of its rest, after a resume or a stop)."""

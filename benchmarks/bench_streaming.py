@@ -1,0 +1,330 @@
+"""Streaming from disk: what prefetch hides, what a larger-than-RAM epoch costs, and why reads.
+
+(a) From the page cache: epoch seconds of the MLP 784-128-10 (SGD, B=64 and B=1024, 2 BLAS
+    threads) on the 60000-row MNIST-shaped set held in memory, against the same rows streamed
+    from a .npy file (rows shuffle: the same batches; blocks shuffle: the on-disk default),
+    interleaved rounds of 4-epoch runs, paired ratios. Target: within 10% (prefetch hides the
+    reads).
+(b) Larger than RAM: a generated .npy of ``--big-gb`` GB (30 GB = 9.6 million MNIST-shaped rows,
+    on a 24 GiB machine), page cache dropped first, one epoch with the block shuffle in a fresh
+    process: epoch seconds, MB/s read, the share of the epoch the step waited on I/O, peak RSS.
+(c) Rows vs blocks from the disk: random rows (batches of 1024 random rows, one read per row)
+    against random 1 MiB blocks, page cache dropped, MB/s and rows/s.
+(d) Memory map vs positioned reads: peak RSS (VmHWM) of one pass of shuffled batches over a
+    2 GB file through ``np.load(mmap_mode="r")`` and through ``NpySource``, each in a fresh process.
+
+Usage: ``python benchmarks/bench_streaming.py --parts a,b,c,d --big-gb 30 --rounds 5``
+(b and c need root to drop the page cache; the big file goes to --scratch and is removed after).
+Writes results/<date>-bench_streaming.*
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common import interleaved, machine, mnist_shaped, paired_ratios, set_threads, write_results
+from minigd import data
+from minigd.nn import mlp
+from minigd.training import make_trainer
+
+ROW = 784 * 4
+
+
+EPOCHS_PER_TIMING = 4  # one timing is a run() of several epochs, as a training run is
+
+
+class Epochs:
+    """``EPOCHS_PER_TIMING`` more epochs of a trainer per ``epoch(e)`` call (what
+    ``interleaved`` times): a run's first epoch waits for its first buffer, later ones find it
+    read ahead, as in a real run."""
+
+    def __init__(self, X, y, b: int, shuffle: str) -> None:
+        self.trainer = make_trainer(
+            mlp(784, [128], 10, seed=0),
+            X,
+            y,
+            batch_size=b,
+            epochs=1,
+            lr=0.05,
+            shuffle=shuffle,
+            verbose=0,
+            seed=0,
+        )
+        self.trainer.epochs = 0
+
+    def epoch(self, e: int) -> None:
+        self.trainer.epochs += EPOCHS_PER_TIMING
+        self.trainer.run()
+
+
+def part_a(folder: Path, rounds: int) -> dict:
+    X, y, _, _ = mnist_shaped(60000)
+    np.save(folder / "X.npy", X)
+    np.save(folder / "y.npy", y)
+    on_disk = data.open(folder / "X.npy", y=folder / "y.npy")
+    out = {}
+    for b in (64, 1024):
+        impls = {
+            "memory (rows)": Epochs(X, y, b, "rows"),
+            "disk (rows)": Epochs(on_disk, None, b, "rows"),
+            "disk (blocks)": Epochs(on_disk, None, b, "blocks"),
+        }
+        timings = interleaved(list(impls.values()), rounds, 1.0)
+        per_epoch = [[t / EPOCHS_PER_TIMING for t in ts] for ts in timings]
+        runs = dict(zip(impls, per_epoch, strict=True))
+        base = runs["memory (rows)"]
+        out[b] = {
+            name: {
+                "median_s": statistics.median(r),
+                "ratio_to_memory": statistics.median(paired_ratios(r, base)),
+                "runs": r,
+            }
+            for name, r in runs.items()
+        }
+        streamed = impls["disk (blocks)"].trainer.batches.stream.stats
+        epochs_run = EPOCHS_PER_TIMING * (rounds + 1)  # with the discarded warm-up
+        out[b]["wait_share_blocks"] = streamed.wait_seconds / (
+            statistics.mean(runs["disk (blocks)"]) * epochs_run
+        )
+        print(
+            f"(a) B={b}: "
+            + ", ".join(
+                f"{k} {v['median_s']:.3f}s x{v['ratio_to_memory']:.3f}"
+                for k, v in out[b].items()
+                if isinstance(v, dict)
+            ),
+            flush=True,
+        )
+    return out
+
+
+def write_big(path: Path, gb: float) -> int:
+    """A .npy of MNIST-shaped rows, about ``gb`` GB, written 60000 rows at a time."""
+    X, _, _, _ = mnist_shaped(60000)
+    rows = int(gb * 1e9 // ROW)
+    header = {"descr": "<f4", "fortran_order": False, "shape": (rows, 784)}
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        for lo in range(0, rows, 60000):
+            f.write(X[: min(60000, rows - lo)].tobytes())
+    np.save(path.with_name("y_big.npy"), (np.arange(rows) % 10).astype(np.int8))
+    return rows
+
+
+def drop_caches() -> bool:
+    try:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return True
+    except OSError:
+        return False
+
+
+BIG_EPOCH = """
+import json, sys, time
+from minigd import data
+from minigd.nn import mlp
+from minigd.training import make_trainer
+d = data.open(sys.argv[1], y=sys.argv[2])
+b = int(sys.argv[3])
+trainer = make_trainer(mlp(784, [128], 10, seed=0), d, batch_size=b, epochs=1, lr=0.05, verbose=0)
+start = time.perf_counter()
+history = trainer.run()
+seconds = time.perf_counter() - start
+stats = trainer.batches.stream.stats
+hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+print(json.dumps({"batch_size": b, "rows": len(d), "epoch_s": seconds,
+    "bytes_read": stats.bytes_read, "wait_s": stats.wait_seconds, "read_s": stats.read_seconds,
+    "loss": history.epochs[-1]["loss"], "peak_rss_mb": hwm / 1024,
+    "pipeline_mb": trainer.batches.pipeline_bytes / 2**20}))
+"""
+
+
+def part_b(path: Path, gb: float, batch_sizes: list[int]) -> dict:
+    start = time.perf_counter()
+    rows = write_big(path, gb)
+    written = time.perf_counter() - start
+    print(f"(b) wrote {rows:,} rows ({rows * ROW / 1e9:.1f} GB) in {written:.0f}s", flush=True)
+    out = {"rows": rows, "gb": rows * ROW / 1e9, "write_s": written, "epochs": []}
+    for b in batch_sizes:
+        out["cache_dropped"] = drop_caches()
+        done = subprocess.run(
+            [sys.executable, "-c", BIG_EPOCH, str(path), str(path.with_name("y_big.npy")), str(b)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        r = json.loads(done.stdout)
+        r["mb_per_s"] = r["bytes_read"] / r["epoch_s"] / 1e6
+        r["wait_share"] = r["wait_s"] / r["epoch_s"]
+        out["epochs"].append(r)
+        print(
+            f"(b) B={b}: epoch {r['epoch_s']:.0f}s, {r['mb_per_s']:.0f} MB/s, waited "
+            f"{r['wait_share']:.0%}, peak RSS {r['peak_rss_mb']:.0f} MB",
+            flush=True,
+        )
+    return out
+
+
+def part_c(path: Path, seconds: float) -> dict:
+    source = data.NpySource(path)
+    rng = np.random.default_rng(0)
+    out = {}
+    for kind in ("rows", "blocks"):
+        drop_caches()
+        rows = 0
+        buf = np.empty((1024 if kind == "rows" else source.block_rows, 784), np.float32)
+        end = time.perf_counter() + seconds
+        start = time.perf_counter()
+        while time.perf_counter() < end:
+            if kind == "rows":
+                index = np.sort(rng.choice(source.n_rows, 1024, replace=False))
+                source.read_rows(index, buf)
+                rows += 1024
+            else:
+                lo = int(rng.integers(0, source.n_rows - len(buf)))
+                source.read_range(lo, lo + len(buf), buf)
+                rows += len(buf)
+        took = time.perf_counter() - start
+        out[kind] = {"rows_per_s": rows / took, "mb_per_s": rows * ROW / took / 1e6}
+        print(
+            f"(c) random {kind}: {out[kind]['mb_per_s']:.1f} MB/s, "
+            f"{out[kind]['rows_per_s']:,.0f} rows/s",
+            flush=True,
+        )
+    return out
+
+
+PASS = """
+import sys, numpy as np
+from minigd.data import NpySource
+path, how = sys.argv[1], sys.argv[2]
+n = NpySource(path).n_rows
+order = np.random.default_rng(0).permutation(n)
+buf = np.empty((1024, 784), np.float32)
+if how == "mmap":
+    X = np.load(path, mmap_mode="r")
+    for lo in range(0, n, 1024):
+        np.take(X, np.sort(order[lo:lo + 1024]), axis=0, out=buf[: min(1024, n - lo)])
+else:
+    s = NpySource(path)
+    for lo in range(0, n, 1024):
+        idx = np.sort(order[lo:lo + 1024])
+        s.read_rows(idx, buf[: len(idx)])
+print(next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024)
+"""
+
+
+def part_d(folder: Path) -> dict:
+    X, _, _, _ = mnist_shaped(60000)
+    path = folder / "two_gb.npy"
+    rows = 640_000
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": "<f4", "fortran_order": False, "shape": (rows, 784)}
+        )
+        for lo in range(0, rows, 60000):
+            f.write(X[: min(60000, rows - lo)].tobytes())
+    out = {}
+    for how in ("mmap", "reads"):
+        done = subprocess.run(
+            [sys.executable, "-c", PASS, str(path), how], capture_output=True, text=True, check=True
+        )
+        out[how] = float(done.stdout)
+        print(f"(d) {how}: peak RSS {out[how]:.0f} MB over one pass of a 2.0 GB file", flush=True)
+    path.unlink()
+    return out
+
+
+def markdown(results: dict) -> str:
+    lines = ["# bench_streaming", "", f"machine: {results['machine']}", ""]
+    if "a" in results:
+        lines += [
+            "## (a) page cache: streamed vs in memory, epoch seconds (median)",
+            "",
+            "| B | memory (rows) | disk (rows) | disk (blocks) | wait share (blocks) |",
+            "|---|---|---|---|---|",
+        ]
+        for b, r in results["a"].items():
+            cells = [
+                f"{r[k]['median_s']:.3f} (x{r[k]['ratio_to_memory']:.3f})"
+                for k in ("memory (rows)", "disk (rows)", "disk (blocks)")
+            ]
+            lines.append(f"| {b} | {' | '.join(cells)} | {r['wait_share_blocks']:.1%} |")
+    if "b" in results:
+        b = results["b"]
+        lines += [
+            "",
+            f"## (b) larger than RAM: {b['rows']:,} rows, {b['gb']:.1f} GB, one epoch",
+            "",
+            "| B | epoch s | MB/s read | waited on I/O | peak RSS MB | pipeline MB |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in b["epochs"]:
+            lines.append(
+                f"| {r['batch_size']} | {r['epoch_s']:.0f} | {r['mb_per_s']:.0f} | "
+                f"{r['wait_share']:.0%} | {r['peak_rss_mb']:.0f} | {r['pipeline_mb']:.0f} |"
+            )
+    if "c" in results:
+        lines += [
+            "",
+            "## (c) random reads from disk",
+            "",
+            "| read | MB/s | rows/s |",
+            "|---|---|---|",
+        ]
+        for k, r in results["c"].items():
+            lines.append(f"| {k} | {r['mb_per_s']:.1f} | {r['rows_per_s']:,.0f} |")
+    if "d" in results:
+        d = results["d"]
+        lines += [
+            "",
+            "## (d) one shuffled pass over a 2.0 GB file, peak RSS",
+            "",
+            f"memory map {d['mmap']:.0f} MB, positioned reads {d['reads']:.0f} MB",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", default="a,b,c,d")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--big-gb", type=float, default=30.0)
+    parser.add_argument("--big-batch-sizes", default="1024,64")
+    parser.add_argument("--scratch", default="/work/bench-scratch")
+    args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    scratch = Path(args.scratch)
+    scratch.mkdir(parents=True, exist_ok=True)
+    results: dict = {"machine": machine() | {"blas": set_threads(2, with_torch=False)}}
+    try:
+        if "a" in parts:
+            results["a"] = part_a(scratch, args.rounds)
+        big = scratch / "x_big.npy"
+        if "b" in parts:
+            sizes = [int(b) for b in args.big_batch_sizes.split(",")]
+            results["b"] = part_b(big, args.big_gb, sizes)
+        if "c" in parts and big.exists():
+            results["c"] = part_c(big, 20.0)
+        if "d" in parts:
+            results["d"] = part_d(scratch)
+    finally:
+        for f in scratch.glob("*.npy"):
+            f.unlink()
+    paths = write_results("bench_streaming", results, markdown(results))
+    print(f"wrote {paths[0]} and {paths[1]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -31,7 +31,15 @@ from pathlib import Path
 
 import numpy as np
 
-from common import interleaved, machine, mnist_shaped, paired_ratios, set_threads, write_results
+from common import (
+    RESULTS,
+    interleaved,
+    machine,
+    mnist_shaped,
+    paired_ratios,
+    set_threads,
+    write_results,
+)
 from minigd import data
 from minigd.nn import mlp
 from minigd.training import make_trainer
@@ -141,11 +149,12 @@ start = time.perf_counter()
 history = trainer.run()
 seconds = time.perf_counter() - start
 stats = trainer.batches.stream.stats
+direct = d.X.direct
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
 print(json.dumps({"batch_size": b, "rows": len(d), "epoch_s": seconds,
     "bytes_read": stats.bytes_read, "wait_s": stats.wait_seconds, "read_s": stats.read_seconds,
     "loss": history.epochs[-1]["loss"], "peak_rss_mb": hwm / 1024,
-    "pipeline_mb": trainer.batches.pipeline_bytes / 2**20}))
+    "pipeline_mb": trainer.batches.pipeline_bytes / 2**20, "o_direct": direct}))
 """
 
 
@@ -274,6 +283,13 @@ def markdown(results: dict) -> str:
                 f"| {r['batch_size']} | {r['epoch_s']:.0f} | {r['mb_per_s']:.0f} | "
                 f"{r['wait_share']:.0%} | {r['peak_rss_mb']:.0f} | {r['pipeline_mb']:.0f} |"
             )
+    if "b_page_cache" in results:
+        lines += ["", "### (b) the same epoch read through the page cache (before O_DIRECT)", ""]
+        for r in results["b_page_cache"]["epochs"]:
+            lines.append(
+                f"- B={r['batch_size']}: epoch {r['epoch_s']:.0f} s, {r['mb_per_s']:.0f} MB/s, "
+                f"waited {r['wait_share']:.0%}, peak RSS {r['peak_rss_mb']:.0f} MB"
+            )
     if "c" in results:
         lines += [
             "",
@@ -321,6 +337,9 @@ def main() -> int:
     finally:
         for f in scratch.glob("*.npy"):
             f.unlink()
+    earlier = RESULTS / f"{time.strftime('%Y-%m-%d')}-bench_streaming.json"
+    if earlier.exists():  # parts run separately today land in one file
+        results = json.loads(earlier.read_text()) | results
     paths = write_results("bench_streaming", results, markdown(results))
     print(f"wrote {paths[0]} and {paths[1]}")
     return 0

@@ -558,3 +558,46 @@ def test_advice_for_a_streamed_set_counts_the_pipeline_not_the_data(table):
                 32, c.batch_size, 1000
             )
     assert ArraySource(X).in_memory
+
+
+def test_direct_reads_return_what_plain_reads_return(tmp_path):
+    """O_DIRECT (used for files larger than half the memory) through its aligned scratch: rows
+    at odd offsets, runs longer than the scratch, the file's last row."""
+    rng = np.random.default_rng(3)
+    X = rng.random((40_000, 37)).astype(np.float32)  # 5.9 MB: runs span the 4 MiB scratch
+    np.save(tmp_path / "x.npy", X)
+    direct, plain = NpySource(tmp_path / "x.npy", direct=True), NpySource(tmp_path / "x.npy")
+    assert not plain.direct
+    index = np.sort(rng.choice(40_000, 3000, replace=False))
+    for source in (direct, plain):
+        out = np.empty((3000, 37), np.float32)
+        source.read_rows(index, out)
+        np.testing.assert_array_equal(out, X[index])
+        np.testing.assert_array_equal(source.read(), X)
+        np.testing.assert_array_equal(source.read(39_999), X[39_999:])
+    with open(tmp_path / "x.npy", "r+b") as f:  # cut short: the direct path says so too
+        f.truncate(direct.offset + 100 * direct.row_bytes + 5)
+    with pytest.raises(CorruptFileError, match="ended early: row 100 of 40000"):
+        direct.read(50, 200)
+
+
+def test_text_labels_survive_convert_as_a_label_table(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    rng = np.random.default_rng(4)
+    names = np.array(["cat", "dog", "hippopotamus"])
+    labels = names[rng.integers(0, 3, 3000)]
+    labels[:700] = "cat"  # the first chunk holds only short labels
+    X = rng.random((3000, 4))
+    pq.write_table(
+        pa.table({"a": X[:, 0], "b": X[:, 1], "c": X[:, 2], "d": X[:, 3], "kind": labels}),
+        tmp_path / "t.parquet",
+        row_group_size=500,
+    )
+    out = convert(tmp_path / "t.parquet", tmp_path / "s", shard_bytes=8_000, progress=False)
+    data = mdata.open(out)
+    assert data.classes.tolist() == ["cat", "dog", "hippopotamus"]
+    assert data.y.read().tolist() == labels.tolist()
+    model = model_for_data("softmax", X, 3)
+    fit(model, data, batch_size=100, epochs=1, verbose=0)
+    assert set(model.predict(X[:30])) <= set(names)

@@ -105,7 +105,7 @@ def _swap_in(tmp: Path, out: Path) -> None:
 
 def _write_shards(chunks, folder: Path, shard_bytes: int, dtype, total, bar) -> dict:
     """Cuts the chunks into shards of ``shard_bytes`` of features (the last one smaller)."""
-    shards, labels = [], LabelSet()
+    shards, labels, table = [], LabelSet(), _LabelTable()
     pending: list[tuple[np.ndarray, np.ndarray | None]] = []
     held = rows = 0
     shard_rows = None
@@ -126,10 +126,13 @@ def _write_shards(chunks, folder: Path, shard_bytes: int, dtype, total, bar) -> 
 
     for x, yv in chunks:
         x = _features(x, dtype)
+        if yv is not None and yv.dtype.kind in "OUS":  # text: stored as codes into a table
+            labels.add(yv.astype(str))
+            yv = table.codes(yv)
+        elif yv is not None:
+            labels.add(yv)
         if shard_rows is None:
             shard_rows = max(1, shard_bytes // max(1, x[:1].nbytes))
-        if yv is not None:
-            labels.add(yv)
         pending.append((x, yv))
         held, rows = held + len(x), rows + len(x)
         while held >= shard_rows:
@@ -147,7 +150,27 @@ def _write_shards(chunks, folder: Path, shard_bytes: int, dtype, total, bar) -> 
         "row_shape": list(width),
         "shards": shards,
         "labels": labels if shards[0]["y"] else None,
+        "label_table": table.names or None,
     }
+
+
+class _LabelTable:
+    """Text labels as int32 codes in order of first appearance: shards of one dtype, whatever
+    the longest label of each chunk (the manifest keeps the names)."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.names: list[str] = []
+
+    def codes(self, y: np.ndarray) -> np.ndarray:
+        out = np.empty(len(y), np.int32)
+        for i, label in enumerate(y.astype(str).tolist()):
+            code = self.index.get(label)
+            if code is None:
+                code = self.index[label] = len(self.names)
+                self.names.append(label)
+            out[i] = code
+        return out
 
 
 def _features(x: np.ndarray, dtype) -> np.ndarray:

@@ -23,7 +23,7 @@ from minigd._validation import check_choice
 from minigd.data.columnar import HDF5Source, ParquetSource, parquet_file
 from minigd.data.files import MAX_WHOLE_FLOAT_CLASSES, Dataset, column_index, load_arrays
 from minigd.data.npz import CorruptFileError
-from minigd.data.sources import ArraySource, ConcatSource, NpySource, Source
+from minigd.data.sources import ArraySource, ConcatSource, LabelTable, NpySource, Source
 
 MANIFEST = "minigd-shards.json"
 SHARDS_FORMAT = "minigd-shards-1"
@@ -259,6 +259,8 @@ def _open_shards(folder: Path, task: str) -> SourceData:
             parts.append(source)
     X = ConcatSource(xs, str(folder))
     y = ConcatSource(ys, f"{folder} (targets)") if ys else None
+    if y is not None and manifest.get("label_table"):
+        y = LabelTable(y, np.array(manifest["label_table"]))
     classes = manifest.get("classes")
     why = manifest.get("task_reason", "")
     if y is not None and classes is None and task == "classification":

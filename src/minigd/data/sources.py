@@ -19,7 +19,9 @@ overlaps the disk with the train step.
 
 from __future__ import annotations
 
+import mmap
 import os
+import threading
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -150,16 +152,35 @@ def npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
     return tuple(shape), dtype, fortran, offset
 
 
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):  # not on this platform: assume the file fits
+        return 1 << 62
+
+
+ALIGN = 4096  # O_DIRECT reads: offsets, lengths and memory aligned to the logical block
+SCRATCH = 4 << 20
+
+
 class NpySource(Source):
     """One ``.npy`` file on disk, read with positioned reads into the caller's buffers.
 
+    A file larger than half the machine's memory is read with ``O_DIRECT``: the page cache could
+    not keep it for the next epoch anyway, and passing 30 GB through it cost the 2-core machine
+    more CPU in the kernel (copying, then evicting under memory pressure) than the reads
+    themselves (``benchmarks/bench_streaming.py``). Direct reads go through a small aligned scratch
+    buffer per reading thread; where the file system refuses ``O_DIRECT``, plain reads are used.
+
     Args:
         path: the file; its header is read and checked here, the data only when asked for.
+        direct: read with ``O_DIRECT``; default: when the file is larger than half the memory.
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, *, direct: bool | None = None) -> None:
         self._fd: int | None = None
         self._pid = 0
+        self._local = threading.local()
         self.path = Path(path)
         shape, self.dtype, fortran, self.offset = npy_header(self.path)
         if not shape:
@@ -171,10 +192,20 @@ class NpySource(Source):
             )
         self.n_rows, self.row_shape = shape[0], shape[1:]
         self.name = str(self.path)
+        if direct is None:
+            direct = self.path.stat().st_size > _physical_memory() // 2
+        self.direct = bool(direct) and hasattr(os, "O_DIRECT")
 
     def _file(self) -> int:
         if self._fd is None or self._pid != os.getpid():  # a forked child opens its own
-            self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
+            self._fd, self._pid = None, os.getpid()
+            if self.direct:
+                try:
+                    self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECT)
+                except OSError:  # tmpfs and some network file systems refuse it
+                    self.direct = False
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDONLY)
         return self._fd
 
     def close(self) -> None:
@@ -186,14 +217,18 @@ class NpySource(Source):
         self.close()
 
     def __getstate__(self) -> dict[str, Any]:
-        return self.__dict__ | {"_fd": None}
+        return self.__dict__ | {"_fd": None, "_local": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _local=threading.local())
 
     def _pread(self, view: memoryview, row: int, fd: int) -> None:
         """Fills ``view`` from global row ``row`` on; a short read means the file shrank."""
         offset = self.offset + row * self.row_bytes
-        done = os.preadv(fd, [view], offset)
-        while done < len(view):  # rare: a read the kernel cut short, or the end of the file
-            got = os.preadv(fd, [view[done:]], offset + done)
+        read = self._read_direct if self.direct else os.preadv
+        done = read(fd, [view], offset)
+        while done < len(view):  # a read the kernel cut short, or the end of the file
+            got = read(fd, [view[done:]], offset + done)
             if got == 0:
                 raise CorruptFileError(
                     f"{self.path} ended early: row {row + done // self.row_bytes} of "
@@ -201,6 +236,24 @@ class NpySource(Source):
                     "says; was it truncated while training?)."
                 )
             done += got
+
+    def _read_direct(self, fd: int, views: list[memoryview], offset: int) -> int:
+        """``os.preadv`` for an O_DIRECT file: reads the aligned span around what is wanted into
+        this thread's aligned scratch (an anonymous map is page-aligned), copies out the part
+        asked for, at most SCRATCH bytes a call; returns the bytes copied (0 at the end)."""
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = memoryview(mmap.mmap(-1, SCRATCH + ALIGN))
+        view = views[0]
+        start = offset - offset % ALIGN
+        take = min(len(view), SCRATCH - (offset - start))
+        end = -(-(offset + take) // ALIGN) * ALIGN
+        got = os.preadv(fd, [scratch[: end - start]], start) - (offset - start)
+        if got <= 0:
+            return 0
+        take = min(take, got)
+        view[:take] = scratch[offset - start : offset - start + take]
+        return take
 
     def read_rows(self, index, out):
         if len(index) == 0:
@@ -297,3 +350,35 @@ class Subset(Source):
 
     def close(self):
         self.source.close()
+
+
+class LabelTable(Source):
+    """Text labels stored as integer codes (by ``minigd convert``): reads the codes and returns
+    the labels they stand for, so a shard folder's targets read like the file they came from."""
+
+    def __init__(self, codes: Source, names: np.ndarray) -> None:
+        self.codes, self.names = codes, names
+        self.n_rows, self.row_shape, self.dtype = codes.n_rows, (), names.dtype
+        self.name = codes.name
+
+    def read_rows(self, index, out):
+        scratch = np.empty(len(index), self.codes.dtype)
+        self.codes.read_rows(index, scratch)
+        self._decode(scratch, out)
+
+    def read_range(self, lo, hi, out):
+        scratch = np.empty(hi - lo, self.codes.dtype)
+        self.codes.read_range(lo, hi, scratch)
+        self._decode(scratch, out)
+
+    def _decode(self, codes: np.ndarray, out: np.ndarray) -> None:
+        if len(codes) and (codes.min() < 0 or codes.max() >= len(self.names)):
+            bad = int(np.argmax((codes < 0) | (codes >= len(self.names))))
+            raise CorruptFileError(
+                f"{self.codes.locate(0)[0]}: a label code ({codes[bad]}) is outside the "
+                f"manifest's {len(self.names)} labels; convert the data again."
+            )
+        np.take(self.names, codes, out=out)
+
+    def locate(self, row):
+        return self.codes.locate(row)

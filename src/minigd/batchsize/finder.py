@@ -47,6 +47,13 @@ class FinderRow:
     peak_bytes: int
     estimated_bytes: int
 
+    def line(self) -> str:
+        """What the finder prints for this row as it measures."""
+        return (
+            f"{self.samples_per_second:>10,.0f} samples/s, {self.ms_per_step:.3f} ms/step, "
+            f"peak {format_bytes(self.peak_bytes)}"
+        )
+
 
 @dataclass
 class FinderResult:
@@ -135,10 +142,7 @@ def find_batch_size(
         check_int("steps", steps, minimum=1)
     warmup = check_int("warmup", warmup, minimum=0)
     rows_data, targets = model.prepare(X, y, sample_axis=sample_axis)
-    m = len(rows_data)
-    cands = sorted({int(c) for c in (candidates or DEFAULT_CANDIDATES) if int(c) <= m})
-    if not cands:
-        raise ValueError(f"no candidate batch size fits the {m} samples; pass smaller ones.")
+    cands = _candidates(candidates, len(rows_data))
     budget = memory_budget() if memory_budget_bytes is None else int(memory_budget_bytes)
     rows: list[FinderRow] = []
     stopped = None
@@ -152,18 +156,21 @@ def find_batch_size(
             break
         rows.append(row)
         if progress:
-            print(
-                f"  batch {b:>5}: {row.samples_per_second:>10,.0f} samples/s, "
-                f"{row.ms_per_step:.3f} ms/step, peak {format_bytes(row.peak_bytes)}",
-                file=out,
-                flush=True,
-            )
+            print(f"  batch {b:>5}: {row.line()}", file=out, flush=True)
     result = FinderResult(rows, knee_of(rows), stopped, budget, busy=busy)
     if result.machine_busy:
         result.notes.append(result.busy_note())
         if progress:
             print(f"  note: {result.busy_note()}", file=out, flush=True)
     return result
+
+
+def _candidates(candidates, m: int) -> list[int]:
+    """The candidate batch sizes that fit m samples, ascending, each once."""
+    cands = sorted({int(c) for c in (candidates or DEFAULT_CANDIDATES) if int(c) <= m})
+    if not cands:
+        raise ValueError(f"no candidate batch size fits the {m} samples; pass smaller ones.")
+    return cands
 
 
 def _try(model, optimizer, X, y, b, steps, warmup, budget, extra) -> FinderRow | str:

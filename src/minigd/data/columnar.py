@@ -12,21 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from minigd._extras import require
 from minigd.data.sources import Source, runs
-
-
-def _import(module: str, extra: str, what: str):
-    try:
-        return __import__(module, fromlist=["_"])
-    except ImportError as exc:
-        raise ImportError(
-            f"{what} needs {module.split('.')[0]}: pip install 'minigd[{extra}]'"
-        ) from exc
 
 
 def parquet_file(path: Path):
     """pyarrow's ParquetFile of ``path``, or a sentence saying the file is not one."""
-    pq = _import("pyarrow.parquet", "data", "reading Parquet")
+    pq = require("pyarrow.parquet", "data", "reading Parquet")
     try:
         return pq.ParquetFile(path)
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
@@ -97,7 +89,7 @@ class HDF5Source(Source):
     """
 
     def __init__(self, path: str | os.PathLike, key: str) -> None:
-        _import("h5py", "hdf5", "reading HDF5")
+        require("h5py", "hdf5", "reading HDF5")
         self.path, self.key = Path(path), key
         self.name = f"{self.path}:{key}"
         with self._open() as f:
@@ -120,7 +112,7 @@ class HDF5Source(Source):
 
     def _open(self):
         try:
-            return _import("h5py", "hdf5", "reading HDF5").File(self.path, "r")
+            return require("h5py", "hdf5", "reading HDF5").File(self.path, "r")
         except OSError as exc:
             raise ValueError(f"{self.path} is not a readable HDF5 file ({exc}).") from None
 

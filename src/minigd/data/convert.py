@@ -29,7 +29,7 @@ import numpy as np
 
 from minigd._io import atomic_write_text, fsync_dir
 from minigd.data.files import column_index
-from minigd.data.npz import CorruptFileError, atomic_save_npy
+from minigd.data.npz import CorruptFileError, atomic_save_npy, read_npy_header
 from minigd.data.opening import MANIFEST, SHARDS_FORMAT, LabelSet
 from minigd.data.opening import open as open_data
 
@@ -230,12 +230,10 @@ def _npz_chunks(src: Path) -> Iterator:
 
 def _npy_stream(f, where: str) -> Iterator[np.ndarray]:
     """Chunks of CHUNK_ROWS rows of a .npy stream (an open file or zip member)."""
-    version = np.lib.format.read_magic(f)
-    shape, fortran, dtype = (
-        np.lib.format.read_array_header_1_0
-        if version == (1, 0)
-        else np.lib.format.read_array_header_2_0
-    )(f)
+    header = read_npy_header(f)
+    if header is None:
+        raise ValueError(f"{where} is a structured array (.npy format 3.0); save numeric rows.")
+    shape, fortran, dtype = header
     if dtype.hasobject or (fortran and len(shape) > 1) or not shape:
         raise ValueError(f"{where} is not an array of numeric rows in C order; re-save it.")
     row = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize

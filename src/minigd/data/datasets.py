@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minigd._extras import require
 from minigd.data.download import cache_dir, fetch
 from minigd.data.files import Dataset
 from minigd.data.idx import read_idx
@@ -79,12 +80,7 @@ def _importable(module: str) -> Callable[[], bool]:
 
 
 def _need(module: str, what: str):
-    try:
-        return __import__(module, fromlist=["_"])
-    except ImportError as exc:
-        raise ImportError(
-            f"the {what} dataset needs {module.split('.')[0]}: pip install 'minigd[data]'"
-        ) from exc
+    return require(module, "data", f"the {what} dataset")
 
 
 def load_digits() -> tuple[Dataset, Dataset]:

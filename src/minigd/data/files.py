@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from minigd._extras import require
 from minigd._validation import check_choice, is_int, message
 from minigd.data.arrays import as_rows, held_out_count
 from minigd.data.npz import read_npz, read_numpy
@@ -333,10 +334,7 @@ def _is_number(text: str) -> bool:
 
 
 def _read_parquet(path: Path) -> tuple[list[str], list[np.ndarray]]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError as exc:
-        raise ImportError("reading Parquet needs pyarrow: pip install 'minigd[data]'") from exc
+    pq = require("pyarrow.parquet", "data", "reading Parquet")
     try:
         table = pq.read_table(path)
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError

@@ -109,19 +109,29 @@ def _check_declared_sizes(path: Path) -> None:
                 _check_member(member, info.file_size, f"{path}: member {info.filename}")
 
 
+def read_npy_header(f) -> tuple[tuple[int, ...], bool, np.dtype] | None:
+    """(shape, fortran_order, dtype) of the .npy stream at ``f``'s position, leaving ``f`` at the
+    data; None for format 3.0 (UTF-8 field names, which only structured arrays need). Raises
+    ValueError (or EOFError) for anything that is not a .npy header."""
+    version = np.lib.format.read_magic(f)
+    read = {
+        (1, 0): np.lib.format.read_array_header_1_0,
+        (2, 0): np.lib.format.read_array_header_2_0,
+    }.get(version)
+    if read is None:
+        if version == (3, 0):
+            return None
+        raise ValueError(f"unknown .npy format version {version}")
+    return read(f)
+
+
 def _check_member(f, size: int, where: str) -> None:
     """Compares one .npy stream's declared shape and dtype with the ``size`` bytes it has."""
     try:
-        version = np.lib.format.read_magic(f)
-        read_header = {
-            (1, 0): np.lib.format.read_array_header_1_0,
-            (2, 0): np.lib.format.read_array_header_2_0,
-        }.get(version)
-        if read_header is None:
-            if version == (3, 0):
-                return  # UTF-8 field names: np.load reads and judges it
-            raise ValueError(f"unknown .npy format version {version}")
-        shape, _, dtype = read_header(f)
+        header = read_npy_header(f)
+        if header is None:
+            return  # np.load reads and judges it
+        shape, _, dtype = header
     except (ValueError, OSError, EOFError, zlib.error) as exc:
         raise CorruptFileError(f"{where} has an unreadable array header ({exc}).") from None
     if dtype.hasobject:

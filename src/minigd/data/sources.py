@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from minigd.data.npz import CorruptFileError
+from minigd.data.npz import CorruptFileError, read_npy_header
 
 BLOCK_BYTES = 1 << 20  # a block of ~1 MiB of consecutive rows: one read that a disk serves well
 
@@ -122,14 +122,10 @@ def npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
     with a sentence naming the file if the header is unreadable or declares more than it holds."""
     try:
         with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            read = {
-                (1, 0): np.lib.format.read_array_header_1_0,
-                (2, 0): np.lib.format.read_array_header_2_0,
-            }.get(version)
-            if read is None:
-                raise ValueError(f"unsupported .npy format version {version}")
-            shape, fortran, dtype = read(f)
+            header = read_npy_header(f)
+            if header is None:
+                raise ValueError("format 3.0 (structured arrays) is not one of numeric rows")
+            shape, fortran, dtype = header
             offset = f.tell()
     except (ValueError, OSError, EOFError) as exc:
         raise CorruptFileError(

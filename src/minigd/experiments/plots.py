@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minigd._extras import require
 from minigd._io import atomic_write
 from minigd.experiments.metrics import trend
 
@@ -17,10 +18,7 @@ COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e3
 
 
 def _pyplot():
-    try:
-        import matplotlib
-    except ImportError as exc:
-        raise ImportError("plots need matplotlib: pip install 'minigd[plot]'") from exc
+    matplotlib = require("matplotlib", "plot", "plotting")
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 

@@ -426,11 +426,9 @@ def make_trainer(
 
     Args:
         model: a ``minigd.nn.Sequential`` (its loss is used unless ``loss`` is given).
-        X: (m, n) samples as rows, or (n, m) with ``sample_axis=1`` (the note's layout); or the
-            ``minigd.data.open(path)`` of a file on disk (or a ``Source``), which streams: batches
-            are read, checked and prefetched as training goes, memory does not grow with m.
-        y: targets: class indices, or values for regression (a Source when X is one; none when
-            X came from ``minigd.data.open``, which carries them).
+        X: (m, n) samples as rows, or (n, m) with ``sample_axis=1`` (the note's layout); or
+            ``minigd.data.open(path)`` (X and y on disk), which streams (``training.streamed``).
+        y: targets: class indices, or values for regression (a Source when X is one).
         batch_size: samples per step; ``"full"`` is batch gradient descent, 1 is SGD.
         epochs: passes over the data (a resumed run trains up to this epoch count).
         optimizer: "sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw" or an Optimizer.
@@ -439,26 +437,32 @@ def make_trainer(
         validation: (X_val, y_val) evaluated after each epoch, in the same layout as X.
         validation_split: instead, hold out this fraction of the samples, taken from the end of
             X before any shuffling (as Keras does).
-        shuffle, seed, last_batch: the batching (see MiniBatches): shuffle "rows", "blocks",
-            "none", or True (rows in memory, blocks on disk).
-        callbacks: extra callbacks. A DivergenceGuard is added unless one is given, and a
-            ProgressBar when ``verbose`` is 1 or more.
-        verbose: 0 silent, 1 a progress bar (or one line per epoch when not on a terminal) and
-            the reason training stopped early, if it did.
+        shuffle, seed, last_batch, shuffle_buffer: the batching (MiniBatches' shuffle,
+            seed, last_batch and buffer_bytes).
+        callbacks: extra callbacks; a DivergenceGuard unless one is given, and a ProgressBar.
+        verbose: 0 silent, 1 a progress bar (a line per epoch off a terminal) and why it stopped.
         resume: a checkpoint file, or a folder holding ``checkpoint-*.npz``, to continue from.
         threads: BLAS threads while training (default: the cores this process may use; 1 when
             other processes are busy on them, or in each of several workers).
-        shuffle_buffer: bytes of the shuffle buffer of a block shuffle (default 64 MiB).
     """
     if loss is not None:
         model.loss = get_loss(loss)
-    batching = {
-        "batch_size": batch_size,
-        "shuffle": shuffle,
-        "seed": seed,
-        "last_batch": last_batch,
-        "buffer_bytes": shuffle_buffer,
-    }
+    batching = {"batch_size": batch_size, "shuffle": shuffle, "seed": seed}
+    batching |= {"last_batch": last_batch, "buffer_bytes": shuffle_buffer}
+    held_out = (validation, validation_split)
+    batches, validation = _batches(model, X, y, held_out, sample_axis, batching)
+    opt, extra = get_optimizer(optimizer, lr), _with_defaults(callbacks, verbose)
+    run = {"epochs": epochs, "validation": validation, "callbacks": extra, "threads": threads}
+    trainer = Trainer(model, batches, opt, **run)
+    if resume is not None:
+        trainer.restore(resume)
+    return trainer
+
+
+def _batches(model, X, y, held_out, sample_axis, batching):
+    """(the MiniBatches of the training data, its validation data): arrays checked once, or a
+    source on disk, checked batch by batch as it streams."""
+    validation, validation_split = held_out
     if is_source(X):
         batches, validation = streamed(model, X, y, validation, validation_split, batching)
     else:
@@ -467,13 +471,7 @@ def make_trainer(
         )
         batches = MiniBatches.from_prepared(rows, targets, **batching)
     _check_batchnorm(model, batches)
-    opt, extra = get_optimizer(optimizer, lr), _with_defaults(callbacks, verbose)
-    trainer = Trainer(
-        model, batches, opt, epochs=epochs, validation=validation, callbacks=extra, threads=threads
-    )
-    if resume is not None:
-        trainer.restore(resume)
-    return trainer
+    return batches, validation
 
 
 def _check_batchnorm(model, batches: MiniBatches) -> None:

@@ -25,6 +25,10 @@ class Buffers:
         self.limit = limit
         self._arrays: dict[tuple, np.ndarray] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Scratch is not state: a pickled model carries none (and no read-only copies)."""
+        return {"limit": self.limit, "_arrays": {}}
+
     def get(
         self,
         tag: Hashable,

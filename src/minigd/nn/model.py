@@ -339,6 +339,11 @@ class Sequential:
         twin.classes = self.classes
         return twin.train(self.training)
 
+    def __reduce__(self):
+        """Pickles as architecture plus state, rebuilt through ``from_config``: the layers'
+        parameters stay views of one flat vector, and no scratch buffer is carried."""
+        return (_unpickle, (self.config(), self.state(), self.classes, self.training))
+
     def save(self, path: str | os.PathLike) -> Path:
         """Writes parameters, buffers and the architecture (as JSON text) to one ``.npz`` file."""
         path = Path(path)
@@ -388,6 +393,13 @@ class Sequential:
             f"Sequential(\n{body}\n) loss={self.loss.name}, params={self.n_params}, "
             f"dtype={self.dtype.name}"
         )
+
+
+def _unpickle(config, state, classes, training) -> Sequential:
+    model = Sequential.from_config(config)
+    model.load_state(state)
+    model.classes = classes
+    return model.train(training)
 
 
 def _parse_config(config: Any, source: Any) -> tuple[list[Layer], str, int, Any]:

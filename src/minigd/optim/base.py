@@ -111,6 +111,15 @@ class Optimizer:
     def _refresh_lr(self, t: int | None = None) -> None:
         self._lr = self.base_lr(t) * self.lr_scale
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles the settings and state arrays; the compiled kernels are looked up again and
+        the scratch array made again where the optimizer is unpickled."""
+        return self.__dict__ | {"_kernels": self._kernels is not None, "_scratch": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._kernels = _kernels.get() if state["_kernels"] else None
+
     def step(self, params: np.ndarray, grads: np.ndarray) -> None:
         """Takes one optimization step: updates ``params`` in place from ``grads``."""
         if self._scratch is None or self._scratch.shape != params.shape:

@@ -21,6 +21,7 @@ from minigd.data.convert import convert
 from minigd.data.files import hold_out
 from minigd.data.opening import is_streamable, on_disk_bytes, read_manifest, sample
 from minigd.data.opening import open as open_data
+from minigd.distributed.comm import launched_under_mpi, world
 from minigd.experiments import Budget, RunSpec, compare, sweep, write_report
 from minigd.experiments.plots import plot_sweep
 from minigd.experiments.runs import RunConfig, read_config, should_stream, slug, train_run
@@ -164,6 +165,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ValueError("--out must name a folder; received ''.")
         out = Path(args.out) if args.out is not None else Path("runs") / config.default_name()
     steps, seconds = args.checkpoint_every
+    comm = world() if launched_under_mpi() else None  # mpiexec -n N minigd train ...
     result = train_run(
         config,
         out,
@@ -174,8 +176,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         checkpoint_every_seconds=seconds,
         announce=lambda line: print(line, flush=True),
         threads=args.threads,
+        comm=comm,
     )
+    if comm is not None and comm.Get_rank() != 0:  # rank 0 reports for the job
+        return _exit_code(result)
     return _train_report(result, out, args.quiet)
+
+
+def _exit_code(result) -> int:
+    if result.outcome == "interrupted":
+        return EXIT_SIGTERM if result.signal == signal.SIGTERM else EXIT_INTERRUPTED
+    return EXIT_DIVERGED if result.outcome == "diverged" else EXIT_OK
 
 
 def _train_report(result, out: Path, quiet: bool) -> int:
@@ -188,14 +199,14 @@ def _train_report(result, out: Path, quiet: bool) -> int:
             f"Resume with: minigd train --resume {out}",
             file=sys.stderr,
         )
-        return EXIT_SIGTERM if result.signal == signal.SIGTERM else EXIT_INTERRUPTED
+        return _exit_code(result)
     if quiet and result.stop_reason:  # without --quiet the progress output said it already
         print(f"minigd: {result.stop_reason}", file=sys.stderr)
     print(f"done: {meta.get('steps')} steps, {meta.get('samples_seen')} samples")
     for key, value in result.metrics.items():
         print(f"  {key:<20} {value:.4f}")
     print(f"wrote {out}/model.npz, history.json, history.csv, epochs.csv, config.json")
-    return EXIT_DIVERGED if result.outcome == "diverged" else EXIT_OK
+    return _exit_code(result)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

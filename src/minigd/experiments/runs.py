@@ -277,9 +277,12 @@ def train_run(
     checkpoint_every_seconds: float | None = DEFAULT_CHECKPOINT_SECONDS,
     announce=None,
     threads: int | None = None,
+    comm=None,
 ) -> RunOutcome:
     """Trains as ``config`` says in the run folder ``out`` (see the module docstring).
-    ``announce`` receives one line saying what will be trained, once every check has passed."""
+    ``announce`` receives one line saying what will be trained, once every check has passed.
+    With ``comm`` (an MPI communicator of several ranks) every rank trains its share of each
+    batch and rank 0 alone writes the folder."""
     folder = RunFolder(out)
     _check_folder(folder, resume, overwrite)
     config.check()
@@ -295,12 +298,14 @@ def train_run(
         every_seconds=checkpoint_every_seconds,
         keep_last=2,
     )
-    trainer = _trainer(config, train, test, [checkpoint], verbose, threads)
+    trainer = _trainer(config, train, test, [checkpoint], verbose, threads, comm)
     restored = _restore(folder, trainer, config) if resume else None
-    if announce is not None:
-        announce(describe(config, train, folder.path, trainer.threads))
-    with folder.locked():
-        _begin(folder, config, train, restored)
+    root = trainer.rank == 0
+    if announce is not None and root:
+        announce(describe(config, train, folder.path, trainer.threads, trainer.parallel))
+    with folder.locked() if root else contextlib.nullcontext():
+        if root:
+            _begin(folder, config, train, restored)
         history = trainer.run()
         if trainer.interrupted:  # the folder keeps its last complete model; resume from here
             return RunOutcome(
@@ -313,12 +318,13 @@ def train_run(
                 checkpoint.last_path,
             )
         trainer.model.classes = train.classes  # predict and evaluate speak the data's labels
-        folder.write_results(trainer.model, history)
+        if root:
+            folder.write_results(trainer.model, history)
     metrics = final_metrics(trainer.model, history, train, config.sample_axis)
     return RunOutcome(trainer.model, history, metrics, trainer.outcome, trainer.stop_reason)
 
 
-def _trainer(config: RunConfig, train: Dataset, test, callbacks, verbose: int, threads):
+def _trainer(config: RunConfig, train: Dataset, test, callbacks, verbose: int, threads, comm):
     """The Trainer of a run (every argument checked), with its learning-rate warm-up."""
     streaming = isinstance(train, SourceData)
     trainer = make_trainer(
@@ -338,6 +344,7 @@ def _trainer(config: RunConfig, train: Dataset, test, callbacks, verbose: int, t
         callbacks=callbacks,
         verbose=verbose,
         threads=threads,
+        comm=comm,
     )
     if config.warmup_epochs:  # Goyal et al. 2017: ramp up to a large, linearly scaled rate
         steps = config.warmup_epochs * trainer.batches_per_epoch
@@ -346,13 +353,22 @@ def _trainer(config: RunConfig, train: Dataset, test, callbacks, verbose: int, t
     return trainer
 
 
-def describe(config: RunConfig, train: Dataset, out: Path, trainer_threads: int) -> str:
+def describe(
+    config: RunConfig, train: Dataset, out: Path, trainer_threads: int, parallel=None
+) -> str:
     """One line: what is trained on what, the task and why, and where it goes."""
     task = f"{train.n_classes} classes" if train.classes is not None else "regression"
     why = f" ({train.task_reason})" if train.task_reason else ""
     how = ""
     if config.stream == "always":
         how = f", streamed from disk ({config.shuffle} shuffle)"
+    if parallel is not None:
+        b = len(train.X) if config.batch_size == "full" else int(config.batch_size)
+        pids = ", ".join(f"{rank}:{pid}" for rank, pid in enumerate(parallel.pids))
+        how += (
+            f", data-parallel on {parallel.size} MPI ranks (each global batch of {b} split "
+            f"into shares of {b // parallel.size}-{-(-b // parallel.size)}; rank:pid {pids})"
+        )
     return (
         f"training {config.model} on {config.data} ({len(train.X)} samples; {task}{why}): "
         f"batch size {config.batch_size}, {config.optimizer}, {config.epochs} epochs, "

@@ -367,7 +367,13 @@ class BatchNorm(Layer):
     batch variance. Evaluation uses the running statistics.
 
     A batch of one sample has no variance to estimate; training on it is an error.
+
+    Data-parallel training sets ``sync`` (``minigd.distributed.DataParallel``): the batch
+    statistics and the two sums of the backward pass are then summed over the ranks' shares of
+    the global batch (a synchronized BatchNorm), so N ranks compute what one process computes.
     """
+
+    sync = None  # an object with .count (the global batch) and .allreduce(array), or None
 
     def __init__(self, num_features: int, *, eps: float = 1e-5, momentum: float = 0.1) -> None:
         super().__init__()
@@ -423,7 +429,8 @@ class BatchNorm(Layer):
             y += shift
             self._training, self._x, self._scale = False, x, scale
             return y
-        if n < 2:
+        total = n if self.sync is None else self.sync.count  # the global batch when synced
+        if total < 2:
             raise ValueError(
                 "BatchNorm cannot train on a batch of 1 sample (its variance is undefined). "
                 "Use last_batch='merge' (fold the last small batch into the one before) or "
@@ -433,10 +440,10 @@ class BatchNorm(Layer):
         var = self._buffer("var", (d,), x.dtype)
         invstd = self._buffer("invstd", (d,), x.dtype)
         xhat = self._buffer("xhat", x.shape, x.dtype)
-        np.mean(x, axis=0, out=mean)
+        self._batch_mean(x, mean)
         np.subtract(x, mean, out=xhat)
         np.multiply(xhat, xhat, out=y)  # y as scratch for the squares
-        np.mean(y, axis=0, out=var)
+        self._batch_mean(y, var)
         np.add(var, self.eps, out=invstd)
         np.sqrt(invstd, out=invstd)
         np.divide(1.0, invstd, out=invstd)
@@ -447,10 +454,19 @@ class BatchNorm(Layer):
         self.running_mean *= 1.0 - m
         self.running_mean += m * mean
         self.running_var *= 1.0 - m
-        self.running_var += (m * n / (n - 1)) * var
+        self.running_var += (m * total / (total - 1)) * var
         self.num_batches_tracked += 1
         self._training, self._xhat, self._invstd = True, xhat, invstd
         return y
+
+    def _batch_mean(self, a: np.ndarray, out: np.ndarray) -> None:
+        """Column means of ``a`` over the batch: this process's rows, or every rank's."""
+        if self.sync is None:
+            np.mean(a, axis=0, out=out)
+            return
+        np.sum(a, axis=0, out=out)
+        self.sync.allreduce(out)
+        out /= self.sync.count
 
     def backward(self, dy, need_dx=True):
         if not self._training:
@@ -464,16 +480,30 @@ class BatchNorm(Layer):
         if not need_dx:
             return None
         # dx = weight * invstd * (dy - sum(dy)/n - xhat * sum(dy * xhat)/n)
+        sum_dy, sum_dy_xhat = self._global_sums(n)
         coef = self._buffer("coef", self.grad_weight.shape, dy.dtype)
-        np.multiply(self.grad_weight, 1.0 / n, out=coef)
+        np.multiply(sum_dy_xhat, 1.0 / n, out=coef)
         dx = self._buffer("dx", dy.shape, dy.dtype)
         np.multiply(xhat, coef, out=scratch)
         np.subtract(dy, scratch, out=dx)
-        np.multiply(self.grad_bias, 1.0 / n, out=coef)
+        np.multiply(sum_dy, 1.0 / n, out=coef)
         dx -= coef
         np.multiply(self.weight, self._invstd, out=coef)
         dx *= coef
         return dx
+
+    def _global_sums(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(sum of dy, sum of dy * xhat) in this rank's scale. Each rank's dy carries its own
+        1/n_r; with a global batch of B, the true sums are S = sum_r (n_r / B) s_r, and this
+        rank's dx needs S / n_r in place of s_r / n_r: one Allreduce of 2 x features."""
+        if self.sync is None:
+            return self.grad_bias, self.grad_weight
+        d = self.grad_bias.shape[0]
+        sums = self._buffer("sums", (2 * d,), self.grad_bias.dtype)
+        np.multiply(self.grad_bias, n / self.sync.count, out=sums[:d])
+        np.multiply(self.grad_weight, n / self.sync.count, out=sums[d:])
+        self.sync.allreduce(sums)
+        return sums[:d], sums[d:]
 
     def _backward_eval(self, dy, need_dx):
         # With fixed statistics the layer is affine: y = x * scale + shift, where

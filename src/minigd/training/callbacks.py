@@ -400,7 +400,9 @@ class Checkpoint(Callback):
         self.last_path: Path | None = None
         self._last_time = time.monotonic()
 
-    def write(self, trainer) -> Path:
+    def write(self, trainer) -> Path | None:
+        if getattr(trainer, "rank", 0) != 0:  # data-parallel ranks hold the same state
+            return self.last_path
         path = trainer.save_checkpoint(self.folder / checkpoint_name(trainer.step))
         self.last_path = path
         self._last_time = time.monotonic()

@@ -14,6 +14,7 @@ checkpoint can record it and a resumed run can continue at exactly the next batc
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
 import math
 import signal
@@ -32,6 +33,8 @@ from minigd._threads import blas_threads, resolve_threads
 from minigd._validation import check_choice, check_float, check_int, message
 from minigd.batching import MiniBatches
 from minigd.data.arrays import held_out_count
+from minigd.distributed.comm import abort_job, check_same
+from minigd.distributed.data_parallel import DataParallel
 from minigd.nn.losses import get_loss
 from minigd.optim import Optimizer, get_optimizer
 from minigd.training.callbacks import Callback, DivergenceGuard, ProgressBar
@@ -96,6 +99,10 @@ class Trainer:
         validation: optional (X_val, y_val), prepared for the model.
         callbacks: Callback objects, called in order.
         threads: BLAS threads while training; default the cores this process may use.
+        comm: an mpi4py communicator of several ranks: train data-parallel
+            (``minigd.distributed``); every rank runs the same Trainer on the same data.
+        sync_batchnorm: with ``comm``, BatchNorm statistics over the global batch (True) or
+            over each rank's share (False, PyTorch DDP's default).
     """
 
     def __init__(
@@ -108,9 +115,16 @@ class Trainer:
         validation: tuple[np.ndarray, np.ndarray] | None = None,
         callbacks: Sequence[Callback] = (),
         threads: int | None = None,
+        comm=None,
+        sync_batchnorm: bool = True,
     ) -> None:
         self.model = model
         self.threads = resolve_threads(threads)
+        # data parallelism over MPI: each global batch split across the ranks of ``comm``
+        self.parallel = None
+        if comm is not None and comm.Get_size() > 1:
+            self.parallel = DataParallel(comm, sync_batchnorm)
+        self.rank = 0 if self.parallel is None else self.parallel.rank
         self.batches = batches
         self.optimizer = optimizer
         self.epochs = check_int("epochs", epochs, minimum=1)
@@ -195,7 +209,14 @@ class Trainer:
             self._call("on_train_begin")
             self._honour(caught)  # a signal that arrived before the first step
             try:
+                if self.parallel is not None:
+                    check_same(self.parallel.comm, self._what_ranks_share())
+                    self.parallel.check(self.model, self.batches.batch_sizes)
                 self._train_epochs(caught)
+            except BaseException as exc:
+                if self.parallel is not None:  # the other ranks would wait in the next Allreduce
+                    abort_job(self.parallel.comm, exc)
+                raise
             finally:
                 self.batches.close()  # a streamed source stops reading ahead
         self.model.eval()
@@ -221,7 +242,7 @@ class Trainer:
         model, optimizer, history, pos = self.model, self.optimizer, self.history, self.position
         epoch = pos.epoch
         for xb, yb in batches:
-            loss = model.loss_and_grad(xb, yb)  # forward, loss, backward
+            loss = self._loss_and_grad(xb, yb, caught)  # forward, loss, backward
             optimizer.step(model.params, model.grads)  # one step per mini-batch
             pos.advance(loss, len(xb))
             history.record_step(
@@ -233,12 +254,34 @@ class Trainer:
             if self.stop_training:
                 break
 
+    def _loss_and_grad(self, xb, yb, caught: _Caught) -> float:
+        if self.parallel is None:
+            return self.model.loss_and_grad(xb, yb)
+        # this rank's share of the batch; the gradient, loss and any stop request are summed
+        return self.parallel.loss_and_grad(self.model, xb, yb, stop=caught.signal is not None)
+
     def _honour(self, caught: _Caught) -> None:
-        """Stops after this step if Ctrl-C or SIGTERM has arrived."""
+        """Stops after this step if Ctrl-C or SIGTERM has arrived (on any rank)."""
+        if self.parallel is not None and self.parallel.stop_requested and caught.signal is None:
+            if not self.interrupted:
+                self.stop(f"interrupted on another rank after step {self.step}", "interrupted")
+            return
         if caught.signal is not None and not self.interrupted:
             self.signal = caught.signal
             name = "Ctrl-C" if caught.signal == signal.SIGINT else "SIGTERM"
             self.stop(f"interrupted ({name}) after step {self.position.step}", "interrupted")
+
+    def _what_ranks_share(self) -> dict[str, Any]:
+        """What every rank must agree on before the first Allreduce."""
+        params = np.ascontiguousarray(self.model.params)
+        return {
+            **self.batching(),
+            "model": self.model.config()["layers"],
+            "parameters": hashlib.sha256(params.tobytes()).hexdigest(),
+            "optimizer": repr(self.optimizer),
+            "position": asdict(self.position),
+            "epochs": self.epochs,
+        }
 
     def _end_epoch(self, epoch: int) -> None:
         logs = self._epoch_logs(epoch)
@@ -291,6 +334,17 @@ class Trainer:
             "last_batch": b.last_batch,
             "optimizer": repr(self.optimizer),
             "threads": self.threads,
+            **self._parallel_summary(),
+        }
+
+    def _parallel_summary(self) -> dict[str, Any]:
+        if self.parallel is None:
+            return {}
+        lo, hi = self.parallel.share(self.batches.batch_size)
+        return {
+            "ranks": self.parallel.size,
+            "per_rank_batch": hi - lo,  # rank 0's share of a full batch (shares differ by <= 1)
+            "allreduce_seconds": self.parallel.allreduce_seconds,
         }
 
     # -- checkpoints ----------------------------------------------------------------------
@@ -420,6 +474,7 @@ def make_trainer(
     resume: Any = None,
     threads: int | None = None,
     shuffle_buffer: int | None = None,
+    comm=None,
 ) -> Trainer:
     """Checks and converts the data once and builds the Trainer that ``fit`` runs: ``fit(...)`` is
     ``make_trainer(...).run()``. Raise ``trainer.epochs`` and call ``run()`` again to go on.
@@ -444,6 +499,8 @@ def make_trainer(
         resume: a checkpoint file, or a folder holding ``checkpoint-*.npz``, to continue from.
         threads: BLAS threads while training (default: the cores this process may use; 1 when
             other processes are busy on them, or in each of several workers).
+        comm: an mpi4py communicator (``minigd.distributed.world()`` under mpiexec): train
+            data-parallel; ``batch_size`` stays the global batch. Progress shows on rank 0 only.
     """
     if loss is not None:
         model.loss = get_loss(loss)
@@ -451,8 +508,10 @@ def make_trainer(
     batching |= {"last_batch": last_batch, "buffer_bytes": shuffle_buffer}
     held_out = (validation, validation_split)
     batches, validation = _batches(model, X, y, held_out, sample_axis, batching)
-    opt, extra = get_optimizer(optimizer, lr), _with_defaults(callbacks, verbose)
+    root = comm is None or comm.Get_rank() == 0
+    opt, extra = get_optimizer(optimizer, lr), _with_defaults(callbacks, verbose if root else 0)
     run = {"epochs": epochs, "validation": validation, "callbacks": extra, "threads": threads}
+    run["comm"] = comm
     trainer = Trainer(model, batches, opt, **run)
     if resume is not None:
         trainer.restore(resume)

@@ -1,0 +1,75 @@
+"""The MPI world, found without importing MPI where there is none, and checks that every rank
+was started alike.
+
+mpiexec (MPICH's hydra, Open MPI, Slurm's PMI) tells each process its rank and the world's size in
+environment variables; ``launched_under_mpi`` reads them, so a plain ``minigd train`` never loads
+mpi4py. ``world`` then returns mpi4py's COMM_WORLD, or says which extra brings it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+from minigd._extras import require
+
+SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS")
+
+
+def launched_under_mpi() -> bool:
+    """True when this process is one of several started by mpiexec (or srun)."""
+    for name in SIZE_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 1:
+            return True
+    return False
+
+
+def world():
+    """mpi4py's COMM_WORLD (``pip install 'minigd[mpi]'``: mpi4py and MPICH's mpiexec; on a
+    cluster, build mpi4py against the cluster's own MPI instead)."""
+    require("mpi4py", "mpi", "distributed training")
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD
+
+
+def check_same(comm, what: dict[str, Any]) -> None:
+    """Refuses to start when the ranks disagree on ``what`` (data length, seed, model, batch
+    size): every rank compares every rank's values in one collective, so all of them raise the
+    same sentence instead of one waiting forever in a later collective."""
+    mine = json.dumps(what, sort_keys=True, default=str)
+    digests = comm.allgather(hashlib.sha256(mine.encode()).hexdigest())
+    if len(set(digests)) == 1:
+        return
+    everyone = comm.allgather(mine)
+    first = json.loads(everyone[0])
+    for rank, text in enumerate(everyone):
+        theirs = json.loads(text)
+        differs = sorted(k for k in first if theirs.get(k) != first.get(k))
+        if differs:
+            detail = ", ".join(
+                f"{k} {first[k]!r} on rank 0, {theirs.get(k)!r} on rank {rank}" for k in differs
+            )
+            raise ValueError(
+                f"the {comm.Get_size()} ranks were not started alike: {detail}. Every rank must "
+                "see the same data and settings."
+            )
+
+
+def abort_job(comm, exc: BaseException) -> None:
+    """Ends every rank of the job after an error on this one: names the rank and the cause on
+    stderr, then ``MPI_Abort`` (the others would otherwise wait forever in the next collective).
+    A KeyboardInterrupt (a second Ctrl-C) exits 130."""
+    import sys
+
+    rank = comm.Get_rank()
+    what = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+    print(
+        f"minigd: rank {rank} of {comm.Get_size()} failed ({what}); ending the job.",
+        file=sys.stderr,
+        flush=True,
+    )
+    comm.Abort(130 if isinstance(exc, KeyboardInterrupt) else 1)

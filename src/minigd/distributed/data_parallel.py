@@ -1,0 +1,123 @@
+"""Synchronous data parallelism: each global batch split across ranks, one Allreduce per step.
+
+For a global batch of B rows, rank r takes rows [lo_r, hi_r) (shares differ by at most one row; a
+rank may get none of a tiny last batch and still joins the collective). It computes the mean
+gradient g_r of its n_r rows, and the step needs
+
+    g = (1/B) sum_r n_r g_r,        loss = (1/B) sum_r n_r loss_r
+
+so each rank scales by n_r, and one in-place Allreduce(SUM) over [grads, loss, |g_r|^2 n_r,
+stop] gives every rank the same numbers: the same update, the same History. The extra scalars
+cost nothing: the per-rank squared norms give the gradient noise scale (McCandlish et al. 2018,
+appendix A.1) and the stop flag makes Ctrl-C on one rank stop every rank after the same step.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from minigd.nn.layers import BatchNorm
+
+
+class DataParallel:
+    """The per-step exchange of one rank; ``loss_and_grad`` replaces the model's own.
+
+    BatchNorm: with ``sync_batchnorm`` (the default) the layers' statistics and backward sums
+    are summed over the global batch (``BatchNorm.sync``), so N ranks train exactly the model one
+    process trains; without it each rank normalizes its own share (what PyTorch's DDP does by
+    default) and the running statistics are averaged after each step, so the ranks stay alike.
+    """
+
+    def __init__(self, comm, sync_batchnorm: bool = True) -> None:
+        self.comm = comm
+        self.sync_batchnorm = bool(sync_batchnorm)
+        self.count = 0  # rows in the current global batch (what synced BatchNorm divides by)
+        self._model = None
+        self._norms: list = []
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self._buffer: np.ndarray | None = None
+        self.stop_requested = False  # some rank asked to stop after this step
+        self.small_norm_sq = float("nan")  # mean over ranks of |g_r|^2, weighted by n_r
+        self.big_norm_sq = float("nan")  # |g|^2 of the reduced gradient
+        self.allreduce_seconds = 0.0
+        # which process is which rank: MPI's own report of a dead process names its pid
+        self.pids = comm.allgather(os.getpid())
+
+    def allreduce(self, array: np.ndarray) -> None:
+        """Sums ``array`` over the ranks, in place (synced BatchNorm's statistics)."""
+        from mpi4py import MPI
+
+        self.comm.Allreduce(MPI.IN_PLACE, array, op=MPI.SUM)
+
+    def attach(self, model) -> None:
+        """Links the model's BatchNorm layers to this exchange (once per model)."""
+        if self._model is model:
+            return
+        self._model = model
+        self._norms = [layer for layer in model.layers if isinstance(layer, BatchNorm)]
+        for layer in self._norms:
+            layer.sync = self if self.sync_batchnorm else None
+
+    def check(self, model, batch_sizes: list[int]) -> None:
+        """Refuses, on every rank alike, a batch too small to give each rank a row when synced
+        BatchNorm needs every rank in its collectives."""
+        self.attach(model)
+        if self._norms and self.sync_batchnorm and min(batch_sizes) < self.size:
+            raise ValueError(
+                f"a batch of {min(batch_sizes)} rows cannot give each of the {self.size} ranks a "
+                "row, and synchronized BatchNorm needs every rank: use last_batch='merge' or "
+                "'drop', a larger batch, or fewer ranks."
+            )
+
+    def share(self, n: int) -> tuple[int, int]:
+        """This rank's rows [lo, hi) of a batch of n."""
+        base, extra = divmod(n, self.size)
+        lo = self.rank * base + min(self.rank, extra)
+        return lo, lo + base + (1 if self.rank < extra else 0)
+
+    def loss_and_grad(self, model, xb: np.ndarray, yb: np.ndarray, stop: bool = False) -> float:
+        from mpi4py import MPI
+
+        n = len(xb)
+        lo, hi = self.share(n)
+        self.attach(model)
+        self.count = n
+        if self._buffer is None or len(self._buffer) != model.grads.size + 3:
+            self._buffer = np.empty(
+                model.grads.size + 3, np.float64 if model.dtype == np.float64 else model.dtype
+            )
+        buf = self._buffer
+        if hi > lo:
+            loss = model.loss_and_grad(xb[lo:hi], yb[lo:hi])
+            local = np.asarray(model.grads, np.float64)
+            buf[:-3] = model.grads
+            buf[:-3] *= hi - lo
+            buf[-3] = loss * (hi - lo)
+            buf[-2] = float(local @ local) * (hi - lo)
+        else:
+            buf[:] = 0.0
+        buf[-1] = 1.0 if stop else 0.0
+        start = time.perf_counter()
+        self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+        self.allreduce_seconds += time.perf_counter() - start
+        np.multiply(buf[:-3], 1.0 / n, out=model.grads)
+        self.stop_requested = bool(buf[-1] > 0)
+        g = np.asarray(model.grads, np.float64)
+        self.big_norm_sq = float(g @ g)
+        self.small_norm_sq = float(buf[-2]) / n
+        if self._norms and not self.sync_batchnorm:
+            self._average_running_statistics()
+        return float(buf[-3]) / n
+
+    def _average_running_statistics(self) -> None:
+        stats = np.concatenate([v for la in self._norms for v in (la.running_mean, la.running_var)])
+        self.allreduce(stats)
+        stats /= self.size
+        at = 0
+        for layer in self._norms:
+            for v in (layer.running_mean, layer.running_var):
+                v[...] = stats[at : at + v.size]
+                at += v.size

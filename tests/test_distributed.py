@@ -1,0 +1,188 @@
+"""Data-parallel training on real MPI jobs (mpiexec -n 2 and -n 3 from pytest): the same model as
+one process, resume with another number of ranks, a killed rank, ranks started differently."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mpi4py")
+MPIEXEC = shutil.which("mpiexec") or str(Path(sys.executable).parent / "mpiexec")
+if not Path(MPIEXEC).exists():
+    pytest.skip("mpiexec is not installed (pip install 'minigd[mpi]')", allow_module_level=True)
+
+ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+
+
+def mpi(n: int, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [MPIEXEC, "-n", str(n), *args], capture_output=True, text=True, env=ENV, timeout=timeout
+    )
+
+
+EQUALITY = """
+import json, sys
+import numpy as np
+from minigd.distributed import world
+from minigd.nn import mlp
+from minigd.training import fit
+
+comm = world()
+worst = {}
+for name, m, b, optimizer, last, batchnorm in json.loads(sys.argv[1]):
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((m, 7)), rng.integers(0, 3, m)
+    runs = []
+    for c in (comm, None):
+        model = mlp(7, [16], 3, batchnorm=batchnorm, dtype=np.float64, seed=1)
+        fit(model, X, y, batch_size=b, epochs=3, optimizer=optimizer, lr=0.05, last_batch=last,
+            verbose=0, comm=c, threads=1)
+        runs.append(np.concatenate([v.ravel() for v in model.state().values()]))
+    worst[name] = float(np.abs(runs[0] - runs[1]).max() / np.abs(runs[1]).max())
+if comm.Get_rank() == 0:
+    print(json.dumps(worst))
+"""
+
+CASES = [
+    # name, m, global batch, optimizer, last_batch, batchnorm
+    ("sgd", 203, 32, "sgd", "keep", False),
+    ("momentum drop", 203, 32, "momentum", "drop", False),
+    ("adam merge", 203, 50, "adam", "merge", False),
+    ("sgd 1-row last batch", 201, 100, "sgd", "keep", False),  # 2 of 3 ranks get no row
+    ("adam batchnorm", 203, 48, "adam", "merge", True),
+]
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_n_ranks_train_the_model_one_process_trains(tmp_path, n):
+    script = tmp_path / "equal.py"
+    script.write_text(EQUALITY)
+    done = mpi(n, sys.executable, str(script), json.dumps(CASES))
+    assert done.returncode == 0, done.stderr
+    worst = json.loads(done.stdout)
+    print(f"{n} ranks, worst relative difference: {worst}")
+    assert all(diff < 1e-10 for diff in worst.values()), worst
+
+
+def train(n: int, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "minigd", "train", *args, "--quiet", "--threads", "1"]
+    if n == 1:
+        return subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=120)
+    return mpi(n, *command)
+
+
+def parameters(folder: Path) -> dict[str, np.ndarray]:
+    with np.load(folder / "model.npz", allow_pickle=False) as f:
+        return {k: f[k] for k in f.files if k not in ("architecture", "classes")}
+
+
+COMMON = ["--data", "digits", "--model", "mlp:32", "--optimizer", "adam", "--batch-size", "64"]
+
+
+def test_a_run_resumes_on_another_number_of_ranks(tmp_path):
+    common = [*COMMON, "--dtype", "float64"]
+    assert train(1, *common, "--epochs", "4", "--out", str(tmp_path / "one")).returncode == 0
+    first = train(2, *common, "--epochs", "2", "--out", str(tmp_path / "run"))
+    assert first.returncode == 0, first.stderr
+    # the first line says so, once: rank 0 speaks for the job
+    assert first.stdout.count("data-parallel on 2 MPI ranks") == 1
+    assert first.stdout.count("done:") == 1
+    resumed = train(3, "--resume", str(tmp_path / "run"), "--epochs", "4")
+    assert resumed.returncode == 0, resumed.stderr
+    ours, reference = parameters(tmp_path / "run"), parameters(tmp_path / "one")
+    for name, value in reference.items():
+        np.testing.assert_allclose(ours[name], value, rtol=1e-10, atol=1e-12)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["meta"]["ranks"] == 3 and history["meta"]["per_rank_batch"] == 22
+
+
+def test_a_killed_rank_ends_the_job_within_seconds_and_the_checkpoint_resumes(tmp_path):
+    psutil = pytest.importorskip("psutil")
+    run = tmp_path / "run"
+    slow = [*COMMON, "--batch-size", "8", "--epochs", "30", "--checkpoint-every", "20"]
+    job = subprocess.Popen(
+        [
+            MPIEXEC,
+            "-n",
+            "2",
+            sys.executable,
+            "-m",
+            "minigd",
+            "train",
+            *slow,
+            "--out",
+            str(run),
+            "--threads",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    end = time.monotonic() + 60
+    while not list((run / "checkpoints").glob("checkpoint-*.npz")):
+        assert time.monotonic() < end and job.poll() is None, "no checkpoint appeared"
+        time.sleep(0.05)
+    ranks = [
+        p
+        for p in psutil.Process(job.pid).children(recursive=True)
+        if "minigd" in " ".join(p.cmdline())
+    ]
+    assert len(ranks) == 2
+    killed_at = time.monotonic()
+    ranks[1].send_signal(signal.SIGKILL)
+    out, err = job.communicate(timeout=60)
+    assert time.monotonic() - killed_at < 15
+    assert job.returncode != 0
+    # MPICH names the process that died and how; the first line maps that pid to its rank
+    assert f"PID {ranks[1].pid}" in out + err and "Killed (signal 9)" in out + err
+    rank_of = dict(
+        item.split(":")[::-1] for item in out.split("rank:pid ")[1].split(")")[0].split(", ")
+    )
+    assert rank_of[str(ranks[1].pid)] in ("0", "1")
+    assert not any(p.is_running() and p.status() != "zombie" for p in ranks)
+    resumed = train(2, "--resume", str(run), "--epochs", "2")
+    assert resumed.returncode == 0, resumed.stderr
+
+
+MISMATCH = """
+import numpy as np
+from minigd.distributed import world
+from minigd.nn import mlp
+from minigd.training import fit
+comm = world()
+m = 100 if comm.Get_rank() == 0 else 99  # one rank read a shorter file
+X, y = np.ones((m, 4)), np.arange(m) % 2
+fit(mlp(4, [8], 2), X, y, batch_size=10, epochs=1, verbose=0, comm=comm)
+"""
+
+
+def test_ranks_started_with_different_data_are_refused_with_a_sentence(tmp_path):
+    script = tmp_path / "mismatch.py"
+    script.write_text(MISMATCH)
+    start = time.monotonic()
+    done = mpi(2, sys.executable, str(script), timeout=60)
+    assert time.monotonic() - start < 30  # no deadlock
+    assert done.returncode != 0
+    assert "the 2 ranks were not started alike: n_samples 100 on rank 0, 99 on rank 1" in (
+        done.stderr
+    )
+    assert "rank 0 of 2 failed (ValueError" in done.stderr
+
+
+def test_without_mpi_the_error_names_the_extra(monkeypatch):
+    from minigd.distributed import world
+
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # what an environment without it sees
+    with pytest.raises(
+        ImportError, match=r"distributed training needs mpi4py: pip install 'minigd\[mpi\]'"
+    ):
+        world()

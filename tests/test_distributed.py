@@ -186,3 +186,65 @@ def test_without_mpi_the_error_names_the_extra(monkeypatch):
         ImportError, match=r"distributed training needs mpi4py: pip install 'minigd\[mpi\]'"
     ):
         world()
+
+
+def test_a_sweep_dealt_to_three_ranks_reports_what_one_process_reports(tmp_path):
+    grid = [
+        "--data",
+        "digits",
+        "--model",
+        "mlp:32",
+        "--batch-sizes",
+        "16,64,256",
+        "--lrs",
+        "0.1,0.3",
+        "--target",
+        "val_accuracy:0.8",
+        "--max-epochs",
+        "6",
+        "--quiet",
+    ]
+    command = [sys.executable, "-m", "minigd", "sweep", *grid]
+    one = subprocess.run(
+        [*command, "--threads", "1", "--out", str(tmp_path / "one")],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
+    assert one.returncode == 0, one.stderr
+    three = mpi(3, *command, "--out", str(tmp_path / "three"))
+    assert three.returncode == 0, three.stderr
+    assert three.stdout.count("wrote ") == 1  # rank 0 alone writes and reports
+    a, b = (json.loads((tmp_path / d / "sweep.json").read_text()) for d in ("one", "three"))
+
+    def untimed(rows):
+        return [{k: v for k, v in r.items() if "second" not in k} for r in rows]
+
+    assert untimed(a["rows"]) == untimed(b["rows"]) and len(a["rows"]) == 3
+    assert b["noise"]["b_simple"] == pytest.approx(a["noise"]["b_simple"], rel=1e-6)
+
+
+def test_the_running_noise_scale_recovers_a_known_ratio():
+    from minigd._noise import RunningNoiseScale
+
+    g2, trace = 0.5, 40.0  # B_noise = 80
+    noise = RunningNoiseScale()
+    rng = np.random.default_rng(0)
+    for _ in range(2000):  # E|G_B|^2 = |G|^2 + tr(Sigma)/B, observed with noise
+        small = (g2 + trace / 16) * rng.gamma(1000, 1 / 1000)
+        big = (g2 + trace / 64) * rng.gamma(1000, 1 / 1000)
+        value = noise.update(small, big, 16, 64)
+    assert value == pytest.approx(80, rel=0.1)  # seeds 0-19 gave 77.9-83.5
+    exact = RunningNoiseScale()
+    assert exact.update(g2 + trace / 16, g2 + trace / 64, 16, 64) == pytest.approx(80)
+
+
+def test_a_data_parallel_run_reports_its_noise_scale_as_it_trains(tmp_path):
+    done = train(2, *COMMON, "--epochs", "2", "--out", str(tmp_path / "run"))
+    assert done.returncode == 0, done.stderr
+    assert "b_simple" in done.stdout
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    per_step = [v for v in history["steps"]["b_simple"] if v == v]
+    assert len(per_step) > 30 and all(v > 0 for v in per_step[10:])
+    assert history["epochs"][-1]["b_simple"] == per_step[-1]

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from minigd._json import dataclass_dict
+from minigd._noise import estimate_components
 from minigd._validation import check_int, message
 from minigd.batchsize.rules import noise_probe
 from minigd.training.callbacks import Callback
@@ -54,14 +55,6 @@ class NoiseScale:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclass_dict(self)
-
-
-def estimate_components(small_mean, big_mean, b_small: int, b_big: int):
-    """(|G|^2, tr(Sigma)) from the mean squared gradient norms at the two batch sizes (numbers,
-    or arrays of them for the bootstrap)."""
-    g2 = (b_big * big_mean - b_small * small_mean) / (b_big - b_small)
-    trace = (small_mean - big_mean) / (1.0 / b_small - 1.0 / b_big)
-    return g2, trace
 
 
 def noise_scale(

@@ -394,7 +394,10 @@ def _say_what_diverged(runs) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("reports") / slug(f"sweep-{args.data}-{args.model}")
-    ensure_writable(out)  # before minutes of training, not after
+    comm = world() if launched_under_mpi() else None  # mpiexec -n N: runs dealt to the ranks
+    root = comm is None or comm.Get_rank() == 0
+    if root:
+        ensure_writable(out)  # before minutes of training, not after
     data = _experiment_data(args)
     result = sweep(
         args.model,
@@ -406,10 +409,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         max_epochs=args.max_epochs,
         optimizer=args.optimizer,
         on_row=lambda partial: partial.save(out),  # each finished batch size is on disk at once
-        threads=args.threads,
+        threads=1 if comm is not None else args.threads,  # one BLAS thread per rank
         progress=sys.stderr,
         quiet=args.quiet,
+        comm=comm,
     )
+    if result is None:  # another rank: rank 0 writes the report
+        return 0
     result.save(out)
     plot = plot_sweep(result, out)["steps_vs_batch"]["png"]
     print(result.table())

@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 
+from minigd._noise import RunningNoiseScale
 from minigd.nn.layers import BatchNorm
 
 
@@ -45,6 +46,7 @@ class DataParallel:
         self.allreduce_seconds = 0.0
         # which process is which rank: MPI's own report of a dead process names its pid
         self.pids = comm.allgather(os.getpid())
+        self.noise = RunningNoiseScale()
 
     def allreduce(self, array: np.ndarray) -> None:
         """Sums ``array`` over the ranks, in place (synced BatchNorm's statistics)."""
@@ -108,6 +110,8 @@ class DataParallel:
         g = np.asarray(model.grads, np.float64)
         self.big_norm_sq = float(g @ g)
         self.small_norm_sq = float(buf[-2]) / n
+        if n >= 2 * self.size:  # each rank's gradient is a batch of n/N, the reduced one of n
+            self.noise.update(self.small_norm_sq, self.big_norm_sq, n / self.size, n)
         if self._norms and not self.sync_batchnorm:
             self._average_running_statistics()
         return float(buf[-3]) / n

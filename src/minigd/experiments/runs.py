@@ -443,6 +443,8 @@ def final_metrics(model, history: History, train: Dataset, sample_axis: int) -> 
         metrics = {f"train_{k}": v for k, v in evaluated.items()}
     if history.epochs:
         metrics.update({k: v for k, v in history.epochs[-1].items() if k.startswith("val_")})
+    if "b_simple" in history.meta:  # data-parallel: the noise scale, measured as it trained
+        metrics["b_simple"] = history.meta["b_simple"]
     metrics["seconds"] = history.meta.get("seconds", float("nan"))
     metrics["samples_per_second"] = history.meta.get("samples_seen", 0) / max(
         metrics["seconds"], 1e-9

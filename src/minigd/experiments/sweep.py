@@ -145,7 +145,8 @@ def sweep(
     threads: int | None = None,
     progress: TextIO | None = None,
     quiet: bool = False,
-) -> SweepResult:
+    comm=None,
+) -> SweepResult | None:
     """Runs every (batch size, learning rate, seed) until the target or ``max_epochs``.
 
     The steps of a (batch size, lr) pair are the median over seeds, and count only when every
@@ -155,6 +156,10 @@ def sweep(
     bar when it is a terminal; a run that diverged is named with its reason even when ``quiet``.
     Before the first run an untimed warm-up epoch takes the one-time costs (buffers, BLAS
     threads, page faults) out of its seconds.
+
+    With ``comm`` (an MPI communicator, ``mpiexec -n N minigd sweep``), the (batch size, lr)
+    pairs are dealt to the ranks in turn, each training on one BLAS thread; rank 0 gathers the
+    trials and returns the same result one process gives (timings aside); other ranks get None.
     """
     name, train, test = resolve_data(data, "sweep")
     target = target or Target("val_accuracy", 0.9)
@@ -168,13 +173,18 @@ def sweep(
         verbose=0, threads=threads)  # fmt: skip
     result = SweepResult([], target, name, model, list(learning_rates), list(seeds))
     best_model = None
+
+    def run(b: int, lr: float) -> _Trial:
+        return _trial(build, train, val, b, lr, seeds, target, max_epochs, optimizer, threads)
+
+    done = _dealt(run, batch_sizes, learning_rates, comm)
+    if done is None:  # a rank other than 0: its trials went to rank 0
+        return None
     report = _Progress(progress, quiet, len(batch_sizes) * len(learning_rates))
     for b in batch_sizes:
         trials = {}
         for lr in learning_rates:
-            trials[lr] = _trial(
-                build, train, val, b, lr, seeds, target, max_epochs, optimizer, threads
-            )
+            trials[lr] = done[(b, lr)] if done else run(b, lr)
             report(_trial_line(b, lr, trials[lr], target, max_epochs))
         row, models = _best_row(b, trials)
         result.rows.append(row)
@@ -188,6 +198,20 @@ def sweep(
         if best_model is not None:  # the smallest batch's best run, stopped at the target
             result.noise = probe_noise_scale(best_model, train.X, train.y)
     return result
+
+
+def _dealt(run, batch_sizes, learning_rates, comm) -> dict | None:
+    """{} on one process (each trial then runs in turn, reported as it ends); with several
+    ranks, every (b, lr) trial, run by rank i % N and gathered on rank 0 (None elsewhere)."""
+    if comm is None or comm.Get_size() < 2:
+        return {}
+    rank, size = comm.Get_rank(), comm.Get_size()
+    pairs = [(b, lr) for b in batch_sizes for lr in learning_rates]
+    mine = {pair: run(*pair) for i, pair in enumerate(pairs) if i % size == rank}
+    gathered = comm.gather(mine, root=0)
+    if rank != 0:
+        return None
+    return {pair: trial for part in gathered for pair, trial in part.items()}
 
 
 def _trial(build, train, val, b, lr, seeds, target, max_epochs, optimizer, threads) -> _Trial:

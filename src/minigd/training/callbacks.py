@@ -148,6 +148,8 @@ def format_metrics(logs: dict[str, Any]) -> str:
     for key in ("val_loss", "val_accuracy", "val_r2"):
         if key in logs:
             parts.append(f"{key} {logs[key]:.4f}")
+    if "b_simple" in logs:  # measured from the ranks' gradients of a data-parallel run
+        parts.append(f"B_simple {logs['b_simple']:.4g}")
     parts.append(f"{logs['seconds']:.2f}s")
     parts.append(f"{logs['samples_per_second']:,.0f} samples/s")
     return ", ".join(parts)

@@ -38,8 +38,17 @@ class History:
     _ema: float = 0.0
 
     def record_step(
-        self, epoch: int, loss: float, batch_size: int, samples_seen: int, seconds: float, lr: float
+        self,
+        epoch: int,
+        loss: float,
+        batch_size: int,
+        samples_seen: int,
+        seconds: float,
+        lr: float,
+        **extra: float,
     ) -> None:
+        """Appends one step; ``extra`` columns (the noise scale a data-parallel run measures)
+        start as NaN for the steps recorded before them."""
         s = self.steps
         s["epoch"].append(epoch)
         s["loss"].append(loss)
@@ -47,6 +56,8 @@ class History:
         s["samples_seen"].append(samples_seen)
         s["seconds"].append(seconds)
         s["lr"].append(lr)
+        for name, value in extra.items():
+            s.setdefault(name, [math.nan] * (len(s["loss"]) - 1)).append(value)
         if math.isfinite(loss):
             self._ema = self.ema_beta * self._ema + (1.0 - self.ema_beta) * loss
 
@@ -89,14 +100,14 @@ class History:
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """(the per-step columns as float64 arrays, everything else as JSON-ready data): the two
         parts a checkpoint stores, arrays in its ``.npz`` and the rest in its JSON metadata."""
-        arrays = {name: np.asarray(self.steps[name], dtype=np.float64) for name in STEP_FIELDS}
+        arrays = {name: np.asarray(v, dtype=np.float64) for name, v in self.steps.items()}
         return arrays, self._rest()
 
     @classmethod
     def from_state(cls, arrays: dict[str, np.ndarray], rest: dict[str, Any]) -> History:
         """Rebuilds a History from ``state()``'s two parts (a missing column is empty)."""
         steps = {}
-        for name in STEP_FIELDS:
+        for name in dict.fromkeys([*STEP_FIELDS, *arrays]):
             column = np.asarray(arrays.get(name, np.zeros(0)))
             steps[name] = (
                 column.astype(np.int64).tolist() if name in INT_FIELDS else column.tolist()
@@ -116,7 +127,8 @@ class History:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> History:
-        steps = {k: list(data["steps"].get(k, [])) for k in STEP_FIELDS}
+        names = dict.fromkeys([*STEP_FIELDS, *data["steps"]])
+        steps = {k: list(data["steps"].get(k, [])) for k in names}
         return cls(
             steps,
             list(data.get("epochs", [])),
@@ -139,10 +151,11 @@ class History:
         def write(f) -> None:
             writer = csv.writer(f)
             if which == "steps":
-                writer.writerow(("step", *STEP_FIELDS, "smoothed_loss"))
+                names = list(self.steps)
+                writer.writerow(("step", *names, "smoothed_loss"))
                 smooth = self.smoothed()
                 for i in range(self.n_steps):
-                    row = [self.steps[k][i] for k in STEP_FIELDS]
+                    row = [self.steps[k][i] for k in names]
                     writer.writerow((i + 1, *row, smooth[i]))
             else:
                 keys = list(dict.fromkeys(k for e in self.epochs for k in e))

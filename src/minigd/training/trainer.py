@@ -246,13 +246,25 @@ class Trainer:
             optimizer.step(model.params, model.grads)  # one step per mini-batch
             pos.advance(loss, len(xb))
             history.record_step(
-                epoch, loss, len(xb), pos.samples_seen, self.elapsed(), optimizer.lr
+                epoch,
+                loss,
+                len(xb),
+                pos.samples_seen,
+                self.elapsed(),
+                optimizer.lr,
+                **self._step_extras(),
             )
             for callback in self.callbacks:
                 callback.on_step_end(self, loss)
             self._honour(caught)
             if self.stop_training:
                 break
+
+    def _step_extras(self) -> dict[str, float]:
+        """Per-step measurements beyond the loss: a data-parallel run's noise scale."""
+        if self.parallel is None:
+            return {}
+        return {"b_simple": self.parallel.noise.value}
 
     def _loss_and_grad(self, xb, yb, caught: _Caught) -> float:
         if self.parallel is None:
@@ -302,6 +314,7 @@ class Trainer:
             "elapsed": self.elapsed(),
             "samples_per_second": pos.epoch_samples / seconds if seconds > 0 else math.inf,
             "lr": self.optimizer.lr,
+            **self._step_extras(),  # the value at the epoch's last step
         }
         if self.validation is not None:
             start = time.perf_counter()
@@ -345,6 +358,7 @@ class Trainer:
             "ranks": self.parallel.size,
             "per_rank_batch": hi - lo,  # rank 0's share of a full batch (shares differ by <= 1)
             "allreduce_seconds": self.parallel.allreduce_seconds,
+            "b_simple": self.parallel.noise.value,
         }
 
     # -- checkpoints ----------------------------------------------------------------------

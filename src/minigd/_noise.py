@@ -1,0 +1,45 @@
+"""The two-batch-size estimator of the gradient noise scale (McCandlish et al. 2018, appendix
+A.1), shared by the noise-scale measurement (``batchsize.noise``) and data-parallel training
+(``distributed``), where each rank's gradient is the small batch and the reduced one the big.
+
+    |G|^2     ~ (b_big |G_big|^2 - b_small |G_small|^2) / (b_big - b_small)
+    tr(Sigma) ~ (|G_small|^2 - |G_big|^2) / (1/b_small - 1/b_big)
+    B_simple  = tr(Sigma) / |G|^2
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def estimate_components(small_mean, big_mean, b_small: float, b_big: float):
+    """(|G|^2, tr(Sigma)) from the mean squared gradient norms at the two batch sizes (numbers,
+    or arrays of them for a bootstrap)."""
+    g2 = (b_big * big_mean - b_small * small_mean) / (b_big - b_small)
+    trace = (small_mean - big_mean) / (1.0 / b_small - 1.0 / b_big)
+    return g2, trace
+
+
+class RunningNoiseScale:
+    """B_simple from one pair of norms per step, each component smoothed by a bias-corrected
+    exponential moving average before the ratio (a ratio of averages is consistent, an
+    average of ratios is not), as History smooths the loss."""
+
+    def __init__(self, beta: float = 0.98) -> None:
+        self.beta, self.steps = beta, 0
+        self.g2 = self.trace = 0.0
+
+    def update(self, small_sq: float, big_sq: float, b_small: float, b_big: float) -> float:
+        """Adds one step's norms; returns the smoothed B_simple (nan while |G|^2 <= 0)."""
+        g2, trace = estimate_components(small_sq, big_sq, b_small, b_big)
+        if math.isfinite(g2) and math.isfinite(trace):
+            self.steps += 1
+            self.g2 = self.beta * self.g2 + (1.0 - self.beta) * g2
+            self.trace = self.beta * self.trace + (1.0 - self.beta) * trace
+        return self.value
+
+    @property
+    def value(self) -> float:
+        if not self.steps or self.g2 <= 0:
+            return math.nan
+        return self.trace / self.g2  # the bias corrections of both cancel in the ratio

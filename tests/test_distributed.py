@@ -248,3 +248,89 @@ def test_a_data_parallel_run_reports_its_noise_scale_as_it_trains(tmp_path):
     per_step = [v for v in history["steps"]["b_simple"] if v == v]
     assert len(per_step) > 30 and all(v > 0 for v in per_step[10:])
     assert history["epochs"][-1]["b_simple"] == per_step[-1]
+
+
+def test_compare_dealt_to_two_ranks_reports_what_one_process_reports(tmp_path):
+    grid = [
+        "--data",
+        "digits",
+        "--model",
+        "mlp:32",
+        "--batch-sizes",
+        "full,64,8",
+        "--epochs",
+        "2",
+        "--quiet",
+    ]
+    command = [sys.executable, "-m", "minigd", "compare", *grid]
+    one = subprocess.run(
+        [*command, "--threads", "1", "--out", str(tmp_path / "one")],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=180,
+    )
+    assert one.returncode == 0, one.stderr
+    two = mpi(2, *command, "--out", str(tmp_path / "two"), timeout=180)
+    assert two.returncode == 0, two.stderr
+    assert two.stdout.count("report: ") == 1
+
+    def untimed(folder):
+        runs = json.loads((tmp_path / folder / "results.json").read_text())["runs"]
+        timing = ("second", "samples_per_second", "memory")
+        return [
+            {k: v for k, v in run["metrics"].items() if not any(t in k for t in timing)}
+            for run in runs
+        ]
+
+    one, two = untimed("one"), untimed("two")
+    for a, b in zip(one, two, strict=True):  # float32 sums may differ in the last bits
+        assert a.keys() == b.keys()
+        for key, value in a.items():
+            if isinstance(value, float):
+                assert b[key] == pytest.approx(value, rel=1e-6, nan_ok=True), key
+            else:
+                assert b[key] == value, key
+
+
+PER_RANK = """
+import json
+import numpy as np
+from minigd.distributed import world
+from minigd.nn import mlp
+from minigd.training import fit
+comm = world()
+rng = np.random.default_rng(0)
+X, y = rng.standard_normal((200, 5)), rng.integers(0, 2, 200)
+model = mlp(5, [8], 2, batchnorm=True, dtype=np.float64)
+fit(model, X, y, batch_size=40, epochs=2, verbose=0, comm=comm, sync_batchnorm=False)
+state = np.concatenate([v.ravel() for v in model.state().values()])
+states = comm.gather(state, root=0)
+if comm.Get_rank() == 0:
+    print(json.dumps({"same": bool(all(np.array_equal(states[0], s) for s in states))}))
+"""
+
+
+def test_per_rank_batchnorm_keeps_the_ranks_identical(tmp_path):
+    script = tmp_path / "per_rank.py"
+    script.write_text(PER_RANK)
+    done = mpi(3, sys.executable, str(script))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["same"]  # parameters and running statistics alike
+    warned = train(
+        2,
+        "--data",
+        "digits",
+        "--model",
+        "mlp:32+bn",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "1",
+        "--batchnorm-stats",
+        "per-rank",
+        "--out",
+        str(tmp_path / "r"),
+    )
+    assert warned.returncode == 0, warned.stderr
+    assert warned.stderr.count("each rank normalizes its share of 8 rows") == 1  # rule 5

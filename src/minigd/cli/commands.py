@@ -160,6 +160,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             warmup_epochs=args.warmup_epochs,
             stream=args.stream,
             shuffle=args.shuffle,
+            batchnorm_stats=args.batchnorm_stats,
         )
         if args.out is not None and not args.out.strip():
             raise ValueError("--out must name a folder; received ''.")
@@ -345,11 +346,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
         seconds=args.seconds,
         samples=args.samples,
     )
+    comm = world() if launched_under_mpi() else None  # mpiexec -n N: runs dealt to the ranks
+    root = comm is None or comm.Get_rank() == 0
+    say = print if root else (lambda *a, **k: None)
     train, test = _experiment_data(args)
     model = RunConfig(data=args.data, model=args.model, seed=args.seed).build_model(train)
     if not args.quiet:
-        print("measuring throughput and the noise scale for the advisor ...", flush=True)
-    advice = advise(model, train.X, train.y, optimizer=args.optimizer, progress=not args.quiet)
+        say("measuring throughput and the noise scale for the advisor ...", flush=True)
+    advice = None
+    if root:  # measured once, on an otherwise idle machine, and shared
+        advice = advise(model, train.X, train.y, optimizer=args.optimizer, progress=not args.quiet)
+    if comm is not None:
+        advice = comm.bcast(advice, root=0)
     sizes = args.batch_sizes
     if args.use_advice:
         sizes = [advice.batch_size if s not in ("full", 1) else s for s in sizes]
@@ -357,10 +365,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = (
         Path(args.out) if args.out else Path("reports") / slug(f"compare-{args.data}-{args.model}")
     )
-    ensure_writable(out)  # before minutes of training, not after
-    print(
+    if root:
+        ensure_writable(out)  # before minutes of training, not after
+    say(
         f"comparing batch sizes {', '.join(str(s) for s in sizes)} for {args.model} on "
-        f"{args.data}, {budget} each, same initial weights ...",
+        f"{args.data}, {budget} each, same initial weights"
+        + (f", on {comm.Get_size()} MPI ranks" if comm is not None else "")
+        + " ...",
         flush=True,
     )
     results = compare(
@@ -372,10 +383,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
         reference=args.reference,
         lr_rule=args.lr_rule,
         seed=args.seed,
-        verbose=0 if args.quiet else 1,
+        verbose=0 if args.quiet or not root else 1,
         on_run=lambda partial: partial.save(out),  # each finished run is on disk at once
-        threads=args.threads,
+        threads=1 if comm is not None else args.threads,  # one BLAS thread per rank
+        comm=comm,
     )
+    if results is None:  # another rank: rank 0 writes the report
+        return 0
     paths = write_report(results, out, advice=advice)
     if args.quiet:  # without --quiet each run's progress already said why it stopped
         _say_what_diverged([(run.spec.label, run.metrics) for run in results.runs])

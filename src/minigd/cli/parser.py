@@ -280,6 +280,13 @@ def _add_train(sub) -> None:
         "recommends when linear scaling makes it large)",
     )
     _streaming_arguments(p)
+    p.add_argument(
+        "--batchnorm-stats",
+        choices=("global", "per-rank"),
+        default="global",
+        help="under mpiexec: BatchNorm statistics over the global batch (synchronized: N ranks "
+        "train what one process trains) or over each rank's share (PyTorch DDP's default)",
+    )
     _run_folder_arguments(p)
     _threads_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress output")

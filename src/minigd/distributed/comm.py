@@ -73,3 +73,17 @@ def abort_job(comm, exc: BaseException) -> None:
         flush=True,
     )
     comm.Abort(130 if isinstance(exc, KeyboardInterrupt) else 1)
+
+
+def deal(run, items: list, comm) -> list | None:
+    """``[run(item) for item in items]`` computed by the ranks of ``comm`` in turn (rank r takes
+    items r, r + N, ...), gathered on rank 0 in the items' order; None on the other ranks.
+    What ``mpiexec -n N minigd sweep`` and ``compare`` spread: independent runs, one BLAS
+    thread each."""
+    rank, size = comm.Get_rank(), comm.Get_size()
+    mine = {i: run(item) for i, item in enumerate(items) if i % size == rank}
+    gathered = comm.gather(mine, root=0)
+    if rank != 0:
+        return None
+    done = {i: value for part in gathered for i, value in part.items()}
+    return [done[i] for i in range(len(items))]

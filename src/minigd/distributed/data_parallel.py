@@ -23,6 +23,17 @@ from minigd._noise import RunningNoiseScale
 from minigd.nn.layers import BatchNorm
 
 
+def _ranks_on_this_machine(comm) -> int:
+    """How many ranks share this machine's cores (what the BLAS threads are divided by)."""
+    from mpi4py import MPI
+
+    local = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        return local.Get_size()
+    finally:
+        local.Free()
+
+
 class DataParallel:
     """The per-step exchange of one rank; ``loss_and_grad`` replaces the model's own.
 
@@ -46,6 +57,7 @@ class DataParallel:
         self.allreduce_seconds = 0.0
         # which process is which rank: MPI's own report of a dead process names its pid
         self.pids = comm.allgather(os.getpid())
+        self.local_ranks = _ranks_on_this_machine(comm)
         self.noise = RunningNoiseScale()
 
     def allreduce(self, array: np.ndarray) -> None:

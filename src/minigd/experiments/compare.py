@@ -36,6 +36,7 @@ from minigd.batchsize.memory import estimate_memory
 from minigd.batchsize.noise import NoiseScale, probe_noise_scale
 from minigd.data.files import Dataset
 from minigd.data.loading import load
+from minigd.distributed.comm import deal
 from minigd.experiments.metrics import Target, TargetTracker, curve_noise
 from minigd.experiments.runs import slug
 from minigd.nn.models import model_for_data
@@ -270,7 +271,8 @@ def compare(
     verbose: int = 0,
     on_run: Callable[[Results], None] | None = None,
     threads: int | None = None,
-) -> Results:
+    comm=None,
+) -> Results | None:
     """Trains the same model from the same initial weights with each batch size.
 
     Args:
@@ -284,6 +286,8 @@ def compare(
         on_run: called with the Results so far after each run ends (to save them as they come,
             so a crash or an interrupt loses no finished run).
         threads: BLAS threads for every run (see ``fit``).
+        comm: an MPI communicator (``mpiexec -n N minigd compare``): the runs are dealt to the
+            ranks; rank 0 returns the Results one process would (timings aside), others None.
     """
     name, train, test = resolve_data(data)
     budget = budget or Budget(epochs=10)
@@ -310,9 +314,19 @@ def compare(
         n_params=initial.n_params,
         noise_scale=noise,
     )
+    b_noise = None if noise is None else noise.b_simple
+
+    def run(spec: RunSpec):
+        return _run_one(spec, setup, reference, lr_rule, b_noise)
+
+    if comm is not None and comm.Get_size() > 1:
+        runs_done = deal(run, specs, comm)
+        if runs_done is None:  # another rank: its runs went to rank 0
+            return None
+        results.runs.extend(runs_done)
+        return results
     for spec in specs:
-        b_noise = None if noise is None else noise.b_simple
-        results.runs.append(_run_one(spec, setup, reference, lr_rule, b_noise))
+        results.runs.append(run(spec))
         if on_run is not None:
             on_run(results)
     return results

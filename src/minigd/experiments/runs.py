@@ -33,6 +33,7 @@ import numpy as np
 from minigd._io import atomic_write_text
 from minigd._validation import check_choice, check_float, check_int, message
 from minigd.batching import LAST_BATCH_POLICIES
+from minigd.batchsize import rules
 from minigd.batchsize.memory import available_memory
 from minigd.data import datasets
 from minigd.data.files import Dataset
@@ -98,6 +99,7 @@ class RunConfig:
     warmup_epochs: int = 0
     stream: str = "auto"  # read the data from disk as training goes: "always", "never", "auto"
     shuffle: str = "auto"  # "rows", "blocks", "none"; auto: rows in memory, blocks streaming
+    batchnorm_stats: str = "global"  # data-parallel: over the global batch, or "per-rank"
 
     def default_name(self) -> str:
         return slug(f"{Path(self.data).stem}-{self.model}-{self.optimizer}-b{self.batch_size}")
@@ -113,6 +115,7 @@ class RunConfig:
         check_int("warmup_epochs", self.warmup_epochs, minimum=0)
         check_choice("stream", self.stream, STREAM_CHOICES)
         check_choice("shuffle", self.shuffle, ("auto", *SHUFFLES))
+        check_choice("batchnorm_stats", self.batchnorm_stats, ("global", "per-rank"))
         if self.stream == "always" and not self.is_named_dataset and not is_streamable(self.data):
             raise ValueError(
                 f"{self.data} cannot be read a chunk at a time (.npz and CSV are read whole); "
@@ -345,12 +348,29 @@ def _trainer(config: RunConfig, train: Dataset, test, callbacks, verbose: int, t
         verbose=verbose,
         threads=threads,
         comm=comm,
+        sync_batchnorm=config.batchnorm_stats == "global",
     )
+    _warn_small_shares(trainer)
     if config.warmup_epochs:  # Goyal et al. 2017: ramp up to a large, linearly scaled rate
         steps = config.warmup_epochs * trainer.batches_per_epoch
         opt = trainer.optimizer
         opt.set_schedule(LinearWarmup(opt.base_lr(), warmup_steps=steps))
     return trainer
+
+
+def _warn_small_shares(trainer) -> None:
+    """Rule 5 for per-rank BatchNorm: the statistics come from each rank's share, not the batch."""
+    p = trainer.parallel
+    if p is None or p.sync_batchnorm or not trainer.model.has_batchnorm or p.rank != 0:
+        return
+    lo, hi = p.share(trainer.batch_size)
+    if rules.bn_batch_too_small(hi - lo):
+        warnings.warn(
+            f"with per-rank BatchNorm statistics each rank normalizes its share of {hi - lo} "
+            f"rows, and batches under {rules.BN_MIN_BATCH} give poor estimates (rule 5); use "
+            "--batchnorm-stats global (the default) or a larger batch.",
+            stacklevel=3,
+        )
 
 
 def describe(

@@ -21,6 +21,7 @@ import numpy as np
 from minigd._io import atomic_write_text
 from minigd._json import dataclass_dict, to_plain
 from minigd.batchsize.noise import NoiseScale, probe_noise_scale
+from minigd.distributed.comm import deal
 from minigd.experiments.compare import format_number, resolve_data
 from minigd.experiments.metrics import Reached, Target, TargetTracker
 from minigd.nn.models import model_for_data
@@ -202,16 +203,12 @@ def sweep(
 
 def _dealt(run, batch_sizes, learning_rates, comm) -> dict | None:
     """{} on one process (each trial then runs in turn, reported as it ends); with several
-    ranks, every (b, lr) trial, run by rank i % N and gathered on rank 0 (None elsewhere)."""
+    ranks, every (b, lr) trial dealt to the ranks and gathered on rank 0 (None elsewhere)."""
     if comm is None or comm.Get_size() < 2:
         return {}
-    rank, size = comm.Get_rank(), comm.Get_size()
     pairs = [(b, lr) for b in batch_sizes for lr in learning_rates]
-    mine = {pair: run(*pair) for i, pair in enumerate(pairs) if i % size == rank}
-    gathered = comm.gather(mine, root=0)
-    if rank != 0:
-        return None
-    return {pair: trial for part in gathered for pair, trial in part.items()}
+    trials = deal(lambda pair: run(*pair), pairs, comm)
+    return None if trials is None else dict(zip(pairs, trials, strict=True))
 
 
 def _trial(build, train, val, b, lr, seeds, target, max_epochs, optimizer, threads) -> _Trial:

@@ -29,7 +29,7 @@ import numpy as np
 
 from minigd import _signals
 from minigd._kernels import warm_up
-from minigd._threads import blas_threads, resolve_threads
+from minigd._threads import blas_threads, resolve_threads, usable_cores
 from minigd._validation import check_choice, check_float, check_int, message
 from minigd.batching import MiniBatches
 from minigd.data.arrays import held_out_count
@@ -124,6 +124,8 @@ class Trainer:
         self.parallel = None
         if comm is not None and comm.Get_size() > 1:
             self.parallel = DataParallel(comm, sync_batchnorm)
+            if threads is None:  # the ranks on one machine share its cores
+                self.threads = max(1, usable_cores() // self.parallel.local_ranks)
         self.rank = 0 if self.parallel is None else self.parallel.rank
         self.batches = batches
         self.optimizer = optimizer
@@ -264,7 +266,12 @@ class Trainer:
         """Per-step measurements beyond the loss: a data-parallel run's noise scale."""
         if self.parallel is None:
             return {}
-        return {"b_simple": self.parallel.noise.value}
+        p = self.parallel  # the two squared norms B_simple is made of: enough to redo it
+        return {
+            "b_simple": p.noise.value,
+            "grad_sq_rank": p.small_norm_sq,
+            "grad_sq": p.big_norm_sq,
+        }
 
     def _loss_and_grad(self, xb, yb, caught: _Caught) -> float:
         if self.parallel is None:
@@ -314,7 +321,7 @@ class Trainer:
             "elapsed": self.elapsed(),
             "samples_per_second": pos.epoch_samples / seconds if seconds > 0 else math.inf,
             "lr": self.optimizer.lr,
-            **self._step_extras(),  # the value at the epoch's last step
+            **{k: v for k, v in self._step_extras().items() if k == "b_simple"},
         }
         if self.validation is not None:
             start = time.perf_counter()
@@ -489,6 +496,7 @@ def make_trainer(
     threads: int | None = None,
     shuffle_buffer: int | None = None,
     comm=None,
+    sync_batchnorm: bool = True,
 ) -> Trainer:
     """Checks and converts the data once and builds the Trainer that ``fit`` runs: ``fit(...)`` is
     ``make_trainer(...).run()``. Raise ``trainer.epochs`` and call ``run()`` again to go on.
@@ -515,6 +523,7 @@ def make_trainer(
             other processes are busy on them, or in each of several workers).
         comm: an mpi4py communicator (``minigd.distributed.world()`` under mpiexec): train
             data-parallel; ``batch_size`` stays the global batch. Progress shows on rank 0 only.
+        sync_batchnorm: with ``comm``: BatchNorm over the global batch (True) or each share.
     """
     if loss is not None:
         model.loss = get_loss(loss)
@@ -525,7 +534,7 @@ def make_trainer(
     root = comm is None or comm.Get_rank() == 0
     opt, extra = get_optimizer(optimizer, lr), _with_defaults(callbacks, verbose if root else 0)
     run = {"epochs": epochs, "validation": validation, "callbacks": extra, "threads": threads}
-    run["comm"] = comm
+    run |= {"comm": comm, "sync_batchnorm": sync_batchnorm}
     trainer = Trainer(model, batches, opt, **run)
     if resume is not None:
         trainer.restore(resume)

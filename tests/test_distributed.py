@@ -188,35 +188,24 @@ def test_without_mpi_the_error_names_the_extra(monkeypatch):
         world()
 
 
-def test_a_sweep_dealt_to_three_ranks_reports_what_one_process_reports(tmp_path):
-    grid = [
-        "--data",
-        "digits",
-        "--model",
-        "mlp:32",
-        "--batch-sizes",
-        "16,64,256",
-        "--lrs",
-        "0.1,0.3",
-        "--target",
-        "val_accuracy:0.8",
-        "--max-epochs",
-        "6",
-        "--quiet",
-    ]
-    command = [sys.executable, "-m", "minigd", "sweep", *grid]
-    one = subprocess.run(
-        [*command, "--threads", "1", "--out", str(tmp_path / "one")],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=120,
-    )
+def one_then_ranks(n: int, subcommand: str, grid: list[str], tmp_path: Path):
+    """``minigd <subcommand>`` on one process (one BLAS thread) into one/, then on n ranks into
+    ranks/; both must succeed."""
+    command = [sys.executable, "-m", "minigd", subcommand, *grid]
+    one = subprocess.run([*command, "--threads", "1", "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True, env=ENV, timeout=180)  # fmt: skip
     assert one.returncode == 0, one.stderr
-    three = mpi(3, *command, "--out", str(tmp_path / "three"))
-    assert three.returncode == 0, three.stderr
+    ranks = mpi(n, *command, "--out", str(tmp_path / "ranks"), timeout=180)
+    assert ranks.returncode == 0, ranks.stderr
+    return ranks
+
+
+def test_a_sweep_dealt_to_three_ranks_reports_what_one_process_reports(tmp_path):
+    grid = ["--data", "digits", "--model", "mlp:32", "--batch-sizes", "16,64,256", "--lrs",
+            "0.1,0.3", "--target", "val_accuracy:0.8", "--max-epochs", "6", "--quiet"]  # fmt: skip
+    three = one_then_ranks(3, "sweep", grid, tmp_path)
     assert three.stdout.count("wrote ") == 1  # rank 0 alone writes and reports
-    a, b = (json.loads((tmp_path / d / "sweep.json").read_text()) for d in ("one", "three"))
+    a, b = (json.loads((tmp_path / d / "sweep.json").read_text()) for d in ("one", "ranks"))
 
     def untimed(rows):
         return [{k: v for k, v in r.items() if "second" not in k} for r in rows]
@@ -251,28 +240,9 @@ def test_a_data_parallel_run_reports_its_noise_scale_as_it_trains(tmp_path):
 
 
 def test_compare_dealt_to_two_ranks_reports_what_one_process_reports(tmp_path):
-    grid = [
-        "--data",
-        "digits",
-        "--model",
-        "mlp:32",
-        "--batch-sizes",
-        "full,64,8",
-        "--epochs",
-        "2",
-        "--quiet",
-    ]
-    command = [sys.executable, "-m", "minigd", "compare", *grid]
-    one = subprocess.run(
-        [*command, "--threads", "1", "--out", str(tmp_path / "one")],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=180,
-    )
-    assert one.returncode == 0, one.stderr
-    two = mpi(2, *command, "--out", str(tmp_path / "two"), timeout=180)
-    assert two.returncode == 0, two.stderr
+    grid = ["--data", "digits", "--model", "mlp:32", "--batch-sizes", "full,64,8", "--epochs",
+            "2", "--quiet"]  # fmt: skip
+    two = one_then_ranks(2, "compare", grid, tmp_path)
     assert two.stdout.count("report: ") == 1
 
     def untimed(folder):
@@ -283,7 +253,7 @@ def test_compare_dealt_to_two_ranks_reports_what_one_process_reports(tmp_path):
             for run in runs
         ]
 
-    one, two = untimed("one"), untimed("two")
+    one, two = untimed("one"), untimed("ranks")
     for a, b in zip(one, two, strict=True):  # float32 sums may differ in the last bits
         assert a.keys() == b.keys()
         for key, value in a.items():

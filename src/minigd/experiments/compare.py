@@ -42,8 +42,8 @@ from minigd.experiments.runs import slug
 from minigd.nn.models import model_for_data
 from minigd.optim import get_optimizer
 from minigd.training.callbacks import Callback, ProgressBar
+from minigd.training.fitting import fit
 from minigd.training.history import History
-from minigd.training.trainer import fit
 
 DEFAULT_BATCH_SIZES = ("full", 64, 1)
 DEFAULT_REFERENCE = (64, 0.1)
@@ -300,25 +300,22 @@ def compare(
     noise = probe_noise_scale(initial, train.X, train.y, seed=seed) if lr_rule == "noise" else None
     rows, held_out = initial.prepare(train.X, train.y), initial.prepare(test.X, test.y)
     setup = _Setup(initial, train, rows, held_out, budget, target, seed, verbose, threads)
-    results = Results(
-        [],
-        name,
-        spec_text,
-        len(train.X),
-        budget,
-        target,
-        seed,
-        lr_rule,
-        reference=tuple(reference),
-        batchnorm=initial.has_batchnorm,
-        n_params=initial.n_params,
-        noise_scale=noise,
-    )
+    results = Results([], name, spec_text, len(train.X), budget, target, seed, lr_rule)
+    results.reference, results.noise_scale = tuple(reference), noise
+    results.batchnorm, results.n_params = initial.has_batchnorm, initial.n_params
     b_noise = None if noise is None else noise.b_simple
+    return _run_all(
+        lambda spec: _run_one(spec, setup, reference, lr_rule, b_noise),
+        specs,
+        results,
+        on_run,
+        comm,
+    )
 
-    def run(spec: RunSpec):
-        return _run_one(spec, setup, reference, lr_rule, b_noise)
 
+def _run_all(run, specs, results: Results, on_run, comm) -> Results | None:
+    """Every run in turn (``on_run`` after each), or dealt to the ranks of ``comm`` and gathered
+    on rank 0 (None on the others)."""
     if comm is not None and comm.Get_size() > 1:
         runs_done = deal(run, specs, comm)
         if runs_done is None:  # another rank: its runs went to rank 0

@@ -46,8 +46,8 @@ from minigd.optim import LinearWarmup, get_optimizer
 from minigd.shuffle import SHUFFLES
 from minigd.training.callbacks import Checkpoint
 from minigd.training.checkpoint import list_checkpoints
+from minigd.training.fitting import make_trainer
 from minigd.training.history import History
-from minigd.training.trainer import make_trainer
 
 RUN_FILES = ("model.npz", "history.json", "history.csv", "epochs.csv", "config.json")
 DEFAULT_CHECKPOINT_SECONDS = 60.0  # at most about a minute of work lost to a kill

@@ -25,7 +25,7 @@ from minigd.distributed.comm import deal
 from minigd.experiments.compare import format_number, resolve_data
 from minigd.experiments.metrics import Reached, Target, TargetTracker
 from minigd.nn.models import model_for_data
-from minigd.training.trainer import fit
+from minigd.training.fitting import fit
 
 
 @dataclass
@@ -155,23 +155,14 @@ def sweep(
     ``on_row`` is called with the result so far after each batch size (to save it as it comes);
     ``progress`` (a stream, stderr say) gets one line per (batch size, lr) as it ends, or a
     bar when it is a terminal; a run that diverged is named with its reason even when ``quiet``.
-    Before the first run an untimed warm-up epoch takes the one-time costs (buffers, BLAS
-    threads, page faults) out of its seconds.
-
     With ``comm`` (an MPI communicator, ``mpiexec -n N minigd sweep``), the (batch size, lr)
     pairs are dealt to the ranks in turn, each training on one BLAS thread; rank 0 gathers the
     trials and returns the same result one process gives (timings aside); other ranks get None.
     """
     name, train, test = resolve_data(data, "sweep")
     target = target or Target("val_accuracy", 0.9)
-
-    def build(seed: int):
-        return model_for_data(model, train.X, train.n_classes, seed=seed)
-
+    build = _warmed_builder(model, train, seeds[0], batch_sizes[0], threads)
     val = build(seeds[0]).prepare(test.X, test.y)
-    warm = min(len(train.X), 8 * batch_sizes[0])
-    fit(build(seeds[0]), train.X[:warm], train.y[:warm], batch_size=batch_sizes[0], epochs=1,
-        verbose=0, threads=threads)  # fmt: skip
     result = SweepResult([], target, name, model, list(learning_rates), list(seeds))
     best_model = None
 
@@ -195,10 +186,29 @@ def sweep(
             on_row(result)
     report.close()
     if measure_noise:
-        result.noise_at_init = probe_noise_scale(build(seeds[0]), train.X, train.y)
-        if best_model is not None:  # the smallest batch's best run, stopped at the target
-            result.noise = probe_noise_scale(best_model, train.X, train.y)
+        _measure_noise(result, build(seeds[0]), best_model, train)
     return result
+
+
+def _measure_noise(result: SweepResult, initial, best_model, train) -> None:
+    """The noise scale at the initial weights, and near the target: on the smallest batch's best
+    run, stopped where it reached the target."""
+    result.noise_at_init = probe_noise_scale(initial, train.X, train.y)
+    if best_model is not None:
+        result.noise = probe_noise_scale(best_model, train.X, train.y)
+
+
+def _warmed_builder(model: str, train, seed: int, b: int, threads):
+    """The model factory of a sweep, after an untimed warm-up epoch that takes the one-time costs
+    (buffers, BLAS threads, page faults) out of the first run's seconds."""
+
+    def build(seed: int):
+        return model_for_data(model, train.X, train.n_classes, seed=seed)
+
+    warm = min(len(train.X), 8 * b)
+    fit(build(seed), train.X[:warm], train.y[:warm], batch_size=b, epochs=1, verbose=0,
+        threads=threads)  # fmt: skip
+    return build
 
 
 def _dealt(run, batch_sizes, learning_rates, comm) -> dict | None:

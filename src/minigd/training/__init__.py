@@ -11,8 +11,9 @@ from minigd.training.callbacks import (
     ReduceLROnPlateau,
 )
 from minigd.training.checkpoint import latest_checkpoint, load_checkpoint
+from minigd.training.fitting import fit, make_trainer
 from minigd.training.history import History
-from minigd.training.trainer import Trainer, fit, make_trainer
+from minigd.training.trainer import Trainer
 
 __all__ = [
     "CSVLogger",

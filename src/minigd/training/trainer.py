@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import inspect
 import math
 import signal
 import threading
@@ -30,17 +29,14 @@ import numpy as np
 from minigd import _signals
 from minigd._kernels import warm_up
 from minigd._threads import blas_threads, resolve_threads, usable_cores
-from minigd._validation import check_choice, check_float, check_int, message
+from minigd._validation import check_choice, check_int
 from minigd.batching import MiniBatches
-from minigd.data.arrays import held_out_count
 from minigd.distributed.comm import abort_job, check_same
 from minigd.distributed.data_parallel import DataParallel
-from minigd.nn.losses import get_loss
-from minigd.optim import Optimizer, get_optimizer
-from minigd.training.callbacks import Callback, DivergenceGuard, ProgressBar
+from minigd.optim import Optimizer
+from minigd.training.callbacks import Callback
 from minigd.training.checkpoint import load_checkpoint, save_checkpoint
 from minigd.training.history import History
-from minigd.training.streamed import is_source, streamed
 
 
 @dataclass
@@ -472,142 +468,3 @@ def _caught_signals():
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def make_trainer(
-    model,
-    X: Any,
-    y: Any = None,
-    *,
-    batch_size: int | str,
-    epochs: int,
-    optimizer: str | Optimizer = "sgd",
-    lr: float | None = None,
-    loss: str | None = None,
-    validation: tuple[Any, Any] | None = None,
-    validation_split: float = 0.0,
-    sample_axis: int = 0,
-    shuffle: bool | str = True,
-    seed: int = 0,
-    last_batch: str = "keep",
-    callbacks: Sequence[Callback] = (),
-    verbose: int = 1,
-    resume: Any = None,
-    threads: int | None = None,
-    shuffle_buffer: int | None = None,
-    comm=None,
-    sync_batchnorm: bool = True,
-) -> Trainer:
-    """Checks and converts the data once and builds the Trainer that ``fit`` runs: ``fit(...)`` is
-    ``make_trainer(...).run()``. Raise ``trainer.epochs`` and call ``run()`` again to go on.
-
-    Args:
-        model: a ``minigd.nn.Sequential`` (its loss is used unless ``loss`` is given).
-        X: (m, n) samples as rows, or (n, m) with ``sample_axis=1`` (the note's layout); or
-            ``minigd.data.open(path)`` (X and y on disk), which streams (``training.streamed``).
-        y: targets: class indices, or values for regression (a Source when X is one).
-        batch_size: samples per step; ``"full"`` is batch gradient descent, 1 is SGD.
-        epochs: passes over the data (a resumed run trains up to this epoch count).
-        optimizer: "sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw" or an Optimizer.
-        lr: learning rate for an optimizer given by name (default: its torch default).
-        loss: a loss name replacing the model's.
-        validation: (X_val, y_val) evaluated after each epoch, in the same layout as X.
-        validation_split: instead, hold out this fraction of the samples, taken from the end of
-            X before any shuffling (as Keras does).
-        shuffle, seed, last_batch, shuffle_buffer: the batching (MiniBatches' shuffle,
-            seed, last_batch and buffer_bytes).
-        callbacks: extra callbacks; a DivergenceGuard unless one is given, and a ProgressBar.
-        verbose: 0 silent, 1 a progress bar (a line per epoch off a terminal) and why it stopped.
-        resume: a checkpoint file, or a folder holding ``checkpoint-*.npz``, to continue from.
-        threads: BLAS threads while training (default: the cores this process may use; 1 when
-            other processes are busy on them, or in each of several workers).
-        comm: an mpi4py communicator (``minigd.distributed.world()`` under mpiexec): train
-            data-parallel; ``batch_size`` stays the global batch. Progress shows on rank 0 only.
-        sync_batchnorm: with ``comm``: BatchNorm over the global batch (True) or each share.
-    """
-    if loss is not None:
-        model.loss = get_loss(loss)
-    batching = {"batch_size": batch_size, "shuffle": shuffle, "seed": seed}
-    batching |= {"last_batch": last_batch, "buffer_bytes": shuffle_buffer}
-    held_out = (validation, validation_split)
-    batches, validation = _batches(model, X, y, held_out, sample_axis, batching)
-    root = comm is None or comm.Get_rank() == 0
-    opt, extra = get_optimizer(optimizer, lr), _with_defaults(callbacks, verbose if root else 0)
-    run = {"epochs": epochs, "validation": validation, "callbacks": extra, "threads": threads}
-    run |= {"comm": comm, "sync_batchnorm": sync_batchnorm}
-    trainer = Trainer(model, batches, opt, **run)
-    if resume is not None:
-        trainer.restore(resume)
-    return trainer
-
-
-def _batches(model, X, y, held_out, sample_axis, batching):
-    """(the MiniBatches of the training data, its validation data): arrays checked once, or a
-    source on disk, checked batch by batch as it streams."""
-    validation, validation_split = held_out
-    if is_source(X):
-        batches, validation = streamed(model, X, y, validation, validation_split, batching)
-    else:
-        rows, targets, validation = _hold_out(
-            model, X, y, validation, validation_split, sample_axis
-        )
-        batches = MiniBatches.from_prepared(rows, targets, **batching)
-    _check_batchnorm(model, batches)
-    return batches, validation
-
-
-def _check_batchnorm(model, batches: MiniBatches) -> None:
-    """A BatchNorm model cannot train on a batch of one sample: refuse before training."""
-    if model.has_batchnorm and min(batches.batch_sizes) < 2:
-        raise ValueError(
-            f"BatchNorm cannot train on a batch of 1 sample, and batch_size="
-            f"{batches.batch_size} with last_batch={batches.last_batch!r} on "
-            f"{batches.n_samples} samples yields one. Use last_batch='merge' (fold it into the "
-            f"batch before) or 'drop'."
-        )
-
-
-def _hold_out(model, X, y, validation, validation_split, sample_axis):
-    """Checks the data once: (train rows, train targets, prepared validation pair or None)."""
-    if not callable(getattr(model, "prepare", None)):
-        raise TypeError(
-            message("model", "a minigd.nn.Sequential", model, "Build one with minigd.nn.mlp(...).")
-        )
-    rows, targets = model.prepare(X, y, sample_axis=sample_axis)
-    if targets is None:
-        raise ValueError("fit needs targets y; minigd trains supervised models.")
-    split = check_float("validation_split", validation_split, minimum=0.0, maximum=1.0)
-    if validation is not None and split:
-        raise ValueError("pass validation=(X_val, y_val) or validation_split, not both.")
-    if validation is not None:
-        if not isinstance(validation, (tuple, list)) or len(validation) != 2:
-            raise ValueError(message("validation", "a pair (X_val, y_val)", validation))
-        names = ("validation X", "validation y")
-        return rows, targets, model.prepare(*validation, sample_axis=sample_axis, names=names)
-    if not split:
-        return rows, targets, None
-    n_val = held_out_count(len(rows), validation_split)
-    return rows[:-n_val], targets[:-n_val], (rows[-n_val:], targets[-n_val:])
-
-
-def _with_defaults(callbacks: Sequence[Callback], verbose: int) -> list[Callback]:
-    """The caller's callbacks, with a DivergenceGuard first and a ProgressBar last by default."""
-    extra = list(callbacks)
-    if not any(isinstance(c, DivergenceGuard) for c in extra):
-        extra.insert(0, DivergenceGuard())
-    if verbose and not any(isinstance(c, ProgressBar) for c in extra):
-        extra.append(ProgressBar())
-    return extra
-
-
-def fit(model, X: Any, y: Any = None, **options: Any) -> History:
-    """Trains ``model`` on (X, y) by mini-batch gradient descent and returns its History.
-
-    ``fit(model, X, y, **options)`` is ``make_trainer(model, X, y, **options).run()``; the
-    options (``batch_size``, ``epochs``, ``optimizer``, ``lr``, ``validation``, ``resume``, ...)
-    are make_trainer's, documented there.
-    """
-    return make_trainer(model, X, y, **options).run()
-
-
-fit.__signature__ = inspect.signature(make_trainer).replace(return_annotation=History)

@@ -67,11 +67,10 @@ def make_trainer(
         comm, sync_batchnorm: an mpi4py communicator (``minigd.distributed.world()``): train
             data-parallel (``batch_size`` stays the global batch; see ``Trainer``).
     """
-    model.loss = get_loss(loss) if loss is not None else model.loss
     batching = {"batch_size": batch_size, "shuffle": shuffle, "seed": seed}
     batching |= {"last_batch": last_batch, "buffer_bytes": shuffle_buffer}
     held = (validation, validation_split)
-    batches, validation = _batches(model, X, y, held, sample_axis, batching)
+    batches, validation = _batches(model, X, y, held, sample_axis, batching, loss)
     opt, extra = get_optimizer(optimizer, lr), _with_defaults(callbacks, verbose, comm)
     run = {"epochs": epochs, "validation": validation, "callbacks": extra, "threads": threads}
     run |= {"comm": comm, "sync_batchnorm": sync_batchnorm}
@@ -81,9 +80,15 @@ def make_trainer(
     return trainer
 
 
-def _batches(model, X, y, held_out, sample_axis, batching):
+def _batches(model, X, y, held_out, sample_axis, batching, loss=None):
     """(the MiniBatches of the training data, its validation data): arrays checked once, or a
-    source on disk, checked batch by batch as it streams."""
+    source on disk, checked batch by batch as it streams. ``loss`` replaces the model's."""
+    if not callable(getattr(model, "prepare", None)):
+        raise TypeError(
+            message("model", "a minigd.nn.Sequential", model, "Build one with minigd.nn.mlp(...).")
+        )
+    if loss is not None:
+        model.loss = get_loss(loss)
     validation, validation_split = held_out
     if is_source(X):
         batches, validation = streamed(model, X, y, validation, validation_split, batching)
@@ -109,10 +114,6 @@ def _check_batchnorm(model, batches: MiniBatches) -> None:
 
 def _hold_out(model, X, y, validation, validation_split, sample_axis):
     """Checks the data once: (train rows, train targets, prepared validation pair or None)."""
-    if not callable(getattr(model, "prepare", None)):
-        raise TypeError(
-            message("model", "a minigd.nn.Sequential", model, "Build one with minigd.nn.mlp(...).")
-        )
     rows, targets = model.prepare(X, y, sample_axis=sample_axis)
     if targets is None:
         raise ValueError("fit needs targets y; minigd trains supervised models.")

@@ -304,3 +304,30 @@ def test_per_rank_batchnorm_keeps_the_ranks_identical(tmp_path):
     )
     assert warned.returncode == 0, warned.stderr
     assert warned.stderr.count("each rank normalizes its share of 8 rows") == 1  # rule 5
+
+
+RAISES = """
+import numpy as np
+from minigd.distributed import world
+from minigd.nn import mlp
+from minigd.training import Callback, fit
+comm = world()
+
+class Fails(Callback):
+    def on_step_end(self, trainer, loss):
+        if comm.Get_rank() == 1 and trainer.step == 5:
+            raise RuntimeError("the disk of rank 1 is gone")
+
+X, y = np.ones((400, 4)), np.arange(400) % 2
+fit(mlp(4, [8], 2), X, y, batch_size=10, epochs=50, verbose=0, comm=comm, callbacks=[Fails()])
+"""
+
+
+def test_a_rank_that_raises_ends_the_job_naming_itself_and_the_cause(tmp_path):
+    script = tmp_path / "raises.py"
+    script.write_text(RAISES)
+    start = time.monotonic()
+    done = mpi(2, sys.executable, str(script), timeout=60)
+    assert time.monotonic() - start < 30  # rank 0 does not wait forever in its next Allreduce
+    assert done.returncode != 0
+    assert "rank 1 of 2 failed (RuntimeError: the disk of rank 1 is gone)" in done.stderr

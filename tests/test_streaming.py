@@ -610,3 +610,23 @@ def test_text_labels_survive_convert_as_a_label_table(tmp_path):
     model = model_for_data("softmax", X, 3)
     fit(model, data, batch_size=100, epochs=1, verbose=0)
     assert set(model.predict(X[:30])) <= set(names)
+
+
+@pytest.mark.parametrize("policy", ["rows", "blocks", "none"])
+def test_each_rank_reads_only_its_share_and_the_shares_make_the_batch(table, policy):
+    from minigd.batching import rank_share
+
+    folder, X, _ = table
+    options = {"batch_size": 50, "shuffle": policy, "seed": 1, "last_batch": "merge"}
+    for source in (X, NpySource(folder / "X.npy")):
+        whole = [xb.copy() for xb in MiniBatches(source, block_rows=40, **options).epoch(2)]
+        shares = []
+        for rank in range(3):
+            batches = MiniBatches(source, block_rows=40, **options)
+            batches.share = (rank, 3)  # what a data-parallel Trainer sets
+            shares.append([xb.copy() for xb in batches.epoch(2)])
+            batches.close()
+        for i, batch in enumerate(whole):
+            sizes = [b - a for a, b in (rank_share(len(batch), r, 3) for r in range(3))]
+            assert [len(s[i]) for s in shares] == sizes
+            np.testing.assert_array_equal(np.concatenate([s[i] for s in shares]), batch)

@@ -118,6 +118,14 @@ def batch_bounds(m: int, batch_size: int, last_batch: str) -> np.ndarray:
     return starts
 
 
+def rank_share(n: int, rank: int, size: int) -> tuple[int, int]:
+    """The rows [lo, hi) of a batch of n that rank ``rank`` of ``size`` takes in data-parallel
+    training: shares differ by at most one row (a rank may get none of a tiny batch)."""
+    base, extra = divmod(n, size)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (1 if rank < extra else 0)
+
+
 class MiniBatches:
     """The mini-batches of a data set, epoch by epoch.
 
@@ -225,6 +233,8 @@ class MiniBatches:
         # what the compiled gather reads: a 2-D view (the gather needs a C-ordered X)
         self._X_rows = rows.reshape(m, -1) if self._gather_rows is not None else None
         self._slots: list = []
+        # (rank, ranks) in data-parallel training: each batch yields only this rank's share
+        self.share: tuple[int, int] | None = None
         self._ahead = None  # ((epoch, start), plan, Prefetcher) read ahead at an epoch's end
 
     @property
@@ -331,12 +341,20 @@ class MiniBatches:
         bounds = self._bounds.tolist()
         whole = self.shuffle == "none" or self._one_full_batch
         for lo, hi in zip(bounds[start:-1], bounds[start + 1 :], strict=True):
+            lo, hi = self._mine(lo, hi)
             if whole:  # natural order, or one batch of everything: a view replaces the gather
                 xb = self.X[lo:hi]
                 yb = None if self.y is None else self.y[lo:hi]
             else:
                 xb, yb = self._gather(order[lo:hi])
             yield xb if self.y is None else (xb, yb)
+
+    def _mine(self, lo: int, hi: int) -> tuple[int, int]:
+        """The positions of a batch [lo, hi) of the epoch's order that this process takes."""
+        if self.share is None:
+            return lo, hi
+        a, b = rank_share(hi - lo, *self.share)
+        return lo + a, lo + b
 
     @property
     def _one_full_batch(self) -> bool:
@@ -355,11 +373,12 @@ class MiniBatches:
             order = self.order(e)
 
             def fill(slot, b):
-                reader.finish(slot, reader.read_index(slot, order[bounds[b] : bounds[b + 1]]))
+                lo, hi = self._mine(int(bounds[b]), int(bounds[b + 1]))
+                reader.finish(slot, reader.read_index(slot, order[lo:hi]))
         else:
 
             def fill(slot, b):
-                reader.finish(slot, reader.read_span(slot, int(bounds[b]), int(bounds[b + 1])))
+                reader.finish(slot, reader.read_span(slot, *self._mine(bounds[b], bounds[b + 1])))
 
         if not self._slots:
             row = reader.x_source.row_bytes + self._y_row_bytes()
@@ -387,7 +406,7 @@ class MiniBatches:
                     slot = loader.next()
                     held[slot.j] = slot
                 self.stream.stats.batches += 1
-                xb, yb = self._gather_parts(parts, held)
+                xb, yb = self._gather_parts(self._my_parts(parts), held, parts[0][0])
                 yield xb if yb is None else (xb, yb)
             finished = True
         finally:
@@ -426,10 +445,24 @@ class MiniBatches:
     def __del__(self) -> None:
         self.close()
 
-    def _gather_parts(self, parts, held) -> tuple[np.ndarray, np.ndarray | None]:
-        """Copies each (buffer, positions) part of a batch into this batch size's buffers."""
+    def _my_parts(self, parts: list) -> list:
+        """This process's share of a batch given as (buffer, positions) parts."""
+        if self.share is None:
+            return parts
+        a, b = rank_share(sum(len(p) for _, p in parts), *self.share)
+        mine, at = [], 0
+        for j, positions in parts:
+            lo, hi = max(a - at, 0), min(b - at, len(positions))
+            if hi > lo:
+                mine.append((j, positions[lo:hi]))
+            at += len(positions)
+        return mine
+
+    def _gather_parts(self, parts, held, first: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Copies each (buffer, positions) part of a batch into this batch size's buffers;
+        ``first`` is a buffer of the batch (the shapes and dtypes, when ``parts`` is empty)."""
         n = sum(len(positions) for _, positions in parts)
-        x_first, y_first, _ = held[parts[0][0]].batch
+        x_first, y_first, _ = held[first].batch
         out = self._buffers.get(n)
         if out is None:
             y_out = None if y_first is None else np.empty((n, *y_first.shape[1:]), y_first.dtype)

@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from minigd._noise import RunningNoiseScale
+from minigd.batching import rank_share
 from minigd.nn.layers import BatchNorm
 
 
@@ -88,30 +89,27 @@ class DataParallel:
 
     def share(self, n: int) -> tuple[int, int]:
         """This rank's rows [lo, hi) of a batch of n."""
-        base, extra = divmod(n, self.size)
-        lo = self.rank * base + min(self.rank, extra)
-        return lo, lo + base + (1 if self.rank < extra else 0)
+        return rank_share(n, self.rank, self.size)
 
-    def loss_and_grad(self, model, xb: np.ndarray, yb: np.ndarray, stop: bool = False) -> float:
+    def loss_and_grad(self, model, xb: np.ndarray, yb: np.ndarray, n: int, stop=False) -> float:
+        """The step's global mean loss, with ``model.grads`` the global mean gradient, from
+        this rank's share (xb, yb) of a global batch of n rows (MiniBatches reads only it)."""
         from mpi4py import MPI
 
-        n = len(xb)
-        lo, hi = self.share(n)
+        mine = len(xb)
         self.attach(model)
         self.count = n
         if self._buffer is None or len(self._buffer) != model.grads.size + 3:
-            self._buffer = np.empty(
-                model.grads.size + 3, np.float64 if model.dtype == np.float64 else model.dtype
-            )
+            self._buffer = np.empty(model.grads.size + 3, model.dtype)
         buf = self._buffer
-        if hi > lo:
-            loss = model.loss_and_grad(xb[lo:hi], yb[lo:hi])
+        if mine:
+            loss = model.loss_and_grad(xb, yb)
             local = np.asarray(model.grads, np.float64)
             buf[:-3] = model.grads
-            buf[:-3] *= hi - lo
-            buf[-3] = loss * (hi - lo)
-            buf[-2] = float(local @ local) * (hi - lo)
-        else:
+            buf[:-3] *= mine
+            buf[-3] = loss * mine
+            buf[-2] = float(local @ local) * mine
+        else:  # no row of this (tiny, last) batch: it still joins the sum
             buf[:] = 0.0
         buf[-1] = 1.0 if stop else 0.0
         start = time.perf_counter()

@@ -120,6 +120,7 @@ class Trainer:
         self.parallel = None
         if comm is not None and comm.Get_size() > 1:
             self.parallel = DataParallel(comm, sync_batchnorm)
+            batches.share = (self.parallel.rank, self.parallel.size)  # each reads its rows
             if threads is None:  # the ranks on one machine share its cores
                 self.threads = max(1, usable_cores() // self.parallel.local_ranks)
         self.rank = 0 if self.parallel is None else self.parallel.rank
@@ -238,15 +239,16 @@ class Trainer:
     def _train_epoch(self, batches, caught: _Caught) -> None:
         """The steps of one epoch (or of its rest, after a resume or a stop)."""
         model, optimizer, history, pos = self.model, self.optimizer, self.history, self.position
-        epoch = pos.epoch
+        epoch, sizes = pos.epoch, self.batches.batch_sizes  # a rank's xb is its share of one
         for xb, yb in batches:
-            loss = self._loss_and_grad(xb, yb, caught)  # forward, loss, backward
+            n = sizes[pos.next_batch]
+            loss = self._loss_and_grad(xb, yb, n, caught)  # forward, loss, backward
             optimizer.step(model.params, model.grads)  # one step per mini-batch
-            pos.advance(loss, len(xb))
+            pos.advance(loss, n)
             history.record_step(
                 epoch,
                 loss,
-                len(xb),
+                n,
                 pos.samples_seen,
                 self.elapsed(),
                 optimizer.lr,
@@ -269,11 +271,12 @@ class Trainer:
             "grad_sq": p.big_norm_sq,
         }
 
-    def _loss_and_grad(self, xb, yb, caught: _Caught) -> float:
+    def _loss_and_grad(self, xb, yb, n: int, caught: _Caught) -> float:
         if self.parallel is None:
             return self.model.loss_and_grad(xb, yb)
         # this rank's share of the batch; the gradient, loss and any stop request are summed
-        return self.parallel.loss_and_grad(self.model, xb, yb, stop=caught.signal is not None)
+        stop = caught.signal is not None
+        return self.parallel.loss_and_grad(self.model, xb, yb, n, stop=stop)
 
     def _honour(self, caught: _Caught) -> None:
         """Stops after this step if Ctrl-C or SIGTERM has arrived (on any rank)."""

@@ -236,6 +236,7 @@ class MiniBatches:
         # (rank, ranks) in data-parallel training: each batch yields only this rank's share
         self.share: tuple[int, int] | None = None
         self._ahead = None  # ((epoch, start), plan, Prefetcher) read ahead at an epoch's end
+        self.read_ahead = True  # the Trainer turns it off for its last epoch
 
     @property
     def n_samples(self) -> int:
@@ -411,7 +412,7 @@ class MiniBatches:
             finished = True
         finally:
             loader.close()
-        if finished:  # only a completed epoch reads ahead; close() and GC stop it
+        if finished and self.read_ahead:  # a completed epoch reads ahead; close() stops it
             self._ahead = ((e + 1, 0), *self._loader(e + 1, 0, start_now=True))
 
     def _loader(self, e: int, start: int, start_now: bool = False):

@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -75,9 +75,9 @@ class IOStats:
     read_seconds: float = 0.0
     bytes_read: int = 0
     batches: int = 0
-    per_epoch: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, float]:
+        """What History.meta records of a streamed run."""
         return {
             "io_wait_seconds": self.wait_seconds,
             "read_seconds": self.read_seconds,

@@ -229,6 +229,7 @@ class Trainer:
             epoch = pos.epoch
             self._call("on_epoch_begin", epoch)
             epoch_start = time.perf_counter()
+            self.batches.read_ahead = epoch + 1 < self.epochs  # no next epoch to read ahead for
             # closing: a streamed source's reader thread ends with the loop, however it ends
             with contextlib.closing(self.batches.epoch(epoch, pos.next_batch)) as batches:
                 self._train_epoch(batches, caught)
@@ -354,6 +355,7 @@ class Trainer:
             "optimizer": repr(self.optimizer),
             "threads": self.threads,
             **self._parallel_summary(),
+            **(b.stream.stats.as_dict() if b.streaming else {}),  # time waiting on the disk
         }
 
     def _parallel_summary(self) -> dict[str, Any]:

@@ -81,7 +81,11 @@ def test_deep_stack_with_batchnorm_in_training_mode(shape, seed):
         dtype=np.float64,
     )
     X, y = data_for("softmax_cross_entropy", n, features, k, seed)
-    assert check_model_gradients(model, X, y) < TOLERANCE
+    # Two BatchNorms over batches of 2-9 samples curve the loss sharply: the central difference's
+    # error grows as h^2 (seed 201, n=2: 2.8e-4 at h=1e-5, 2.8e-6 at 1e-6, 2.8e-8 at 1e-7). Over
+    # 300 random cases the worst was 2.3e-5 at h=1e-6 and 2.3e-7 at h=1e-7: the step, not the
+    # gradient, decided the failures, so this test takes the smaller step.
+    assert check_model_gradients(model, X, y, h=1e-7) < TOLERANCE
 
 
 def test_dropout_gradient_with_a_fixed_mask():

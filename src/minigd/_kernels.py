@@ -188,3 +188,11 @@ def gather_rows(src, index, out):
         r = index[i]
         for j in range(d):
             out[i, j] = src[r, j]
+
+
+def compiled_gather(X):
+    """The compiled row gather of the ``fast`` extra for a C-ordered numeric X, else None."""
+    kernels = get()
+    if kernels is None or not X.flags.c_contiguous or X.dtype.kind not in "fiub" or X.size == 0:
+        return None
+    return kernels.gather_rows

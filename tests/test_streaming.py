@@ -215,7 +215,8 @@ def test_convert_refuses_to_replace_and_a_failure_leaves_nothing(tmp_path):
 
 
 def test_a_killed_convert_leaves_no_output_folder(tmp_path):
-    X = np.random.default_rng(0).standard_normal((400_000, 50)).astype(np.float32)  # 80 MB
+    # 80 MB in shards of 64 KB, each written and fsynced on its own: seconds to catch it mid-way
+    X = np.random.default_rng(0).standard_normal((400_000, 50)).astype(np.float32)
     np.save(tmp_path / "X.npy", X)
     out = tmp_path / "out"
     child = subprocess.Popen(
@@ -227,7 +228,7 @@ def test_a_killed_convert_leaves_no_output_folder(tmp_path):
             str(tmp_path / "X.npy"),
             str(out),
             "--shard-size",
-            "1MB",
+            "64KB",
             "--quiet",
         ],
         env=ENV,

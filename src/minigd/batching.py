@@ -205,6 +205,7 @@ class MiniBatches(StreamedEpochs):
         self.seed = check_int("seed", seed, minimum=0)
         self.last_batch = check_choice("last_batch", last_batch, LAST_BATCH_POLICIES)
         self._bounds = batch_bounds(m, self.batch_size, self.last_batch)
+        self.first_batch_size = self.batch_size  # an adaptive run's regroup() changes batch_size
         self.blocks = None
         if self.shuffle == "blocks":
             block_rows, buffer_bytes = layout
@@ -254,6 +255,29 @@ class MiniBatches(StreamedEpochs):
             f"shuffle={self.shuffle!r}, seed={self.seed}, last_batch={self.last_batch!r}{where})"
         )
 
+    def regroup(self, batch_size: int, at: int = 0) -> None:
+        """From batch ``at`` of the current epoch on, batches of ``batch_size`` (an adaptive
+        batch size growing mid-epoch); the batches before ``at`` keep their samples. The next
+        epoch is cut in batches of ``batch_size`` only once ``regroup(batch_size, 0)`` is called.
+        In-memory data only: a streamed source plans its reads by the epoch's batches."""
+        if self.streaming or self.share is not None or self.shuffle == "blocks":
+            raise ValueError(
+                "a batch size that changes while training needs the data in memory, one "
+                "process and shuffle='rows' or 'none'."
+            )
+        at = check_int("at", at, minimum=0)
+        if at > len(self):
+            raise ValueError(message("at", f"at most the number of batches ({len(self)})", at))
+        self.batch_size = resolve_batch_size(batch_size, self.m)
+        offset = int(self._bounds[at])
+        left = self.m - offset
+        if left and (left >= self.batch_size or self.last_batch != "drop"):
+            # fewer samples left than a batch: "keep" and "merge" make them one last batch
+            rest = batch_bounds(left, min(self.batch_size, left), self.last_batch) + offset
+            self._bounds = np.concatenate([self._bounds[:at], rest])
+        elif left:  # "drop": the epoch ends here
+            self._bounds = self._bounds[: at + 1]
+
     # -- what the shuffle costs and buys --------------------------------------------------
     def shuffle_quality(self) -> dict[str, float]:
         """How mixed a batch is: the expected number of distinct blocks (of ``block_rows``
@@ -296,7 +320,11 @@ class MiniBatches(StreamedEpochs):
         if self.shuffle == "blocks":
             return BlockShuffle(self.blocks, self.seed, epoch).order(self._bounds, self.batch_size)
         order = row_order(self.n_samples, self.seed, epoch)
-        sort_within_batches(order, self._bounds, self.batch_size)
+        if self.regular:
+            sort_within_batches(order, self._bounds, self.batch_size)
+        else:  # regrouped mid-epoch: the batches no longer tile the order from 0 in one size
+            for lo, hi in zip(self._bounds[:-1].tolist(), self._bounds[1:].tolist(), strict=True):
+                order[lo:hi].sort()
         return order
 
     def epoch(self, e: int, start: int = 0) -> Iterator[Any]:
@@ -342,6 +370,12 @@ class MiniBatches(StreamedEpochs):
             return lo, hi
         a, b = rank_share(hi - lo, *self.share)
         return lo + a, lo + b
+
+    @property
+    def regular(self) -> bool:
+        """True when the bounds are those of batch_size cut from the epoch's start."""
+        regular = batch_bounds(self.m, self.batch_size, self.last_batch)
+        return len(regular) == len(self._bounds) and bool(np.all(regular == self._bounds))
 
     @property
     def _one_full_batch(self) -> bool:

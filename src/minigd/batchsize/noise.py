@@ -105,9 +105,9 @@ def noise_scale(
             probe.loss_and_grad(rows[small], targets[small])
             small_sq[i] = _norm_sq(probe.grads)
     g2, trace = estimate_components(
-        float(np.mean(small_sq)), float(np.mean(big_sq)), b_small, b_big
+        float(np.mean(small_sq)), float(np.mean(big_sq)), b_small, b_big, m
     )
-    lo, hi = _bootstrap(small_sq, big_sq, b_small, b_big, bootstrap, seed)
+    lo, hi = _bootstrap(small_sq, big_sq, (b_small, b_big, m), bootstrap, seed)
     return NoiseScale(
         trace / g2 if g2 > 0 else float("inf"), g2, trace, (lo, hi), b_small, b_big, n_batches
     )
@@ -133,13 +133,13 @@ def _norm_sq(g: np.ndarray) -> float:
     return float(np.dot(g, g))
 
 
-def _bootstrap(small_sq, big_sq, b_small, b_big, rounds, seed) -> tuple[float, float]:
+def _bootstrap(small_sq, big_sq, sizes, rounds, seed) -> tuple[float, float]:
     if rounds < 1:
         return (float("nan"), float("nan"))
     rng = np.random.default_rng((seed, 2**31 - 1))
     picks = rng.integers(0, len(small_sq), size=(rounds, len(small_sq)))
     g2, trace = estimate_components(
-        small_sq[picks].mean(axis=1), big_sq[picks].mean(axis=1), b_small, b_big
+        small_sq[picks].mean(axis=1), big_sq[picks].mean(axis=1), *sizes
     )
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(g2 > 0, trace / g2, np.inf)

@@ -60,6 +60,7 @@ class DataParallel:
         self.pids = comm.allgather(os.getpid())
         self.local_ranks = _ranks_on_this_machine(comm)
         self.noise = RunningNoiseScale()
+        self.population: int | None = None  # the training set's size, m (set by the Trainer)
 
     def allreduce(self, array: np.ndarray) -> None:
         """Sums ``array`` over the ranks, in place (synced BatchNorm's statistics)."""
@@ -121,7 +122,8 @@ class DataParallel:
         self.big_norm_sq = float(g @ g)
         self.small_norm_sq = float(buf[-2]) / n
         if n >= 2 * self.size:  # each rank's gradient is a batch of n/N, the reduced one of n
-            self.noise.update(self.small_norm_sq, self.big_norm_sq, n / self.size, n)
+            b_rank = n / self.size
+            self.noise.update(self.small_norm_sq, self.big_norm_sq, b_rank, n, self.population)
         if self._norms and not self.sync_batchnorm:
             self._average_running_statistics()
         return float(buf[-3]) / n

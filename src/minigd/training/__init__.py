@@ -1,5 +1,6 @@
 """The training loop, its history, callbacks and exact checkpoints."""
 
+from minigd.training.adaptive import AdaptiveBatchSize
 from minigd.training.callbacks import (
     Callback,
     Checkpoint,
@@ -13,9 +14,12 @@ from minigd.training.callbacks import (
 from minigd.training.checkpoint import latest_checkpoint, load_checkpoint
 from minigd.training.fitting import fit, make_trainer
 from minigd.training.history import History
+from minigd.training.step_noise import StepNoise
+from minigd.training.tensorboard import TensorBoard
 from minigd.training.trainer import Trainer
 
 __all__ = [
+    "AdaptiveBatchSize",
     "CSVLogger",
     "Callback",
     "Checkpoint",
@@ -25,6 +29,8 @@ __all__ = [
     "LearningRateSchedule",
     "ProgressBar",
     "ReduceLROnPlateau",
+    "StepNoise",
+    "TensorBoard",
     "Trainer",
     "fit",
     "latest_checkpoint",

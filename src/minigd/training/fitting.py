@@ -13,8 +13,10 @@ from minigd.batching import MiniBatches
 from minigd.data.arrays import held_out_count
 from minigd.nn.losses import get_loss
 from minigd.optim import Optimizer, get_optimizer
+from minigd.training.adaptive import START, AdaptiveBatchSize
 from minigd.training.callbacks import Callback, DivergenceGuard, ProgressBar
 from minigd.training.history import History
+from minigd.training.step_noise import StepNoise
 from minigd.training.streamed import is_source, streamed
 from minigd.training.trainer import Trainer
 
@@ -42,6 +44,7 @@ def make_trainer(
     shuffle_buffer: int | None = None,
     comm=None,
     sync_batchnorm: bool = True,
+    noise_every: int | None = None,
 ) -> Trainer:
     """Checks and converts the data once and builds the Trainer that ``fit`` runs: ``fit(...)`` is
     ``make_trainer(...).run()``. Raise ``trainer.epochs`` and call ``run()`` again to go on.
@@ -51,8 +54,9 @@ def make_trainer(
         X: (m, n) samples as rows, or (n, m) with ``sample_axis=1`` (the note's layout); or
             ``minigd.data.open(path)`` (X and y on disk), which streams (``training.streamed``).
         y: targets: class indices, or values for regression (a Source when X is one).
-        batch_size, epochs: samples per step (``"full"``: batch gradient descent, 1: SGD), and
-            passes over the data (a resumed run trains up to this epoch count).
+        batch_size, epochs: samples per step (``"full"``: batch gradient descent, 1: SGD,
+            ``"adaptive"``: grown with the noise scale), and passes over the data (a resumed
+            run trains up to this epoch count).
         optimizer: "sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw" or an Optimizer.
         lr, loss: the learning rate of an optimizer given by name (default: torch's), a loss name
             replacing the model's.
@@ -66,7 +70,11 @@ def make_trainer(
             BLAS threads while training (default: the cores this process may use).
         comm, sync_batchnorm: an mpi4py communicator (``minigd.distributed.world()``): train
             data-parallel (``batch_size`` stays the global batch; see ``Trainer``).
+        noise_every: measure the gradient noise scale B_simple every this many steps (History
+            column ``b_simple``; ``training.step_noise``). ``batch_size="adaptive"`` measures it
+            every step and grows the batch with it (``training.adaptive``).
     """
+    batch_size, callbacks = _adaptive(batch_size, callbacks)
     batching = {"batch_size": batch_size, "shuffle": shuffle, "seed": seed}
     batching |= {"last_batch": last_batch, "buffer_bytes": shuffle_buffer}
     held = (validation, validation_split)
@@ -74,10 +82,22 @@ def make_trainer(
     opt, extra = get_optimizer(optimizer, lr), _with_defaults(callbacks, verbose, comm)
     run = {"epochs": epochs, "validation": validation, "callbacks": extra, "threads": threads}
     run |= {"comm": comm, "sync_batchnorm": sync_batchnorm}
+    if noise_every is not None:
+        run["noise"] = StepNoise(noise_every, seed=seed)
     trainer = Trainer(model, batches, opt, **run)
     if resume is not None:
         trainer.restore(resume)
     return trainer
+
+
+def _adaptive(batch_size, callbacks: Sequence[Callback]):
+    """``batch_size="adaptive"``: an AdaptiveBatchSize callback (unless one is given) picks the
+    sizes; the batches are built whole ("full", valid for any m) and it regroups them."""
+    if not (isinstance(batch_size, str) and batch_size.lower() == "adaptive"):
+        return batch_size, callbacks
+    if not any(isinstance(c, AdaptiveBatchSize) for c in callbacks):
+        callbacks = [*callbacks, AdaptiveBatchSize(START)]
+    return "full", callbacks
 
 
 def _batches(model, X, y, held_out, sample_axis, batching, loss=None):

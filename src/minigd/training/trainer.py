@@ -37,6 +37,7 @@ from minigd.optim import Optimizer
 from minigd.training.callbacks import Callback
 from minigd.training.checkpoint import load_checkpoint, save_checkpoint
 from minigd.training.history import History
+from minigd.training.step_noise import StepNoise
 
 
 @dataclass
@@ -99,6 +100,8 @@ class Trainer:
             (``minigd.distributed``); every rank runs the same Trainer on the same data.
         sync_batchnorm: with ``comm``, BatchNorm statistics over the global batch (True) or
             over each rank's share (False, PyTorch DDP's default).
+        noise: a ``StepNoise``: measure the gradient noise scale B_simple as training goes (a
+            data-parallel run measures it without one, from its ranks' gradients).
     """
 
     def __init__(
@@ -113,6 +116,7 @@ class Trainer:
         threads: int | None = None,
         comm=None,
         sync_batchnorm: bool = True,
+        noise: StepNoise | None = None,
     ) -> None:
         self.model = model
         self.threads = resolve_threads(threads)
@@ -123,7 +127,10 @@ class Trainer:
             batches.share = (self.parallel.rank, self.parallel.size)  # each reads its rows
             if threads is None:  # the ranks on one machine share its cores
                 self.threads = max(1, usable_cores() // self.parallel.local_ranks)
+            self.parallel.population = batches.n_samples
         self.rank = 0 if self.parallel is None else self.parallel.rank
+        self.noise = noise if self.parallel is None else None
+        self._regrouped = False  # the batches were regrouped: reopen the epoch at next_batch
         self.batches = batches
         self.optimizer = optimizer
         self.epochs = check_int("epochs", epochs, minimum=1)
@@ -227,15 +234,26 @@ class Trainer:
         pos = self.position
         while pos.epoch < self.epochs and not self.stop_training:
             epoch = pos.epoch
+            if pos.next_batch == 0 and not self.batches.regular:  # grown mid-epoch before
+                self.batches.regroup(self.batches.batch_size, 0)
             self._call("on_epoch_begin", epoch)
             epoch_start = time.perf_counter()
             self.batches.read_ahead = epoch + 1 < self.epochs  # no next epoch to read ahead for
-            # closing: a streamed source's reader thread ends with the loop, however it ends
-            with contextlib.closing(self.batches.epoch(epoch, pos.next_batch)) as batches:
-                self._train_epoch(batches, caught)
+            self._regrouped = True
+            while self._regrouped and not self.stop_training and pos.next_batch < len(self.batches):
+                self._regrouped = False
+                # closing: a streamed source's reader thread ends with the loop, however it ends
+                with contextlib.closing(self.batches.epoch(epoch, pos.next_batch)) as batches:
+                    self._train_epoch(batches, caught)
             pos.epoch_seconds += time.perf_counter() - epoch_start
             if pos.next_batch == len(self.batches):
                 self._end_epoch(epoch)
+
+    def regroup(self, batch_size: int) -> None:
+        """Trains on batches of ``batch_size`` from the next step on (``AdaptiveBatchSize``):
+        the rest of the epoch is cut anew; the batches already trained on keep their samples."""
+        self.batches.regroup(batch_size, self.position.next_batch)
+        self._regrouped = True
 
     def _train_epoch(self, batches, caught: _Caught) -> None:
         """The steps of one epoch (or of its rest, after a resume or a stop)."""
@@ -258,11 +276,13 @@ class Trainer:
             for callback in self.callbacks:
                 callback.on_step_end(self, loss)
             self._honour(caught)
-            if self.stop_training:
+            if self.stop_training or self._regrouped:
                 break
 
     def _step_extras(self) -> dict[str, float]:
-        """Per-step measurements beyond the loss: a data-parallel run's noise scale."""
+        """Per-step measurements beyond the loss: the noise scale, when it is measured."""
+        if self.noise is not None:
+            return self.noise.columns()
         if self.parallel is None:
             return {}
         p = self.parallel  # the two squared norms B_simple is made of: enough to redo it
@@ -273,6 +293,8 @@ class Trainer:
         }
 
     def _loss_and_grad(self, xb, yb, n: int, caught: _Caught) -> float:
+        if self.noise is not None:
+            return self.noise.loss_and_grad(self.model, xb, yb, self.step, self.n_samples)
         if self.parallel is None:
             return self.model.loss_and_grad(xb, yb)
         # this rank's share of the batch; the gradient, loss and any stop request are summed
@@ -359,6 +381,8 @@ class Trainer:
         }
 
     def _parallel_summary(self) -> dict[str, Any]:
+        if self.noise is not None:
+            return {"b_simple": self.noise.value}
         if self.parallel is None:
             return {}
         lo, hi = self.parallel.share(self.batches.batch_size)
@@ -377,7 +401,7 @@ class Trainer:
             layout = {"block_rows": b.blocks.block_rows, "buffer_blocks": b.blocks.buffer_blocks}
         return {
             "n_samples": b.n_samples,
-            "batch_size": b.batch_size,
+            "batch_size": b.first_batch_size,
             "seed": b.seed,
             "shuffle": b.shuffle,
             "last_batch": b.last_batch,
@@ -396,7 +420,8 @@ class Trainer:
                 f"{i}:{type(c).__name__}": c.state()
                 for i, c in enumerate(self.callbacks)
                 if c.state()
-            },
+            }
+            | ({"trainer:noise": self.noise.state()} if self.noise is not None else {}),
         )
 
     def restore(self, path) -> None:
@@ -438,6 +463,8 @@ class Trainer:
         self.position = Position.from_dict(ckpt["position"], ckpt["path"])
         self.history = ckpt["history"]
         states = ckpt["callbacks"]
+        if self.noise is not None and "trainer:noise" in states:
+            self.noise.load_state(states["trainer:noise"])
         for i, callback in enumerate(self.callbacks):
             key = f"{i}:{type(callback).__name__}"
             if key in states:

@@ -1,0 +1,154 @@
+"""A batch size that follows the gradient noise: ``fit(..., batch_size="adaptive")``.
+
+McCandlish et al. 2018 find the batch size that spends steps and samples best to be about the
+noise scale B_simple, which grows as the loss falls (the gradient shrinks faster than its noise).
+So training starts at a small batch and, each time the running B_simple (``StepNoise``) has grown
+past the next power of two, the batch grows to the largest power of two below B_simple, up to the
+largest batch the memory model fits. Smith et al. 2018 ("Don't Decay the Learning Rate, Increase
+the Batch Size") show that growing the batch at a fixed learning rate anneals the noise of SGD as
+decaying the rate does: the default rule keeps the rate; "linear" and "sqrt" scale it with the
+batch instead (the noise then stays, the steps get longer).
+
+Every change is recorded (step, epoch, size, the B_simple that caused it, the learning rate) in
+``history.meta["batch_schedule"]`` and in checkpoints, so a resumed run regroups its epoch exactly
+as the interrupted one did.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from minigd._validation import check_choice, check_int
+from minigd.training.callbacks import Callback
+from minigd.training.step_noise import StepNoise
+
+LR_RULES = ("constant", "linear", "sqrt")
+START = 32  # the advisor's smallest power of two (rule 2)
+
+
+def largest_fitting_batch(model, optimizer, m: int, budget: int | None = None) -> int:
+    """The largest power of two <= m whose train step fits ``budget`` bytes (default: half the
+    free memory), by the memory model (``minigd.batchsize.estimate_memory``)."""
+    from minigd.batchsize.memory import estimate_memory, memory_budget
+
+    budget = memory_budget() if budget is None else budget
+    b = 1 << (m.bit_length() - 1)
+    while b > 1 and estimate_memory(model, b, optimizer=optimizer, n_samples=m).total > budget:
+        b //= 2
+    return b
+
+
+class AdaptiveBatchSize(Callback):
+    """Grows the batch in powers of two as the measured noise scale grows past it.
+
+    Args:
+        start: the first batch size (default 32, the advisor's smallest power of two; at most
+            m); a run built with another size starts from that one when ``start`` is None.
+        max_batch_size: the largest batch to grow to; default the largest power of two the
+            memory model fits in half the free memory (kept in checkpoints, so a resume on a
+            busier machine takes the same path).
+        lr_rule: "constant" (Smith et al.: the growing batch replaces a decaying rate),
+            "linear" or "sqrt" (the rate scales with the batch).
+        warmup: measurements of B_simple before the first change (the running average is too
+            noisy to act on before).
+        every: measure B_simple every this many steps (each measurement costs half a step).
+        beta: the running average's decay per measurement.
+    """
+
+    def __init__(
+        self,
+        start: int | None = None,
+        max_batch_size: int | None = None,
+        *,
+        lr_rule: str = "constant",
+        warmup: int = 20,
+        every: int = 1,
+        beta: float = 0.95,
+    ) -> None:
+        self.max_batch_size = (
+            None
+            if max_batch_size is None
+            else check_int("max_batch_size", max_batch_size, minimum=1)
+        )
+        self.start = None if start is None else check_int("start", start, minimum=1)
+        self.lr_rule = check_choice("lr_rule", lr_rule, LR_RULES)
+        self.warmup = check_int("warmup", warmup, minimum=1)
+        self.noise_settings = {"every": every, "beta": beta}
+        self.schedule: list[dict[str, Any]] = []
+        self.trainer = None
+
+    def setup(self, trainer) -> None:
+        if trainer.parallel is not None:
+            raise ValueError(
+                "an adaptive batch size runs in one process; train it without mpiexec."
+            )
+        self.trainer = trainer
+        batches = trainer.batches
+        start = batches.batch_size if self.start is None else min(self.start, batches.n_samples)
+        batches.regroup(start, 0)  # refuses a streamed source early
+        batches.first_batch_size = start
+        if trainer.noise is None:
+            trainer.noise = StepNoise(seed=trainer.batches.seed, **self.noise_settings)
+        if self.max_batch_size is None:
+            m = trainer.n_samples
+            self.max_batch_size = largest_fitting_batch(trainer.model, trainer.optimizer, m)
+        self.max_batch_size = min(self.max_batch_size, trainer.n_samples)
+        trainer.history.meta["batch_schedule"] = self.schedule
+
+    def on_train_begin(self, trainer) -> None:
+        trainer.history.meta["batch_schedule"] = self.schedule  # a restored history's is older
+
+    def on_step_end(self, trainer, loss: float) -> None:
+        noise = trainer.noise
+        b_simple, current = noise.value, trainer.batch_size
+        if noise.running.steps < self.warmup or not math.isfinite(b_simple):
+            return
+        if b_simple < 2 * current or current >= self.max_batch_size:
+            return
+        size = min(1 << (int(b_simple).bit_length() - 1), self.max_batch_size)
+        factor = size / current
+        if self.lr_rule != "constant":
+            trainer.optimizer.scale_lr(factor if self.lr_rule == "linear" else math.sqrt(factor))
+        trainer.regroup(size)
+        self.schedule.append(
+            {
+                "step": trainer.step,  # steps taken at the old size; the next is the new size's
+                "epoch": trainer.epoch,
+                "at_batch": trainer.next_batch,
+                "from": current,
+                "batch_size": size,
+                "b_simple": b_simple,
+                "lr": trainer.optimizer.lr,
+            }
+        )
+
+    def state(self) -> dict[str, Any]:
+        return {"max_batch_size": self.max_batch_size, "schedule": self.schedule}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Replays the schedule on the batches, so the epoch the run stopped in is cut as it
+        was: each change from its batch on, and each later epoch from its start."""
+        self.max_batch_size = int(state["max_batch_size"])
+        self.schedule[:] = [dict(change) for change in state["schedule"]]
+        batches, epoch = self.trainer.batches, 0
+        batches.regroup(batches.first_batch_size, 0)
+        for change in self.schedule:
+            if change["epoch"] != epoch:
+                batches.regroup(batches.batch_size, 0)
+                epoch = change["epoch"]
+            batches.regroup(change["batch_size"], change["at_batch"])
+        if self.trainer.position.epoch != epoch:
+            batches.regroup(batches.batch_size, 0)
+
+    def describe(self) -> str:
+        """One sentence per change: when, to what, and why."""
+        if not self.schedule:
+            return f"the batch stayed at {self.trainer.batches.first_batch_size}"
+        return "; ".join(
+            f"step {c['step']}: {c['from']} -> {c['batch_size']} (B_simple {c['b_simple']:.0f})"
+            for c in self.schedule
+        )
+
+    def __repr__(self) -> str:
+        return f"AdaptiveBatchSize(max_batch_size={self.max_batch_size}, lr_rule={self.lr_rule!r})"

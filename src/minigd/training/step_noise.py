@@ -1,0 +1,97 @@
+"""The gradient noise scale measured as training goes, in one process.
+
+A data-parallel run gets B_simple for free: each rank's gradient is a small batch and the reduced
+one a big batch (``minigd.distributed``). One process gets the same from two halves of each step's
+batch (every ``every`` steps): the gradients g_1 and g_2 of a random split are the small batches,
+their size-weighted mean the whole batch's (McCandlish et al. 2018, appendix A.1,
+``minigd._noise``). With equal halves the two estimates reduce to |G|^2 ~ g_1.g_2 and
+tr(Sigma) ~ (B/4)|g_1 - g_2|^2: the true gradient cancels out of the noise estimate, which keeps it
+steady when the gradient is large, early in training.
+
+The split is random, not the batch's front and back, because a batch's rows are sorted by index
+and the front of a class-sorted data set would be one class. Without BatchNorm the step's own
+gradient *is* the mean of the halves (equal to one pass over the batch up to rounding), so the
+measurement costs the copy of the batch into two halves. With BatchNorm two halves would change
+the statistics the step normalizes with: the whole batch's pass runs as well (a step costs about
+twice as much), and the running statistics are put back after the halves.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from minigd._noise import RunningNoiseScale
+from minigd._validation import check_float, check_int
+
+
+class StepNoise:
+    """B_simple from the steps' own batches, smoothed over about ``1/(1-beta)`` measurements."""
+
+    def __init__(self, every: int = 1, *, beta: float = 0.98, seed: int = 0) -> None:
+        self.every = check_int("every", every, minimum=1)
+        beta = check_float("beta", beta, minimum=0.0, maximum=1.0, inclusive=False)
+        self.seed = check_int("seed", seed, minimum=0)
+        self.running = RunningNoiseScale(beta)
+        self.half_norm_sq = math.nan  # the halves' |g|^2, weighted by their sizes
+        self.big_norm_sq = math.nan  # |G_B|^2 of the last measured step
+        self._g_1: np.ndarray | None = None
+
+    @property
+    def value(self) -> float:
+        """The smoothed B_simple (nan until the first measurement)."""
+        return self.running.value
+
+    def loss_and_grad(self, model, xb: np.ndarray, yb: np.ndarray, step: int, m: int) -> float:
+        """The step's loss and gradient (in ``model.grads``), measuring the noise on step
+        ``step`` (0-based) when it is due; ``m`` is the training set's size."""
+        n = len(xb)
+        if step % self.every or n < 4:
+            self.half_norm_sq = self.big_norm_sq = math.nan
+            return model.loss_and_grad(xb, yb)
+        saved = [(v, v.copy()) for _, v in model.named_buffers()] if model.has_batchnorm else []
+        first, second = self._split(n, step)
+        loss_1 = model.loss_and_grad(xb[first], yb[first])
+        g_1 = self._scratch(model.grads)
+        loss_2 = model.loss_and_grad(xb[second], yb[second])
+        n_1, n_2 = len(first), len(second)
+        g_2 = np.asarray(model.grads, np.float64)
+        self.half_norm_sq = (n_1 * float(g_1 @ g_1) + n_2 * float(g_2 @ g_2)) / n
+        if saved:  # BatchNorm: the step trains on the whole batch's statistics
+            for target, value in saved:
+                np.copyto(target, value)
+            loss = model.loss_and_grad(xb, yb)
+        else:
+            model.grads[...] = (n_1 * g_1 + n_2 * g_2) / n
+            loss = (n_1 * loss_1 + n_2 * loss_2) / n
+        g = np.asarray(model.grads, np.float64)
+        self.big_norm_sq = float(g @ g)
+        self.running.update(self.half_norm_sq, self.big_norm_sq, n / 2, n, m)
+        return loss
+
+    def _split(self, n: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """A random split of the batch's rows into halves, each sorted (faster to gather)."""
+        rows = np.random.default_rng((self.seed, step, 0x401E)).permutation(n)
+        return np.sort(rows[: n // 2]), np.sort(rows[n // 2 :])
+
+    def _scratch(self, grads: np.ndarray) -> np.ndarray:
+        """A float64 copy of the first half's gradient, in a buffer kept between steps."""
+        if self._g_1 is None or self._g_1.shape != grads.shape:
+            self._g_1 = np.empty(grads.shape, np.float64)
+        self._g_1[...] = grads
+        return self._g_1
+
+    def columns(self) -> dict[str, float]:
+        """The History columns of the last step: B_simple and the two squared norms."""
+        return {
+            "b_simple": self.value,
+            "grad_sq_half": self.half_norm_sq,
+            "grad_sq": self.big_norm_sq,
+        }
+
+    def state(self) -> dict[str, float]:
+        return {"every": self.every, "seed": self.seed, **self.running.state()}
+
+    def load_state(self, state: dict[str, float]) -> None:
+        self.running.load_state(state)

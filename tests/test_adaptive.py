@@ -248,3 +248,49 @@ def test_adaptive_is_refused_with_a_reason_under_data_parallelism():
     trainer.parallel = object()  # what a Trainer given a communicator of 2 ranks holds
     with pytest.raises(ValueError, match="runs in one process"):
         AdaptiveBatchSize().setup(trainer)
+
+
+# -- beside the fixed batch sizes, and from the command line ------------------------------------
+def test_compare_shows_the_adaptive_run_beside_the_fixed_ones_and_says_what_it_chose(tmp_path):
+    pytest.importorskip("matplotlib")
+    from minigd.experiments import Budget, compare, write_report
+
+    results = compare("softmax", "digits", runs=["full", 64, 1, "adaptive"],
+                      budget=Budget(epochs=3), seed=1)  # fmt: skip
+    adaptive = results.runs[-1]
+    assert adaptive.spec.label == "adaptive batch" and adaptive.batch_samples == 32
+    schedule = adaptive.metrics["batch_schedule"]
+    assert schedule and adaptive.metrics["largest_batch_size"] == schedule[-1]["batch_size"]
+    sizes = adaptive.history.steps["batch_size"]
+    assert sizes[0] == 32 and max(sizes) == schedule[-1]["batch_size"]
+    paths = write_report(results, tmp_path)
+    page = paths["html"].read_text()
+    assert "<h2>The adaptive batch size</h2>" in page
+    first = schedule[0]
+    assert (
+        f"at step {first['step']} (epoch {first['epoch'] + 1}) 32 -&gt; {first['batch_size']}"
+        in page
+    )
+    assert f"32 to {schedule[-1]['batch_size']}" in page  # its cell in the metrics table
+
+
+def test_train_takes_an_adaptive_batch_size_and_resumes_it(tmp_path, capsys):
+    import json
+
+    from minigd.cli import main
+
+    out = tmp_path / "run"
+    args = ["train", "--data", "digits", "--model", "mlp:32", "--lr", "0.1", "--batch-size",
+            "adaptive", "--epochs", "2", "--out", str(out), "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    history = json.loads((out / "history.json").read_text())
+    assert history["meta"]["batch_schedule"] and len(set(history["steps"]["batch_size"])) > 1
+    assert main([*args[:-3], "--resume", str(out), "--epochs", "3", "--quiet"]) == 0
+    resumed = json.loads((out / "history.json").read_text())
+    assert (
+        resumed["steps"]["batch_size"][: len(history["steps"]["batch_size"])]
+        == (history["steps"]["batch_size"])
+    )
+    with pytest.raises(SystemExit) as refused:
+        main(["train", "--batch-size", "huge"])
+    assert refused.value.code == 2 and '"adaptive"' in capsys.readouterr().err

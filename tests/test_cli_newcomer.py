@@ -34,7 +34,8 @@ def test_compare_and_sweep_run_on_a_users_file(notes_layout_file, tmp_path, caps
     saved = json.loads((out / "results.json").read_text())
     assert saved["n_train"] == 450  # 600 less the last quarter
     argv = ["sweep", *data, "--batch-sizes", "16,64", "--lrs", "0.3", "--max-epochs", "3",
-            "--target", "val_accuracy:0.7", "--out", str(tmp_path / "sw")]  # fmt: skip
+            "--target", "val_accuracy:0.7", "--seeds", "0", "--max-extensions", "0",
+            "--out", str(tmp_path / "sw")]  # fmt: skip
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert err.count("sweep: B=") == 2 and "sweep: B=16 lr=0.3:" in err  # a line per run

@@ -206,10 +206,15 @@ def one_then_ranks(n: int, subcommand: str, grid: list[str], tmp_path: Path):
 
 def test_a_sweep_dealt_to_three_ranks_reports_what_one_process_reports(tmp_path):
     grid = ["--data", "digits", "--model", "mlp:32", "--batch-sizes", "16,64,256", "--lrs",
-            "0.1,0.3", "--target", "val_accuracy:0.8", "--max-epochs", "6", "--quiet"]  # fmt: skip
+            "0.1,0.3", "--target", "val_accuracy:0.75,0.8", "--max-epochs", "6", "--seeds", "0,1",
+            "--quiet"]  # fmt: skip
     three = one_then_ranks(3, "sweep", grid, tmp_path)
     assert three.stdout.count("wrote ") == 1  # rank 0 alone writes and reports
-    a, b = (json.loads((tmp_path / d / "sweep.json").read_text()) for d in ("one", "ranks"))
+    a, b = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "ranks"))
+    assert a["lr_grid"] == b["lr_grid"]  # the same rounds of extensions
+    assert any(len(rates) > 2 for rates in a["lr_grid"].values())  # 0.3 was an edge
+    for fa, fb in zip(a["fits"], b["fits"], strict=True):
+        assert fb["critical"]["b_crit"] == pytest.approx(fa["critical"]["b_crit"], rel=1e-9)
 
     def untimed(rows):
         return [{k: v for k, v in r.items() if "second" not in k} for r in rows]

@@ -196,8 +196,10 @@ def test_sweep_steps_fall_as_the_batch_grows(tmp_path):
         "digits",
         batch_sizes=[8, 32, 128],
         learning_rates=[0.1, 0.5],
+        seeds=(0,),
         target=Target("val_accuracy", 0.9),
         max_epochs=40,
+        max_extensions=0,
     )
     steps = [r.steps_to_target for r in result.rows]
     assert all(s is not None for s in steps)
@@ -206,7 +208,7 @@ def test_sweep_steps_fall_as_the_batch_grows(tmp_path):
     assert result.noise is not None and result.noise.b_simple > 0
     saved = json.loads(result.save(tmp_path).read_text())
     assert [r["batch_size"] for r in saved["rows"]] == [8, 32, 128]
-    from minigd.experiments.plots import plot_sweep
+    from minigd.experiments.sweep_plots import plot_sweep
 
     assert plot_sweep(result, tmp_path)["steps_vs_batch"]["png"].exists()
 
@@ -258,6 +260,8 @@ def test_cli_sweep(tmp_path, capsys):
                 "val_accuracy:0.85",
                 "--max-epochs",
                 "10",
+                "--seeds",
+                "0",
                 "--out",
                 str(tmp_path),
             ]
@@ -265,7 +269,10 @@ def test_cli_sweep(tmp_path, capsys):
         == 0
     )
     assert "best lr" in capsys.readouterr().out
-    assert (tmp_path / "steps_vs_batch.png").exists()
+    assert (tmp_path / "plots" / "steps_vs_batch.png").exists()
+    assert (tmp_path / "plots" / "steps_vs_samples.png").exists()
+    assert "The critical batch size" in (tmp_path / "report.html").read_text()
+    assert json.loads((tmp_path / "results.json").read_text())["fits"]
 
 
 def test_data_must_have_a_test_split(tmp_path):

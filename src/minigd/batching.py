@@ -83,19 +83,21 @@ def resolve_batch_size(batch_size: Any, m: int) -> int:
 
 
 def parse_batch_size(text: str) -> int | str:
-    """A batch size as a user writes it: "full" (any case) or a whole number such as "64"."""
+    """A batch size as a user writes it: "full" or "adaptive" (any case), or a whole number such
+    as "64"."""
     text = str(text).strip()
-    if text.lower() == "full":
-        return "full"
+    if text.lower() in ("full", "adaptive"):
+        return text.lower()
     try:
         return int(text)
     except ValueError:
         raise ValueError(
             message(
                 "a batch size",
-                'a whole number such as 64, or "full"',
+                'a whole number such as 64, "full" or "adaptive"',
                 text,
-                'Use "full" for batch gradient descent, 1 for SGD.',
+                'Use "full" for batch gradient descent, 1 for SGD, "adaptive" to grow the batch '
+                "with the gradient noise scale.",
             )
         ) from None
 

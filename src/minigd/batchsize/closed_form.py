@@ -14,10 +14,17 @@ parameter error delta = (u, c) = (w - w*, b - b*):
 
 The fourth moments hold for the sample to about 1/sqrt(n). As the loss falls toward sigma^2,
 B_noise grows without bound: the regime where a growing batch pays.
+
+``expected_steps`` follows the expected loss of SGD at a constant learning rate on this problem:
+E|delta'|^2 = |delta|^2 (1 - 2 lr)^2 + lr^2 tr(Sigma) / B (1 - (B - 1)/(m - 1)), the last factor
+for batches drawn without replacement from m samples. The steps it predicts per batch size (best
+lr of a grid) are what a sweep should measure, so the critical batch size fitted to them is the
+model's prediction of the sweep's B_crit, to hold against B_noise at the target.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,3 +103,33 @@ class IsotropicLeastSquares:
         """The loss on any of the problem's data sets (exact)."""
         u, c = self.error(model)
         return float(u @ u + c * c + self.sigma**2)
+
+    def expected_steps(
+        self, batch_size: int, lr: float, loss: float, start: float, m: int, most: int = 100_000
+    ) -> int | None:
+        """Steps until SGD's expected loss falls to ``loss`` from ``start`` (the initial model's
+        loss), at a constant ``lr`` with batches of ``batch_size`` from ``m`` samples; None when
+        it never does (the noise floor is above it, or it diverges) within ``most`` steps."""
+        d, s2 = self.d, self.sigma**2
+        dd, goal = start - s2, loss - s2
+        shrink = (1.0 - 2.0 * lr) ** 2
+        noise = lr * lr * 4.0 / batch_size * (1.0 - (batch_size - 1) / max(1, m - 1))
+        for step in range(1, most + 1):
+            dd = dd * shrink + noise * ((d + 2) * dd + (d + 1) * s2)
+            if dd <= goal:
+                return step
+            if not math.isfinite(dd) or dd > 1e12:
+                return None
+        return None
+
+    def predicted_steps(
+        self, batch_sizes, lrs, loss: float, start: float, m: int
+    ) -> dict[int, float]:
+        """The model's steps to ``loss`` per batch size, at the best of ``lrs`` for each."""
+        out = {}
+        for b in batch_sizes:
+            steps = [self.expected_steps(b, lr, loss, start, m) for lr in lrs]
+            steps = [s for s in steps if s is not None]
+            if steps:
+                out[int(b)] = float(min(steps))
+        return out

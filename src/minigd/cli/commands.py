@@ -23,8 +23,8 @@ from minigd.data.opening import is_streamable, on_disk_bytes, read_manifest, sam
 from minigd.data.opening import open as open_data
 from minigd.distributed.comm import launched_under_mpi, world
 from minigd.experiments import Budget, RunSpec, compare, sweep, write_report
-from minigd.experiments.plots import plot_sweep
 from minigd.experiments.runs import RunConfig, read_config, should_stream, slug, train_run
+from minigd.experiments.sweep_report import write_sweep_report
 from minigd.nn import load_model
 from minigd.shuffle import BlockLayout
 from minigd.streaming import pipeline_bytes
@@ -421,8 +421,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         target=args.target,
         max_epochs=args.max_epochs,
+        max_extensions=args.max_extensions,
         optimizer=args.optimizer,
-        on_row=lambda partial: partial.save(out),  # each finished batch size is on disk at once
+        on_row=lambda partial: partial.save(out, "results.json"),  # each round on disk at once
         threads=1 if comm is not None else args.threads,  # one BLAS thread per rank
         progress=sys.stderr,
         quiet=args.quiet,
@@ -430,8 +431,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     )
     if result is None:  # another rank: rank 0 writes the report
         return 0
-    result.save(out)
-    plot = plot_sweep(result, out)["steps_vs_batch"]["png"]
+    paths = write_sweep_report(result, out)
     print(result.table())
-    print(f"wrote {out / 'sweep.json'} and {plot}")
+    print(f"wrote {paths['results']}; report: {paths['html']}")
     return 0

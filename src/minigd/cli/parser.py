@@ -40,6 +40,21 @@ def _target(text: str):
     return Target(metric, float(value))
 
 
+def _targets(text: str) -> list:
+    """METRIC:VALUE[,VALUE...]: one target per value (val_accuracy:0.8,0.85,0.9)."""
+    metric, _, values = text.partition(":")
+    if not values:
+        raise argparse.ArgumentTypeError(
+            "a target is METRIC:VALUE[,VALUE...], e.g. val_accuracy:0.8,0.85,0.9"
+        )
+    try:
+        return [Target(metric, float(v)) for v in values.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{values!r}: target values are numbers, e.g. val_accuracy:0.8,0.85,0.9"
+        ) from None
+
+
 def _data_arguments(p: argparse.ArgumentParser, column: str = "--target") -> None:
     """--data and how to read it; ``column`` names the option for a table's label column."""
     p.add_argument(
@@ -445,21 +460,28 @@ def _add_sweep(sub) -> None:
     p.add_argument(
         "--seeds",
         type=_comma_list(_number(int, 0, "a seed >= 0"), "seeds"),
-        default="0",
-        help="comma-separated seeds; steps are the median over them",
+        default="0,1,2",
+        help="comma-separated seeds; steps are the median over them, their range is shown",
     )
     p.add_argument(
         "--target",
-        type=_target,
+        type=_targets,
         default=None,
-        metavar="METRIC:VALUE",
-        help="what each run races to (val_accuracy:0.9 for classifiers)",
+        metavar="METRIC:VALUE[,VALUE...]",
+        help="what each run races to, one fit per value (val_accuracy:0.8,0.85,0.9; the last "
+        "is the main one; default val_accuracy:0.9)",
     )
     p.add_argument(
         "--max-epochs", type=int, default=30, help="a run that has not reached it by then fails"
     )
+    p.add_argument(
+        "--max-extensions",
+        type=int,
+        default=3,
+        help="learning rates added beyond each edge of --lrs while the best is at that edge",
+    )
     p.add_argument("--optimizer", default="sgd", help="sgd, momentum, nesterov, rmsprop, adam")
-    p.add_argument("--out", default=None, help="folder for sweep.json and the plot")
+    p.add_argument("--out", default=None, help="folder for results.json, the plots and the report")
     _threads_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_sweep)

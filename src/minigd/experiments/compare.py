@@ -41,6 +41,7 @@ from minigd.experiments.metrics import Target, TargetTracker, curve_noise
 from minigd.experiments.runs import slug
 from minigd.nn.models import model_for_data
 from minigd.optim import get_optimizer
+from minigd.training.adaptive import START as ADAPTIVE_START
 from minigd.training.callbacks import Callback, ProgressBar
 from minigd.training.fitting import fit
 from minigd.training.history import History
@@ -86,9 +87,16 @@ class RunSpec:
     name: str | None = None
 
     @property
+    def adaptive(self) -> bool:
+        """A batch that grows with the noise scale (``training.adaptive``)."""
+        return isinstance(self.batch_size, str) and self.batch_size.lower() == "adaptive"
+
+    @property
     def label(self) -> str:
         if self.name:
             return self.name
+        if self.adaptive:
+            return "adaptive batch"
         if isinstance(self.batch_size, str) and self.batch_size.lower() == "full":
             return "batch GD (full)"
         if self.batch_size == 1:
@@ -362,7 +370,7 @@ def _run_one(spec: RunSpec, setup: _Setup, reference, lr_rule, noise) -> RunResu
     """Trains a copy of the initial model with one batch size, within the budget."""
     train, budget = setup.train, setup.budget
     m = len(train.X)
-    b = resolve_batch_size(spec.batch_size, m)
+    b = min(ADAPTIVE_START, m) if spec.adaptive else resolve_batch_size(spec.batch_size, m)
     lr, note = run_lr(spec, b, reference, lr_rule, noise)
     model = setup.initial.copy()
     tracker = TargetTracker(setup.target, setup.validation)
@@ -394,8 +402,14 @@ def _run_one(spec: RunSpec, setup: _Setup, reference, lr_rule, noise) -> RunResu
     )
     metrics = run_metrics(model, history, train, tracker)
     metrics["loss_after_epoch_1"] = after_first.loss
+    largest = max(history.steps["batch_size"], default=b)
+    if spec.adaptive:  # which batch sizes it chose, when and why
+        metrics["batch_schedule"] = history.meta.get("batch_schedule", [])
+        metrics["largest_batch_size"] = largest
     optimizer = get_optimizer(spec.optimizer)
-    metrics["memory_bytes"] = estimate_memory(model, b, optimizer=optimizer, n_samples=m).total
+    metrics["memory_bytes"] = estimate_memory(
+        model, largest, optimizer=optimizer, n_samples=m
+    ).total
     return RunResult(spec, b, lr, note, history, metrics)
 
 

@@ -11,14 +11,18 @@ local trend), so curves at different loss levels compare fairly. Full-batch desc
 scores near zero; SGD on single samples scores highest.
 
 Target. ``TargetTracker`` evaluates a validation metric at geometrically spaced steps (each about
-5% after the last, plus every epoch end), so "steps to target" has the same relative resolution
-whether a run takes 20 steps or 20000.
+2% after the last, plus every epoch end), so "steps to target" has the same relative resolution
+whether a run takes 20 steps or 20000; within the last gap the step is interpolated linearly
+between the evaluation that missed and the one that reached (the metric taken as linear in the
+step over those few steps). Steps, epochs, samples and seconds to target are then fractional:
+resolved to well under 2%, and to the step where evaluations are one step apart.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,66 +76,107 @@ class Target:
 
 @dataclass
 class Reached:
-    """When a run first reached its target: steps, epochs (fractional), seconds, samples."""
+    """When a run first reached its target: steps, epochs, seconds and samples, interpolated
+    between the evaluation that missed and the one that reached (fractional)."""
 
-    steps: int
+    steps: float
     epochs: float
     seconds: float
-    samples: int
+    samples: float
 
 
 class TargetTracker(Callback):
-    """Records when a target is first reached; optionally stops training there.
+    """Records when each target is first reached; optionally stops training once all are.
 
     The metric is computed on ``data`` (the validation set as ``model.prepare`` returns it, so
     it is checked once, not at every evaluation), in evaluation mode, at steps 1, 2, ..., then
-    each about ``growth`` times the last, and at every epoch end.
+    each about ``growth`` times the last, and at every epoch end. ``target`` is one Target or
+    several (a sweep's); ``reached`` is the first one's Reached, ``reached_all`` every one's.
+    With ``keep_states``, the model's state (``model.state()``) where each target was reached is
+    kept in ``states``, for measurements there (the noise scale at the target).
     """
 
     def __init__(
         self,
-        target: Target,
+        target: Target | Sequence[Target],
         data: tuple[np.ndarray, np.ndarray],
         *,
-        growth: float = 1.05,
+        growth: float = 1.02,
         stop: bool = False,
+        keep_states: bool = False,
     ) -> None:
-        self.target = target
+        self.targets = [target] if isinstance(target, Target) else list(target)
+        if not self.targets:
+            raise ValueError("TargetTracker needs at least one target.")
+        self.target = self.targets[0]
         self.data = data
         self.growth = check_float("growth", growth, minimum=1.0, inclusive=False)
         self.stop = bool(stop)
-        self.reached: Reached | None = None
+        self.keep_states = bool(keep_states)
+        self.reached_all: list[Reached | None] = [None] * len(self.targets)
+        self.states: list[dict | None] = [None] * len(self.targets)
         self._next = 1
+        self._last: tuple[int, float, float, int, dict[str, float]] | None = None
         self.evaluations = 0
 
-    def _metric(self, trainer) -> float:
+    @property
+    def reached(self) -> Reached | None:
+        return self.reached_all[0]
+
+    def _metrics(self, trainer) -> dict[str, float]:
         start = time.perf_counter()
         metrics = trainer.model.evaluate_prepared(*self.data)
         trainer.exclude(time.perf_counter() - start)
         self.evaluations += 1
-        name = self.target.metric.removeprefix("val_")
-        if name not in metrics:
-            raise KeyError(
-                f"target metric {self.target.metric!r} is not one of "
-                f"{sorted('val_' + k for k in metrics)}."
-            )
-        return metrics[name]
+        for target in self.targets:
+            if target.metric.removeprefix("val_") not in metrics:
+                raise KeyError(
+                    f"target metric {target.metric!r} is not one of "
+                    f"{sorted('val_' + k for k in metrics)}."
+                )
+        return metrics
 
     def _check(self, trainer) -> None:
-        if self.reached is not None:
+        if all(r is not None for r in self.reached_all) or self._last_step == trainer.step:
             return
-        if self.target.reached(self._metric(trainer)):
-            self.reached = Reached(
-                trainer.step,
-                trainer.step / trainer.batches_per_epoch,
-                trainer.elapsed(),
-                trainer.samples_seen,
-            )
-            if self.stop:
-                trainer.stop(f"target reached: {self.target} at step {trainer.step}")
+        metrics = self._metrics(trainer)
+        now = (trainer.step, trainer.elapsed(), trainer.samples_seen, metrics)
+        for i, target in enumerate(self.targets):
+            value = metrics[target.metric.removeprefix("val_")]
+            if self.reached_all[i] is None and target.reached(value):
+                self.reached_all[i] = self._interpolated(trainer, target, now)
+                if self.keep_states:
+                    self.states[i] = trainer.model.state()
+        self._last = now
+        if self.stop and all(r is not None for r in self.reached_all):
+            trainer.stop(f"target reached: {self.targets[-1]} at step {trainer.step}")
+
+    @property
+    def _last_step(self) -> int | None:
+        return None if self._last is None else self._last[0]
+
+    def _interpolated(self, trainer, target: Target, now) -> Reached:
+        """Reached between the previous evaluation (a miss) and this one, where the metric,
+        taken as linear in the step, crosses the target's value."""
+        step, seconds, samples, metrics = now
+        last = self._last
+        per_epoch = trainer.batches_per_epoch
+        if last is None or step - last[0] <= 1:
+            return Reached(float(step), step / per_epoch, seconds, samples)
+        name = target.metric.removeprefix("val_")
+        before, after = last[3][name], metrics[name]
+        fraction = 1.0
+        if after != before:
+            fraction = min(1.0, max(0.0, (target.value - before) / (after - before)))
+
+        def at(i: int, value: float) -> float:
+            return last[i] + fraction * (value - last[i])
+
+        steps = at(0, step)
+        return Reached(steps, steps / per_epoch, at(1, seconds), at(2, samples))
 
     def on_step_end(self, trainer, loss):
-        if self.reached is None and trainer.step >= self._next:
+        if trainer.step >= self._next:
             self._next = max(trainer.step + 1, math.ceil(trainer.step * self.growth))
             self._check(trainer)
 

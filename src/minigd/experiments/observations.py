@@ -87,7 +87,8 @@ def _list(runs, key: str) -> str:
 
 def note_observations(results: Results, advice=None, sweep=None) -> list[Observation]:
     """The note's rules, each with this run's verdict and numbers (see the module docstring)."""
-    runs = sorted(results.runs, key=lambda r: r.batch_samples)
+    # an adaptive run has no one batch size to order by: the rules compare the fixed ones
+    runs = sorted((r for r in results.runs if not r.spec.adaptive), key=lambda r: r.batch_samples)
     out = [
         _smoothness(runs),
         _progress_per_epoch(runs, results),

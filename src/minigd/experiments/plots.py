@@ -169,41 +169,6 @@ def _metric_vs_epoch(plt, runs, target, x: str = "epoch"):
     return fig
 
 
-def plot_sweep(sweep, folder: str | Path) -> dict[str, dict[str, Path]]:
-    """Steps to target vs batch size on log-log axes, with the perfect-scaling line (steps halve
-    as the batch doubles) through the smallest batch, and the measured noise scale marked."""
-    plt = _pyplot()
-    rows = [r for r in sweep.rows if r.steps_to_target is not None]
-    fig, ax = plt.subplots(figsize=(7, 4.8))
-    if rows:
-        b = np.array([r.batch_size for r in rows], dtype=float)
-        steps = np.array([r.steps_to_target for r in rows], dtype=float)
-        ax.plot(b, steps, "o-", color=COLORS[0], label="measured (best lr per batch size)")
-        ax.plot(
-            b, steps[0] * b[0] / b, ":", color="gray", label="perfect scaling (steps x B constant)"
-        )
-    noise = sweep.noise
-    if noise is not None and np.isfinite(noise.b_simple):
-        ax.axvline(
-            noise.b_simple,
-            color=COLORS[1],
-            linestyle="--",
-            label=f"noise scale B_simple ~ {noise.b_simple:.0f}",
-        )
-    ax.set(
-        xscale="log",
-        yscale="log",
-        xlabel="batch size",
-        ylabel=f"steps to {sweep.target}",
-        title="Steps to target vs batch size",
-    )
-    tried = [r.batch_size for r in sweep.rows]
-    ax.set_xticks(tried, [str(v) for v in tried])  # ticks at the batch sizes tried
-    ax.minorticks_off()
-    ax.legend()
-    return {"steps_vs_batch": _save(fig, Path(folder), "steps_vs_batch")}
-
-
 def as_data_uri(path: Path) -> str:
     import base64
 

@@ -14,7 +14,8 @@ from pathlib import Path
 from minigd._io import atomic_write_text
 from minigd.experiments.compare import Results, format_number
 from minigd.experiments.observations import conclusion, note_observations
-from minigd.experiments.plots import as_data_uri, plot_results, plot_sweep
+from minigd.experiments.plots import as_data_uri, plot_results
+from minigd.experiments.sweep_plots import plot_sweep
 
 COLUMNS = (  # what fits an 800-pixel page; results.json holds every metric
     ("batch_samples", "batch size"),
@@ -54,6 +55,8 @@ FIGURES = (  # name, caption, alt text that says what the picture shows
 
 def cell(run, key: str) -> str:
     """The text of one table cell, as both report.html and report.md show it."""
+    if key == "batch_samples" and run.spec.adaptive:
+        return f"{run.batch_samples} to {format_number(run.metrics.get('largest_batch_size'))}"
     value = (
         run.lr
         if key == "lr"
@@ -62,6 +65,29 @@ def cell(run, key: str) -> str:
         else run.metrics.get(key)
     )
     return format_number(value)
+
+
+def adaptive_notes(results: Results) -> list[str]:
+    """What each adaptive run chose, when, and why, one sentence per run."""
+    notes = []
+    for run in results.runs:
+        if not run.spec.adaptive:
+            continue
+        changes = run.metrics.get("batch_schedule") or []
+        steps = "; ".join(
+            f"at step {c['step']} (epoch {c['epoch'] + 1}) {c['from']} -> {c['batch_size']}, "
+            f"B_simple {c['b_simple']:.0f}"
+            for c in changes
+        )
+        notes.append(
+            f"{run.spec.label}: started at B={run.batch_samples} with lr {run.lr:.4g} and grew "
+            f"the batch to the largest power of two below the running noise scale B_simple each "
+            f"time B_simple passed twice the batch (McCandlish et al. 2018: the batch that spends "
+            f"steps and samples best is about B_noise), keeping the learning rate (Smith et al. "
+            f"2018: a growing batch anneals the noise as a decaying rate does). "
+            + (f"Changes: {steps}." if changes else "B_simple never passed twice the batch.")
+        )
+    return notes
 
 
 def _lr_note(results: Results, advice) -> str:
@@ -151,6 +177,9 @@ def _html(results, figures, observations, advice, sweep, title, summary) -> str:
         "average over 11 steps. Seconds and samples/s depend on the machine's load while the "
         "runs ran. Every metric is in results.json.</p>",
     ]
+    if adaptive_notes(results):
+        parts.append("<h2>The adaptive batch size</h2>")
+        parts += [f"<p>{esc(note)}</p>" for note in adaptive_notes(results)]
     if advice is not None:
         parts += _advice_html(results, advice)
     parts.append("<h2>The note, observed</h2><ul>")
@@ -207,6 +236,8 @@ def _markdown(results, figures, observations, advice, sweep, title, folder: Path
     lines.append("|---|" + "---|" * len(COLUMNS))
     for run in results.runs:
         lines.append(f"| {run.spec.label} | " + " | ".join(cell(run, k) for k, _ in COLUMNS) + " |")
+    if adaptive_notes(results):
+        lines += ["", "## The adaptive batch size", "", *adaptive_notes(results)]
     if advice is not None:
         lines += ["", "## The advisor's recommendation", "", _lr_note(results, advice), ""]
         lines += ["```", str(advice), "```"]

@@ -1,11 +1,17 @@
-"""Batch-size sweeps: for each batch size, the best learning rate and the steps it needs to reach a
-target.
+"""Batch-size sweeps: for each batch size, the best learning rate and the steps it needs to reach
+each target, and the critical batch size those steps imply.
 
 Shallue et al. 2019 ("Measuring the Effects of Data Parallelism on Neural Network Training") found
 the same three regimes on every workload: steps to target first halve as the batch doubles (perfect
 scaling), then fall ever more slowly, then stop falling, with the bend near the gradient noise scale
-of McCandlish et al. 2018. A fair comparison tunes the learning rate per batch size, as they did;
-the sweep does this over the grid it is given and reports the best per batch size.
+of McCandlish et al. 2018. A fair comparison tunes the learning rate per batch size, as they did:
+the grid given is extended per batch size until the best rate is interior (``lr_grid``), every
+(batch size, rate) runs once per seed, and steps are the median over seeds (their spread kept).
+Steps to target are interpolated between validation checks about 2% apart (``TargetTracker``).
+
+For each target, S(B) = S_min (1 + B_crit / B) is fitted with a bootstrap interval
+(``batchsize.critical``), and the noise scale B_simple is measured where the smallest batch size's
+best run reached that target (``batchsize.noise``): the paper predicts B_crit ~ B_noise.
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ import numpy as np
 
 from minigd._io import atomic_write_text
 from minigd._json import dataclass_dict, to_plain
+from minigd.batchsize.critical import CriticalBatch, fit_critical_batch
 from minigd.batchsize.noise import NoiseScale, probe_noise_scale
 from minigd.distributed.comm import deal
 from minigd.experiments.compare import format_number, resolve_data
+from minigd.experiments.lr_grid import best_rate, extensions, grid_ratio, is_interior
 from minigd.experiments.metrics import Reached, Target, TargetTracker
 from minigd.nn.models import model_for_data
 from minigd.training.fitting import fit
@@ -30,8 +38,9 @@ from minigd.training.fitting import fit
 
 @dataclass
 class SweepRow:
-    """One batch size of a sweep: its best learning rate, what that lr needed to reach the
-    target (medians over seeds; None when not reached), and the steps of every lr tried."""
+    """One batch size of a sweep, for one target: its best learning rate, what that lr needed to
+    reach the target (medians over seeds; None when not reached), the steps of every seed at that
+    lr and of every lr tried, and whether the best lr is interior (beat a rate above and below)."""
 
     batch_size: int
     best_lr: float | None
@@ -40,12 +49,47 @@ class SweepRow:
     samples_to_target: float | None
     seconds_to_target: float | None
     steps_by_lr: dict[float, float | None] = field(default_factory=dict)
+    steps_by_seed: list[float] = field(default_factory=list)
+    interior: bool = False
+
+    @property
+    def spread(self) -> tuple[float, float] | None:
+        """(fewest, most) steps over the seeds at the best lr."""
+        return (min(self.steps_by_seed), max(self.steps_by_seed)) if self.steps_by_seed else None
+
+
+@dataclass
+class TargetFit:
+    """One target's reading: its rows, the fitted critical batch size, the noise scale where the
+    reference run (the smallest batch size's best) reached it, and B_crit / B_simple."""
+
+    target: Target
+    rows: list[SweepRow]
+    critical: CriticalBatch | None = None
+    noise: NoiseScale | None = None
+    reference: str | None = None
+    ratio: float | None = None
+    note: str = ""
+
+    def summary(self) -> str:
+        head = f"{self.target}: "
+        if self.critical is None:
+            return head + (self.note or "no fit")
+        text = head + str(self.critical)
+        if self.noise is not None:
+            lo, hi = self.noise.interval
+            text += (
+                f"; B_simple at the target {self.noise.b_simple:.4g} (95% CI {lo:.4g} .. "
+                f"{hi:.4g}, on {self.reference}); B_crit / B_simple = {format_number(self.ratio)}"
+            )
+        return text
 
 
 @dataclass
 class SweepResult:
-    """Every batch size's row, what the sweep raced to and over which grid, and the gradient
-    noise scale at the initial weights and near the target."""
+    """Every batch size's row for the main target (the last given), what the sweep raced to and
+    over which grid, each target's fit, and the gradient noise scale at the initial weights and
+    near the main target."""
 
     rows: list[SweepRow]
     target: Target
@@ -55,16 +99,29 @@ class SweepResult:
     seeds: list[int]
     noise: NoiseScale | None = None
     noise_at_init: NoiseScale | None = None
+    targets: list[Target] = field(default_factory=list)
+    fits: list[TargetFit] = field(default_factory=list)
+    lr_grid: dict[int, list[float]] = field(default_factory=dict)  # every lr tried, per batch
 
-    def table(self) -> str:
-        lines = [f"{'batch':>6} {'best lr':>8} {'steps':>8} {'epochs':>8} {'seconds':>8}"]
+    def table(self, readings: bool = True) -> str:
+        """The rows as text; with ``readings``, each target's fit and the noise scale below."""
+        lines = [
+            f"{'batch':>6} {'best lr':>8} {'steps':>8} {'seeds min-max':>15} {'epochs':>8} "
+            f"{'seconds':>8}  lr"
+        ]
         for r in self.rows:
+            spread = r.spread
+            seeds = "" if spread is None else "-".join(map(format_number, spread))
+            edge = "" if r.best_lr is None or r.interior else "edge of grid"
             lines.append(
                 f"{r.batch_size:>6} {format_number(r.best_lr):>8} "
-                f"{format_number(r.steps_to_target):>8} "
+                f"{format_number(r.steps_to_target):>8} {seeds:>15} "
                 f"{format_number(r.epochs_to_target):>8} "
-                f"{format_number(r.seconds_to_target):>8}"
+                f"{format_number(r.seconds_to_target):>8}  {edge}"
             )
+        if not readings:
+            return "\n".join(lines)
+        lines += [fit.summary() for fit in self.fits]
         if self.noise is not None:
             lines.append(f"gradient noise scale near the target: {self.noise}")
         return "\n".join(lines)
@@ -72,19 +129,33 @@ class SweepResult:
     def to_dict(self) -> dict[str, Any]:
         return dataclass_dict(self)
 
-    def save(self, folder: str | Path) -> Path:
+    def save(self, folder: str | Path, name: str = "sweep.json") -> Path:
         text = json.dumps(self.to_dict(), indent=2, default=to_plain)
-        return atomic_write_text(Path(folder) / "sweep.json", text)
+        return atomic_write_text(Path(folder) / name, text)
 
 
 @dataclass
 class _Trial:
-    """The seeds of one (batch size, lr): median steps when every seed reached the target."""
+    """The seeds of one (batch size, lr): per seed, when each target was reached (None: not);
+    the model state where each target was reached by the first seed, when kept (a reference
+    run measured for the noise scale)."""
 
-    steps: float | None
-    reached: list[Reached]
-    models: list[Any]
+    reached: list[list[Reached | None]]
     stop_reasons: list[str | None] = field(default_factory=list)
+    states: list[dict | None] = field(default_factory=list)
+
+    def per_seed(self, i: int) -> list[Reached] | None:
+        """Target i's Reached of every seed, or None unless every seed reached it."""
+        got = [r[i] for r in self.reached]
+        return None if any(r is None for r in got) else got
+
+    @property
+    def diverged(self) -> bool:
+        return any(r and "diverged" in r for r in self.stop_reasons)
+
+    def steps(self, i: int) -> float | None:
+        got = self.per_seed(i)
+        return None if got is None else float(np.median([r.steps for r in got]))
 
 
 class _Progress:
@@ -117,18 +188,22 @@ class _Progress:
 
 
 def _trial_line(b: int, lr: float, trial: _Trial, target: Target, max_epochs: int) -> str:
+    """The progress line of a finished (batch size, lr): the main target's steps, or why not."""
     head = f"sweep: B={b} lr={lr:g}: "
     diverged = [r for r in trial.stop_reasons if r and "diverged" in r]
     if diverged:
         return head + diverged[0]
-    if trial.steps is None:
+    main = len(trial.reached[0]) - 1
+    got = trial.per_seed(main)
+    if got is None:
         return head + f"{target} not reached in {max_epochs} epochs"
-    seconds = float(np.median([r.seconds for r in trial.reached]))
-    return head + f"{target} after {format_number(trial.steps)} steps ({seconds:.2f} s)"
+    seconds = float(np.median([r.seconds for r in got]))
+    return head + f"{target} after {format_number(trial.steps(main))} steps ({seconds:.2f} s)"
 
 
 DEFAULT_BATCH_SIZES = (16, 32, 64, 128, 256, 512, 1024)
 DEFAULT_LEARNING_RATES = (0.03, 0.1, 0.3, 1.0)
+DEFAULT_SEEDS = (0, 1, 2)
 
 
 def sweep(
@@ -137,65 +212,159 @@ def sweep(
     *,
     batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
     learning_rates: Sequence[float] = DEFAULT_LEARNING_RATES,
-    seeds: Sequence[int] = (0,),
-    target: Target | None = None,
+    seeds: Sequence[int] = DEFAULT_SEEDS,
+    target: Target | Sequence[Target] | None = None,
     max_epochs: int = 30,
     optimizer: str = "sgd",
     measure_noise: bool = True,
+    max_extensions: int = 3,
     on_row: Callable[[SweepResult], None] | None = None,
     threads: int | None = None,
     progress: TextIO | None = None,
     quiet: bool = False,
     comm=None,
 ) -> SweepResult | None:
-    """Runs every (batch size, learning rate, seed) until the target or ``max_epochs``.
+    """Runs every (batch size, learning rate, seed) until every target or ``max_epochs``.
 
-    The steps of a (batch size, lr) pair are the median over seeds, and count only when every
-    seed reached the target. The best lr of a batch size is the one with the fewest steps.
-    ``on_row`` is called with the result so far after each batch size (to save it as it comes);
-    ``progress`` (a stream, stderr say) gets one line per (batch size, lr) as it ends, or a
-    bar when it is a terminal; a run that diverged is named with its reason even when ``quiet``.
-    With ``comm`` (an MPI communicator, ``mpiexec -n N minigd sweep``), the (batch size, lr)
-    pairs are dealt to the ranks in turn, each training on one BLAS thread; rank 0 gathers the
-    trials and returns the same result one process gives (timings aside); other ranks get None.
+    ``target`` is one Target or several (val_accuracy 0.8, 0.85, 0.9, say: each gets its own
+    fit); the last is the main one, whose rows ``result.rows`` holds. The steps of a (batch
+    size, lr) pair are the median over seeds, and count only when every seed reached the target.
+    The best lr of a batch size is the one with the fewest steps; where it is the grid's largest
+    or smallest, the grid is extended for that batch size (up to ``max_extensions`` rates a side,
+    ``lr_grid``). ``on_row`` is called with the result so far after each round of runs (to save
+    it as it comes); ``progress`` (a stream, stderr say) gets one line per (batch size, lr) as
+    it ends, or a bar on a terminal; a run that diverged is named with its reason even when
+    ``quiet``. With ``comm`` (an MPI communicator, ``mpiexec -n N minigd sweep``), each round's
+    pairs are dealt to the ranks, each training on one BLAS thread; rank 0 gathers the trials and
+    returns the same result one process gives (timings aside); other ranks get None.
     """
     name, train, test = resolve_data(data, "sweep")
-    target = target or Target("val_accuracy", 0.9)
+    targets = _targets(target)
     build = _warmed_builder(model, train, seeds[0], batch_sizes[0], threads)
     val = build(seeds[0]).prepare(test.X, test.y)
-    result = SweepResult([], target, name, model, list(learning_rates), list(seeds))
-    best_model = None
+    settings = (targets, max_epochs, optimizer, threads)
 
-    def run(b: int, lr: float) -> _Trial:
-        return _trial(build, train, val, b, lr, seeds, target, max_epochs, optimizer, threads)
+    def run(pair: tuple[int, float]) -> _Trial:
+        return _trial(build, train, val, *pair, seeds, *settings)
 
-    done = _dealt(run, batch_sizes, learning_rates, comm)
-    if done is None:  # a rank other than 0: its trials went to rank 0
-        return None
-    report = _Progress(progress, quiet, len(batch_sizes) * len(learning_rates))
-    for b in batch_sizes:
-        trials = {}
-        for lr in learning_rates:
-            trials[lr] = done[(b, lr)] if done else run(b, lr)
-            report(_trial_line(b, lr, trials[lr], target, max_epochs))
-        row, models = _best_row(b, trials)
-        result.rows.append(row)
-        if best_model is None and models:
-            best_model = models[0]
-        if on_row is not None:
-            on_row(result)
+    grid = {b: sorted(learning_rates) for b in batch_sizes}
+    pending = [(b, lr) for b in batch_sizes for lr in grid[b]]
+    trials: dict[tuple[int, float], _Trial] = {}
+    added: dict[int, dict[str, int]] = {b: {} for b in batch_sizes}
+    root = comm is None or comm.Get_rank() == 0
+    report = _Progress(progress if root else None, quiet, len(pending))
+    ratio = grid_ratio(learning_rates)
+    while pending:
+        done = _round(run, pending, comm, report, targets[-1], max_epochs)
+        if done is not None:  # rank 0 (or one process): decide the next round
+            trials.update(done)
+            pending = _extend(trials, grid, added, ratio, max_extensions, len(targets))
+            if on_row is not None:
+                on_row(_result(trials, grid, targets, name, model, learning_rates, seeds))
+        if comm is not None and comm.Get_size() > 1:
+            pending = comm.bcast(pending, root=0)
     report.close()
+    if not root:
+        return None
+    result = _result(trials, grid, targets, name, model, learning_rates, seeds)
     if measure_noise:
-        _measure_noise(result, build(seeds[0]), best_model, train)
+
+        def rerun(b: int, lr: float) -> _Trial:
+            return _trial(build, train, val, b, lr, seeds[:1], *settings, keep=True)
+
+        _measure_noise(result, rerun, build, train, seeds[0])
     return result
 
 
-def _measure_noise(result: SweepResult, initial, best_model, train) -> None:
-    """The noise scale at the initial weights, and near the target: on the smallest batch's best
-    run, stopped where it reached the target."""
-    result.noise_at_init = probe_noise_scale(initial, train.X, train.y)
-    if best_model is not None:
-        result.noise = probe_noise_scale(best_model, train.X, train.y)
+def _targets(target) -> list[Target]:
+    if target is None:
+        return [Target("val_accuracy", 0.9)]
+    return [target] if isinstance(target, Target) else list(target)
+
+
+def _round(run, pairs, comm, report, target, max_epochs) -> dict | None:
+    """Every pair's trial: in turn on one process (each reported as it ends), dealt to the ranks
+    of ``comm`` otherwise (gathered on rank 0; None on the others)."""
+    if comm is None or comm.Get_size() < 2:
+        done = {}
+        for pair in pairs:
+            done[pair] = run(pair)
+            report(_trial_line(*pair, done[pair], target, max_epochs))
+        return done
+    trials = deal(run, pairs, comm)
+    if trials is None:
+        return None
+    for pair, trial in zip(pairs, trials, strict=True):
+        report(_trial_line(*pair, trial, target, max_epochs))
+    return dict(zip(pairs, trials, strict=True))
+
+
+def _extend(trials, grid, added, ratio, max_extensions, n_targets) -> list[tuple[int, float]]:
+    """The next round: for each batch size whose best rate (for any target) sits at an edge of
+    what it tried, the next rate beyond that edge."""
+    pending = []
+    for b, rates in grid.items():
+        tables = [{lr: trials[(b, lr)].steps(i) for lr in rates} for i in range(n_targets)]
+        top_diverged = trials[(b, max(rates))].diverged
+        for side, lr in extensions(tables, ratio, added[b], max_extensions, top_diverged):
+            if lr not in rates:
+                added[b][side] = added[b].get(side, 0) + 1
+                rates.append(lr)
+                pending.append((b, lr))
+        rates.sort()
+    return pending
+
+
+def _result(trials, grid, targets, name, model, learning_rates, seeds) -> SweepResult:
+    """The result of the trials so far: each target's rows and fit, the main target's rows."""
+    fits = []
+    for i, target in enumerate(targets):
+        rows = [
+            _row(b, i, {lr: trials[(b, lr)] for lr in rates if (b, lr) in trials})
+            for b, rates in grid.items()
+        ]
+        fits.append(_fit(target, rows))
+    return SweepResult(
+        fits[-1].rows, targets[-1], name, model, list(learning_rates), list(seeds),
+        targets=list(targets), fits=fits, lr_grid={b: list(r) for b, r in grid.items()},
+    )  # fmt: skip
+
+
+def _fit(target: Target, rows: list[SweepRow]) -> TargetFit:
+    """The critical batch size of one target's rows (or why there is none)."""
+    fit_rows = TargetFit(target, rows)
+    steps = {r.batch_size: r.steps_by_seed for r in rows if r.steps_by_seed}
+    try:
+        fit_rows.critical = fit_critical_batch(steps)
+    except ValueError as exc:
+        fit_rows.note = str(exc)
+    return fit_rows
+
+
+def _measure_noise(result: SweepResult, rerun, build, train, seed: int) -> None:
+    """The noise scale at the initial weights, and, for each target, where the reference run
+    reached it: the best run (first seed) of the smallest batch size that reached the target,
+    run again (it is deterministic) keeping the model where it passed each target. The main
+    target's is ``result.noise``."""
+    result.noise_at_init = probe_noise_scale(build(seed), train.X, train.y)
+    reruns: dict[tuple[int, float], _Trial] = {}
+    for i, reading in enumerate(result.fits):
+        row = next((r for r in reading.rows if r.best_lr is not None), None)
+        if row is None:
+            continue
+        pair = (row.batch_size, row.best_lr)
+        if pair not in reruns:
+            reruns[pair] = rerun(*pair)
+        state = reruns[pair].states[i]
+        if state is None:
+            continue
+        model = build(seed)
+        model.load_state(state)
+        reading.noise = probe_noise_scale(model, train.X, train.y)
+        reading.reference = f"B={row.batch_size}, lr={row.best_lr:g}, seed {seed}"
+        if reading.critical is not None and reading.noise.b_simple > 0:
+            reading.ratio = reading.critical.b_crit / reading.noise.b_simple
+    result.noise = result.fits[-1].noise
 
 
 def _warmed_builder(model: str, train, seed: int, b: int, threads):
@@ -211,62 +380,41 @@ def _warmed_builder(model: str, train, seed: int, b: int, threads):
     return build
 
 
-def _dealt(run, batch_sizes, learning_rates, comm) -> dict | None:
-    """{} on one process (each trial then runs in turn, reported as it ends); with several
-    ranks, every (b, lr) trial dealt to the ranks and gathered on rank 0 (None elsewhere)."""
-    if comm is None or comm.Get_size() < 2:
-        return {}
-    pairs = [(b, lr) for b in batch_sizes for lr in learning_rates]
-    trials = deal(lambda pair: run(*pair), pairs, comm)
-    return None if trials is None else dict(zip(pairs, trials, strict=True))
-
-
-def _trial(build, train, val, b, lr, seeds, target, max_epochs, optimizer, threads) -> _Trial:
-    """Trains one (batch size, lr) once per seed, each stopping at the target."""
-    reached, models, reasons = [], [], []
-    for seed in seeds:
-        net = build(seed)
-        tracker = TargetTracker(target, val, stop=True)
-        history = fit(
-            net,
-            train.X,
-            train.y,
-            batch_size=b,
-            epochs=max_epochs,
-            optimizer=optimizer,
-            lr=lr,
-            seed=seed,
-            callbacks=[tracker],
-            verbose=0,
-            threads=threads,
-        )
-        reached.append(tracker.reached)
-        models.append(net)
+def _trial(build, train, val, b, lr, seeds, targets, max_epochs, optimizer, threads, keep=False):
+    """Trains one (batch size, lr) once per seed, each stopping once it reached every target;
+    with ``keep``, the first seed's model state where it reached each target."""
+    reached, reasons, states = [], [], [None] * len(targets)
+    for k, seed in enumerate(seeds):
+        tracker = TargetTracker(targets, val, stop=True, keep_states=keep and k == 0)
+        history = fit(build(seed), train.X, train.y, batch_size=b, epochs=max_epochs,
+                      optimizer=optimizer, lr=lr, seed=seed, callbacks=[tracker], verbose=0,
+                      threads=threads)  # fmt: skip
+        reached.append(list(tracker.reached_all))
         reasons.append(history.meta.get("stop_reason"))
-    if any(r is None for r in reached):
-        return _Trial(None, [], models, reasons)
-    return _Trial(float(np.median([r.steps for r in reached])), reached, models, reasons)
+        if keep and k == 0:
+            states = tracker.states
+    return _Trial(reached, reasons, states)
 
 
-def _best_row(b: int, trials: dict[float, _Trial]) -> tuple[SweepRow, list[Any]]:
-    """The row of batch size b (its fastest lr), and that lr's trained models."""
-    steps_by_lr = {lr: t.steps for lr, t in trials.items()}
-    finished = {lr: t for lr, t in trials.items() if t.steps is not None}
-    if not finished:
-        return SweepRow(b, None, None, None, None, None, steps_by_lr), []
-    best_lr = min(finished, key=lambda lr: finished[lr].steps)
-    best = finished[best_lr]
+def _row(b: int, i: int, trials: dict[float, _Trial]) -> SweepRow:
+    """The row of batch size b for target i: its fastest lr, and whether that lr is interior."""
+    steps_by_lr = {lr: t.steps(i) for lr, t in trials.items()}
+    best_lr = best_rate(steps_by_lr)
+    if best_lr is None:
+        return SweepRow(b, None, None, None, None, None, steps_by_lr)
+    got = trials[best_lr].per_seed(i)
 
     def median(attr: str) -> float:
-        return float(np.median([getattr(r, attr) for r in best.reached]))
+        return float(np.median([getattr(r, attr) for r in got]))
 
-    row = SweepRow(
+    return SweepRow(
         b,
         best_lr,
-        best.steps,
+        steps_by_lr[best_lr],
         median("epochs"),
         median("samples"),
         median("seconds"),
         steps_by_lr,
+        [r.steps for r in got],
+        is_interior(steps_by_lr),
     )
-    return row, best.models

@@ -1,11 +1,6 @@
 """The noise scale measured while training (StepNoise), checked against a problem where it is
 known in closed form, and the batch size that grows with it (batch_size="adaptive")."""
 
-import os
-import signal
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -19,6 +14,7 @@ from minigd.nn.models import linear_regression
 from minigd.training import Callback, Checkpoint, fit, load_checkpoint, make_trainer
 from minigd.training.adaptive import AdaptiveBatchSize
 from minigd.training.step_noise import StepNoise
+from test_training import kill_at
 
 
 # -- regrouping an epoch ----------------------------------------------------------------------
@@ -185,21 +181,6 @@ def adaptive_run(folder=None, resume=None, extra=()):
     return model, history
 
 
-CHILD = """
-import sys, time
-sys.path.insert(0, {tests!r})
-from test_adaptive import adaptive_run
-from minigd.training import Callback
-
-class Announce(Callback):
-    def on_step_end(self, trainer, loss):
-        print(trainer.step, flush=True)
-        time.sleep(0.002)
-
-adaptive_run({folder!r}, extra=[Announce()])
-"""
-
-
 @pytest.mark.slow
 def test_a_killed_adaptive_run_resumes_bitwise_equal(tmp_path, digits):
     reference, ref_history = adaptive_run()
@@ -208,15 +189,7 @@ def test_a_killed_adaptive_run_resumes_bitwise_equal(tmp_path, digits):
     mid = next(c for c in schedule if c["at_batch"] > 0)
     for trial, step in enumerate([mid["step"] + 4, ref_history.n_steps - 3]):
         folder = tmp_path / f"trial{trial}"
-        script = CHILD.format(tests=os.path.dirname(__file__), folder=str(folder))
-        child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                                 text=True)  # fmt: skip
-        for line in child.stdout:
-            if line.strip() == str(step):
-                child.send_signal(signal.SIGKILL)
-                break
-        child.wait()
-        assert child.returncode == -signal.SIGKILL
+        kill_at(folder, step, module="test_adaptive", runner="adaptive_run")
         saved = load_checkpoint(folder)
         assert saved["callbacks"]  # the schedule is in the checkpoint
         model, history = adaptive_run(folder, resume=folder)
@@ -294,3 +267,13 @@ def test_train_takes_an_adaptive_batch_size_and_resumes_it(tmp_path, capsys):
     with pytest.raises(SystemExit) as refused:
         main(["train", "--batch-size", "huge"])
     assert refused.value.code == 2 and '"adaptive"' in capsys.readouterr().err
+
+
+def test_batchnorm_with_an_adaptive_batch_needs_a_merged_or_dropped_last_batch(digits):
+    train, _ = digits
+    model = mlp(64, [16], 10, batchnorm=True)
+    with pytest.raises(ValueError, match="last_batch='merge'"):
+        fit(model, train.X, train.y, batch_size="adaptive", epochs=1, verbose=0)
+    history = fit(model, train.X, train.y, batch_size="adaptive", epochs=3, last_batch="merge",
+                  lr=0.1, verbose=0)  # fmt: skip
+    assert min(history.steps["batch_size"]) >= 32 and history.meta["batch_schedule"]

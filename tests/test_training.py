@@ -299,7 +299,7 @@ def test_resume_in_process_is_bitwise_exact(tmp_path, digits):
 CHILD = """
 import sys, time
 sys.path.insert(0, {tests!r})
-from test_training import plateau_callbacks, run
+from {module} import *
 from minigd.training import Callback
 
 class Announce(Callback):
@@ -307,7 +307,7 @@ class Announce(Callback):
         print(trainer.step, flush=True)
         time.sleep(0.003)
 
-run({folder!r}, extra=[{extra}Announce()])
+{runner}({folder!r}, extra=[{extra}Announce()])
 print("finished", flush=True)
 """
 
@@ -333,10 +333,15 @@ def test_sigkill_at_random_steps_then_resume_is_bitwise_exact(tmp_path, digits):
         )
 
 
-def kill_at(folder, step: int, extra: str = "") -> None:
-    """Starts ``run(folder)`` in a child process (with the callbacks the Python expression
-    ``extra`` lists, comma-terminated) and SIGKILLs it once it reports ``step``."""
-    script = CHILD.format(tests=os.path.dirname(__file__), folder=str(folder), extra=extra)
+def kill_at(
+    folder, step: int, extra: str = "", module: str = "test_training", runner: str = "run"
+) -> None:
+    """Starts ``runner(folder)`` of a test module in a child process (with the callbacks the
+    Python expression ``extra`` lists, comma-terminated) and SIGKILLs it once it reports
+    ``step``."""
+    tests = os.path.dirname(__file__)
+    script = CHILD.format(tests=tests, folder=str(folder), extra=extra, module=module,
+                          runner=runner)  # fmt: skip
     child = subprocess.Popen(
         [sys.executable, "-c", script],
         stdout=subprocess.PIPE,

@@ -85,6 +85,12 @@ class AdaptiveBatchSize(Callback):
             )
         self.trainer = trainer
         batches = trainer.batches
+        if trainer.model.has_batchnorm and batches.last_batch == "keep":
+            raise ValueError(
+                "an adaptive batch size with BatchNorm needs last_batch='merge' (or 'drop'): "
+                "regrouping an epoch can leave a last batch of one sample, which BatchNorm "
+                "cannot train on."
+            )
         start = batches.batch_size if self.start is None else min(self.start, batches.n_samples)
         batches.regroup(start, 0)  # refuses a streamed source early
         batches.first_batch_size = start

@@ -52,21 +52,22 @@ class StepNoise:
             return model.loss_and_grad(xb, yb)
         saved = [(v, v.copy()) for _, v in model.named_buffers()] if model.has_batchnorm else []
         first, second = self._split(n, step)
+        n_1, n_2 = len(first), len(second)
         loss_1 = model.loss_and_grad(xb[first], yb[first])
         g_1 = self._scratch(model.grads)
         loss_2 = model.loss_and_grad(xb[second], yb[second])
-        n_1, n_2 = len(first), len(second)
-        g_2 = np.asarray(model.grads, np.float64)
-        self.half_norm_sq = (n_1 * float(g_1 @ g_1) + n_2 * float(g_2 @ g_2)) / n
+        g_2 = model.grads  # norms in the model's dtype: BLAS dots, no float64 copies
+        self.half_norm_sq = (n_1 * _norm_sq(g_1) + n_2 * _norm_sq(g_2)) / n
         if saved:  # BatchNorm: the step trains on the whole batch's statistics
             for target, value in saved:
                 np.copyto(target, value)
             loss = model.loss_and_grad(xb, yb)
-        else:
-            model.grads[...] = (n_1 * g_1 + n_2 * g_2) / n
+        else:  # the whole batch's gradient, in place: (n_1 g_1 + n_2 g_2) / n
+            g_2 *= n_2 / n
+            g_1 *= n_1 / n
+            g_2 += g_1
             loss = (n_1 * loss_1 + n_2 * loss_2) / n
-        g = np.asarray(model.grads, np.float64)
-        self.big_norm_sq = float(g @ g)
+        self.big_norm_sq = _norm_sq(model.grads)
         self.running.update(self.half_norm_sq, self.big_norm_sq, n / 2, n, m)
         return loss
 
@@ -76,10 +77,10 @@ class StepNoise:
         return np.sort(rows[: n // 2]), np.sort(rows[n // 2 :])
 
     def _scratch(self, grads: np.ndarray) -> np.ndarray:
-        """A float64 copy of the first half's gradient, in a buffer kept between steps."""
-        if self._g_1 is None or self._g_1.shape != grads.shape:
-            self._g_1 = np.empty(grads.shape, np.float64)
-        self._g_1[...] = grads
+        """A copy of the first half's gradient, in a buffer kept between steps."""
+        if self._g_1 is None or self._g_1.shape != grads.shape or self._g_1.dtype != grads.dtype:
+            self._g_1 = np.empty_like(grads)
+        np.copyto(self._g_1, grads)
         return self._g_1
 
     def columns(self) -> dict[str, float]:
@@ -95,3 +96,7 @@ class StepNoise:
 
     def load_state(self, state: dict[str, float]) -> None:
         self.running.load_state(state)
+
+
+def _norm_sq(g: np.ndarray) -> float:
+    return float(np.dot(g, g))

@@ -107,12 +107,12 @@ class SweepResult:
         """The rows as text; with ``readings``, each target's fit and the noise scale below."""
         lines = [
             f"{'batch':>6} {'best lr':>8} {'steps':>8} {'seeds min-max':>15} {'epochs':>8} "
-            f"{'seconds':>8}  lr"
+            f"{'seconds':>8}  best lr"
         ]
         for r in self.rows:
             spread = r.spread
             seeds = "" if spread is None else "-".join(map(format_number, spread))
-            edge = "" if r.best_lr is None or r.interior else "edge of grid"
+            edge = "" if r.best_lr is None else "interior" if r.interior else "at grid edge"
             lines.append(
                 f"{r.batch_size:>6} {format_number(r.best_lr):>8} "
                 f"{format_number(r.steps_to_target):>8} {seeds:>15} "
@@ -226,17 +226,14 @@ def sweep(
 ) -> SweepResult | None:
     """Runs every (batch size, learning rate, seed) until every target or ``max_epochs``.
 
-    ``target`` is one Target or several (val_accuracy 0.8, 0.85, 0.9, say: each gets its own
-    fit); the last is the main one, whose rows ``result.rows`` holds. The steps of a (batch
-    size, lr) pair are the median over seeds, and count only when every seed reached the target.
-    The best lr of a batch size is the one with the fewest steps; where it is the grid's largest
-    or smallest, the grid is extended for that batch size (up to ``max_extensions`` rates a side,
-    ``lr_grid``). ``on_row`` is called with the result so far after each round of runs (to save
-    it as it comes); ``progress`` (a stream, stderr say) gets one line per (batch size, lr) as
-    it ends, or a bar on a terminal; a run that diverged is named with its reason even when
-    ``quiet``. With ``comm`` (an MPI communicator, ``mpiexec -n N minigd sweep``), each round's
-    pairs are dealt to the ranks, each training on one BLAS thread; rank 0 gathers the trials and
-    returns the same result one process gives (timings aside); other ranks get None.
+    ``target``: one Target or several (each gets its own fit; the last is the main one, whose
+    rows ``result.rows`` holds). A pair's steps are the median over seeds, counted only when
+    every seed reached the target; a batch size's best lr has the fewest, and the grid grows
+    past an edge best (up to ``max_extensions`` rates a side, ``lr_grid``). ``on_row`` gets the
+    result after each round of runs (to save it as it comes); ``progress`` (stderr, say) a line
+    per finished pair, or a bar on a terminal; a diverged run is named even when ``quiet``.
+    With ``comm`` (``mpiexec -n N minigd sweep``) each round is dealt to the ranks, one BLAS
+    thread each; rank 0 returns what one process would (timings aside), the others None.
     """
     name, train, test = resolve_data(data, "sweep")
     targets = _targets(target)
@@ -248,21 +245,15 @@ def sweep(
         return _trial(build, train, val, *pair, seeds, *settings)
 
     grid = {b: sorted(learning_rates) for b in batch_sizes}
-    pending = [(b, lr) for b in batch_sizes for lr in grid[b]]
-    trials: dict[tuple[int, float], _Trial] = {}
-    added: dict[int, dict[str, int]] = {b: {} for b in batch_sizes}
     root = comm is None or comm.Get_rank() == 0
-    report = _Progress(progress if root else None, quiet, len(pending))
-    ratio = grid_ratio(learning_rates)
-    while pending:
-        done = _round(run, pending, comm, report, targets[-1], max_epochs)
-        if done is not None:  # rank 0 (or one process): decide the next round
-            trials.update(done)
-            pending = _extend(trials, grid, added, ratio, max_extensions, len(targets))
-            if on_row is not None:
-                on_row(_result(trials, grid, targets, name, model, learning_rates, seeds))
-        if comm is not None and comm.Get_size() > 1:
-            pending = comm.bcast(pending, root=0)
+    report = _Progress(progress if root else None, quiet, len(batch_sizes) * len(learning_rates))
+
+    def partial(trials) -> None:
+        if on_row is not None:
+            on_row(_result(trials, grid, targets, name, model, learning_rates, seeds))
+
+    extend = (grid_ratio(learning_rates), max_extensions, len(targets))
+    trials = _rounds(run, grid, extend, comm, report, (targets[-1], max_epochs), partial)
     report.close()
     if not root:
         return None
@@ -274,6 +265,24 @@ def sweep(
 
         _measure_noise(result, rerun, build, train, seeds[0])
     return result
+
+
+def _rounds(run, grid, extend, comm, report, line, partial) -> dict:
+    """Runs the grid's pairs, then round after round the rates ``_extend`` adds, until none;
+    with ``comm``, each round is dealt to the ranks and rank 0 decides (and broadcasts) the
+    next. The trials by (batch size, lr) on rank 0; {} on the others."""
+    pending = [(b, lr) for b, rates in grid.items() for lr in rates]
+    trials: dict[tuple[int, float], _Trial] = {}
+    added: dict[int, dict[str, int]] = {b: {} for b in grid}
+    while pending:
+        done = _round(run, pending, comm, report, *line)
+        if done is not None:  # rank 0 (or one process): decide the next round
+            trials.update(done)
+            pending = _extend(trials, grid, added, *extend)
+            partial(trials)
+        if comm is not None and comm.Get_size() > 1:
+            pending = comm.bcast(pending, root=0)
+    return trials
 
 
 def _targets(target) -> list[Target]:

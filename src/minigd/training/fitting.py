@@ -51,28 +51,22 @@ def make_trainer(
 
     Args:
         model: a ``minigd.nn.Sequential`` (its loss is used unless ``loss`` is given).
-        X: (m, n) samples as rows, or (n, m) with ``sample_axis=1`` (the note's layout); or
-            ``minigd.data.open(path)`` (X and y on disk), which streams (``training.streamed``).
-        y: targets: class indices, or values for regression (a Source when X is one).
-        batch_size, epochs: samples per step (``"full"``: batch gradient descent, 1: SGD,
-            ``"adaptive"``: grown with the noise scale), and passes over the data (a resumed
-            run trains up to this epoch count).
+        X, y: (m, n) samples as rows, or (n, m) with ``sample_axis=1`` (the note's layout), and
+            the targets; or ``minigd.data.open(path)``, streamed from disk (``training.streamed``).
+        batch_size, epochs: samples per step ("full": batch GD, 1: SGD, "adaptive": grown with
+            the noise scale), and passes over the data (a resumed run trains up to this count).
         optimizer: "sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw" or an Optimizer.
         lr, loss: the learning rate of an optimizer given by name (default: torch's), a loss name
             replacing the model's.
-        validation: (X_val, y_val) evaluated after each epoch, in the same layout as X.
-        validation_split: instead, hold out this last fraction of X (before shuffling, as Keras).
-        shuffle, seed, last_batch, shuffle_buffer: the batching (MiniBatches' shuffle,
-            seed, last_batch and buffer_bytes).
+        validation, validation_split: (X_val, y_val) evaluated after each epoch, in the layout of
+            X; or the last fraction of X held out for it (before shuffling, as Keras).
+        shuffle, seed, last_batch, shuffle_buffer: MiniBatches' (buffer_bytes for the last).
         callbacks, verbose: extra callbacks (a DivergenceGuard is added unless one is given);
             1 adds a progress bar (a line per epoch off a terminal) and says why it stopped.
-        resume, threads: a checkpoint (file, or folder of ``checkpoint-*.npz``) to continue from;
-            BLAS threads while training (default: the cores this process may use).
-        comm, sync_batchnorm: an mpi4py communicator (``minigd.distributed.world()``): train
-            data-parallel (``batch_size`` stays the global batch; see ``Trainer``).
-        noise_every: measure the gradient noise scale B_simple every this many steps (History
-            column ``b_simple``; ``training.step_noise``). ``batch_size="adaptive"`` measures it
-            every step and grows the batch with it (``training.adaptive``).
+        resume, threads: a checkpoint (file, or folder of them) to continue from; BLAS threads
+            while training (default: the cores this process may use).
+        comm, sync_batchnorm: train data-parallel on an mpi4py communicator (``Trainer``).
+        noise_every: measure B_simple every this many steps (``training.step_noise``).
     """
     batch_size, callbacks = _adaptive(batch_size, callbacks)
     batching = {"batch_size": batch_size, "shuffle": shuffle, "seed": seed}
@@ -80,10 +74,9 @@ def make_trainer(
     held = (validation, validation_split)
     batches, validation = _batches(model, X, y, held, sample_axis, batching, loss)
     opt, extra = get_optimizer(optimizer, lr), _with_defaults(callbacks, verbose, comm)
+    noise = None if noise_every is None else StepNoise(noise_every, seed=seed)
     run = {"epochs": epochs, "validation": validation, "callbacks": extra, "threads": threads}
-    run |= {"comm": comm, "sync_batchnorm": sync_batchnorm}
-    if noise_every is not None:
-        run["noise"] = StepNoise(noise_every, seed=seed)
+    run |= {"comm": comm, "sync_batchnorm": sync_batchnorm, "noise": noise}
     trainer = Trainer(model, batches, opt, **run)
     if resume is not None:
         trainer.restore(resume)

@@ -87,6 +87,19 @@ def parameters(folder: Path) -> dict[str, np.ndarray]:
 COMMON = ["--data", "digits", "--model", "mlp:32", "--optimizer", "adam", "--batch-size", "64"]
 
 
+def test_the_noise_scale_average_goes_on_across_a_resume(tmp_path):
+    common = [*COMMON, "--dtype", "float64"]
+    straight = train(2, *common, "--epochs", "4", "--out", str(tmp_path / "straight"))
+    assert straight.returncode == 0, straight.stderr
+    assert train(2, *common, "--epochs", "2", "--out", str(tmp_path / "run")).returncode == 0
+    resumed = train(2, "--resume", str(tmp_path / "run"), "--epochs", "4")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = (json.loads((tmp_path / d / "history.json").read_text())["steps"]["b_simple"]
+            for d in ("straight", "run"))  # fmt: skip
+    assert len(a) == len(b) == 4 * 23
+    np.testing.assert_allclose(b, a, rtol=1e-9)  # the checkpoint kept the running average
+
+
 def test_a_run_resumes_on_another_number_of_ranks(tmp_path):
     common = [*COMMON, "--dtype", "float64"]
     assert train(1, *common, "--epochs", "4", "--out", str(tmp_path / "one")).returncode == 0

@@ -393,6 +393,14 @@ class Trainer:
             "b_simple": self.parallel.noise.value,
         }
 
+    @property
+    def _noise_average(self):
+        """The running B_simple a checkpoint keeps, so a resumed run goes on averaging: this
+        process's StepNoise, or a data-parallel run's (from its ranks' gradients)."""
+        if self.noise is not None:
+            return self.noise
+        return None if self.parallel is None else self.parallel.noise
+
     # -- checkpoints ----------------------------------------------------------------------
     def batching(self) -> dict[str, Any]:
         b = self.batches
@@ -421,7 +429,7 @@ class Trainer:
                 for i, c in enumerate(self.callbacks)
                 if c.state()
             }
-            | ({"trainer:noise": self.noise.state()} if self.noise is not None else {}),
+            | ({"trainer:noise": self._noise_average.state()} if self._noise_average else {}),
         )
 
     def restore(self, path) -> None:
@@ -463,8 +471,8 @@ class Trainer:
         self.position = Position.from_dict(ckpt["position"], ckpt["path"])
         self.history = ckpt["history"]
         states = ckpt["callbacks"]
-        if self.noise is not None and "trainer:noise" in states:
-            self.noise.load_state(states["trainer:noise"])
+        if self._noise_average is not None and "trainer:noise" in states:
+            self._noise_average.load_state(states["trainer:noise"])
         for i, callback in enumerate(self.callbacks):
             key = f"{i}:{type(callback).__name__}"
             if key in states:

@@ -87,6 +87,7 @@ def files(tmp_path_factory):
     (tmp / "garbage.parquet").write_bytes(b"PAR1" + RNG.bytes(100))
     np.save(tmp / "nan.npy", np.where(np.arange(40)[:, None] == 3, np.nan, X))
     np.save(tmp / "labels.npy", Y)
+    np.save(tmp / "X.npy", X)
     (tmp / "a-file").write_text("not a folder")
     (tmp / "bad.idx").write_bytes(b"\x00\x00\x08\x01" + b"\x00\x00\x00\x09" + b"\x01\x02")
     for name, text in {
@@ -1071,6 +1072,38 @@ CLI = [
     ),
     ("sweep lrs", lambda d: ["sweep", "--lrs", "0.1,-1"], 2, "'-1' is not a learning rate > 0"),
     ("sweep seeds", lambda d: ["sweep", "--seeds", "x"], 2, "'x' is not a seed"),
+    (
+        "sweep targets",
+        lambda d: ["sweep", "--target", "val_accuracy:0.8,high"],
+        2,
+        "target values are numbers",
+    ),
+    (
+        "sweep extensions",
+        lambda d: ["sweep", "--max-extensions", "-1"],
+        2,
+        "'-1' is not a count of learning rates >= 0",
+    ),
+    (
+        "train adaptive streamed",
+        lambda d: [
+            "train",
+            "--data",
+            str(d / "X.npy"),
+            "--y",
+            str(d / "labels.npy"),
+            "--model",
+            "softmax",
+            "--batch-size",
+            "adaptive",
+            "--stream",
+            "always",
+            "--out",
+            str(d / "ad"),
+        ],
+        2,
+        "needs the data in memory",
+    ),
     (
         "sweep split on a dataset",
         lambda d: [

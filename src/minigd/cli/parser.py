@@ -162,6 +162,14 @@ def _reference(text: str) -> tuple[int, float]:
         ) from None
 
 
+def _count(text: str) -> int:
+    """A whole number >= 0 (how many learning rates a sweep may add beyond an edge)."""
+    try:
+        return _number(int, 0, "a count of learning rates >= 0")(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -476,7 +484,7 @@ def _add_sweep(sub) -> None:
     )
     p.add_argument(
         "--max-extensions",
-        type=int,
+        type=_count,
         default=3,
         help="learning rates added beyond each edge of --lrs while the best is at that edge",
     )

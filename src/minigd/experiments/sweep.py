@@ -26,6 +26,7 @@ import numpy as np
 
 from minigd._io import atomic_write_text
 from minigd._json import dataclass_dict, to_plain
+from minigd._validation import check_int
 from minigd.batchsize.critical import CriticalBatch, fit_critical_batch
 from minigd.batchsize.noise import NoiseScale, probe_noise_scale
 from minigd.distributed.comm import deal
@@ -237,6 +238,7 @@ def sweep(
     """
     name, train, test = resolve_data(data, "sweep")
     targets = _targets(target)
+    max_extensions = check_int("max_extensions", max_extensions, minimum=0)
     build = _warmed_builder(model, train, seeds[0], batch_sizes[0], threads)
     val = build(seeds[0]).prepare(test.X, test.y)
     settings = (targets, max_epochs, optimizer, threads)

@@ -1,5 +1,6 @@
 """The TensorBoard callback, checked by reading its event files back record by record."""
 
+import json
 import struct
 
 import numpy as np
@@ -87,3 +88,39 @@ def test_a_resumed_run_purges_what_the_interrupted_one_logged_past_its_checkpoin
     assert losses == [*range(1, 31), *range(24, 47)]  # steps 24-30 logged twice on disk...
     shown = [s for s, _ in read_scalars(tmp_path / "tb")["step/loss"]]
     assert shown == list(range(1, 47))  # ...and once in TensorBoard
+
+
+def test_minigd_train_logs_to_the_run_folder_and_a_resume_continues_there(tmp_path, capsys):
+    from minigd.cli import main
+
+    out = tmp_path / "run"
+    args = ["train", "--data", "digits", "--model", "mlp:32", "--lr", "0.1", "--batch-size",
+            "64", "--noise-every", "2", "--tensorboard", "--out", str(out), "--quiet"]  # fmt: skip
+    assert main([*args, "--epochs", "2"]) == 0
+    assert main(["train", "--resume", str(out), "--epochs", "3", "--quiet"]) == 0
+    history = json.loads((out / "history.json").read_text())
+    scalars = read_scalars(out / "tensorboard")
+    assert [s for s, _ in scalars["step/loss"]] == list(range(1, 3 * 23 + 1))
+    np.testing.assert_allclose([v for _, v in scalars["step/loss"]], history["steps"]["loss"],
+                               rtol=1e-6)  # fmt: skip
+    measured = [s for s, _ in scalars["step/b_simple"]]
+    assert measured and all(np.isfinite(history["steps"]["b_simple"][s - 1]) for s in measured)
+    assert np.isnan(history["steps"]["grad_sq"][1])  # every second step is measured
+    assert len(scalars["epoch/val_accuracy"]) == 3
+
+
+def test_tensorboard_without_its_package_is_refused_before_anything_is_written(
+    tmp_path, capsys, monkeypatch
+):
+    import minigd.experiments.runs as runs
+    from minigd.cli import main
+
+    def missing(module, extra, what):
+        raise ImportError(f"{what} needs {module}: pip install 'minigd[{extra}]'")
+
+    monkeypatch.setattr(runs, "require", missing)
+    out = tmp_path / "run"
+    code = main(["train", "--data", "digits", "--model", "softmax", "--tensorboard", "--out",
+                 str(out), "--quiet"])  # fmt: skip
+    assert code == 2 and not out.exists()
+    assert "pip install 'minigd[tensorboard]'" in capsys.readouterr().err

@@ -161,6 +161,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             stream=args.stream,
             shuffle=args.shuffle,
             batchnorm_stats=args.batchnorm_stats,
+            noise_every=args.noise_every,
+            tensorboard=args.tensorboard,
         )
         if args.out is not None and not args.out.strip():
             raise ValueError("--out must name a folder; received ''.")

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from minigd._extras import require
 from minigd._io import atomic_write_text
 from minigd._validation import check_choice, check_float, check_int, message
 from minigd.batching import LAST_BATCH_POLICIES
@@ -48,6 +49,7 @@ from minigd.training.callbacks import Checkpoint
 from minigd.training.checkpoint import list_checkpoints
 from minigd.training.fitting import make_trainer
 from minigd.training.history import History
+from minigd.training.tensorboard import TensorBoard
 
 RUN_FILES = ("model.npz", "history.json", "history.csv", "epochs.csv", "config.json")
 DEFAULT_CHECKPOINT_SECONDS = 60.0  # at most about a minute of work lost to a kill
@@ -100,6 +102,8 @@ class RunConfig:
     stream: str = "auto"  # read the data from disk as training goes: "always", "never", "auto"
     shuffle: str = "auto"  # "rows", "blocks", "none"; auto: rows in memory, blocks streaming
     batchnorm_stats: str = "global"  # data-parallel: over the global batch, or "per-rank"
+    noise_every: int | None = None  # measure B_simple every this many steps (one process)
+    tensorboard: bool = False  # event files in the run folder's tensorboard/
 
     def default_name(self) -> str:
         return slug(f"{Path(self.data).stem}-{self.model}-{self.optimizer}-b{self.batch_size}")
@@ -116,6 +120,10 @@ class RunConfig:
         check_choice("stream", self.stream, STREAM_CHOICES)
         check_choice("shuffle", self.shuffle, ("auto", *SHUFFLES))
         check_choice("batchnorm_stats", self.batchnorm_stats, ("global", "per-rank"))
+        if self.noise_every is not None:
+            check_int("noise_every", self.noise_every, minimum=1)
+        if self.tensorboard:  # before anything is written, not at the first step
+            require("tensorboardX", "tensorboard", "--tensorboard")
         if self.stream == "always" and not self.is_named_dataset and not is_streamable(self.data):
             raise ValueError(
                 f"{self.data} cannot be read a chunk at a time (.npz and CSV are read whole); "
@@ -301,7 +309,10 @@ def train_run(
         every_seconds=checkpoint_every_seconds,
         keep_last=2,
     )
-    trainer = _trainer(config, train, test, [checkpoint], verbose, threads, comm)
+    callbacks = [checkpoint]
+    if config.tensorboard:  # a resumed run goes on in the same logdir (purging past its step)
+        callbacks.append(TensorBoard(folder.path / "tensorboard"))
+    trainer = _trainer(config, train, test, callbacks, verbose, threads, comm)
     restored = _restore(folder, trainer, config) if resume else None
     root = trainer.rank == 0
     if announce is not None and root:
@@ -349,6 +360,7 @@ def _trainer(config: RunConfig, train: Dataset, test, callbacks, verbose: int, t
         threads=threads,
         comm=comm,
         sync_batchnorm=config.batchnorm_stats == "global",
+        noise_every=config.noise_every,
     )
     _warn_small_shares(trainer)
     if config.warmup_epochs:  # Goyal et al. 2017: ramp up to a large, linearly scaled rate

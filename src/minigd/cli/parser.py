@@ -259,6 +259,25 @@ def _add_convert(sub) -> None:
     p.set_defaults(func=cmd_convert)
 
 
+def _watch_arguments(p: argparse.ArgumentParser) -> None:
+    """What train measures and logs beyond its history: the noise scale, TensorBoard."""
+    p.add_argument(
+        "--noise-every",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="measure the gradient noise scale B_simple every N steps from the step's own batch "
+        "(History column b_simple; a measured step costs up to 2x); --batch-size adaptive "
+        "measures it anyway",
+    )
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="write TensorBoard event files (step loss, lr, batch size, B_simple, epoch "
+        "metrics) to OUT/tensorboard; needs the tensorboard extra",
+    )
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model by mini-batch gradient descent")
     _data_arguments(p)
@@ -310,21 +329,7 @@ def _add_train(sub) -> None:
         help="under mpiexec: BatchNorm statistics over the global batch (synchronized: N ranks "
         "train what one process trains) or over each rank's share (PyTorch DDP's default)",
     )
-    p.add_argument(
-        "--noise-every",
-        type=_positive_int,
-        default=None,
-        metavar="N",
-        help="measure the gradient noise scale B_simple every N steps from the step's own batch "
-        "(History column b_simple; a measured step costs up to 2x); --batch-size adaptive "
-        "measures it anyway",
-    )
-    p.add_argument(
-        "--tensorboard",
-        action="store_true",
-        help="write TensorBoard event files (step loss, lr, batch size, B_simple, epoch "
-        "metrics) to OUT/tensorboard; needs the tensorboard extra",
-    )
+    _watch_arguments(p)
     _run_folder_arguments(p)
     _threads_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress output")

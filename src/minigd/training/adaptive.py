@@ -147,14 +147,5 @@ class AdaptiveBatchSize(Callback):
         if self.trainer.position.epoch != epoch:
             batches.regroup(batches.batch_size, 0)
 
-    def describe(self) -> str:
-        """One sentence per change: when, to what, and why."""
-        if not self.schedule:
-            return f"the batch stayed at {self.trainer.batches.first_batch_size}"
-        return "; ".join(
-            f"step {c['step']}: {c['from']} -> {c['batch_size']} (B_simple {c['b_simple']:.0f})"
-            for c in self.schedule
-        )
-
     def __repr__(self) -> str:
         return f"AdaptiveBatchSize(max_batch_size={self.max_batch_size}, lr_rule={self.lr_rule!r})"

@@ -69,7 +69,7 @@ history = fit(model, train.X, train.y, batch_size=256, epochs=int(sys.argv[1]), 
               verbose=0, threads=1, comm=comm)
 if comm.Get_rank() == 0:
     import numpy as np
-    from minigd._noise import estimate_components
+    from minigd.noise import estimate_components
     measured = noise_scale(model, train.X, train.y, b_small=128, b_big=1024, n_batches=60,
                            seed=1, bootstrap=300)
     # the ranks' pairs of the last epochs, as the probe's: means first, bootstrap over steps

@@ -78,7 +78,7 @@ def part_a(folder: Path, rounds: int) -> dict:
     X, y, _, _ = mnist_shaped(60000)
     np.save(folder / "X.npy", X)
     np.save(folder / "y.npy", y)
-    on_disk = data.open(folder / "X.npy", y=folder / "y.npy")
+    on_disk = data.open_source(folder / "X.npy", y=folder / "y.npy")
     out = {}
     for b in (64, 1024):
         impls = {
@@ -98,7 +98,7 @@ def part_a(folder: Path, rounds: int) -> dict:
             }
             for name, r in runs.items()
         }
-        streamed = impls["disk (blocks)"].trainer.batches.stream.stats
+        streamed = impls["disk (blocks)"].trainer.batches.rows.stats
         epochs_run = EPOCHS_PER_TIMING * (rounds + 1)  # with the discarded warm-up
         out[b]["wait_share_blocks"] = streamed.wait_seconds / (
             statistics.mean(runs["disk (blocks)"]) * epochs_run
@@ -142,13 +142,13 @@ import json, sys, time
 from minigd import data
 from minigd.nn import mlp
 from minigd.training import make_trainer
-d = data.open(sys.argv[1], y=sys.argv[2])
+d = data.open_source(sys.argv[1], y=sys.argv[2])
 b = int(sys.argv[3])
 trainer = make_trainer(mlp(784, [128], 10, seed=0), d, batch_size=b, epochs=1, lr=0.05, verbose=0)
 start = time.perf_counter()
 history = trainer.run()
 seconds = time.perf_counter() - start
-stats = trainer.batches.stream.stats
+stats = trainer.batches.rows.stats
 direct = d.X.direct
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
 print(json.dumps({"batch_size": b, "rows": len(d), "epoch_s": seconds,

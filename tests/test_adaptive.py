@@ -1,6 +1,8 @@
 """The noise scale measured while training (StepNoise), checked against a problem where it is
 known in closed form, and the batch size that grows with it (batch_size="adaptive")."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -11,9 +13,9 @@ from minigd.batching import MiniBatches
 from minigd.batchsize.closed_form import IsotropicLeastSquares
 from minigd.nn import mlp
 from minigd.nn.models import linear_regression
+from minigd.noise import StepNoise
 from minigd.training import Callback, Checkpoint, fit, load_checkpoint, make_trainer
 from minigd.training.adaptive import AdaptiveBatchSize
-from minigd.training.step_noise import StepNoise
 from test_training import kill_at
 
 
@@ -53,7 +55,7 @@ def test_a_regrouped_epoch_still_visits_each_sample_once_and_resumes_as_its_tail
 
 
 def test_regroup_is_refused_for_data_streamed_from_disk(tmp_path):
-    from minigd.data import open as open_data
+    from minigd.data import open_source as open_data
 
     np.save(tmp_path / "X.npy", np.zeros((64, 3), np.float32))
     np.save(tmp_path / "y.npy", np.zeros(64, np.int64))
@@ -70,10 +72,10 @@ def test_without_batchnorm_the_halves_make_the_whole_batch_gradient(digits):
     loss = model.loss_and_grad(rows, targets)
     whole = model.grads.copy()
     noise = StepNoise()
-    measured = noise.loss_and_grad(model, rows, targets, step=0, m=len(train.X))
+    measured = noise.loss_and_grad(model, rows, targets, len(rows), step=0)
     np.testing.assert_allclose(model.grads, whole, rtol=1e-12, atol=1e-15)
     assert measured == pytest.approx(loss, rel=1e-12)
-    assert noise.half_norm_sq > noise.big_norm_sq  # a half is noisier than the whole
+    assert noise.columns()["trace_sigma"] > 0  # a half is noisier than the whole
 
 
 def test_with_batchnorm_the_step_is_the_whole_batch_and_the_statistics_are_restored(digits):
@@ -133,7 +135,7 @@ def test_the_tracked_noise_scale_follows_the_closed_form_as_it_grows():
     trainer = make_trainer(model, X, y, batch_size=256, epochs=20, lr=0.001, verbose=0,
                            callbacks=[closed])  # fmt: skip
     beta = 0.99
-    trainer.noise = StepNoise(beta=beta)
+    trainer.gradient = StepNoise(beta=beta, population=len(X))
     tracked = np.array(trainer.run().steps["b_simple"])
     g2 = trace = 0.0
     expected = []
@@ -218,7 +220,7 @@ def test_the_learning_rate_follows_the_chosen_rule(digits):
 def test_adaptive_is_refused_with_a_reason_under_data_parallelism():
     trainer = make_trainer(mlp(3, [4], 2), np.zeros((64, 3)), np.zeros(64, int), batch_size=8,
                            epochs=1, verbose=0)  # fmt: skip
-    trainer.parallel = object()  # what a Trainer given a communicator of 2 ranks holds
+    trainer.gradient = SimpleNamespace(ranks=2, noise=None)  # a data-parallel gradient path
     with pytest.raises(ValueError, match="runs in one process"):
         AdaptiveBatchSize().setup(trainer)
 

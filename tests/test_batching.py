@@ -211,7 +211,7 @@ def test_each_batch_is_exactly_those_rows_of_x_and_y(compiled, setup, shape, dty
     y = rng.integers(0, 10, m)
     batches = MiniBatches(X, y, batch_size=b, last_batch=policy, seed=seed)
     if not compiled:
-        batches._gather_rows = None  # np.take
+        batches.rows._gather_rows = None  # np.take
     order = batches.order(1)
     bounds = np.cumsum([0, *batches.batch_sizes])
     for (lo, hi), (xb, yb) in zip(pairwise(bounds), batches.epoch(1), strict=True):

@@ -7,7 +7,6 @@ import pytest
 from minigd import MiniBatches, datasets, fit
 from minigd._kernels import warm_up
 from minigd.batchsize import (
-    NoiseScaleTracker,
     advise,
     available_memory,
     estimate_memory,
@@ -22,6 +21,7 @@ from minigd.batchsize.finder import FinderRow
 from minigd.cli import main
 from minigd.nn import linear_regression, mlp, parse_model_spec
 from minigd.optim import SGD, Adam
+from minigd.training import NoiseScaleTracker
 
 
 # -- memory model ---------------------------------------------------------------------------
@@ -224,8 +224,33 @@ def test_noise_scale_tracker_records_into_history(mnist5k):
         verbose=0,
         callbacks=[tracker],
     )
-    values = history.epoch_column("noise_scale")
+    values = history.epoch_column("b_simple")
     assert len(values) == 2 and np.all(values > 0) and len(tracker.measurements) == 2
+    for column in ("grad_norm_sq", "trace_sigma"):  # the one noise vocabulary
+        assert np.all(history.epoch_column(column) > 0)
+
+
+def test_noise_scale_tracker_probes_a_file_streamed_from_disk(mnist5k, tmp_path):
+    """The tracker draws its batches through the MiniBatches' row store: on a streamed file it
+    reads the drawn rows from disk (it used to read ``batches.X``, None when streaming) and
+    measures what the same rows in memory give."""
+    from minigd.data import open_source
+
+    train, _ = mnist5k
+    np.save(tmp_path / "X.npy", train.X)
+    np.save(tmp_path / "y.npy", train.y)
+    results = {}
+    for where, data in [
+        ("memory", (train.X, train.y)),
+        ("disk", (open_source(tmp_path / "X.npy", y=tmp_path / "y.npy"),)),
+    ]:
+        tracker = NoiseScaleTracker(b_small=16, b_big=256, n_batches=10)
+        model = mlp(784, [16], 10, seed=1)
+        options = {"batch_size": 64, "epochs": 1, "lr": 0.1, "verbose": 0, "shuffle": "none"}
+        fit(model, *data, callbacks=[tracker], **options)
+        results[where] = tracker.measurements[0][1].b_simple
+    assert results["disk"] > 0
+    assert results["disk"] == pytest.approx(results["memory"], rel=1e-4)
 
 
 def test_noise_scale_argument_errors(mnist5k):

@@ -237,7 +237,7 @@ def test_a_sweep_dealt_to_three_ranks_reports_what_one_process_reports(tmp_path)
 
 
 def test_the_running_noise_scale_recovers_a_known_ratio():
-    from minigd._noise import RunningNoiseScale
+    from minigd.noise import RunningNoiseScale
 
     g2, trace = 0.5, 40.0  # B_noise = 80
     noise = RunningNoiseScale()

@@ -18,13 +18,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minigd import data as mdata
-from minigd.batching import MiniBatches
+from minigd.batching import BlockLayout, BlockShuffle, MiniBatches, distinct_blocks
 from minigd.cli import main
 from minigd.data.convert import convert
 from minigd.data.npz import CorruptFileError
 from minigd.data.sources import ArraySource, NpySource
 from minigd.nn.models import model_for_data
-from minigd.shuffle import BlockLayout, BlockShuffle, distinct_blocks
 from minigd.training import fit
 
 ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1")
@@ -151,7 +150,7 @@ def test_parquet_and_hdf5_sources_read_what_the_arrays_hold(tmp_path):
         f.create_dataset("y", data=(labels == "dog").astype(np.int64), chunks=(32,))
     index = np.sort(rng.choice(500, 77, replace=False))
     for path, classes in (("t.parquet", ["cat", "dog"]), ("t.h5", [0, 1])):
-        data = mdata.open(tmp_path / path)
+        data = mdata.open_source(tmp_path / path)
         assert data.classes.tolist() == classes
         assert data.X.block_rows == (64 if path.endswith("parquet") else 32)
         out = np.empty((77, 3))
@@ -159,7 +158,8 @@ def test_parquet_and_hdf5_sources_read_what_the_arrays_hold(tmp_path):
         np.testing.assert_array_equal(out, X[index])
         np.testing.assert_array_equal(data.X.read(100, 300), X[100:300])
     model = model_for_data("softmax", X, 2)
-    history = fit(model, mdata.open(tmp_path / "t.parquet"), batch_size=32, epochs=1, verbose=0)
+    table = mdata.open_source(tmp_path / "t.parquet")
+    history = fit(model, table, batch_size=32, epochs=1, verbose=0)
     assert history.meta["steps"] == 16 and set(model.predict(X[:20])) <= {"cat", "dog"}
 
 
@@ -188,7 +188,7 @@ def test_sharded_convert_round_trips_every_format(tmp_path):
         convert(tmp_path / name, out, shard_bytes=10_000, progress=False, **extra)
         manifest = json.loads((out / "minigd-shards.json").read_text())
         assert len(manifest["shards"]) >= 5  # 50 kB of features in 10 kB shards
-        opened = mdata.open(out)
+        opened = mdata.open_source(out)
         assert opened.classes.tolist() == [0, 1, 2, 3], name
         np.testing.assert_array_equal(opened.X.read(), X)
         np.testing.assert_array_equal(opened.y.read(), y)
@@ -248,7 +248,7 @@ def test_a_killed_convert_leaves_no_output_folder(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert not list(tmp_path.glob(".out.partial-*"))  # the dead process's partial is gone
-    np.testing.assert_array_equal(mdata.open(out).X.read(0, 1000), X[:1000])
+    np.testing.assert_array_equal(mdata.open_source(out).X.read(0, 1000), X[:1000])
 
 
 # -- corrupt files, bad values: a sentence that names the file and the row --------------------
@@ -261,13 +261,13 @@ def test_a_truncated_or_missing_shard_is_named(tmp_path):
     with open(shard, "r+b") as f:
         f.truncate(size - 20)
     with pytest.raises(CorruptFileError, match=r"x-00002\.npy is truncated"):
-        mdata.open(out)
+        mdata.open_source(out)
     shard.unlink()
     with pytest.raises(CorruptFileError, match=r"x-00002\.npy is missing"):
-        mdata.open(out)
+        mdata.open_source(out)
     (out / "minigd-shards.json").write_text("{not json")
     with pytest.raises(CorruptFileError, match="not valid JSON"):
-        mdata.open(out)
+        mdata.open_source(out)
 
 
 def convert_npy(tmp_path, X, y, out, shard_bytes=600):
@@ -280,7 +280,7 @@ def convert_npy(tmp_path, X, y, out, shard_bytes=600):
 
 def test_a_file_cut_short_while_training_fails_in_the_loop_naming_file_and_row(table):
     folder, X, _ = table
-    data = mdata.open(folder / "X.npy", y=folder / "y.npy")
+    data = mdata.open_source(folder / "X.npy", y=folder / "y.npy")
     model = model_for_data("softmax", X, 3)
     with open(folder / "X.npy", "r+b") as f:  # after the header was checked
         f.truncate(data.X.offset + 500 * data.X.row_bytes)
@@ -297,7 +297,7 @@ def test_nan_and_unknown_labels_are_refused_batch_by_batch_with_the_global_row(t
     model = model_for_data("softmax", X, 1 + 1)
     model.classes = np.array([0, 1])
     with pytest.raises(ValueError, match=r"row 257 \(.*x-00005\.npy, row 7\): X holds NaN or inf"):
-        fit(model, mdata.open(out), batch_size=32, epochs=1, shuffle="none", verbose=0)
+        fit(model, mdata.open_source(out), batch_size=32, epochs=1, shuffle="none", verbose=0)
     y_bad = np.zeros(300, int)
     y_bad[123] = 7
     clean = np.ones((300, 3), np.float32)
@@ -307,7 +307,7 @@ def test_nan_and_unknown_labels_are_refused_batch_by_batch_with_the_global_row(t
     with pytest.raises(
         ValueError, match=r"row 123 \(.*y-00002\.npy, row 23\): label 7 is not one of the 2 classes"
     ):
-        fit(model, mdata.open(out), batch_size=32, epochs=1, verbose=0)
+        fit(model, mdata.open_source(out), batch_size=32, epochs=1, verbose=0)
     assert prefetch_threads() == []
 
 
@@ -321,7 +321,7 @@ def test_the_reader_stops_on_a_normal_end_a_break_and_an_exception(table):
         assert len(list(batches.epoch(0))) == 101
         # the block shuffle reads the next epoch's first buffer ahead, until closed (its thread
         # may already have read this small file's one buffer and ended: look at the reader)
-        assert (batches._ahead is not None) == (policy == "blocks")
+        assert (batches.rows._ahead is not None) == (policy == "blocks")
         assert prefetch_threads() in ([], ["minigd-prefetch"])
         batches.close()
         assert prefetch_threads() == []
@@ -345,7 +345,7 @@ def test_the_reader_stops_on_a_normal_end_a_break_and_an_exception(table):
     with pytest.raises(BoomError):
         fit(
             model,
-            mdata.open(folder / "X.npy", y=folder / "y.npy"),
+            mdata.open_source(folder / "X.npy", y=folder / "y.npy"),
             batch_size=10,
             epochs=1,
             callbacks=[Explode()],
@@ -364,7 +364,7 @@ def test_ctrl_c_while_streaming_checkpoints_and_leaves_no_reader_behind(tmp_path
         from minigd.nn.models import model_for_data
         from minigd.training import make_trainer
         import numpy as np
-        d = data.open({str(tmp_path / "X.npy")!r}, y={str(tmp_path / "y.npy")!r})
+        d = data.open_source({str(tmp_path / "X.npy")!r}, y={str(tmp_path / "y.npy")!r})
         model = model_for_data("mlp:64", np.zeros((1, 100)), 10)
         trainer = make_trainer(model, d, batch_size=16, epochs=50, verbose=0)
         print("training", flush=True)
@@ -444,7 +444,7 @@ from minigd.training import make_trainer
 def kib(field):
     status = open("/proc/self/status").read()
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith(field)))
-d = data.open(sys.argv[1], y=sys.argv[2])
+d = data.open_source(sys.argv[1], y=sys.argv[2])
 model = model_for_data("softmax", np.zeros((1, 784)), 10)
 trainer = make_trainer(model, d, batch_size=1024, epochs=1, verbose=0, threads=1)
 from minigd._kernels import warm_up
@@ -544,12 +544,12 @@ def test_convert_then_train_streams_with_a_first_line_that_says_so(tmp_path, tab
 
 
 def test_advice_for_a_streamed_set_counts_the_pipeline_not_the_data(table):
+    from minigd.batching import pipeline_bytes
     from minigd.batchsize import advise
     from minigd.data.opening import sample
-    from minigd.streaming import pipeline_bytes
 
     folder, X, _ = table
-    data = mdata.open(folder / "X.npy", y=folder / "y.npy")
+    data = mdata.open_source(folder / "X.npy", y=folder / "y.npy")
     part = sample(data, 500)
     assert len(part.X) == 500 and part.classes.tolist() == [10, 20, 30]
     model = model_for_data("softmax", X, 3)
@@ -607,7 +607,7 @@ def test_text_labels_survive_convert_as_a_label_table(tmp_path):
         row_group_size=500,
     )
     out = convert(tmp_path / "t.parquet", tmp_path / "s", shard_bytes=8_000, progress=False)
-    data = mdata.open(out)
+    data = mdata.open_source(out)
     assert data.classes.tolist() == ["cat", "dog", "hippopotamus"]
     assert data.y.read().tolist() == labels.tolist()
     model = model_for_data("softmax", X, 3)
@@ -625,8 +625,7 @@ def test_each_rank_reads_only_its_share_and_the_shares_make_the_batch(table, pol
         whole = [xb.copy() for xb in MiniBatches(source, block_rows=40, **options).epoch(2)]
         shares = []
         for rank in range(3):
-            batches = MiniBatches(source, block_rows=40, **options)
-            batches.share = (rank, 3)  # what a data-parallel Trainer sets
+            batches = MiniBatches(source, block_rows=40, **options).shard(rank, 3)
             shares.append([xb.copy() for xb in batches.epoch(2)])
             batches.close()
         for i, batch in enumerate(whole):

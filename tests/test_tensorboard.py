@@ -105,7 +105,8 @@ def test_minigd_train_logs_to_the_run_folder_and_a_resume_continues_there(tmp_pa
                                rtol=1e-6)  # fmt: skip
     measured = [s for s, _ in scalars["step/b_simple"]]
     assert measured and all(np.isfinite(history["steps"]["b_simple"][s - 1]) for s in measured)
-    assert np.isnan(history["steps"]["grad_sq"][1])  # every second step is measured
+    assert np.isnan(history["steps"]["grad_norm_sq"][1])  # every second step is measured
+    assert np.isfinite(history["steps"]["trace_sigma"][2])
     assert len(scalars["epoch/val_accuracy"]) == 3
 
 

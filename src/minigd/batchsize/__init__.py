@@ -11,14 +11,13 @@ from minigd.batchsize.memory import (
     parse_bytes,
     register_device_memory,
 )
-from minigd.batchsize.noise import NoiseScale, NoiseScaleTracker, noise_scale
+from minigd.noise import NoiseScale, noise_scale
 
 __all__ = [
     "Advice",
     "FinderResult",
     "MemoryEstimate",
     "NoiseScale",
-    "NoiseScaleTracker",
     "Reason",
     "ScaledLR",
     "advise",

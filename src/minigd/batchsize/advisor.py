@@ -1,6 +1,6 @@
 """The batch-size advisor: the note's rules, a memory model, measurements, and the noise scale.
 
-``advise`` runs the rules of ``minigd.batchsize.rules`` in order over one ``Context``; each rule
+``advise`` runs the rules of ``minigd.rules`` in order over one ``Context``; each rule
 is a function ``(context) -> (choice, reason)`` that decides one thing (the batch size, the last
 batch policy or the learning rate) and says why, naming its rule:
 
@@ -25,13 +25,13 @@ from typing import Any
 
 import numpy as np
 
+from minigd import rules
 from minigd._json import dataclass_dict
 from minigd.batching import resolve_batch_size
-from minigd.batchsize import rules
 from minigd.batchsize.finder import FinderResult, find_batch_size
 from minigd.batchsize.lr_scaling import ScaledLR, rule_for, scale_lr
 from minigd.batchsize.memory import estimate_memory, format_bytes, memory_budget
-from minigd.batchsize.noise import NoiseScale, probe_noise_scale
+from minigd.noise import NoiseScale, probe_noise_scale
 from minigd.optim import Optimizer, get_optimizer
 
 

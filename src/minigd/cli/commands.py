@@ -12,22 +12,20 @@ from pathlib import Path
 import numpy as np
 
 from minigd._io import ensure_writable
-from minigd.batching import MiniBatches
+from minigd.batching import BlockLayout, MiniBatches, pipeline_bytes
 from minigd.batchsize import advise, find_batch_size, noise_scale, parse_bytes
 from minigd.batchsize.memory import format_bytes
-from minigd.batchsize.rules import rule_for_m
 from minigd.data import datasets, describe_layout, load
 from minigd.data.convert import convert
 from minigd.data.files import hold_out
 from minigd.data.opening import is_streamable, on_disk_bytes, read_manifest, sample
-from minigd.data.opening import open as open_data
+from minigd.data.opening import open_source as open_data
 from minigd.distributed.comm import launched_under_mpi, world
 from minigd.experiments import Budget, RunSpec, compare, sweep, write_report
 from minigd.experiments.runs import RunConfig, read_config, should_stream, slug, train_run
 from minigd.experiments.sweep_report import write_sweep_report
 from minigd.nn import load_model
-from minigd.shuffle import BlockLayout
-from minigd.streaming import pipeline_bytes
+from minigd.rules import rule_for_m
 from minigd.training import fit
 
 EXIT_OK = 0

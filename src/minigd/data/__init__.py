@@ -6,8 +6,10 @@ from minigd.data.arrays import as_rows, describe_layout, n_features, targets_as_
 from minigd.data.files import Dataset, encode_labels, load_arrays
 from minigd.data.idx import IDXError, read_idx, write_idx
 from minigd.data.loading import load
-from minigd.data.opening import SourceData, open
+from minigd.data.opening import SourceData, open_source
 from minigd.data.sources import ArraySource, NpySource, Source
+
+open = open_source  # the older name, kept as an alias
 
 __all__ = [
     "ArraySource",
@@ -24,6 +26,7 @@ __all__ = [
     "load_arrays",
     "n_features",
     "open",
+    "open_source",
     "read_idx",
     "targets_as_rows",
     "write_idx",

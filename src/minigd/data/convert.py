@@ -31,7 +31,7 @@ from minigd._io import atomic_write_text, fsync_dir
 from minigd.data.files import column_index
 from minigd.data.npz import CorruptFileError, atomic_save_npy, read_npy_header
 from minigd.data.opening import MANIFEST, SHARDS_FORMAT, LabelSet
-from minigd.data.opening import open as open_data
+from minigd.data.opening import open_source as open_data
 
 SHARD_BYTES = 128 << 20
 CHUNK_ROWS = 1 << 16
@@ -53,7 +53,7 @@ def convert(
 
     Args:
         src: a ``.npy`` (with ``y``), ``.npz``, ``.csv``, ``.parquet`` or ``.h5``/``.hdf5`` file.
-        y, target, task: where the targets are and how to read them, as ``minigd.data.open``.
+        y, target, task: where the targets are and how to read them, as ``minigd.data.open_source``.
         shard_bytes: feature bytes per shard.
         dtype: store features as this dtype (e.g. "float32" halves a float64 CSV); default kept
             (CSV numbers become float32).

@@ -1,4 +1,4 @@
-"""``minigd.data.open``: a path -> the sources of its features and targets, nothing loaded.
+"""``minigd.data.open_source``: a path -> the sources of its features and targets, nothing loaded.
 
     big.npy (+ labels.npy)       NpySource, read with positioned reads
     a folder of shards           ConcatSource of NpySources (written by ``minigd convert``)
@@ -117,7 +117,7 @@ def is_streamable(path: str | os.PathLike) -> bool:
     return (p / MANIFEST).exists() or p.suffix.lower() in (".npy", ".parquet", ".h5", ".hdf5")
 
 
-def open(
+def open_source(
     path: str | os.PathLike,
     *,
     y: str | os.PathLike | None = None,

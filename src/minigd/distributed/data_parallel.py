@@ -10,18 +10,24 @@ so each rank scales by n_r, and one in-place Allreduce(SUM) over [grads, loss, |
 stop] gives every rank the same numbers: the same update, the same History. The extra scalars
 cost nothing: the per-rank squared norms give the gradient noise scale (McCandlish et al. 2018,
 appendix A.1) and the stop flag makes Ctrl-C on one rank stop every rank after the same step.
+
+DataParallel is one of the Trainer's gradient paths (``training.gradient``): the loop calls its
+``loss_and_grad`` and knows nothing else of MPI.
 """
 
 from __future__ import annotations
 
 import os
 import time
+import warnings
 
 import numpy as np
 
-from minigd._noise import RunningNoiseScale
+from minigd import rules
 from minigd.batching import rank_share
+from minigd.distributed.comm import abort_job, check_same
 from minigd.nn.layers import BatchNorm
+from minigd.noise import RunningNoiseScale, norm_sq
 
 
 def _ranks_on_this_machine(comm) -> int:
@@ -44,13 +50,14 @@ class DataParallel:
     default) and the running statistics are averaged after each step, so the ranks stay alike.
     """
 
-    def __init__(self, comm, sync_batchnorm: bool = True) -> None:
+    def __init__(self, comm, sync_batchnorm: bool = True, population: int | None = None) -> None:
         self.comm = comm
         self.sync_batchnorm = bool(sync_batchnorm)
         self.count = 0  # rows in the current global batch (what synced BatchNorm divides by)
         self._model = None
         self._norms: list = []
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.ranks = self.size
         self._buffer: np.ndarray | None = None
         self.stop_requested = False  # some rank asked to stop after this step
         self.small_norm_sq = float("nan")  # mean over ranks of |g_r|^2, weighted by n_r
@@ -58,9 +65,10 @@ class DataParallel:
         self.allreduce_seconds = 0.0
         # which process is which rank: MPI's own report of a dead process names its pid
         self.pids = comm.allgather(os.getpid())
-        self.local_ranks = _ranks_on_this_machine(comm)
+        self.local_processes = _ranks_on_this_machine(comm)
         self.noise = RunningNoiseScale()
-        self.population: int | None = None  # the training set's size, m (set by the Trainer)
+        self.population = population  # the training set's size, m
+        self._batch_size = 0  # the global batch (for the summary), known at begin()
 
     def allreduce(self, array: np.ndarray) -> None:
         """Sums ``array`` over the ranks, in place (synced BatchNorm's statistics)."""
@@ -77,10 +85,23 @@ class DataParallel:
         for layer in self._norms:
             layer.sync = self if self.sync_batchnorm else None
 
+    def begin(self, model, batches, agreed) -> None:
+        """Before the first step: every rank agrees on ``agreed()`` (data, model, parameters,
+        position) or all refuse with one sentence; then the batch sizes are checked."""
+        check_same(self.comm, agreed())
+        self.check(model, batches.batch_sizes)
+        self._batch_size = batches.batch_size
+
+    def abandon(self, exc: BaseException) -> None:
+        """The other ranks would wait in the next Allreduce: end the job, saying why."""
+        abort_job(self.comm, exc)
+
     def check(self, model, batch_sizes: list[int]) -> None:
         """Refuses, on every rank alike, a batch too small to give each rank a row when synced
         BatchNorm needs every rank in its collectives."""
         self.attach(model)
+        if self._norms and not self.sync_batchnorm:
+            self._warn_small_shares(batch_sizes[0])
         if self._norms and self.sync_batchnorm and min(batch_sizes) < self.size:
             raise ValueError(
                 f"a batch of {min(batch_sizes)} rows cannot give each of the {self.size} ranks a "
@@ -88,11 +109,25 @@ class DataParallel:
                 "'drop', a larger batch, or fewer ranks."
             )
 
+    def _warn_small_shares(self, batch_size: int) -> None:
+        """Rule 5 for per-rank BatchNorm: the statistics come from each rank's share, not the
+        batch (said once, by rank 0)."""
+        lo, hi = self.share(batch_size)
+        if self.rank == 0 and rules.bn_batch_too_small(hi - lo):
+            warnings.warn(
+                f"with per-rank BatchNorm statistics each rank normalizes its share of {hi - lo} "
+                f"rows, and batches under {rules.BN_MIN_BATCH} give poor estimates (rule 5); use "
+                "--batchnorm-stats global (the default) or a larger batch.",
+                stacklevel=4,
+            )
+
     def share(self, n: int) -> tuple[int, int]:
         """This rank's rows [lo, hi) of a batch of n."""
         return rank_share(n, self.rank, self.size)
 
-    def loss_and_grad(self, model, xb: np.ndarray, yb: np.ndarray, n: int, stop=False) -> float:
+    def loss_and_grad(
+        self, model, xb: np.ndarray, yb: np.ndarray, n: int, step: int = 0, stop: bool = False
+    ) -> float:
         """The step's global mean loss, with ``model.grads`` the global mean gradient, from
         this rank's share (xb, yb) of a global batch of n rows (MiniBatches reads only it)."""
         from mpi4py import MPI
@@ -105,11 +140,10 @@ class DataParallel:
         buf = self._buffer
         if mine:
             loss = model.loss_and_grad(xb, yb)
-            local = np.asarray(model.grads, np.float64)
             buf[:-3] = model.grads
             buf[:-3] *= mine
             buf[-3] = loss * mine
-            buf[-2] = float(local @ local) * mine
+            buf[-2] = norm_sq(model.grads) * mine
         else:  # no row of this (tiny, last) batch: it still joins the sum
             buf[:] = 0.0
         buf[-1] = 1.0 if stop else 0.0
@@ -118,12 +152,13 @@ class DataParallel:
         self.allreduce_seconds += time.perf_counter() - start
         np.multiply(buf[:-3], 1.0 / n, out=model.grads)
         self.stop_requested = bool(buf[-1] > 0)
-        g = np.asarray(model.grads, np.float64)
-        self.big_norm_sq = float(g @ g)
+        self.big_norm_sq = norm_sq(model.grads)
         self.small_norm_sq = float(buf[-2]) / n
         if n >= 2 * self.size:  # each rank's gradient is a batch of n/N, the reduced one of n
             b_rank = n / self.size
             self.noise.update(self.small_norm_sq, self.big_norm_sq, b_rank, n, self.population)
+        else:
+            self.noise.skip()
         if self._norms and not self.sync_batchnorm:
             self._average_running_statistics()
         return float(buf[-3]) / n
@@ -137,3 +172,28 @@ class DataParallel:
             for v in (layer.running_mean, layer.running_var):
                 v[...] = stats[at : at + v.size]
                 at += v.size
+
+    # -- what the loop records ------------------------------------------------------------
+    def columns(self) -> dict[str, float]:
+        """History's per-step noise columns (``noise.COLUMNS``), from the ranks' gradients."""
+        return self.noise.columns()
+
+    def summary(self) -> dict:
+        lo, hi = self.share(self._batch_size) if self._batch_size else (0, 0)
+        return {
+            "ranks": self.size,
+            "per_rank_batch": hi - lo,  # rank 0's share of a full batch (shares differ by <= 1)
+            "allreduce_seconds": self.allreduce_seconds,
+            "b_simple": self.noise.value,
+        }
+
+    def state(self) -> dict:
+        """The running noise scale, so a resumed run goes on averaging where it stood."""
+        return self.noise.state()
+
+    def load_state(self, state: dict) -> None:
+        self.noise.load_state(state)
+
+    def __repr__(self) -> str:
+        sync = self.sync_batchnorm
+        return f"DataParallel(rank={self.rank}, ranks={self.size}, sync_batchnorm={sync})"

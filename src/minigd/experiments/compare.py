@@ -33,13 +33,13 @@ from minigd._validation import check_choice, check_float, check_int, message
 from minigd.batching import resolve_batch_size
 from minigd.batchsize.lr_scaling import RULES, rule_for, scale_lr
 from minigd.batchsize.memory import estimate_memory
-from minigd.batchsize.noise import NoiseScale, probe_noise_scale
 from minigd.data.files import Dataset
 from minigd.data.loading import load
 from minigd.distributed.comm import deal
 from minigd.experiments.metrics import Target, TargetTracker, curve_noise
 from minigd.experiments.runs import slug
 from minigd.nn.models import model_for_data
+from minigd.noise import NoiseScale, probe_noise_scale
 from minigd.optim import get_optimizer
 from minigd.training.adaptive import START as ADAPTIVE_START
 from minigd.training.callbacks import Callback, ProgressBar

@@ -13,7 +13,7 @@ import itertools
 import math
 from dataclasses import dataclass
 
-from minigd.batchsize import rules
+from minigd import rules
 from minigd.batchsize.memory import available_memory, format_bytes
 from minigd.experiments.compare import Results, format_number
 from minigd.experiments.metrics import trend

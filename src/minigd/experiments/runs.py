@@ -33,18 +33,16 @@ import numpy as np
 from minigd._extras import require
 from minigd._io import atomic_write_text
 from minigd._validation import check_choice, check_float, check_int, message
-from minigd.batching import LAST_BATCH_POLICIES
-from minigd.batchsize import rules
+from minigd.batching import LAST_BATCH_POLICIES, SHUFFLES
 from minigd.batchsize.memory import available_memory
 from minigd.data import datasets
 from minigd.data.files import Dataset
 from minigd.data.fingerprint import changed, fingerprint
 from minigd.data.loading import load
 from minigd.data.opening import SourceData, is_streamable
-from minigd.data.opening import open as open_data
+from minigd.data.opening import open_source as open_data
 from minigd.nn.models import model_for_data, parse_model_spec
-from minigd.optim import LinearWarmup, get_optimizer
-from minigd.shuffle import SHUFFLES
+from minigd.optim import get_optimizer
 from minigd.training.callbacks import Checkpoint
 from minigd.training.checkpoint import list_checkpoints
 from minigd.training.fitting import make_trainer
@@ -316,7 +314,8 @@ def train_run(
     restored = _restore(folder, trainer, config) if resume else None
     root = trainer.rank == 0
     if announce is not None and root:
-        announce(describe(config, train, folder.path, trainer.threads, trainer.parallel))
+        parallel = trainer.gradient if trainer.gradient.ranks > 1 else None
+        announce(describe(config, train, folder.path, trainer.threads, parallel))
     with folder.locked() if root else contextlib.nullcontext():
         if root:
             _begin(folder, config, train, restored)
@@ -339,9 +338,9 @@ def train_run(
 
 
 def _trainer(config: RunConfig, train: Dataset, test, callbacks, verbose: int, threads, comm):
-    """The Trainer of a run (every argument checked), with its learning-rate warm-up."""
+    """The Trainer of a run (every argument checked)."""
     streaming = isinstance(train, SourceData)
-    trainer = make_trainer(
+    return make_trainer(
         config.build_model(train),
         train if streaming else train.X,
         None if streaming else train.y,
@@ -361,28 +360,8 @@ def _trainer(config: RunConfig, train: Dataset, test, callbacks, verbose: int, t
         comm=comm,
         sync_batchnorm=config.batchnorm_stats == "global",
         noise_every=config.noise_every,
+        warmup_epochs=config.warmup_epochs,
     )
-    _warn_small_shares(trainer)
-    if config.warmup_epochs:  # Goyal et al. 2017: ramp up to a large, linearly scaled rate
-        steps = config.warmup_epochs * trainer.batches_per_epoch
-        opt = trainer.optimizer
-        opt.set_schedule(LinearWarmup(opt.base_lr(), warmup_steps=steps))
-    return trainer
-
-
-def _warn_small_shares(trainer) -> None:
-    """Rule 5 for per-rank BatchNorm: the statistics come from each rank's share, not the batch."""
-    p = trainer.parallel
-    if p is None or p.sync_batchnorm or not trainer.model.has_batchnorm or p.rank != 0:
-        return
-    lo, hi = p.share(trainer.batch_size)
-    if rules.bn_batch_too_small(hi - lo):
-        warnings.warn(
-            f"with per-rank BatchNorm statistics each rank normalizes its share of {hi - lo} "
-            f"rows, and batches under {rules.BN_MIN_BATCH} give poor estimates (rule 5); use "
-            "--batchnorm-stats global (the default) or a larger batch.",
-            stacklevel=3,
-        )
 
 
 def describe(

@@ -11,7 +11,7 @@ Steps to target are interpolated between validation checks about 2% apart (``Tar
 
 For each target, S(B) = S_min (1 + B_crit / B) is fitted with a bootstrap interval
 (``batchsize.critical``), and the noise scale B_simple is measured where the smallest batch size's
-best run reached that target (``batchsize.noise``): the paper predicts B_crit ~ B_noise.
+best run reached that target (``noise.probe``): the paper predicts B_crit ~ B_noise.
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from minigd._io import atomic_write_text
 from minigd._json import dataclass_dict, to_plain
 from minigd._validation import check_int
 from minigd.batchsize.critical import CriticalBatch, fit_critical_batch
-from minigd.batchsize.noise import NoiseScale, probe_noise_scale
 from minigd.distributed.comm import deal
 from minigd.experiments.compare import format_number, resolve_data
 from minigd.experiments.lr_grid import best_rate, extensions, grid_ratio, is_interior
 from minigd.experiments.metrics import Reached, Target, TargetTracker
 from minigd.nn.models import model_for_data
+from minigd.noise import NoiseScale, probe_noise_scale
 from minigd.training.fitting import fit
 
 

@@ -1,5 +1,6 @@
 """The training loop, its history, callbacks and exact checkpoints."""
 
+from minigd.noise import StepNoise
 from minigd.training.adaptive import AdaptiveBatchSize
 from minigd.training.callbacks import (
     Callback,
@@ -13,8 +14,9 @@ from minigd.training.callbacks import (
 )
 from minigd.training.checkpoint import latest_checkpoint, load_checkpoint
 from minigd.training.fitting import fit, make_trainer
+from minigd.training.gradient import GradientPath, ModelGradient
 from minigd.training.history import History
-from minigd.training.step_noise import StepNoise
+from minigd.training.noise_tracker import NoiseScaleTracker
 from minigd.training.tensorboard import TensorBoard
 from minigd.training.trainer import Trainer
 
@@ -25,8 +27,11 @@ __all__ = [
     "Checkpoint",
     "DivergenceGuard",
     "EarlyStopping",
+    "GradientPath",
     "History",
     "LearningRateSchedule",
+    "ModelGradient",
+    "NoiseScaleTracker",
     "ProgressBar",
     "ReduceLROnPlateau",
     "StepNoise",

@@ -20,18 +20,17 @@ import math
 from typing import Any
 
 from minigd._validation import check_choice, check_int
+from minigd.batchsize.memory import estimate_memory, memory_budget
+from minigd.rules import POWERS
 from minigd.training.callbacks import Callback
-from minigd.training.step_noise import StepNoise
 
 LR_RULES = ("constant", "linear", "sqrt")
-START = 32  # the advisor's smallest power of two (rule 2)
+START = POWERS[0]  # the advisor's smallest power of two (rule 2)
 
 
 def largest_fitting_batch(model, optimizer, m: int, budget: int | None = None) -> int:
     """The largest power of two <= m whose train step fits ``budget`` bytes (default: half the
     free memory), by the memory model (``minigd.batchsize.estimate_memory``)."""
-    from minigd.batchsize.memory import estimate_memory, memory_budget
-
     budget = memory_budget() if budget is None else budget
     b = 1 << (m.bit_length() - 1)
     while b > 1 and estimate_memory(model, b, optimizer=optimizer, n_samples=m).total > budget:
@@ -54,6 +53,9 @@ class AdaptiveBatchSize(Callback):
             noisy to act on before).
         every: measure B_simple every this many steps (each measurement costs half a step).
         beta: the running average's decay per measurement.
+
+    The noise scale is measured by the trainer's gradient path (``noise.StepNoise``, with
+    ``every`` and ``beta``), which ``make_trainer`` builds when it is handed this callback.
     """
 
     def __init__(
@@ -76,12 +78,19 @@ class AdaptiveBatchSize(Callback):
         self.warmup = check_int("warmup", warmup, minimum=1)
         self.noise_settings = {"every": every, "beta": beta}
         self.schedule: list[dict[str, Any]] = []
+        self.start_size: int | None = None  # the batch size the run started from
         self.trainer = None
 
     def setup(self, trainer) -> None:
-        if trainer.parallel is not None:
+        if trainer.gradient.ranks > 1:
             raise ValueError(
                 "an adaptive batch size runs in one process; train it without mpiexec."
+            )
+        if trainer.gradient.noise is None:
+            raise ValueError(
+                "an adaptive batch size follows the noise scale measured as it trains: build "
+                "the trainer with make_trainer(..., batch_size='adaptive'), or pass a "
+                "noise.StepNoise as its gradient."
             )
         self.trainer = trainer
         batches = trainer.batches
@@ -93,9 +102,7 @@ class AdaptiveBatchSize(Callback):
             )
         start = batches.batch_size if self.start is None else min(self.start, batches.n_samples)
         batches.regroup(start, 0)  # refuses a streamed source early
-        batches.first_batch_size = start
-        if trainer.noise is None:
-            trainer.noise = StepNoise(seed=trainer.batches.seed, **self.noise_settings)
+        self.start_size = start
         if self.max_batch_size is None:
             m = trainer.n_samples
             self.max_batch_size = largest_fitting_batch(trainer.model, trainer.optimizer, m)
@@ -105,10 +112,15 @@ class AdaptiveBatchSize(Callback):
     def on_train_begin(self, trainer) -> None:
         trainer.history.meta["batch_schedule"] = self.schedule  # a restored history's is older
 
+    def on_epoch_begin(self, trainer, epoch: int) -> None:
+        """An epoch starts in the size the last one grew to (it may have grown mid-epoch)."""
+        if trainer.next_batch == 0 and not trainer.batches.regular:
+            trainer.regroup(trainer.batch_size)
+
     def on_step_end(self, trainer, loss: float) -> None:
-        noise = trainer.noise
+        noise = trainer.gradient.noise
         b_simple, current = noise.value, trainer.batch_size
-        if noise.running.steps < self.warmup or not math.isfinite(b_simple):
+        if noise.steps < self.warmup or not math.isfinite(b_simple):
             return
         if b_simple < 2 * current or current >= self.max_batch_size:
             return
@@ -138,7 +150,7 @@ class AdaptiveBatchSize(Callback):
         self.max_batch_size = int(state["max_batch_size"])
         self.schedule[:] = [dict(change) for change in state["schedule"]]
         batches, epoch = self.trainer.batches, 0
-        batches.regroup(batches.first_batch_size, 0)
+        batches.regroup(self.start_size, 0)
         for change in self.schedule:
             if change["epoch"] != epoch:
                 batches.regroup(batches.batch_size, 0)

@@ -16,13 +16,14 @@ from typing import Any
 
 from minigd._extras import require
 from minigd._validation import check_int
+from minigd.noise import COLUMNS as NOISE_COLUMNS
 from minigd.training.callbacks import Callback
 
 STEP_TAGS = {
     "loss": "step/loss",
     "lr": "step/lr",
     "batch_size": "step/batch_size",
-    "b_simple": "step/b_simple",
+    **{column: f"step/{column}" for column in NOISE_COLUMNS},  # where the noise is measured
 }
 EPOCH_SKIP = frozenset({"epoch", "steps"})  # the x axis, not a measurement
 

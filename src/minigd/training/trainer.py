@@ -2,13 +2,16 @@
 
     for epoch in epochs:                     each epoch starts again from the first batch,
         for batch in batches.epoch(epoch):   in that epoch's own shuffled order
-            forward, loss, backward          model.loss_and_grad
+            forward, loss, backward          gradient.loss_and_grad
             step                             optimizer.step
             record                           history and callbacks
 
-Everything else (progress, early stopping, schedules, checkpoints, divergence) is a callback. The
-loop keeps its ``Position`` (epoch, next batch, steps, samples) as one small dataclass, so that a
-checkpoint can record it and a resumed run can continue at exactly the next batch.
+How a step's gradient is computed is one object (``training.gradient``): the model's own pass,
+two halves that also measure the noise scale, or this rank's share summed over MPI ranks; the loop
+does not branch on which. Everything else (progress, early stopping, schedules, checkpoints,
+divergence, an adaptive batch size) is a callback. The loop keeps its ``Position`` (epoch, next
+batch, steps, samples) as one small dataclass, so that a checkpoint can record it and a resumed
+run can continue at exactly the next batch.
 """
 
 from __future__ import annotations
@@ -31,13 +34,12 @@ from minigd._kernels import warm_up
 from minigd._threads import blas_threads, resolve_threads, usable_cores
 from minigd._validation import check_choice, check_int
 from minigd.batching import MiniBatches
-from minigd.distributed.comm import abort_job, check_same
-from minigd.distributed.data_parallel import DataParallel
+from minigd.noise import B_SIMPLE
 from minigd.optim import Optimizer
 from minigd.training.callbacks import Callback
 from minigd.training.checkpoint import load_checkpoint, save_checkpoint
+from minigd.training.gradient import GradientPath, ModelGradient
 from minigd.training.history import History
-from minigd.training.step_noise import StepNoise
 
 
 @dataclass
@@ -83,6 +85,7 @@ class Position:
 
 
 OUTCOMES = ("completed", "stopped", "diverged", "interrupted")
+GRADIENT_STATE = "trainer:noise"  # a checkpoint's key for the gradient path's state
 
 
 class Trainer:
@@ -95,13 +98,12 @@ class Trainer:
         epochs: the epoch to stop before (a resumed run counts from its first epoch).
         validation: optional (X_val, y_val), prepared for the model.
         callbacks: Callback objects, called in order.
-        threads: BLAS threads while training; default the cores this process may use.
-        comm: an mpi4py communicator of several ranks: train data-parallel
-            (``minigd.distributed``); every rank runs the same Trainer on the same data.
-        sync_batchnorm: with ``comm``, BatchNorm statistics over the global batch (True) or
-            over each rank's share (False, PyTorch DDP's default).
-        noise: a ``StepNoise``: measure the gradient noise scale B_simple as training goes (a
-            data-parallel run measures it without one, from its ranks' gradients).
+        threads: BLAS threads while training; default the cores this process may use (shared
+            among the processes training on this machine).
+        gradient: how each step's loss and gradient are computed (``training.gradient``):
+            default the model's own pass; ``noise.StepNoise`` measures the noise scale as it
+            goes; ``distributed.DataParallel`` trains on this rank's share of ``batches``
+            (built with ``batches.shard``).
     """
 
     def __init__(
@@ -114,22 +116,14 @@ class Trainer:
         validation: tuple[np.ndarray, np.ndarray] | None = None,
         callbacks: Sequence[Callback] = (),
         threads: int | None = None,
-        comm=None,
-        sync_batchnorm: bool = True,
-        noise: StepNoise | None = None,
+        gradient: GradientPath | None = None,
     ) -> None:
         self.model = model
-        self.threads = resolve_threads(threads)
-        # data parallelism over MPI: each global batch split across the ranks of ``comm``
-        self.parallel = None
-        if comm is not None and comm.Get_size() > 1:
-            self.parallel = DataParallel(comm, sync_batchnorm)
-            batches.share = (self.parallel.rank, self.parallel.size)  # each reads its rows
-            if threads is None:  # the ranks on one machine share its cores
-                self.threads = max(1, usable_cores() // self.parallel.local_ranks)
-            self.parallel.population = batches.n_samples
-        self.rank = 0 if self.parallel is None else self.parallel.rank
-        self.noise = noise if self.parallel is None else None
+        self.gradient = ModelGradient() if gradient is None else gradient
+        if threads is None:  # the processes on one machine share its cores
+            self.threads = max(1, usable_cores() // self.gradient.local_processes)
+        else:
+            self.threads = resolve_threads(threads)
         self._regrouped = False  # the batches were regrouped: reopen the epoch at next_batch
         self.batches = batches
         self.optimizer = optimizer
@@ -158,6 +152,12 @@ class Trainer:
     @property
     def interrupted(self) -> bool:
         return self.outcome == "interrupted"
+
+    @property
+    def rank(self) -> int:
+        """This process's rank (0 unless training data-parallel): callbacks that write files or
+        print act on rank 0 only."""
+        return self.gradient.rank
 
     # -- facts callbacks use --------------------------------------------------------------
     @property
@@ -215,13 +215,10 @@ class Trainer:
             self._call("on_train_begin")
             self._honour(caught)  # a signal that arrived before the first step
             try:
-                if self.parallel is not None:
-                    check_same(self.parallel.comm, self._what_ranks_share())
-                    self.parallel.check(self.model, self.batches.batch_sizes)
+                self.gradient.begin(self.model, self.batches, self._what_ranks_share)
                 self._train_epochs(caught)
             except BaseException as exc:
-                if self.parallel is not None:  # the other ranks would wait in the next Allreduce
-                    abort_job(self.parallel.comm, exc)
+                self.gradient.abandon(exc)  # other ranks would wait in the next Allreduce
                 raise
             finally:
                 self.batches.close()  # a streamed source stops reading ahead
@@ -234,16 +231,15 @@ class Trainer:
         pos = self.position
         while pos.epoch < self.epochs and not self.stop_training:
             epoch = pos.epoch
-            if pos.next_batch == 0 and not self.batches.regular:  # grown mid-epoch before
-                self.batches.regroup(self.batches.batch_size, 0)
             self._call("on_epoch_begin", epoch)
             epoch_start = time.perf_counter()
-            self.batches.read_ahead = epoch + 1 < self.epochs  # no next epoch to read ahead for
+            read_ahead = epoch + 1 < self.epochs  # no next epoch to read ahead for
             self._regrouped = True
             while self._regrouped and not self.stop_training and pos.next_batch < len(self.batches):
                 self._regrouped = False
                 # closing: a streamed source's reader thread ends with the loop, however it ends
-                with contextlib.closing(self.batches.epoch(epoch, pos.next_batch)) as batches:
+                batches = self.batches.epoch(epoch, pos.next_batch, read_ahead=read_ahead)
+                with contextlib.closing(batches):
                     self._train_epoch(batches, caught)
             pos.epoch_seconds += time.perf_counter() - epoch_start
             if pos.next_batch == len(self.batches):
@@ -258,10 +254,12 @@ class Trainer:
     def _train_epoch(self, batches, caught: _Caught) -> None:
         """The steps of one epoch (or of its rest, after a resume or a stop)."""
         model, optimizer, history, pos = self.model, self.optimizer, self.history, self.position
+        gradient = self.gradient
         epoch, sizes = pos.epoch, self.batches.batch_sizes  # a rank's xb is its share of one
         for xb, yb in batches:
             n = sizes[pos.next_batch]
-            loss = self._loss_and_grad(xb, yb, n, caught)  # forward, loss, backward
+            stop = caught.signal is not None  # passed on to the other ranks, if any
+            loss = gradient.loss_and_grad(model, xb, yb, n, pos.step, stop)  # forward, backward
             optimizer.step(model.params, model.grads)  # one step per mini-batch
             pos.advance(loss, n)
             history.record_step(
@@ -271,7 +269,7 @@ class Trainer:
                 pos.samples_seen,
                 self.elapsed(),
                 optimizer.lr,
-                **self._step_extras(),
+                **gradient.columns(),
             )
             for callback in self.callbacks:
                 callback.on_step_end(self, loss)
@@ -279,38 +277,16 @@ class Trainer:
             if self.stop_training or self._regrouped:
                 break
 
-    def _step_extras(self) -> dict[str, float]:
-        """Per-step measurements beyond the loss: the noise scale, when it is measured."""
-        if self.noise is not None:
-            return self.noise.columns()
-        if self.parallel is None:
-            return {}
-        p = self.parallel  # the two squared norms B_simple is made of: enough to redo it
-        return {
-            "b_simple": p.noise.value,
-            "grad_sq_rank": p.small_norm_sq,
-            "grad_sq": p.big_norm_sq,
-        }
-
-    def _loss_and_grad(self, xb, yb, n: int, caught: _Caught) -> float:
-        if self.noise is not None:
-            return self.noise.loss_and_grad(self.model, xb, yb, self.step, self.n_samples)
-        if self.parallel is None:
-            return self.model.loss_and_grad(xb, yb)
-        # this rank's share of the batch; the gradient, loss and any stop request are summed
-        stop = caught.signal is not None
-        return self.parallel.loss_and_grad(self.model, xb, yb, n, stop=stop)
-
     def _honour(self, caught: _Caught) -> None:
         """Stops after this step if Ctrl-C or SIGTERM has arrived (on any rank)."""
-        if self.parallel is not None and self.parallel.stop_requested and caught.signal is None:
-            if not self.interrupted:
-                self.stop(f"interrupted on another rank after step {self.step}", "interrupted")
+        if self.interrupted:
             return
-        if caught.signal is not None and not self.interrupted:
+        if caught.signal is not None:
             self.signal = caught.signal
             name = "Ctrl-C" if caught.signal == signal.SIGINT else "SIGTERM"
             self.stop(f"interrupted ({name}) after step {self.position.step}", "interrupted")
+        elif self.gradient.stop_requested:
+            self.stop(f"interrupted on another rank after step {self.step}", "interrupted")
 
     def _what_ranks_share(self) -> dict[str, Any]:
         """What every rank must agree on before the first Allreduce."""
@@ -343,8 +319,9 @@ class Trainer:
             "elapsed": self.elapsed(),
             "samples_per_second": pos.epoch_samples / seconds if seconds > 0 else math.inf,
             "lr": self.optimizer.lr,
-            **{k: v for k, v in self._step_extras().items() if k == "b_simple"},
         }
+        if self.gradient.noise is not None:  # the running noise scale where it is measured
+            logs[B_SIMPLE] = self.gradient.noise.value
         if self.validation is not None:
             start = time.perf_counter()
             if isinstance(self.validation, MiniBatches):  # streamed from disk
@@ -376,30 +353,9 @@ class Trainer:
             "last_batch": b.last_batch,
             "optimizer": repr(self.optimizer),
             "threads": self.threads,
-            **self._parallel_summary(),
-            **(b.stream.stats.as_dict() if b.streaming else {}),  # time waiting on the disk
+            **self.gradient.summary(),
+            **b.io(),  # a streamed source: time waiting on the disk, bytes read
         }
-
-    def _parallel_summary(self) -> dict[str, Any]:
-        if self.noise is not None:
-            return {"b_simple": self.noise.value}
-        if self.parallel is None:
-            return {}
-        lo, hi = self.parallel.share(self.batches.batch_size)
-        return {
-            "ranks": self.parallel.size,
-            "per_rank_batch": hi - lo,  # rank 0's share of a full batch (shares differ by <= 1)
-            "allreduce_seconds": self.parallel.allreduce_seconds,
-            "b_simple": self.parallel.noise.value,
-        }
-
-    @property
-    def _noise_average(self):
-        """The running B_simple a checkpoint keeps, so a resumed run goes on averaging: this
-        process's StepNoise, or a data-parallel run's (from its ranks' gradients)."""
-        if self.noise is not None:
-            return self.noise
-        return None if self.parallel is None else self.parallel.noise
 
     # -- checkpoints ----------------------------------------------------------------------
     def batching(self) -> dict[str, Any]:
@@ -424,13 +380,15 @@ class Trainer:
             history=self.history,
             position=asdict(replace(self.position, seconds=self.elapsed())),
             batching=self.batching(),
-            callbacks={
-                f"{i}:{type(c).__name__}": c.state()
-                for i, c in enumerate(self.callbacks)
-                if c.state()
-            }
-            | ({"trainer:noise": self._noise_average.state()} if self._noise_average else {}),
+            callbacks=self._states(),
         )
+
+    def _states(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the callbacks and of the gradient path (a running noise
+        scale, so a resumed run goes on averaging where it stood)."""
+        states = {f"{i}:{type(c).__name__}": c.state() for i, c in enumerate(self.callbacks)}
+        states[GRADIENT_STATE] = self.gradient.state()
+        return {key: state for key, state in states.items() if state}
 
     def restore(self, path) -> None:
         """Continues from a checkpoint: model, optimizer, position, history, callback state."""
@@ -471,8 +429,8 @@ class Trainer:
         self.position = Position.from_dict(ckpt["position"], ckpt["path"])
         self.history = ckpt["history"]
         states = ckpt["callbacks"]
-        if self._noise_average is not None and "trainer:noise" in states:
-            self._noise_average.load_state(states["trainer:noise"])
+        if GRADIENT_STATE in states:
+            self.gradient.load_state(states[GRADIENT_STATE])
         for i, callback in enumerate(self.callbacks):
             key = f"{i}:{type(callback).__name__}"
             if key in states:

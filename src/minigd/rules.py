@@ -23,6 +23,7 @@ POWERS = (32, 64, 128, 256, 512, 1024)  # rule 2: "32 -> 1024, on the powers of 
 KNEE_WITHIN = 0.10  # rule 3: the smallest batch within 10% of the best samples/s
 NOISE_SLACK = 2.0  # rule 4: "far above" the noise scale means more than this factor
 BN_MIN_BATCH = 16  # rule 5: below this, batch mean and variance are poor estimates
+NOISE_PROBE_BATCHES = (POWERS[0], POWERS[-1])  # rule 4's measurement: the smallest and largest
 
 
 @dataclass(frozen=True)
@@ -113,4 +114,5 @@ class NoiseProbe:
 def noise_probe(m: int) -> NoiseProbe:
     """Rule 4's measurement on m samples: batches of 32 and 1024 where m allows, at least 2
     samples in the small one (BatchNorm needs 2) and at most half the data in the big one."""
-    return NoiseProbe(b_small=max(2, min(32, m // 8)), b_big=min(1024, m // 2), n_batches=30)
+    small, big = NOISE_PROBE_BATCHES
+    return NoiseProbe(b_small=max(2, min(small, m // 8)), b_big=min(big, m // 2), n_batches=30)

@@ -1,4 +1,5 @@
-"""The gradient noise scale: the batch size past which bigger batches stop paying.
+"""The gradient noise scale measured offline, at a model's current parameters: the batch size past
+which bigger batches stop paying.
 
 McCandlish et al. 2018 ("An Empirical Model of Large-Batch Training") show that the batch size at
 which training is efficient in both steps and samples is about the *simple noise scale*
@@ -27,10 +28,9 @@ from typing import Any
 import numpy as np
 
 from minigd._json import dataclass_dict
-from minigd._noise import estimate_components
 from minigd._validation import check_int, message
-from minigd.batchsize.rules import noise_probe
-from minigd.training.callbacks import Callback
+from minigd.noise.estimator import B_SIMPLE, GRAD_NORM_SQ, TRACE_SIGMA, estimate_components, norm_sq
+from minigd.rules import NOISE_PROBE_BATCHES, noise_probe
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,14 @@ class NoiseScale:
             f"from {self.n_batches} batch pairs of {self.b_small} and {self.b_big}"
         )
 
+    def columns(self) -> dict[str, float]:
+        """The noise columns of a History record (``noise.estimator.COLUMNS``)."""
+        return {
+            B_SIMPLE: self.b_simple,
+            GRAD_NORM_SQ: self.grad_norm_sq,
+            TRACE_SIGMA: self.trace_sigma,
+        }
+
     def to_dict(self) -> dict[str, Any]:
         return dataclass_dict(self)
 
@@ -62,34 +70,46 @@ def noise_scale(
     X: Any,
     y: Any,
     *,
-    b_small: int = 32,
-    b_big: int = 1024,
+    b_small: int = NOISE_PROBE_BATCHES[0],
+    b_big: int = NOISE_PROBE_BATCHES[1],
     n_batches: int = 50,
     seed: int = 0,
     sample_axis: int = 0,
     bootstrap: int = 1000,
 ) -> NoiseScale:
-    """Measures the simple noise scale of ``model`` at its current parameters.
+    """Measures the simple noise scale of ``model`` at its current parameters on (X, y).
 
     Each of ``n_batches`` rounds draws b_big samples without replacement (from
     ``default_rng((seed, round))``); the gradient on all of them is G_big and the gradient on an
     independent draw of b_small samples is G_small. Gradients are taken in training mode on a copy
     of the model, so the model's BatchNorm statistics and dropout draws are left as they were.
     """
-    b_small = check_int("b_small", b_small, minimum=1)
-    b_big = check_int("b_big", b_big, minimum=1)
-    n_batches = check_int("n_batches", n_batches, minimum=2)
     rows, targets = model.prepare(X, y, sample_axis=sample_axis)
-    m = len(rows)
-    if not b_small < b_big <= m:
-        raise ValueError(
-            message(
-                "(b_small, b_big)",
-                f"with b_small < b_big <= m = {m}",
-                (b_small, b_big),
-                "Pick b_big well above b_small, e.g. 8x.",
-            )
-        )
+
+    def draw(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return rows[index], targets[index]
+
+    sizes = (b_small, b_big, n_batches)
+    return _measure(model, draw, len(rows), sizes, seed, bootstrap)
+
+
+def noise_scale_of(
+    model, batches, *, b_small: int, b_big: int, n_batches: int, seed: int = 0, bootstrap: int = 200
+) -> NoiseScale:
+    """``noise_scale`` on a MiniBatches' training data, in memory or streamed from disk: each
+    drawn batch is read through ``batches.take`` (a file is read, checked and encoded as it
+    streams), never the whole set."""
+
+    def draw(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return batches.take(np.sort(index))
+
+    sizes = (b_small, b_big, n_batches)
+    return _measure(model, draw, batches.n_samples, sizes, seed, bootstrap)
+
+
+def _measure(model, draw, m: int, sizes, seed: int, bootstrap: int) -> NoiseScale:
+    """The probe itself: ``draw(index)`` -> (rows, targets) of m prepared samples."""
+    b_small, b_big, n_batches = _checked_sizes(*sizes, m)
     probe = model.copy().train()
     if probe.has_batchnorm and b_small < 2:
         raise ValueError("with BatchNorm, b_small must be at least 2.")
@@ -100,10 +120,10 @@ def noise_scale(
             rng = np.random.default_rng((seed, i))
             big = rng.choice(m, size=b_big, replace=False)
             small = rng.choice(m, size=b_small, replace=False)
-            probe.loss_and_grad(rows[big], targets[big])
-            big_sq[i] = _norm_sq(probe.grads)
-            probe.loss_and_grad(rows[small], targets[small])
-            small_sq[i] = _norm_sq(probe.grads)
+            probe.loss_and_grad(*draw(big))
+            big_sq[i] = norm_sq(probe.grads)
+            probe.loss_and_grad(*draw(small))
+            small_sq[i] = norm_sq(probe.grads)
     g2, trace = estimate_components(
         float(np.mean(small_sq)), float(np.mean(big_sq)), b_small, b_big, m
     )
@@ -111,6 +131,22 @@ def noise_scale(
     return NoiseScale(
         trace / g2 if g2 > 0 else float("inf"), g2, trace, (lo, hi), b_small, b_big, n_batches
     )
+
+
+def _checked_sizes(b_small, b_big, n_batches, m: int) -> tuple[int, int, int]:
+    b_small = check_int("b_small", b_small, minimum=1)
+    b_big = check_int("b_big", b_big, minimum=1)
+    n_batches = check_int("n_batches", n_batches, minimum=2)
+    if not b_small < b_big <= m:
+        raise ValueError(
+            message(
+                "(b_small, b_big)",
+                f"with b_small < b_big <= m = {m}",
+                (b_small, b_big),
+                "Pick b_big well above b_small, e.g. 8x.",
+            )
+        )
+    return b_small, b_big, n_batches
 
 
 def probe_noise_scale(model, X: Any, y: Any, *, seed: int = 0) -> NoiseScale:
@@ -128,11 +164,6 @@ def probe_noise_scale(model, X: Any, y: Any, *, seed: int = 0) -> NoiseScale:
     )
 
 
-def _norm_sq(g: np.ndarray) -> float:
-    g = g.astype(np.float64, copy=False)
-    return float(np.dot(g, g))
-
-
 def _bootstrap(small_sq, big_sq, sizes, rounds, seed) -> tuple[float, float]:
     if rounds < 1:
         return (float("nan"), float("nan"))
@@ -145,39 +176,3 @@ def _bootstrap(small_sq, big_sq, sizes, rounds, seed) -> tuple[float, float]:
         ratio = np.where(g2 > 0, trace / g2, np.inf)
     lo, hi = np.percentile(ratio, [2.5, 97.5])
     return float(lo), float(hi)
-
-
-class NoiseScaleTracker(Callback):
-    """Measures the noise scale on the training data at the end of every ``every`` epochs and
-    records it in the epoch's history entry (``noise_scale``, ``grad_norm_sq``, ``trace_sigma``).
-    """
-
-    def __init__(
-        self,
-        every: int = 1,
-        *,
-        b_small: int = 32,
-        b_big: int = 512,
-        n_batches: int = 20,
-        seed: int = 0,
-    ) -> None:
-        self.every = check_int("every", every, minimum=1)
-        self.kwargs = {"b_small": b_small, "b_big": b_big, "n_batches": n_batches}
-        self.seed = seed
-        self.measurements: list[tuple[int, NoiseScale]] = []
-
-    def on_epoch_end(self, trainer, epoch, logs):
-        if (epoch + 1) % self.every:
-            return
-        data = trainer.batches
-        b_big = min(self.kwargs["b_big"], data.n_samples)
-        kwargs = dict(self.kwargs, b_big=b_big, b_small=min(self.kwargs["b_small"], b_big // 2))
-        result = noise_scale(
-            trainer.model, data.X, data.y, seed=self.seed + epoch, bootstrap=200, **kwargs
-        )
-        self.measurements.append((epoch, result))
-        logs.update(
-            noise_scale=result.b_simple,
-            grad_norm_sq=result.grad_norm_sq,
-            trace_sigma=result.trace_sigma,
-        )

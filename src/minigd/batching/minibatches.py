@@ -2,12 +2,16 @@
 
 The division of labour, as PyTorch keeps ``Sampler`` apart from ``BatchSampler``:
 
-1. *Order* is a pure function of ``(seed, epoch)``: epoch e is permuted by its own
-   ``numpy.random.default_rng((seed, e))``. No global RNG, no state carried between epochs, so a
-   resumed run can start at (epoch, batch) and see exactly the batches an uninterrupted run saw.
-2. *Grouping* cuts that order into batches of B; ``last_batch`` decides what happens to the
-   remainder when B does not divide m.
-3. *Gathering* copies each batch's rows into a buffer that is reused from step to step.
+1. *Order* is a pure function of ``(seed, epoch)`` (``batching.order``): epoch e is permuted by
+   its own ``numpy.random.default_rng((seed, e))``. No global RNG, no state carried between
+   epochs, so a resumed run can start at (epoch, batch) and see exactly the batches an
+   uninterrupted run saw.
+2. *Grouping* cuts that order into batches of B (``batching.sizes``); ``last_batch`` decides what
+   happens to the remainder when B does not divide m.
+3. *Reading* is the row store's: MiniBatches hands it each epoch's ``EpochPlan`` and it yields
+   the batches, gathered from arrays in memory (``batching.memory``) or read from a file on
+   disk with prefetch (``batching.disk``). In data-parallel training each rank's MiniBatches is
+   built for its share (``shard``) and the store reads only that share.
 
 Everything here sees samples as rows; the note's (features, samples) layout is converted once, when
 the MiniBatches is built.
@@ -15,16 +19,17 @@ the MiniBatches is built.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from minigd._kernels import compiled_gather
-from minigd._validation import check_choice, check_int, is_int, message
-from minigd.data.arrays import as_rows, targets_as_rows
-from minigd.data.sources import BLOCK_BYTES, ArraySource, Source
-from minigd.shuffle import (
+from minigd._validation import check_choice, check_int, message
+from minigd.batching.disk import DiskRows
+from minigd.batching.memory import MemoryRows
+from minigd.batching.order import (
     BlockLayout,
     BlockShuffle,
     distinct_blocks,
@@ -32,95 +37,21 @@ from minigd.shuffle import (
     row_order,
     sort_within_batches,
 )
-from minigd.streamed_batches import StreamedEpochs, rank_share
-from minigd.streaming import BatchReader, pipeline_bytes
-
-LAST_BATCH_POLICIES = ("keep", "drop", "merge")
-
-
-def resolve_batch_size(batch_size: Any, m: int) -> int:
-    """Turns ``batch_size`` (an int or ``"full"``) into a number of samples, checking it fits m."""
-    if isinstance(batch_size, str):
-        if batch_size.lower() == "full":
-            return m
-        raise ValueError(
-            message(
-                "batch_size",
-                'an integer >= 1 or "full"',
-                batch_size,
-                'Use "full" for batch gradient descent, 1 for SGD.',
-            )
-        )
-    if not is_int(batch_size):
-        raise TypeError(
-            message(
-                "batch_size",
-                'an integer >= 1 or "full"',
-                batch_size,
-                "Pass a whole number of samples, e.g. 64.",
-            )
-        )
-    if batch_size < 1:
-        raise ValueError(
-            message(
-                "batch_size",
-                'an integer >= 1 or "full"',
-                batch_size,
-                "Use 1 for SGD, a power of two such as 64 for mini-batches, "
-                'or "full" for batch gradient descent.',
-            )
-        )
-    if batch_size > m:
-        raise ValueError(
-            message(
-                "batch_size",
-                f"at most the number of samples ({m})",
-                batch_size,
-                'Use batch_size="full" to train on all samples at once.',
-            )
-        )
-    return int(batch_size)
+from minigd.batching.plan import EpochPlan
+from minigd.batching.reader import BatchReader
+from minigd.batching.shard import check_share
+from minigd.batching.sizes import LAST_BATCH_POLICIES, batch_bounds, resolve_batch_size
+from minigd.data.arrays import as_rows, targets_as_rows
+from minigd.data.sources import BLOCK_BYTES, ArraySource, Source
 
 
-def parse_batch_size(text: str) -> int | str:
-    """A batch size as a user writes it: "full" or "adaptive" (any case), or a whole number such
-    as "64"."""
-    text = str(text).strip()
-    if text.lower() in ("full", "adaptive"):
-        return text.lower()
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(
-            message(
-                "a batch size",
-                'a whole number such as 64, "full" or "adaptive"',
-                text,
-                'Use "full" for batch gradient descent, 1 for SGD, "adaptive" to grow the batch '
-                "with the gradient noise scale.",
-            )
-        ) from None
-
-
-def batch_bounds(m: int, batch_size: int, last_batch: str) -> np.ndarray:
-    """Start offsets of each batch in the epoch's order, plus m: batch i is ``[b[i], b[i+1])``."""
-    full, rest = divmod(m, batch_size)
-    starts = np.arange(full + 1, dtype=np.intp) * batch_size
-    if rest and last_batch == "keep":
-        return np.append(starts, m)
-    # "drop" stops after the last full batch; "merge" lets that batch run on to m.
-    if rest and last_batch == "merge":
-        starts[-1] = m
-    return starts
-
-
-class MiniBatches(StreamedEpochs):
+class MiniBatches:
     """The mini-batches of a data set, epoch by epoch.
 
     Args:
         X: array-like, (m, ...) with ``sample_axis=0`` or (n, m) with ``sample_axis=1``
             (the note's X = (784, 60000)); or a ``minigd.data.Source`` (a file on disk), whose
-            batches are read, checked and prefetched as they are needed (``minigd.streaming``).
+            batches are read, checked and prefetched as they are needed (``batching.disk``).
         y: optional targets, (m,) or (m, k); with ``sample_axis=1`` a 2-D y is read as (k, m).
             With a source X, a source of the same number of rows.
         batch_size: samples per batch, an int >= 1, or ``"full"`` for one batch of all m samples
@@ -129,7 +60,7 @@ class MiniBatches(StreamedEpochs):
         shuffle: ``"rows"`` (a uniform permutation each epoch), ``"blocks"`` (permute blocks of
             consecutive rows, then rows within a shuffle buffer: what a disk serves), ``"none"``;
             True means rows for data in memory and blocks for a source on disk, False none.
-            See ``minigd.shuffle``.
+            See ``batching.order``.
         seed: seeds each epoch's order as ``default_rng((seed, epoch))``.
         last_batch: when B does not divide m: ``"keep"`` yields the smaller last batch, ``"drop"``
             leaves it out (those samples are skipped this epoch, others next epoch), ``"merge"``
@@ -163,14 +94,14 @@ class MiniBatches(StreamedEpochs):
         block_rows: int | None = None,
         buffer_bytes: int | None = None,
     ) -> None:
-        layout = (block_rows, buffer_bytes)
         if isinstance(X, Source):
-            stream = _stream_of(X, y, dtype)
-            self._setup(None, None, batch_size, shuffle, seed, last_batch, stream, layout)
+            store = DiskRows(_stream_of(X, y, dtype))
+            has_y = y is not None
         else:
             rows = as_rows(X, sample_axis=sample_axis, dtype=dtype)
             targets = None if y is None else targets_as_rows(y, len(rows), sample_axis=sample_axis)
-            self._setup(rows, targets, batch_size, shuffle, seed, last_batch, None, layout)
+            store, has_y = MemoryRows(rows, targets), targets is not None
+        self._setup(store, has_y, batch_size, shuffle, seed, last_batch, (block_rows, buffer_bytes))
         self.sample_axis = sample_axis
 
     @classmethod
@@ -191,42 +122,38 @@ class MiniBatches(StreamedEpochs):
         samples-as-rows (by ``Sequential.prepare``): nothing is copied or scanned again. Or, with
         ``stream`` (and rows None), of a source read by that reader."""
         batches = cls.__new__(cls)
+        if stream is not None:
+            store, has_y = DiskRows(stream), stream.y_source is not None
+        else:
+            store, has_y = MemoryRows(rows, targets), targets is not None
         layout = (block_rows, buffer_bytes)
-        batches._setup(rows, targets, batch_size, shuffle, seed, last_batch, stream, layout)
+        batches._setup(store, has_y, batch_size, shuffle, seed, last_batch, layout)
         batches.sample_axis = 0
         return batches
 
-    def _setup(self, rows, targets, batch_size, shuffle, seed, last_batch, stream, layout):
-        self.X, self.y, self.stream = rows, targets, stream
-        m = rows.shape[0] if stream is None else stream.x_source.n_rows
+    def _setup(self, store, has_y, batch_size, shuffle, seed, last_batch, layout):
+        self.rows, self._has_y = store, has_y
+        m = store.n_rows
         if m == 0:
             raise ValueError("the data has no samples; check how it was loaded.")
         self.m = m
         self.batch_size = resolve_batch_size(batch_size, m)
-        self.shuffle = resolve_shuffle(shuffle, stream is None)
+        self.shuffle = resolve_shuffle(shuffle, not store.streaming)
         self.seed = check_int("seed", seed, minimum=0)
         self.last_batch = check_choice("last_batch", last_batch, LAST_BATCH_POLICIES)
         self._bounds = batch_bounds(m, self.batch_size, self.last_batch)
-        self.first_batch_size = self.batch_size  # an adaptive run's regroup() changes batch_size
+        self.first_batch_size = self.batch_size  # the size it was built with (regroup changes)
         self.blocks = None
         if self.shuffle == "blocks":
             block_rows, buffer_bytes = layout
-            natural = stream.x_source.block_rows if stream is not None else 0
-            row_bytes = stream.x_source.row_bytes if stream is not None else rows[:1].nbytes
-            if block_rows is None:
-                block_rows = natural or max(1, BLOCK_BYTES // max(1, row_bytes))
+            row_bytes = store.x_row_bytes
+            if block_rows is None:  # the source's natural read, else ~1 MiB
+                block_rows = store.block_rows or max(1, BLOCK_BYTES // max(1, row_bytes))
             self.blocks = BlockLayout.default(m, block_rows, row_bytes, buffer_bytes)
-        self._buffers: dict[int, tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = {}
         self._next_epoch = 0
-        self._gather_rows = None if rows is None else compiled_gather(rows)
-        # what the compiled gather reads: a 2-D view (the gather needs a C-ordered X)
-        self._X_rows = rows.reshape(m, -1) if self._gather_rows is not None else None
-        self._slots: list = []
-        # (rank, ranks) in data-parallel training: each batch yields only this rank's share
-        self.share: tuple[int, int] | None = None
-        self._ahead = None  # ((epoch, start), plan, Prefetcher) read ahead at an epoch's end
-        self.read_ahead = True  # the Trainer turns it off for its last epoch
+        self.share: tuple[int, int] | None = None  # (rank, ranks): see shard()
 
+    # -- what it holds --------------------------------------------------------------------
     @property
     def n_samples(self) -> int:
         """m, the number of samples."""
@@ -235,11 +162,21 @@ class MiniBatches(StreamedEpochs):
     @property
     def streaming(self) -> bool:
         """True when batches are read from a source on disk as they are needed."""
-        return self.stream is not None
+        return self.rows.streaming
+
+    @property
+    def X(self) -> np.ndarray | None:  # noqa: N802 (the data's name everywhere)
+        """The rows in memory (None for a source on disk)."""
+        return None if self.streaming else self.rows.X
+
+    @property
+    def y(self) -> np.ndarray | None:
+        """The targets in memory (None without targets, or for a source on disk)."""
+        return None if self.streaming else self.rows.y
 
     @property
     def batch_sizes(self) -> list[int]:
-        """The size of every batch of an epoch, in order."""
+        """The size of every batch of an epoch, in order (global batches, also in a shard)."""
         return np.diff(self._bounds).tolist()
 
     @property
@@ -251,12 +188,34 @@ class MiniBatches(StreamedEpochs):
         return len(self._bounds) - 1
 
     def __repr__(self) -> str:
-        where = f", streaming from {self.stream.x_source.name!r}" if self.streaming else ""
+        where = f", streaming from {self.rows.name!r}" if self.streaming else ""
+        share = "" if self.share is None else f", rank {self.share[0]} of {self.share[1]}"
         return (
             f"MiniBatches(m={self.n_samples}, batch_size={self.batch_size}, batches={len(self)}, "
-            f"shuffle={self.shuffle!r}, seed={self.seed}, last_batch={self.last_batch!r}{where})"
+            f"shuffle={self.shuffle!r}, seed={self.seed}, last_batch={self.last_batch!r}"
+            f"{where}{share})"
         )
 
+    def take(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(X rows, targets or None) at a sorted ``index`` of samples, whatever the store: what
+        a measurement on the training data draws (``noise.noise_scale_of``). Valid until the
+        next batch is requested."""
+        return self.rows.take(np.asarray(index, dtype=np.intp))
+
+    def io(self) -> dict[str, float]:
+        """What reading has cost so far (a streamed source: time waiting on the disk, bytes)."""
+        return self.rows.io()
+
+    # -- data parallel --------------------------------------------------------------------
+    def shard(self, rank: int, size: int) -> MiniBatches:
+        """These batches as rank ``rank`` of ``size`` reads them: the same global batches, in the
+        same order, of which this rank's store reads its share (``batching.shard``).
+        ``batch_sizes`` stays the global batches' sizes."""
+        sharded = copy.copy(self)
+        sharded.share = check_share(rank, size)
+        return sharded
+
+    # -- regrouping (an adaptive batch size) ----------------------------------------------
     def regroup(self, batch_size: int, at: int = 0) -> None:
         """From batch ``at`` of the current epoch on, batches of ``batch_size`` (an adaptive
         batch size growing mid-epoch); the batches before ``at`` keep their samples. The next
@@ -284,7 +243,7 @@ class MiniBatches(StreamedEpochs):
     def shuffle_quality(self) -> dict[str, float]:
         """How mixed a batch is: the expected number of distinct blocks (of ``block_rows``
         consecutive rows) among a full batch's rows, against what a global row shuffle gives."""
-        block = self.blocks.block_rows if self.blocks else _default_block_rows(self)
+        block = self.blocks.block_rows if self.blocks else self._quality_block_rows
         b = self.batch_size
         rows_value = distinct_blocks(self.m, block, b)
         value = {
@@ -298,14 +257,8 @@ class MiniBatches(StreamedEpochs):
     def pipeline_bytes(self) -> int:
         """Memory of the input pipeline beyond the model's step: the shuffle buffer (two are
         held while a batch spans them) and the prefetched batches, for a streamed source."""
-        if not self.streaming:
-            return 0
-        row = self.stream.x_source.row_bytes + self._y_row_bytes()
-        return pipeline_bytes(row, self.batch_size, self.blocks.buffer_rows if self.blocks else 0)
-
-    def _y_row_bytes(self) -> int:
-        y = self.stream.y_source if self.streaming else None
-        return 0 if y is None else y.row_bytes
+        buffer_rows = self.blocks.buffer_rows if self.blocks else 0
+        return self.rows.pipeline_bytes(self.batch_size, buffer_rows)
 
     # -- the order ------------------------------------------------------------------------
     def order(self, epoch: int) -> np.ndarray:
@@ -317,7 +270,7 @@ class MiniBatches(StreamedEpochs):
         inside a batch does not change the batch's mean gradient.
         """
         epoch = check_int("epoch", epoch, minimum=0)
-        if self.shuffle == "none" or self._one_full_batch:
+        if self._natural_order:
             return np.arange(self.n_samples, dtype=np.intp)
         if self.shuffle == "blocks":
             return BlockShuffle(self.blocks, self.seed, epoch).order(self._bounds, self.batch_size)
@@ -329,13 +282,24 @@ class MiniBatches(StreamedEpochs):
                 order[lo:hi].sort()
         return order
 
-    def epoch(self, e: int, start: int = 0) -> Iterator[Any]:
+    def plan(self, e: int, read_ahead: bool = True) -> EpochPlan:
+        """Epoch e's plan for the row store: the cut, and the order or the block shuffle."""
+        order = blocks = None
+        if self.streaming and self.shuffle == "blocks" and not self._one_full_batch:
+            blocks = BlockShuffle(self.blocks, self.seed, e)  # read per buffer, never whole
+        elif not self._natural_order:
+            order = self.order(e)
+        return EpochPlan(e, self._bounds, order, blocks, self.share, read_ahead)
+
+    def epoch(self, e: int, start: int = 0, *, read_ahead: bool = True) -> Iterator[Any]:
         """Yields the batches of epoch e, from batch index ``start`` on.
 
         Yields ``(X_batch, y_batch)`` when y was given, else ``X_batch``. ``epoch(e, start=k)``
         yields exactly what ``epoch(e)`` yields after its first k batches. For a streamed
         source, close the iterator (or run it to its end) to stop its reader thread; a ``for``
         loop that breaks leaves that to the garbage collector, ``contextlib.closing`` does not.
+        ``read_ahead=False``: a streamed source reads nothing of the next epoch when this one
+        ends (the last epoch of a run).
         """
         start = check_int("start", start, minimum=0)
         if start > len(self):
@@ -343,10 +307,15 @@ class MiniBatches(StreamedEpochs):
                 message("start", f"at most the number of batches ({len(self)})", start)
             )
         e = check_int("epoch", e, minimum=0)
-        if self.streaming:
-            return self._stream(e, start)
-        order = self.order(e)
-        return self._iterate(order, start)
+        return self._yield(self.rows.batches(self.plan(e, read_ahead), start))
+
+    def _yield(self, batches: Iterator) -> Iterator[Any]:
+        with contextlib.closing(batches):
+            if self._has_y:
+                yield from batches
+            else:
+                for xb, _ in batches:
+                    yield xb
 
     def __iter__(self) -> Iterator[Any]:
         """Each ``for`` loop over a MiniBatches is the next epoch (0, 1, 2, ...)."""
@@ -354,24 +323,9 @@ class MiniBatches(StreamedEpochs):
         self._next_epoch += 1
         return self.epoch(e)
 
-    def _iterate(self, order: np.ndarray, start: int) -> Iterator[Any]:
-        bounds = self._bounds.tolist()
-        whole = self.shuffle == "none" or self._one_full_batch
-        for lo, hi in zip(bounds[start:-1], bounds[start + 1 :], strict=True):
-            lo, hi = self._mine(lo, hi)
-            if whole:  # natural order, or one batch of everything: a view replaces the gather
-                xb = self.X[lo:hi]
-                yb = None if self.y is None else self.y[lo:hi]
-            else:
-                xb, yb = self._gather(order[lo:hi])
-            yield xb if self.y is None else (xb, yb)
-
-    def _mine(self, lo: int, hi: int) -> tuple[int, int]:
-        """The positions of a batch [lo, hi) of the epoch's order that this process takes."""
-        if self.share is None:
-            return lo, hi
-        a, b = rank_share(hi - lo, *self.share)
-        return lo + a, lo + b
+    def close(self) -> None:
+        """Stops reading ahead into the next epoch (a streamed source); nothing else changes."""
+        self.rows.close()
 
     @property
     def regular(self) -> bool:
@@ -380,43 +334,19 @@ class MiniBatches(StreamedEpochs):
         return len(regular) == len(self._bounds) and bool(np.all(regular == self._bounds))
 
     @property
+    def _quality_block_rows(self) -> int:
+        """Rows of a block that a quality figure counts in when no block shuffle is set."""
+        return self.rows.block_rows or max(1, BLOCK_BYTES // max(1, self.rows.x_row_bytes))
+
+    @property
+    def _natural_order(self) -> bool:
+        return self.shuffle == "none" or self._one_full_batch
+
+    @property
     def _one_full_batch(self) -> bool:
         """One batch of all m samples (batch gradient descent): the order inside a single full
         batch does not change its mean gradient, so the natural order replaces any shuffle."""
         return len(self) == 1 and int(self._bounds[-1]) == self.n_samples
-
-    def _gather(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Copies the rows ``index`` of X and y into this batch size's buffers. The indices come
-        from a permutation of range(m), so neither path checks them (mode="clip" makes
-        ``take`` ~3x faster than its default)."""
-        n = len(index)
-        bufs = self._buffers.get(n)
-        if bufs is None:
-            bufs = self._buffers[n] = self._new_buffers(n)
-        xbuf, xbuf_rows, ybuf = bufs
-        if xbuf_rows is not None:
-            self._gather_rows(self._X_rows, index, xbuf_rows)
-        else:
-            self.X.take(index, axis=0, out=xbuf, mode="clip")
-        if ybuf is not None:
-            self.y.take(index, axis=0, out=ybuf, mode="clip")
-        return xbuf, ybuf
-
-    def _new_buffers(self, n: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-        """A batch buffer for X (and its 2-D view for the compiled gather) and one for y."""
-        xbuf = np.empty((n, *self.X.shape[1:]), dtype=self.X.dtype)
-        xbuf_rows = None
-        if self._gather_rows is not None and n > 1:
-            xbuf_rows = xbuf.reshape(n, -1)
-        ybuf = None if self.y is None else np.empty((n, *self.y.shape[1:]), self.y.dtype)
-        return xbuf, xbuf_rows, ybuf
-
-
-def _default_block_rows(batches: MiniBatches) -> int:
-    """Rows of ~1 MiB, the block a quality figure counts in when no block shuffle is set."""
-    if batches.streaming:
-        return batches.stream.x_source.block_rows
-    return max(1, BLOCK_BYTES // max(1, batches.X[:1].nbytes))
 
 
 def _stream_of(X: Source, y: Any, dtype: Any) -> BatchReader:

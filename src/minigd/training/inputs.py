@@ -1,9 +1,10 @@
-"""Training data that streams from disk: the MiniBatches and validation batches of a source.
+"""From a user's data to the batches a model trains on: the data path's entry into training.
 
-``make_trainer`` hands a ``SourceData`` (from ``minigd.data.open``) or a ``Source`` here instead of
-checking arrays once: the shape and dtype are checked now, from the headers, and the values batch
-by batch as they are read (``minigd.streaming``), so training starts without a first pass over
-the data. A validation set (given, or the last fraction of the rows) streams the same way.
+Arrays are checked and converted once (``Sequential.prepare``), here, before the first step. A
+``SourceData`` (from ``minigd.data.open_source``) or a ``Source`` is instead checked from its
+headers now and its values batch by batch as they are read (``batching.reader``), so training
+starts without a first pass over the data. A validation set (given, or the last fraction of the
+rows) is held out the same way as the training data is held.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from typing import Any
 import numpy as np
 
 from minigd._validation import check_float, message
-from minigd.batching import MiniBatches
+from minigd.batching import BatchReader, MiniBatches, label_encoder
 from minigd.data.arrays import held_out_count
 from minigd.data.opening import SourceData, source_data
 from minigd.data.sources import ArraySource, Source
-from minigd.streaming import BatchReader, label_encoder
+from minigd.nn.losses import get_loss
 
 EVAL_ROWS = 4096  # rows per streamed validation batch
 
@@ -66,7 +67,7 @@ def reader_for(model, data: SourceData, x_name: str = "X") -> BatchReader:
     return BatchReader(data.X, data.y, model.dtype, label_encoder(classes, prepare), x_name)
 
 
-def streamed(model, X, y, validation, validation_split, batching: dict[str, Any]):
+def _streamed(model, X, y, validation, validation_split, batching: dict[str, Any]):
     """(MiniBatches of the training rows, validation MiniBatches or None) for a source."""
     data = as_source_data(X, y)
     split = check_float("validation_split", validation_split, minimum=0.0, maximum=1.0)
@@ -88,3 +89,54 @@ def streamed(model, X, y, validation, validation_split, batching: dict[str, Any]
         None, None, stream=reader, batch_size=min(EVAL_ROWS, len(held)), shuffle="none"
     )
     return batches, val
+
+
+def training_batches(model, X, y, held_out, sample_axis, batching, loss=None):
+    """(the MiniBatches of the training data, its validation data): arrays checked once, or a
+    source on disk, checked batch by batch as it streams. ``loss`` replaces the model's."""
+    if not callable(getattr(model, "prepare", None)):
+        raise TypeError(
+            message("model", "a minigd.nn.Sequential", model, "Build one with minigd.nn.mlp(...).")
+        )
+    if loss is not None:
+        model.loss = get_loss(loss)
+    validation, validation_split = held_out
+    if is_source(X):
+        batches, validation = _streamed(model, X, y, validation, validation_split, batching)
+    else:
+        rows, targets, validation = _hold_out(
+            model, X, y, validation, validation_split, sample_axis
+        )
+        batches = MiniBatches.from_prepared(rows, targets, **batching)
+    _check_batchnorm(model, batches)
+    return batches, validation
+
+
+def _check_batchnorm(model, batches: MiniBatches) -> None:
+    """A BatchNorm model cannot train on a batch of one sample: refuse before training."""
+    if model.has_batchnorm and min(batches.batch_sizes) < 2:
+        raise ValueError(
+            f"BatchNorm cannot train on a batch of 1 sample, and batch_size="
+            f"{batches.batch_size} with last_batch={batches.last_batch!r} on "
+            f"{batches.n_samples} samples yields one. Use last_batch='merge' (fold it into the "
+            f"batch before) or 'drop'."
+        )
+
+
+def _hold_out(model, X, y, validation, validation_split, sample_axis):
+    """Checks the data once: (train rows, train targets, prepared validation pair or None)."""
+    rows, targets = model.prepare(X, y, sample_axis=sample_axis)
+    if targets is None:
+        raise ValueError("fit needs targets y; minigd trains supervised models.")
+    split = check_float("validation_split", validation_split, minimum=0.0, maximum=1.0)
+    if validation is not None and split:
+        raise ValueError("pass validation=(X_val, y_val) or validation_split, not both.")
+    if validation is not None:
+        if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+            raise ValueError(message("validation", "a pair (X_val, y_val)", validation))
+        names = ("validation X", "validation y")
+        return rows, targets, model.prepare(*validation, sample_axis=sample_axis, names=names)
+    if not split:
+        return rows, targets, None
+    n_val = held_out_count(len(rows), validation_split)
+    return rows[:-n_val], targets[:-n_val], (rows[-n_val:], targets[-n_val:])

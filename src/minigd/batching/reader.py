@@ -1,6 +1,6 @@
 """Batches from a source on disk: read, checked and prefetched while the step computes.
 
-1. *Reading*, in a background thread, under the epoch's shuffle policy (``minigd.shuffle``):
+1. *Reading*, in a background thread, under the epoch's shuffle policy (``batching.order``):
    - "blocks" (the default on disk): whole shuffle buffers, one positioned read per block, one
      buffer ahead of the loop; the loop gathers each batch's rows from the buffers in memory,
      with the same compiled gather as for an array, so a step costs what it costs in RAM;
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from minigd.batching.order import BlockShuffle
 from minigd.data.sources import Source
-from minigd.shuffle import BlockShuffle
 
 CHECK_ELEMENTS = 1 << 20  # values checked for NaN/inf per call: a 1 MB temporary mask
 PREFETCH_BYTES = 16 << 20  # read up to ~16 MiB of batches ahead

@@ -4,9 +4,10 @@ A data-parallel run gets B_simple for free: each rank's gradient is a small batc
 one a big batch (``minigd.distributed``). One process gets the same from two halves of each step's
 batch (every ``every`` steps): the gradients g_1 and g_2 of a random split are the small batches,
 their size-weighted mean the whole batch's (McCandlish et al. 2018, appendix A.1,
-``minigd._noise``). With equal halves the two estimates reduce to |G|^2 ~ g_1.g_2 and
+``noise.estimator``). With equal halves the two estimates reduce to |G|^2 ~ g_1.g_2 and
 tr(Sigma) ~ (B/4)|g_1 - g_2|^2: the true gradient cancels out of the noise estimate, which keeps it
-steady when the gradient is large, early in training.
+steady when the gradient is large, early in training. StepNoise is one of the Trainer's gradient
+paths (``training.gradient``).
 
 The split is random, not the batch's front and back, because a batch's rows are sorted by index
 and the front of a class-sorted data set would be one class. Without BatchNorm the step's own
@@ -18,37 +19,51 @@ twice as much), and the running statistics are put back after the halves.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from minigd._noise import RunningNoiseScale
 from minigd._validation import check_float, check_int
+from minigd.noise.estimator import RunningNoiseScale, norm_sq
 
 
 class StepNoise:
-    """B_simple from the steps' own batches, smoothed over about ``1/(1-beta)`` measurements."""
+    """B_simple from the steps' own batches, smoothed over about ``1/(1-beta)`` measurements.
 
-    def __init__(self, every: int = 1, *, beta: float = 0.98, seed: int = 0) -> None:
+    Args:
+        every: measure every this many steps (the others are plain passes).
+        beta: the running average's decay per measurement.
+        seed: seeds each measured step's split, as ``default_rng((seed, step, ...))``.
+        population: m, the training set's size (corrects for drawing without replacement).
+    """
+
+    rank, ranks, local_processes = 0, 1, 1
+    stop_requested = False
+
+    def __init__(
+        self, every: int = 1, *, beta: float = 0.98, seed: int = 0, population: int | None = None
+    ) -> None:
         self.every = check_int("every", every, minimum=1)
         beta = check_float("beta", beta, minimum=0.0, maximum=1.0, inclusive=False)
         self.seed = check_int("seed", seed, minimum=0)
-        self.running = RunningNoiseScale(beta)
-        self.half_norm_sq = math.nan  # the halves' |g|^2, weighted by their sizes
-        self.big_norm_sq = math.nan  # |G_B|^2 of the last measured step
+        self.population = population
+        self.noise = RunningNoiseScale(beta)
         self._g_1: np.ndarray | None = None
 
     @property
     def value(self) -> float:
         """The smoothed B_simple (nan until the first measurement)."""
-        return self.running.value
+        return self.noise.value
 
-    def loss_and_grad(self, model, xb: np.ndarray, yb: np.ndarray, step: int, m: int) -> float:
+    def begin(self, model, batches, agreed) -> None:
+        """Nothing to agree on in one process."""
+
+    def abandon(self, exc: BaseException) -> None:
+        """No one waits on a lone process."""
+
+    def loss_and_grad(self, model, xb, yb, n: int, step: int, stop: bool = False) -> float:
         """The step's loss and gradient (in ``model.grads``), measuring the noise on step
-        ``step`` (0-based) when it is due; ``m`` is the training set's size."""
-        n = len(xb)
+        ``step`` (0-based) when it is due."""
         if step % self.every or n < 4:
-            self.half_norm_sq = self.big_norm_sq = math.nan
+            self.noise.skip()
             return model.loss_and_grad(xb, yb)
         saved = [(v, v.copy()) for _, v in model.named_buffers()] if model.has_batchnorm else []
         first, second = self._split(n, step)
@@ -57,7 +72,7 @@ class StepNoise:
         g_1 = self._scratch(model.grads)
         loss_2 = model.loss_and_grad(xb[second], yb[second])
         g_2 = model.grads  # norms in the model's dtype: BLAS dots, no float64 copies
-        self.half_norm_sq = (n_1 * _norm_sq(g_1) + n_2 * _norm_sq(g_2)) / n
+        halves_sq = (n_1 * norm_sq(g_1) + n_2 * norm_sq(g_2)) / n
         if saved:  # BatchNorm: the step trains on the whole batch's statistics
             for target, value in saved:
                 np.copyto(target, value)
@@ -67,8 +82,7 @@ class StepNoise:
             g_1 *= n_1 / n
             g_2 += g_1
             loss = (n_1 * loss_1 + n_2 * loss_2) / n
-        self.big_norm_sq = _norm_sq(model.grads)
-        self.running.update(self.half_norm_sq, self.big_norm_sq, n / 2, n, m)
+        self.noise.update(halves_sq, norm_sq(model.grads), n / 2, n, self.population)
         return loss
 
     def _split(self, n: int, step: int) -> tuple[np.ndarray, np.ndarray]:
@@ -84,19 +98,17 @@ class StepNoise:
         return self._g_1
 
     def columns(self) -> dict[str, float]:
-        """The History columns of the last step: B_simple and the two squared norms."""
-        return {
-            "b_simple": self.value,
-            "grad_sq_half": self.half_norm_sq,
-            "grad_sq": self.big_norm_sq,
-        }
+        """History's per-step noise columns (``noise.COLUMNS``)."""
+        return self.noise.columns()
+
+    def summary(self) -> dict[str, float]:
+        return {"b_simple": self.value}
 
     def state(self) -> dict[str, float]:
-        return {"every": self.every, "seed": self.seed, **self.running.state()}
+        return {"every": self.every, "seed": self.seed, **self.noise.state()}
 
     def load_state(self, state: dict[str, float]) -> None:
-        self.running.load_state(state)
+        self.noise.load_state(state)
 
-
-def _norm_sq(g: np.ndarray) -> float:
-    return float(np.dot(g, g))
+    def __repr__(self) -> str:
+        return f"StepNoise(every={self.every}, beta={self.noise.beta}, seed={self.seed})"

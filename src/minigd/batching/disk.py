@@ -1,0 +1,199 @@
+"""Rows read from a source on disk: the row store MiniBatches holds for a file.
+
+Per batch for the "rows" and "none" orders, per shuffle buffer for "blocks", through the
+background reader of ``batching.reader``. Memory is the shuffle buffers and the prefetched batch
+slots (``pipeline_bytes``), whatever the number of rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from minigd._kernels import compiled_gather
+from minigd.batching.order import BlockShuffle
+from minigd.batching.plan import EpochPlan
+from minigd.batching.reader import (
+    BatchReader,
+    Prefetcher,
+    buffer_slots,
+    pipeline_bytes,
+    prefetch,
+    slot_count,
+)
+
+
+class DiskRows:
+    """The rows of a ``BatchReader``'s source, read, checked and prefetched as batches need them.
+
+    A yielded batch is valid until the next is requested. At the end of a completed epoch under
+    the block shuffle, the next epoch's first buffer is read while the loop does its epoch-end
+    work (validation, checkpoints); ``close()`` stops that read-ahead.
+    """
+
+    streaming = True
+
+    def __init__(self, reader: BatchReader) -> None:
+        self.reader = reader
+        self.n_rows = reader.x_source.n_rows
+        self._slots: list = []
+        self._slot_rows = 0  # rows each slot was made for (a batch, or a shuffle buffer)
+        self._out: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+        self._ahead = None  # ((epoch, start), plan, Prefetcher) read ahead at an epoch's end
+
+    @property
+    def name(self) -> str:
+        return self.reader.x_source.name
+
+    @property
+    def x_row_bytes(self) -> int:
+        """Bytes of one row of X as stored (what blocks are cut by)."""
+        return self.reader.x_source.row_bytes
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one row of X and its target as stored."""
+        y = self.reader.y_source
+        return self.reader.x_source.row_bytes + (0 if y is None else y.row_bytes)
+
+    @property
+    def block_rows(self) -> int:
+        """The source's natural read (~1 MiB, a Parquet row group, an HDF5 chunk)."""
+        return self.reader.x_source.block_rows
+
+    @property
+    def stats(self):
+        return self.reader.stats
+
+    def io(self) -> dict[str, float]:
+        """What History.meta records of a streamed run: time waiting on the disk, bytes read."""
+        return self.reader.stats.as_dict()
+
+    def pipeline_bytes(self, batch_size: int, buffer_rows: int) -> int:
+        """The shuffle buffers (two held while a batch spans them) or the prefetched batches."""
+        return pipeline_bytes(self.row_bytes, batch_size, buffer_rows)
+
+    def batches(self, plan: EpochPlan, start: int) -> Iterator[tuple]:
+        """(X batch, y batch or None) for batches start.. of the plan, read ahead by a thread."""
+        if plan.blocks is not None:
+            return self._by_buffer(plan, start)
+        return self._by_batch(plan, start)
+
+    def take(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The rows at a sorted ``index``, read, checked and encoded now (a measurement's
+        sample, not a training batch): fresh arrays."""
+        slot = self.reader.new_slot(len(index))
+        self.reader.finish(slot, self.reader.read_index(slot, np.asarray(index)))
+        x, *y = slot.batch
+        return x, (y[0] if y else None)
+
+    # -- per batch: "rows" and "none" -----------------------------------------------------
+    def _by_batch(self, plan: EpochPlan, start: int) -> Iterator:
+        reader = self.reader
+        if plan.order is not None:
+
+            def fill(slot, b):
+                lo, hi = plan.batch(b)
+                reader.finish(slot, reader.read_index(slot, plan.order[lo:hi]))
+        else:
+
+            def fill(slot, b):
+                reader.finish(slot, reader.read_span(slot, *plan.batch(b)))
+
+        largest = int(np.diff(plan.bounds).max())
+        slots = self._slots_for(largest, lambda: slot_count(largest * self.row_bytes), False)
+        for batch in prefetch(fill, range(start, len(plan)), slots, reader.stats):
+            yield batch if len(batch) == 2 else (batch[0], None)
+
+    # -- per shuffle buffer: "blocks" -----------------------------------------------------
+    def _by_buffer(self, plan: EpochPlan, start: int) -> Iterator:
+        """The reader thread loads shuffle buffers (checked, in the model's dtype) one ahead;
+        each batch is gathered here from the buffers it spans."""
+        if start == len(plan):
+            return
+        loader = self._loader(plan, start)
+        held = {}  # buffer index -> its loaded slot
+        finished = False
+        try:
+            for b in range(start, len(plan)):
+                parts = plan.parts(b)
+                for j in [k for k in held if k < parts[0][0]]:
+                    loader.release(held.pop(j))
+                while parts[-1][0] not in held:
+                    slot = loader.next()
+                    held[slot.j] = slot
+                self.reader.stats.batches += 1
+                yield self._gather_parts(plan.my_parts(parts), held, parts[0][0])
+            finished = True
+        finally:
+            loader.close()
+        if finished and plan.read_ahead:  # a completed epoch reads ahead; close() stops it
+            following = BlockShuffle(plan.blocks.layout, plan.blocks.seed, plan.epoch + 1)
+            key = (plan.epoch + 1, 0)
+            self._ahead = (key, self._start_loader(following, 0, plan.bounds))
+
+    def _loader(self, plan: EpochPlan, start: int) -> Prefetcher:
+        """A Prefetcher of the plan's buffers from the one holding batch ``start``: the
+        read-ahead's, when it is for this epoch and batch."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            key, loader = ahead
+            if key == (plan.epoch, start):
+                return loader
+            loader.close()
+        return self._start_loader(plan.blocks, start, plan.bounds)
+
+    def _start_loader(self, blocks: BlockShuffle, start: int, bounds: np.ndarray) -> Prefetcher:
+        reader = self.reader
+        rows = blocks.layout.buffer_rows
+        largest = int(np.diff(bounds).max())
+        slots = self._slots_for(rows, lambda: buffer_slots(largest, rows), True)
+
+        def load(slot, j):
+            reader.load_buffer(slot, blocks, j)
+            slot.j = j
+
+        first = blocks.buffer_of(int(bounds[start]))
+        return Prefetcher(load, range(first, len(blocks.buffers)), slots, reader.stats)
+
+    def _slots_for(self, rows: int, count, buffers: bool) -> list:
+        """The reused slots, made once: ``count()`` of them of ``rows`` rows each."""
+        if not self._slots or self._slot_rows != rows:
+            make = self.reader.new_buffer if buffers else self.reader.new_slot
+            self._slots = [make(rows) for _ in range(count())]
+            self._slot_rows = rows
+        return self._slots
+
+    def _gather_parts(self, parts, held, first: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Copies each (buffer, positions) part of a batch into this batch size's buffers;
+        ``first`` is a buffer of the batch (the shapes and dtypes, when ``parts`` is empty)."""
+        n = sum(len(positions) for _, positions in parts)
+        x_first, y_first, _ = held[first].batch
+        out = self._out.get(n)
+        if out is None:
+            y_out = None if y_first is None else np.empty((n, *y_first.shape[1:]), y_first.dtype)
+            out = self._out[n] = (np.empty((n, *x_first.shape[1:]), x_first.dtype), y_out)
+        x_out, y_out = out
+        at = 0
+        for j, positions in parts:
+            x, y, _ = held[j].batch
+            k = len(positions)
+            gather = compiled_gather(x)
+            if gather is not None and k > 1:
+                gather(x.reshape(len(x), -1), positions, x_out[at : at + k].reshape(k, -1))
+            else:
+                x.take(positions, axis=0, out=x_out[at : at + k], mode="clip")
+            if y is not None:
+                y.take(positions, axis=0, out=y_out[at : at + k], mode="clip")
+            at += k
+        return x_out, y_out
+
+    def close(self) -> None:
+        """Stops reading ahead into the next epoch; nothing else changes."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead[1].close()
+
+    def __del__(self) -> None:
+        self.close()

@@ -684,7 +684,7 @@ API = [
         "model layer type",
         lambda d: load_model(saved_model(d, architecture(layers=[{"type": "Conv2d"}]))),
         ValueError,
-        "layers[0] must be an object with a 'type'",
+        "layers[0]: 'Conv2d' is not a registered layer",
     ),
     (
         "model layer field",

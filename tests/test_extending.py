@@ -1,17 +1,32 @@
 """Adding a layer or a loss touches one file: both are defined here only, and predictions,
-metrics, gradients, training and the memory model work with them unchanged."""
+metrics, gradients, training, the memory model, save and load work with them unchanged."""
+
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from minigd import fit
-from minigd.nn import Dense, Layer, Loss, ReLU, Sequential, check_model_gradients
+from minigd.nn import (
+    Dense,
+    Layer,
+    Loss,
+    ReLU,
+    Sequential,
+    check_model_gradients,
+    load_model,
+    mlp,
+)
 from minigd.optim import SGD
 from test_batchsize import estimate_and_peak
 
 
 class Square(Layer):
     """y = x^2; dy/dx = 2x. Keeps its input for the backward pass."""
+
+    activation = "square"  # so mlp(activation="square") builds with it
 
     def forward(self, x, training):
         self._x = x
@@ -100,3 +115,73 @@ def test_memory_estimate_of_the_new_layer_and_loss(b):
 def estimate_memory_parts(b):
     net = model()
     return {type(layer).__name__: layer.batch_bytes(b, 32, 4, False)[0] for layer in net.layers}
+
+
+class HeSquare(Square):
+    """Square, with the Dense layer before it initialised as before a ReLU."""
+
+    init_scheme = "he"
+
+
+LOAD_AND_PREDICT = """
+import sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import test_extending  # defines Square and OneHotSquaredError, which registers them
+from minigd.nn import load_model
+np.save(sys.argv[3], load_model(sys.argv[2]).decision_function(np.load(sys.argv[4])))
+"""
+
+
+def test_the_new_layer_and_loss_save_and_load_in_another_process(tmp_path):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(20, 64)).astype(np.float32)
+    net = model()
+    fit(net, X, rng.integers(0, 10, len(X)), batch_size=8, epochs=2, optimizer=SGD(0.05), verbose=0)
+    np.save(tmp_path / "X.npy", X)
+    path = net.save(tmp_path / "square.npz")
+    args = [
+        str(Path(__file__).parent),
+        str(path),
+        str(tmp_path / "out.npy"),
+        str(tmp_path / "X.npy"),
+    ]
+    subprocess.run([sys.executable, "-c", LOAD_AND_PREDICT, *args], check=True, timeout=120)
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), net.decision_function(X))
+    assert [type(layer) for layer in load_model(path).layers] == [type(la) for la in net.layers]
+
+
+def test_a_saved_layer_that_is_not_imported_gets_a_sentence(tmp_path):
+    path = model().save(tmp_path / "square.npz")
+    code = f"from minigd.nn import load_model; load_model({str(path)!r})"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "'Square' is not a registered layer" in done.stderr
+    assert "import the module that defines it" in done.stderr
+
+
+def test_a_second_class_may_not_take_a_registered_name():
+    with pytest.raises(TypeError, match=r"'Dense' is taken by minigd\.nn\.layers\.Dense"):
+
+        class Dense(Layer):
+            pass
+
+    with pytest.raises(TypeError, match=r"'mse' is taken by minigd\.nn\.losses\.MeanSquaredError"):
+
+        class MyMSE(Loss):
+            name = "mse"
+
+
+def test_an_activation_is_known_to_mlp_and_chooses_the_initialisation():
+    net = mlp(6, [8], 3, activation="square")
+    assert isinstance(net.layers[1], Square)
+    # std of He normal sqrt(2 / fan_in) = 0.045, of Glorot uniform sqrt(2 / (fan_in + fan_out))
+    # = 0.037 for 1000 -> 500: the class fact picks the one before it
+    stds = {
+        kind.__name__: Sequential([Dense(1000, 500), kind(), Dense(500, 2)], "mse")
+        .layers[0]
+        .weight.std()
+        for kind in (Square, HeSquare)
+    }
+    assert stds["Square"] == pytest.approx(np.sqrt(2 / 1500), rel=0.02)
+    assert stds["HeSquare"] == pytest.approx(np.sqrt(2 / 1000), rel=0.02)

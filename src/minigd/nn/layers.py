@@ -19,8 +19,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from minigd._validation import check_float, check_int, message
+from minigd.nn import registry
 from minigd.nn.buffers import Buffers
 from minigd.nn.init import initialize
+
+LAYERS: dict[str, type[Layer]] = {}  # saved "type" -> class, filled as layers are defined
+ACTIVATIONS: dict[str, type[Layer]] = {}  # mlp's activation= name -> class
 
 
 class Layer:
@@ -32,11 +36,28 @@ class Layer:
         supports_inplace: forward may overwrite its input instead of a buffer of its own.
         transposed_storage: names of 2-D parameters kept in the flat vector as their transpose
             (the layer sees an F-ordered view of the usual shape).
+        activation: the name ``mlp(activation=...)`` knows this layer by, if it is one.
+        init_scheme: how to initialise the Dense layer before this one ("he" keeps the variance
+            of ReLU-like outputs; None leaves the choice to the next layer, else "glorot").
+
+    A subclass is saved under its class name and registered when it is defined, so
+    ``Sequential.load`` finds it once its module is imported; pass ``register=False`` in the
+    class statement for a base class that is never saved.
     """
 
     needs_output: ClassVar[bool] = False
     supports_inplace: ClassVar[bool] = False
     transposed_storage: ClassVar[frozenset[str]] = frozenset()
+    activation: ClassVar[str | None] = None
+    init_scheme: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, register: bool = True, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not register:
+            return
+        registry.register(LAYERS, cls.__name__, cls, "layer")
+        if "activation" in cls.__dict__ and cls.activation is not None:
+            registry.register(ACTIVATIONS, cls.activation, cls, "activation")
 
     def __init__(self) -> None:
         self.inplace = False
@@ -195,6 +216,8 @@ class ReLU(Layer):
 
     needs_output = True
     supports_inplace = True
+    activation = "relu"
+    init_scheme = "he"
 
     def forward(self, x, training):
         y = self._out(x)
@@ -218,6 +241,8 @@ class LeakyReLU(Layer):
 
     needs_output = True
     supports_inplace = True
+    activation = "leaky_relu"
+    init_scheme = "he"
 
     def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
@@ -254,6 +279,8 @@ class Tanh(Layer):
 
     needs_output = True
     supports_inplace = True
+    activation = "tanh"
+    init_scheme = "glorot"
 
     def forward(self, x, training):
         y = self._out(x)
@@ -278,6 +305,8 @@ class Sigmoid(Layer):
 
     needs_output = True
     supports_inplace = True
+    activation = "sigmoid"
+    init_scheme = "glorot"
 
     def forward(self, x, training):
         y = self._out(x)
@@ -519,8 +548,3 @@ class BatchNorm(Layer):
         dx = self._buffer("dx", dy.shape, dy.dtype)
         np.multiply(dy, self._scale, out=dx)
         return dx
-
-
-LAYERS: dict[str, type[Layer]] = {
-    cls.__name__: cls for cls in (Dense, ReLU, LeakyReLU, Tanh, Sigmoid, Dropout, BatchNorm)
-}

@@ -20,9 +20,11 @@ import numpy as np
 
 from minigd import _kernels
 from minigd._validation import message
+from minigd.nn import registry
 from minigd.nn.buffers import Buffers
 from minigd.nn.layers import stable_sigmoid
 
+LOSSES: dict[str, type[Loss]] = {}  # name -> class, filled as losses are defined
 HIGHER_IS_BETTER = frozenset({"accuracy", "r2"})  # every other metric is a loss: lower wins
 INTP = np.dtype(np.intp).itemsize
 
@@ -37,11 +39,17 @@ class Loss:
 
     A loss also owns what its outputs mean: ``predict`` and ``predict_proba`` turn outputs into
     labels or values and probabilities, ``metrics`` scores them, and ``batch_bytes`` says what its
-    buffers take at a batch size. Adding a loss touches this file only.
+    buffers take at a batch size. A subclass with a ``name`` of its own registers under it when
+    it is defined, so a model trained on it saves and loads once its module is imported.
     """
 
     name: ClassVar[str]
     task: ClassVar[str]  # "classification" or "regression"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            registry.register(LOSSES, cls.name, cls, "loss")
 
     def __init__(self) -> None:
         self._buffers = Buffers()
@@ -269,11 +277,6 @@ def row_max(z: np.ndarray, out: np.ndarray) -> np.ndarray:
     for j in range(2, k):
         np.maximum(out, z[:, j], out=out)
     return out
-
-
-LOSSES: dict[str, type[Loss]] = {
-    cls.name: cls for cls in (MeanSquaredError, BinaryCrossEntropy, SoftmaxCrossEntropy)
-}
 
 
 def get_loss(loss: str | Loss) -> Loss:

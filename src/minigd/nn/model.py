@@ -22,7 +22,7 @@ import numpy as np
 from minigd._validation import check_int, message
 from minigd.data.arrays import as_rows, targets_as_rows
 from minigd.data.npz import atomic_savez, read_npz
-from minigd.nn.layers import LAYERS, BatchNorm, Dense, Layer, LeakyReLU, ReLU
+from minigd.nn.layers import LAYERS, BatchNorm, Dense, Layer
 from minigd.nn.losses import LOSSES, Loss, get_loss
 
 FORMAT = "minigd-model-1"
@@ -100,17 +100,19 @@ class Sequential:
             layer.bind(params, grads)
 
     def reset_parameters(self, seed: int | None = None) -> None:
-        """Draws fresh initial weights: He before ReLU-like activations, Glorot otherwise."""
+        """Draws fresh initial weights: He before ReLU-like activations, Glorot otherwise (each
+        activation says which, in its ``init_scheme``)."""
         rng = np.random.default_rng(self.seed if seed is None else seed)
         for i, layer in enumerate(self.layers):
             layer.init_params(rng, self._init_scheme(i))
 
     def _init_scheme(self, i: int) -> str:
+        """The scheme of the first layer after layer i, up to the next Dense, that names one."""
         for layer in self.layers[i + 1 :]:
             if isinstance(layer, Dense):
                 break
-            if isinstance(layer, (ReLU, LeakyReLU)):
-                return "he"
+            if layer.init_scheme is not None:
+                return layer.init_scheme
         return "glorot"
 
     # -- shapes and names -----------------------------------------------------------------
@@ -420,7 +422,12 @@ def _parse_config(config: Any, source: Any) -> tuple[list[Layer], str, int, Any]
         raise bad("'layers'", "a non-empty list", specs)
     layers = [_parse_layer(spec, i, source) for i, spec in enumerate(specs)]
     if config.get("loss") not in LOSSES:
-        raise bad("'loss'", f"one of {sorted(LOSSES)}", config.get("loss"))
+        raise bad(
+            "'loss'",
+            f"one of {sorted(LOSSES)} (a loss of your own registers when the module that "
+            "defines it is imported)",
+            config.get("loss"),
+        )
     seed = config.get("seed")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise bad("'seed'", "an integer >= 0", seed)
@@ -431,10 +438,13 @@ def _parse_config(config: Any, source: Any) -> tuple[list[Layer], str, int, Any]
 
 def _parse_layer(spec: Any, i: int, source: Any) -> Layer:
     where = f"{source}: layers[{i}]"
-    if not isinstance(spec, dict) or spec.get("type") not in LAYERS:
+    if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
         found = spec.get("type") if isinstance(spec, dict) else type(spec).__name__
+        raise ValueError(f"{where} must be an object with a 'type' string; found {found!r}.")
+    if spec["type"] not in LAYERS:
         raise ValueError(
-            f"{where} must be an object with a 'type' among {sorted(LAYERS)}; found {found!r}."
+            f"{where}: {spec['type']!r} is not a registered layer (those are {sorted(LAYERS)}); "
+            "if it is a layer of your own, import the module that defines it before loading."
         )
     kind = LAYERS[spec["type"]]
     arguments = {k: v for k, v in spec.items() if k != "type"}

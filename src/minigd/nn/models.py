@@ -14,10 +14,8 @@ import numpy as np
 
 from minigd._validation import check_choice, check_float, check_int
 from minigd.data.arrays import n_features
-from minigd.nn.layers import BatchNorm, Dense, Dropout, LeakyReLU, ReLU, Sigmoid, Tanh
+from minigd.nn.layers import ACTIVATIONS, BatchNorm, Dense, Dropout
 from minigd.nn.model import Sequential
-
-ACTIVATIONS = {"relu": ReLU, "leaky_relu": LeakyReLU, "tanh": Tanh, "sigmoid": Sigmoid}
 
 
 def linear_regression(

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from minigd import fit
 from minigd.data import load_arrays, read_idx, write_idx
-from minigd.experiments.runs import read_config
 from minigd.nn import load_model, mlp
+from minigd.runs import read_config
 from minigd.training import Checkpoint, load_checkpoint
 
 DOCUMENTED = (ValueError, KeyError, TypeError)  # what a loader may raise for a bad file

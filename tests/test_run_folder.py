@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from minigd.cli import main
-from minigd.experiments.runs import RunFolder
+from minigd.runs import RunFolder
 
 ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 SMALL = ["--model", "softmax", "--batch-size", "8", "--epochs", "2", "--quiet"]

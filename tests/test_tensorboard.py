@@ -113,7 +113,7 @@ def test_minigd_train_logs_to_the_run_folder_and_a_resume_continues_there(tmp_pa
 def test_tensorboard_without_its_package_is_refused_before_anything_is_written(
     tmp_path, capsys, monkeypatch
 ):
-    import minigd.experiments.runs as runs
+    import minigd.runs.config as runs
     from minigd.cli import main
 
     def missing(module, extra, what):

@@ -1,4 +1,5 @@
-"""Atomic file writes: the one way minigd puts a file on disk.
+"""Atomic file writes, the one way minigd puts a file on disk, and ``slug``, the one way it
+names one after a spec or a label.
 
 The content goes to a temporary file in the target's folder, is flushed and fsync'ed, and is then
 renamed over the target (``os.replace`` is atomic on one file system); the folder is fsync'ed so the
@@ -13,6 +14,7 @@ permissions, those ``open()`` would give (0666 less the umask).
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -87,3 +89,10 @@ def _read_umask() -> int:
 
 
 _UMASK = _read_umask()
+
+
+def slug(text: str) -> str:
+    """A file or folder name from specs and labels: "mlp:256,128+bn" -> "mlp256-128+bn",
+    "mini-batch (B=64)" -> "mini-batch-B64"."""
+    text = re.sub(r"[,\s]+", "-", text.strip())
+    return re.sub(r"[^A-Za-z0-9_.+-]", "", text).strip("-.") or "run"

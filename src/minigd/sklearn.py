@@ -7,8 +7,8 @@ fitted state lives in attributes ending in ``_``; randomness comes from ``random
 (None draws fresh OS entropy, never the global RNG). Inside, a fit is ``minigd.fit`` on an MLP over
 one flat parameter vector, with the batch-size tools at hand: ``batch_size="auto"`` asks the
 advisor (``advice_`` keeps its reasons), ``learning_rate="auto"`` scales the optimizer's default
-rate from batch 32 to the batch size by the optimizer's rule (linear for SGD, square root for
-adaptive ones).
+rate from batch 32 (``rules.REFERENCE_BATCH``) to the batch size by the optimizer's rule (linear
+for SGD, square root for adaptive ones).
 
 Data is float64 unless X is float32 (as scikit-learn's MLP); sparse X is refused. Each fit runs
 on ``threads`` BLAS threads; by default the cores this process may use, or what the
@@ -38,8 +38,8 @@ from minigd._threads import usable_cores
 from minigd.batchsize import advise
 from minigd.batchsize.lr_scaling import scale_lr
 from minigd.nn import mlp
-from minigd.optim import get_optimizer
-from minigd.optim.optimizers import OPTIMIZERS
+from minigd.optim import OPTIMIZERS, get_optimizer
+from minigd.rules import REFERENCE_BATCH
 from minigd.training import make_trainer
 from minigd.training.callbacks import EarlyStopping, ProgressBar
 
@@ -64,7 +64,7 @@ class _MiniBatchMLP(BaseEstimator):
         "hidden_layer_sizes": ["array-like"],
         "batchnorm": ["boolean"],
         "dropout": [Interval(Real, 0.0, 1.0, closed="left")],
-        "optimizer": [StrOptions({*OPTIMIZERS, "momentum", "nesterov"})],
+        "optimizer": [StrOptions(set(OPTIMIZERS))],
         "learning_rate": [Interval(Real, 0.0, None, closed="neither"), StrOptions({"auto"})],
         "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto", "full"})],
         "epochs": [Interval(Integral, 1, None, closed="left")],
@@ -168,7 +168,8 @@ class _MiniBatchMLP(BaseEstimator):
         elif self.advice_ is not None:
             self.learning_rate_ = float(self.advice_.lr)
         else:
-            self.learning_rate_ = scale_lr(opt.lr, 32, self.batch_size_, optimizer=opt).lr
+            scaled = scale_lr(opt.lr, REFERENCE_BATCH, self.batch_size_, optimizer=opt)
+            self.learning_rate_ = scaled.lr
 
     def _held_out(self, X, targets, rng):
         from sklearn.model_selection import train_test_split
@@ -277,7 +278,7 @@ class MiniBatchClassifier(ClassifierMixin, _MiniBatchMLP):
     cross-entropy), with scikit-learn's interface.
 
     Parameters: ``hidden_layer_sizes`` (widths, () for softmax regression), ``batchnorm``,
-    ``dropout``, ``optimizer`` ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw"),
+    ``dropout``, ``optimizer`` (a name in ``minigd.optim.OPTIMIZERS``, e.g. "adam"),
     ``learning_rate`` (a float or "auto"), ``batch_size`` (an int, "full" or "auto": the
     advisor's choice), ``epochs``, ``shuffle``, ``early_stopping`` with ``validation_fraction``,
     ``n_iter_no_change`` and ``tol``, ``warm_start``, ``random_state``, ``verbose``, ``threads``.

@@ -9,6 +9,7 @@ a row store that reads what each epoch's plan names. ``shard.py`` gives a rank i
 global batch in data-parallel training.
 """
 
+from minigd.batching.disk import streaming_pipeline
 from minigd.batching.minibatches import MiniBatches
 from minigd.batching.order import SHUFFLES, BlockLayout, BlockShuffle, distinct_blocks
 from minigd.batching.reader import BatchReader, label_encoder, pipeline_bytes
@@ -34,4 +35,5 @@ __all__ = [
     "pipeline_bytes",
     "rank_share",
     "resolve_batch_size",
+    "streaming_pipeline",
 ]

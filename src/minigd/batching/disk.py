@@ -7,12 +7,12 @@ slots (``pipeline_bytes``), whatever the number of rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
 from minigd._kernels import compiled_gather
-from minigd.batching.order import BlockShuffle
+from minigd.batching.order import BlockLayout, BlockShuffle
 from minigd.batching.plan import EpochPlan
 from minigd.batching.reader import (
     BatchReader,
@@ -22,6 +22,14 @@ from minigd.batching.reader import (
     prefetch,
     slot_count,
 )
+
+
+def streaming_pipeline(X, y=None) -> Callable[[int], int]:
+    """Bytes of the input pipeline at each batch size when sources X (and y) are streamed with
+    the block shuffle a run uses: what the advisor and the finder count instead of the data."""
+    row = X.row_bytes + (0 if y is None else y.row_bytes)
+    layout = BlockLayout.default(len(X), X.block_rows, X.row_bytes)
+    return lambda b: pipeline_bytes(row, b, layout.buffer_rows)
 
 
 class DiskRows:

@@ -195,7 +195,7 @@ def advise(
         measure: time candidates with the finder and measure the gradient noise scale.
         noise: a known noise scale (a NoiseScale or a number) instead of measuring it.
         reference: (B0, lr0), a batch size and the learning rate known to work with it; default
-            (32, the optimizer's default lr).
+            (``rules.REFERENCE_BATCH`` = 32, the optimizer's default lr).
         n_samples, pipeline: for data streamed from disk, X and y are a sample of it (for the
             measurements); ``n_samples`` is the whole set's m and ``pipeline(b)`` the bytes its
             shuffle buffer and prefetched batches take at batch size b, which the memory model
@@ -397,7 +397,8 @@ def batchnorm_statistics(ctx: Context) -> tuple[str, Reason | None]:
 def learning_rate(ctx: Context) -> tuple[ScaledLR, Reason]:
     """Rule 6: scale the reference learning rate to the chosen batch size."""
     b = resolve_batch_size(ctx.batch_size, ctx.m)
-    b0, lr0 = ctx.reference if ctx.reference is not None else (32, ctx.optimizer.lr)
+    default = (rules.REFERENCE_BATCH, ctx.optimizer.lr)
+    b0, lr0 = ctx.reference if ctx.reference is not None else default
     scaled = scale_lr(lr0, b0, b, optimizer=ctx.optimizer)
     whose = "yours" if ctx.reference else "default"
     return scaled, Reason.of(

@@ -11,21 +11,21 @@ from pathlib import Path
 
 import numpy as np
 
-from minigd._io import ensure_writable
-from minigd.batching import BlockLayout, MiniBatches, pipeline_bytes
+from minigd._io import ensure_writable, slug
+from minigd.batching import MiniBatches, streaming_pipeline
 from minigd.batchsize import advise, find_batch_size, noise_scale, parse_bytes
 from minigd.batchsize.memory import format_bytes
+from minigd.cli.job import Job
 from minigd.data import datasets, describe_layout, load
 from minigd.data.convert import convert
 from minigd.data.files import hold_out
 from minigd.data.opening import is_streamable, on_disk_bytes, read_manifest, sample
 from minigd.data.opening import open_source as open_data
-from minigd.distributed.comm import launched_under_mpi, world
 from minigd.experiments import Budget, RunSpec, compare, sweep, write_report
-from minigd.experiments.runs import RunConfig, read_config, should_stream, slug, train_run
 from minigd.experiments.sweep_report import write_sweep_report
 from minigd.nn import load_model
 from minigd.rules import rule_for_m
+from minigd.runs import RunConfig, read_config, should_stream, train_run
 from minigd.training import fit
 
 EXIT_OK = 0
@@ -166,7 +166,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ValueError("--out must name a folder; received ''.")
         out = Path(args.out) if args.out is not None else Path("runs") / config.default_name()
     steps, seconds = args.checkpoint_every
-    comm = world() if launched_under_mpi() else None  # mpiexec -n N minigd train ...
+    job = Job.current()  # mpiexec -n N minigd train ...: one data-parallel run
     result = train_run(
         config,
         out,
@@ -175,11 +175,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         verbose=0 if args.quiet else 1,
         checkpoint_every_steps=steps,
         checkpoint_every_seconds=seconds,
-        announce=lambda line: print(line, flush=True),
+        announce=job.say,
         threads=args.threads,
-        comm=comm,
+        comm=job.comm,
     )
-    if comm is not None and comm.Get_rank() != 0:  # rank 0 reports for the job
+    if not job.root:  # rank 0 reports for the job
         return _exit_code(result)
     return _train_report(result, out, args.quiet)
 
@@ -235,12 +235,7 @@ def _model_and_data(args):
     data = open_data(args.data, y=args.y, target=args.target, task=args.task)
     train = sample(data)
     model = config.build_model(train)
-    row = data.X.row_bytes + (0 if data.y is None else data.y.row_bytes)
-    layout = BlockLayout.default(len(data), data.X.block_rows, data.X.row_bytes)
-    streamed = {
-        "n_samples": len(data),
-        "pipeline": lambda b: pipeline_bytes(row, b, layout.buffer_rows),
-    }
+    streamed = {"n_samples": len(data), "pipeline": streaming_pipeline(data.X, data.y)}
     print(
         f"{args.data} streams from disk: measuring on {len(train.X):,} of its {len(data):,} rows; "
         "memory counts the shuffle buffer and prefetched batches, not the data.",
@@ -346,18 +341,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
         seconds=args.seconds,
         samples=args.samples,
     )
-    comm = world() if launched_under_mpi() else None  # mpiexec -n N: runs dealt to the ranks
-    root = comm is None or comm.Get_rank() == 0
-    say = print if root else (lambda *a, **k: None)
+    job = Job.current()  # mpiexec -n N: runs dealt to the ranks
     train, test = _experiment_data(args)
     model = RunConfig(data=args.data, model=args.model, seed=args.seed).build_model(train)
     if not args.quiet:
-        say("measuring throughput and the noise scale for the advisor ...", flush=True)
+        job.say("measuring throughput and the noise scale for the advisor ...")
     advice = None
-    if root:  # measured once, on an otherwise idle machine, and shared
+    if job.root:  # measured once, on an otherwise idle machine, and shared
         advice = advise(model, train.X, train.y, optimizer=args.optimizer, progress=not args.quiet)
-    if comm is not None:
-        advice = comm.bcast(advice, root=0)
+    advice = job.share(advice)
     sizes = args.batch_sizes
     if args.use_advice:
         sizes = [advice.batch_size if s not in ("full", 1) else s for s in sizes]
@@ -365,14 +357,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = (
         Path(args.out) if args.out else Path("reports") / slug(f"compare-{args.data}-{args.model}")
     )
-    if root:
+    if job.root:
         ensure_writable(out)  # before minutes of training, not after
-    say(
+    job.say(
         f"comparing batch sizes {', '.join(str(s) for s in sizes)} for {args.model} on "
         f"{args.data}, {budget} each, same initial weights"
-        + (f", on {comm.Get_size()} MPI ranks" if comm is not None else "")
-        + " ...",
-        flush=True,
+        + (f", on {job.comm.Get_size()} MPI ranks" if job.comm is not None else "")
+        + " ..."
     )
     results = compare(
         args.model,
@@ -383,10 +374,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         reference=args.reference,
         lr_rule=args.lr_rule,
         seed=args.seed,
-        verbose=0 if args.quiet or not root else 1,
+        verbose=0 if args.quiet or not job.root else 1,
         on_run=lambda partial: partial.save(out),  # each finished run is on disk at once
-        threads=1 if comm is not None else args.threads,  # one BLAS thread per rank
-        comm=comm,
+        threads=job.threads(args.threads),
+        comm=job.comm,
     )
     if results is None:  # another rank: rank 0 writes the report
         return 0
@@ -408,9 +399,8 @@ def _say_what_diverged(runs) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("reports") / slug(f"sweep-{args.data}-{args.model}")
-    comm = world() if launched_under_mpi() else None  # mpiexec -n N: runs dealt to the ranks
-    root = comm is None or comm.Get_rank() == 0
-    if root:
+    job = Job.current()  # mpiexec -n N: runs dealt to the ranks
+    if job.root:
         ensure_writable(out)  # before minutes of training, not after
     data = _experiment_data(args)
     result = sweep(
@@ -424,10 +414,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         max_extensions=args.max_extensions,
         optimizer=args.optimizer,
         on_row=lambda partial: partial.save(out, "results.json"),  # each round on disk at once
-        threads=1 if comm is not None else args.threads,  # one BLAS thread per rank
+        threads=job.threads(args.threads),
         progress=sys.stderr,
         quiet=args.quiet,
-        comm=comm,
+        comm=job.comm,
     )
     if result is None:  # another rank: rank 0 writes the report
         return 0

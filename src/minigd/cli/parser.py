@@ -1,5 +1,5 @@
-"""The ``minigd`` argument parser: subcommands, their options with help and defaults, and the
-argument types that turn text into values with a sentence when the text is wrong."""
+"""The ``minigd`` argument parser: subcommands and their options, with help and defaults; the
+types that turn an option's text into a value are in ``cli.argtypes``."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import argparse
 
 from minigd._threads import usable_cores
 from minigd._version import __version__
-from minigd.batching import parse_batch_size
 from minigd.batchsize.lr_scaling import RULES as LR_RULES
+from minigd.cli import argtypes
 from minigd.cli.commands import (
     EXIT_CODES,
     cmd_advise,
@@ -22,37 +22,9 @@ from minigd.cli.commands import (
     cmd_sweep,
     cmd_train,
 )
-from minigd.experiments import Target
 from minigd.experiments.sweep import DEFAULT_BATCH_SIZES, DEFAULT_LEARNING_RATES
-
-
-def _batch_size(text: str) -> int | str:
-    try:
-        return parse_batch_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _target(text: str):
-    metric, _, value = text.partition(":")
-    if not value:
-        raise argparse.ArgumentTypeError("a target is METRIC:VALUE, e.g. val_accuracy:0.9")
-    return Target(metric, float(value))
-
-
-def _targets(text: str) -> list:
-    """METRIC:VALUE[,VALUE...]: one target per value (val_accuracy:0.8,0.85,0.9)."""
-    metric, _, values = text.partition(":")
-    if not values:
-        raise argparse.ArgumentTypeError(
-            "a target is METRIC:VALUE[,VALUE...], e.g. val_accuracy:0.8,0.85,0.9"
-        )
-    try:
-        return [Target(metric, float(v)) for v in values.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{values!r}: target values are numbers, e.g. val_accuracy:0.8,0.85,0.9"
-        ) from None
+from minigd.optim import OPTIMIZERS
+from minigd.rules import NOISE_PROBE_BATCHES
 
 
 def _data_arguments(p: argparse.ArgumentParser, column: str = "--target") -> None:
@@ -77,7 +49,7 @@ def _data_arguments(p: argparse.ArgumentParser, column: str = "--target") -> Non
 def _threads_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threads",
-        type=_positive_int,
+        type=argtypes.positive_int,
         default=None,
         help=f"BLAS threads (default: the {usable_cores()} cores this process may use; use 1 "
         "when other processes are busy, or several minigd commands run at once)",
@@ -108,7 +80,7 @@ def _task_argument(p: argparse.ArgumentParser) -> None:
 
 def _tool_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="mlp:128", help="model spec, as for train")
-    p.add_argument("--optimizer", default="sgd", help="the optimizer you will train with")
+    _optimizer_argument(p, "the optimizer you will train with")
     p.add_argument(
         "--memory", default=None, help="memory budget, e.g. 2GB (default: half the free RAM)"
     )
@@ -117,83 +89,14 @@ def _tool_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
-def _comma_list(parse, what: str):
-    """An argparse type for "a,b,c": each item through ``parse``; a sentence on a bad one."""
-
-    def parse_list(text: str) -> list:
-        items = [t.strip() for t in text.split(",") if t.strip()]
-        if not items:
-            raise argparse.ArgumentTypeError(f"expected comma-separated {what}; received {text!r}")
-        try:
-            return [parse(t) for t in items]
-        except (ValueError, argparse.ArgumentTypeError) as exc:
-            raise argparse.ArgumentTypeError(
-                f"expected comma-separated {what}; {exc} in {text!r}"
-            ) from None
-
-    parse_list.__name__ = what
-    return parse_list
-
-
-def _number(kind, minimum: float, what: str):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise ValueError(f"{text!r} is not {what}") from None
-        if not value >= minimum or value != value or abs(value) == float("inf"):
-            raise ValueError(f"{text!r} is not {what}")
-        return value
-
-    return parse
-
-
-def _reference(text: str) -> tuple[int, float]:
-    """ "64:0.1" -> (64, 0.1): a batch size and a learning rate known to work with it."""
-    b0, sep, lr0 = text.partition(":")
-    try:
-        if not sep:
-            raise ValueError
-        return _number(int, 1, "")(b0), _number(float, 1e-300, "")(lr0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected B0:LR0, a batch size >= 1 and a learning rate > 0 such as 64:0.1; "
-            f"received {text!r}"
-        ) from None
-
-
-def _count(text: str) -> int:
-    """A whole number >= 0 (how many learning rates a sweep may add beyond an edge)."""
-    try:
-        return _number(int, 0, "a count of learning rates >= 0")(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1; received {text!r}")
-    return value
-
-
-def _checkpoint_every(text: str) -> tuple[int | None, float | None]:
-    """ "500" (steps), "90s" or "5m" (seconds of wall time) -> (steps, seconds)."""
-    raw = text.strip().lower()
-    try:
-        if raw.endswith(("s", "m")):
-            seconds = float(raw[:-1]) * (60 if raw.endswith("m") else 1)
-            if seconds > 0:
-                return None, seconds
-        elif int(raw) >= 1:
-            return int(raw), None
-    except ValueError:
-        pass
-    raise argparse.ArgumentTypeError(
-        f"expected a number of steps (500) or of seconds (90s, 5m); received {text!r}"
+def _optimizer_argument(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--optimizer",
+        type=str.lower,
+        choices=tuple(OPTIMIZERS),
+        default="sgd",
+        metavar="NAME",
+        help=f"{what}: {', '.join(OPTIMIZERS)}",
     )
 
 
@@ -263,7 +166,7 @@ def _watch_arguments(p: argparse.ArgumentParser) -> None:
     """What train measures and logs beyond its history: the noise scale, TensorBoard."""
     p.add_argument(
         "--noise-every",
-        type=_positive_int,
+        type=argtypes.positive_int,
         default=None,
         metavar="N",
         help="measure the gradient noise scale B_simple every N steps from the step's own batch "
@@ -286,17 +189,17 @@ def _add_train(sub) -> None:
         default="mlp:128",
         help="softmax, logistic, linear, mlp:128, mlp:256,128+bn, mlp:128+dropout0.2",
     )
-    p.add_argument(
-        "--optimizer", default="sgd", help="sgd, momentum, nesterov, rmsprop, adam, adamw"
-    )
+    _optimizer_argument(p, "the optimizer")
     p.add_argument("--lr", type=float, default=None, help="learning rate (optimizer default)")
     p.add_argument(
         "--batch-size",
-        type=_batch_size,
+        type=argtypes.batch_size,
         default=64,
         help='samples per step; "full" for batch gradient descent, 1 for SGD',
     )
-    p.add_argument("--epochs", type=_positive_int, default=None, help="epochs (10 for a new run)")
+    p.add_argument(
+        "--epochs", type=argtypes.positive_int, default=None, help="epochs (10 for a new run)"
+    )
     p.add_argument("--seed", type=int, default=0, help="initial weights and batch order")
     p.add_argument(
         "--last-batch",
@@ -366,7 +269,7 @@ def _run_folder_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     p.add_argument(
         "--checkpoint-every",
-        type=_checkpoint_every,
+        type=argtypes.checkpoint_every,
         default=(None, 60.0),
         metavar="N|Ns|Nm",
         help="write a checkpoint every N steps or N seconds/minutes of training, and at each "
@@ -383,7 +286,7 @@ def _add_advise(sub) -> None:
     )
     p.add_argument(
         "--reference",
-        type=_reference,
+        type=argtypes.reference,
         default=None,
         metavar="B0:LR0",
         help="a batch size and learning rate known to work, e.g. 64:0.1",
@@ -397,7 +300,7 @@ def _add_find_batch_size(sub) -> None:
     _tool_arguments(p)
     p.add_argument(
         "--candidates",
-        type=_comma_list(_number(int, 1, "a batch size >= 1"), "batch sizes"),
+        type=argtypes.whole_batch_sizes,
         default=None,
         help="comma-separated batch sizes",
     )
@@ -408,12 +311,16 @@ def _add_noise_scale(sub) -> None:
     p = sub.add_parser("noise-scale", help="the gradient noise scale B_simple (McCandlish 2018)")
     _data_arguments(p)
     _tool_arguments(p)
-    p.add_argument("--b-small", type=int, default=32, help="the small batch of each pair")
-    p.add_argument("--b-big", type=int, default=1024, help="the big batch of each pair")
+    small, big = NOISE_PROBE_BATCHES
+    p.add_argument("--b-small", type=int, default=small, help="the small batch of each pair")
+    p.add_argument("--b-big", type=int, default=big, help="the big batch of each pair")
     p.add_argument("--n-batches", type=int, default=50, help="batch pairs averaged")
     p.add_argument("--epochs", type=int, default=0, help="train this many epochs first")
     p.add_argument(
-        "--train-batch-size", type=_batch_size, default=64, help="batch size of that training"
+        "--train-batch-size",
+        type=argtypes.batch_size,
+        default=64,
+        help="batch size of that training",
     )
     p.add_argument(
         "--lr", type=float, default=None, help="learning rate of that training (optimizer's)"
@@ -427,7 +334,7 @@ def _add_compare(sub) -> None:
     p.add_argument("--model", default="mlp:128", help="model spec, as for train")
     p.add_argument(
         "--batch-sizes",
-        type=_comma_list(parse_batch_size, "batch sizes"),
+        type=argtypes.batch_sizes,
         default="full,64,1",
         help="comma-separated; full = all m",
     )
@@ -435,11 +342,11 @@ def _add_compare(sub) -> None:
     group.add_argument("--epochs", type=int, default=10, help="budget in epochs (default 10)")
     group.add_argument("--seconds", type=float, default=None, help="budget in seconds per run")
     group.add_argument("--samples", type=int, default=None, help="budget in samples seen")
-    p.add_argument("--optimizer", default="sgd", help="sgd, momentum, nesterov, rmsprop, adam")
+    _optimizer_argument(p, "the optimizer of every run")
     p.add_argument("--lr", type=float, default=None, help="one lr for every run (else scaled)")
     p.add_argument(
         "--reference",
-        type=_reference,
+        type=argtypes.reference,
         default="64:0.1",
         metavar="B0:LR0",
         help="scale learning rates from this batch size and lr (default 64:0.1)",
@@ -452,7 +359,7 @@ def _add_compare(sub) -> None:
     )
     p.add_argument(
         "--target",
-        type=_target,
+        type=argtypes.target,
         default=None,
         metavar="METRIC:VALUE",
         help="e.g. val_accuracy:0.9 (the default for classifiers)",
@@ -475,25 +382,25 @@ def _add_sweep(sub) -> None:
     p.add_argument("--model", default="mlp:128", help="model spec, as for train")
     p.add_argument(
         "--batch-sizes",
-        type=_comma_list(_number(int, 1, "a batch size >= 1"), "batch sizes"),
+        type=argtypes.whole_batch_sizes,
         default=",".join(map(str, DEFAULT_BATCH_SIZES)),
         help="comma-separated batch sizes to sweep",
     )
     p.add_argument(
         "--lrs",
-        type=_comma_list(_number(float, 1e-300, "a learning rate > 0"), "learning rates"),
+        type=argtypes.learning_rates,
         default=",".join(map(str, DEFAULT_LEARNING_RATES)),
         help="comma-separated learning rates tried at every batch size (the best one counts)",
     )
     p.add_argument(
         "--seeds",
-        type=_comma_list(_number(int, 0, "a seed >= 0"), "seeds"),
+        type=argtypes.seeds,
         default="0,1,2",
         help="comma-separated seeds; steps are the median over them, their range is shown",
     )
     p.add_argument(
         "--target",
-        type=_targets,
+        type=argtypes.targets,
         default=None,
         metavar="METRIC:VALUE[,VALUE...]",
         help="what each run races to, one fit per value (val_accuracy:0.8,0.85,0.9; the last "
@@ -504,11 +411,11 @@ def _add_sweep(sub) -> None:
     )
     p.add_argument(
         "--max-extensions",
-        type=_count,
+        type=argtypes.count,
         default=3,
         help="learning rates added beyond each edge of --lrs while the best is at that edge",
     )
-    p.add_argument("--optimizer", default="sgd", help="sgd, momentum, nesterov, rmsprop, adam")
+    _optimizer_argument(p, "the optimizer of every run")
     p.add_argument("--out", default=None, help="folder for results.json, the plots and the report")
     _threads_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress lines")

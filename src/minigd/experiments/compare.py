@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from minigd._io import atomic_write_text
+from minigd._io import atomic_write_text, slug
 from minigd._json import dataclass_dict, to_plain
 from minigd._validation import check_choice, check_float, check_int, message
 from minigd.batching import resolve_batch_size
@@ -37,7 +37,6 @@ from minigd.data.files import Dataset
 from minigd.data.loading import load
 from minigd.distributed.comm import deal
 from minigd.experiments.metrics import Target, TargetTracker, curve_noise
-from minigd.experiments.runs import slug
 from minigd.nn.models import model_for_data
 from minigd.noise import NoiseScale, probe_noise_scale
 from minigd.optim import get_optimizer

@@ -241,46 +241,112 @@ def sweep(
     max_extensions = check_int("max_extensions", max_extensions, minimum=0)
     build = _warmed_builder(model, train, seeds[0], batch_sizes[0], threads)
     val = build(seeds[0]).prepare(test.X, test.y)
-    settings = (targets, max_epochs, optimizer, threads)
-
-    def run(pair: tuple[int, float]) -> _Trial:
-        return _trial(build, train, val, *pair, seeds, *settings)
-
-    grid = {b: sorted(learning_rates) for b in batch_sizes}
+    runner = _Runner(build, train, val, list(seeds), targets, max_epochs, optimizer, threads)
+    rates = {b: sorted(learning_rates) for b in batch_sizes}
+    grid = _Grid(rates, grid_ratio(learning_rates), max_extensions)
     root = comm is None or comm.Get_rank() == 0
     report = _Progress(progress if root else None, quiet, len(batch_sizes) * len(learning_rates))
 
+    def result(trials) -> SweepResult:
+        return _result(trials, grid, targets, name, model, learning_rates, seeds)
+
     def partial(trials) -> None:
         if on_row is not None:
-            on_row(_result(trials, grid, targets, name, model, learning_rates, seeds))
+            on_row(result(trials))
 
-    extend = (grid_ratio(learning_rates), max_extensions, len(targets))
-    trials = _rounds(run, grid, extend, comm, report, (targets[-1], max_epochs), partial)
+    trials = _rounds(runner, grid, comm, report, partial)
     report.close()
     if not root:
         return None
-    result = _result(trials, grid, targets, name, model, learning_rates, seeds)
+    done = result(trials)
     if measure_noise:
-
-        def rerun(b: int, lr: float) -> _Trial:
-            return _trial(build, train, val, b, lr, seeds[:1], *settings, keep=True)
-
-        _measure_noise(result, rerun, build, train, seeds[0])
-    return result
+        _measure_noise(done, runner)
+    return done
 
 
-def _rounds(run, grid, extend, comm, report, line, partial) -> dict:
-    """Runs the grid's pairs, then round after round the rates ``_extend`` adds, until none;
+@dataclass
+class _Runner:
+    """What every trial of one sweep shares: the model factory, the data and the settings."""
+
+    build: Callable[[int], Any]  # seed -> a fresh model
+    train: Any
+    val: Any  # the held-out set, prepared once
+    seeds: list[int]
+    targets: list[Target]
+    max_epochs: int
+    optimizer: str
+    threads: int | None
+
+    def __call__(self, pair: tuple[int, float]) -> _Trial:
+        return self.trial(*pair)
+
+    def trial(self, b: int, lr: float, keep: bool = False) -> _Trial:
+        """Trains (b, lr) once per seed, each stopping once it reached every target; with
+        ``keep``, once (the first seed), keeping the model's state where it reached each."""
+        seeds = self.seeds[:1] if keep else self.seeds
+        reached, reasons, states = [], [], [None] * len(self.targets)
+        for seed in seeds:
+            tracker = TargetTracker(self.targets, self.val, stop=True, keep_states=keep)
+            history = fit(
+                self.build(seed),
+                self.train.X,
+                self.train.y,
+                batch_size=b,
+                epochs=self.max_epochs,
+                optimizer=self.optimizer,
+                lr=lr,
+                seed=seed,
+                callbacks=[tracker],
+                verbose=0,
+                threads=self.threads,
+            )
+            reached.append(list(tracker.reached_all))
+            reasons.append(history.meta.get("stop_reason"))
+            states = tracker.states if keep else states
+        return _Trial(reached, reasons, states)
+
+
+@dataclass
+class _Grid:
+    """The learning rates tried at each batch size, grown past an edge best (``lr_grid``)."""
+
+    rates: dict[int, list[float]]
+    ratio: float  # the geometric step between neighbouring rates
+    max_extensions: int  # the most rates added beyond each edge
+    added: dict[int, dict[str, int]] = field(default_factory=dict)  # b -> side -> count
+
+    def items(self):
+        return self.rates.items()
+
+    def grow(self, trials, n_targets: int) -> list[tuple[int, float]]:
+        """The next round: for each batch size whose best rate (for any target) sits at an edge
+        of what it tried, the next rate beyond that edge."""
+        pending = []
+        for b, rates in self.rates.items():
+            tables = [{lr: trials[(b, lr)].steps(i) for lr in rates} for i in range(n_targets)]
+            top_diverged = trials[(b, max(rates))].diverged
+            added = self.added.setdefault(b, {})
+            beyond = extensions(tables, self.ratio, added, self.max_extensions, top_diverged)
+            for side, lr in beyond:
+                if lr not in rates:
+                    added[side] = added.get(side, 0) + 1
+                    rates.append(lr)
+                    pending.append((b, lr))
+            rates.sort()
+        return pending
+
+
+def _rounds(runner: _Runner, grid: _Grid, comm, report, partial) -> dict:
+    """Runs the grid's pairs, then round after round the rates ``grid.grow`` adds, until none;
     with ``comm``, each round is dealt to the ranks and rank 0 decides (and broadcasts) the
     next. The trials by (batch size, lr) on rank 0; {} on the others."""
     pending = [(b, lr) for b, rates in grid.items() for lr in rates]
     trials: dict[tuple[int, float], _Trial] = {}
-    added: dict[int, dict[str, int]] = {b: {} for b in grid}
     while pending:
-        done = _round(run, pending, comm, report, *line)
+        done = _round(runner, pending, comm, report)
         if done is not None:  # rank 0 (or one process): decide the next round
             trials.update(done)
-            pending = _extend(trials, grid, added, *extend)
+            pending = grid.grow(trials, len(runner.targets))
             partial(trials)
         if comm is not None and comm.Get_size() > 1:
             pending = comm.bcast(pending, root=0)
@@ -293,16 +359,17 @@ def _targets(target) -> list[Target]:
     return [target] if isinstance(target, Target) else list(target)
 
 
-def _round(run, pairs, comm, report, target, max_epochs) -> dict | None:
+def _round(runner: _Runner, pairs, comm, report) -> dict | None:
     """Every pair's trial: in turn on one process (each reported as it ends), dealt to the ranks
     of ``comm`` otherwise (gathered on rank 0; None on the others)."""
+    target, max_epochs = runner.targets[-1], runner.max_epochs
     if comm is None or comm.Get_size() < 2:
         done = {}
         for pair in pairs:
-            done[pair] = run(pair)
+            done[pair] = runner(pair)
             report(_trial_line(*pair, done[pair], target, max_epochs))
         return done
-    trials = deal(run, pairs, comm)
+    trials = deal(runner, pairs, comm)
     if trials is None:
         return None
     for pair, trial in zip(pairs, trials, strict=True):
@@ -310,23 +377,7 @@ def _round(run, pairs, comm, report, target, max_epochs) -> dict | None:
     return dict(zip(pairs, trials, strict=True))
 
 
-def _extend(trials, grid, added, ratio, max_extensions, n_targets) -> list[tuple[int, float]]:
-    """The next round: for each batch size whose best rate (for any target) sits at an edge of
-    what it tried, the next rate beyond that edge."""
-    pending = []
-    for b, rates in grid.items():
-        tables = [{lr: trials[(b, lr)].steps(i) for lr in rates} for i in range(n_targets)]
-        top_diverged = trials[(b, max(rates))].diverged
-        for side, lr in extensions(tables, ratio, added[b], max_extensions, top_diverged):
-            if lr not in rates:
-                added[b][side] = added[b].get(side, 0) + 1
-                rates.append(lr)
-                pending.append((b, lr))
-        rates.sort()
-    return pending
-
-
-def _result(trials, grid, targets, name, model, learning_rates, seeds) -> SweepResult:
+def _result(trials, grid: _Grid, targets, name, model, learning_rates, seeds) -> SweepResult:
     """The result of the trials so far: each target's rows and fit, the main target's rows."""
     fits = []
     for i, target in enumerate(targets):
@@ -352,12 +403,13 @@ def _fit(target: Target, rows: list[SweepRow]) -> TargetFit:
     return fit_rows
 
 
-def _measure_noise(result: SweepResult, rerun, build, train, seed: int) -> None:
+def _measure_noise(result: SweepResult, runner: _Runner) -> None:
     """The noise scale at the initial weights, and, for each target, where the reference run
     reached it: the best run (first seed) of the smallest batch size that reached the target,
     run again (it is deterministic) keeping the model where it passed each target. The main
     target's is ``result.noise``."""
-    result.noise_at_init = probe_noise_scale(build(seed), train.X, train.y)
+    train, seed = runner.train, runner.seeds[0]
+    result.noise_at_init = probe_noise_scale(runner.build(seed), train.X, train.y)
     reruns: dict[tuple[int, float], _Trial] = {}
     for i, reading in enumerate(result.fits):
         row = next((r for r in reading.rows if r.best_lr is not None), None)
@@ -365,11 +417,11 @@ def _measure_noise(result: SweepResult, rerun, build, train, seed: int) -> None:
             continue
         pair = (row.batch_size, row.best_lr)
         if pair not in reruns:
-            reruns[pair] = rerun(*pair)
+            reruns[pair] = runner.trial(*pair, keep=True)
         state = reruns[pair].states[i]
         if state is None:
             continue
-        model = build(seed)
+        model = runner.build(seed)
         model.load_state(state)
         reading.noise = probe_noise_scale(model, train.X, train.y)
         reading.reference = f"B={row.batch_size}, lr={row.best_lr:g}, seed {seed}"
@@ -389,22 +441,6 @@ def _warmed_builder(model: str, train, seed: int, b: int, threads):
     fit(build(seed), train.X[:warm], train.y[:warm], batch_size=b, epochs=1, verbose=0,
         threads=threads)  # fmt: skip
     return build
-
-
-def _trial(build, train, val, b, lr, seeds, targets, max_epochs, optimizer, threads, keep=False):
-    """Trains one (batch size, lr) once per seed, each stopping once it reached every target;
-    with ``keep``, the first seed's model state where it reached each target."""
-    reached, reasons, states = [], [], [None] * len(targets)
-    for k, seed in enumerate(seeds):
-        tracker = TargetTracker(targets, val, stop=True, keep_states=keep and k == 0)
-        history = fit(build(seed), train.X, train.y, batch_size=b, epochs=max_epochs,
-                      optimizer=optimizer, lr=lr, seed=seed, callbacks=[tracker], verbose=0,
-                      threads=threads)  # fmt: skip
-        reached.append(list(tracker.reached_all))
-        reasons.append(history.meta.get("stop_reason"))
-        if keep and k == 0:
-            states = tracker.states
-    return _Trial(reached, reasons, states)
 
 
 def _row(b: int, i: int, trials: dict[float, _Trial]) -> SweepRow:

@@ -1,7 +1,7 @@
 """Optimizers that match torch.optim step for step, and learning-rate schedules."""
 
 from minigd.optim.base import Optimizer
-from minigd.optim.optimizers import SGD, Adam, AdamW, RMSprop, get_optimizer
+from minigd.optim.optimizers import OPTIMIZERS, SGD, Adam, AdamW, RMSprop, get_optimizer
 from minigd.optim.schedules import (
     Constant,
     Cosine,
@@ -13,6 +13,7 @@ from minigd.optim.schedules import (
 )
 
 __all__ = [
+    "OPTIMIZERS",
     "SGD",
     "Adam",
     "AdamW",

@@ -13,6 +13,8 @@ which is Keras' RMSprop exactly and the usual reading of "eps inside" for Adam.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
@@ -322,16 +324,18 @@ class AdamW(Adam):
         super().__init__(lr, betas, eps, weight_decay, amsgrad, eps_inside_sqrt, fused)
 
 
-OPTIMIZERS: dict[str, type[Optimizer]] = {
+OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {
     "sgd": SGD,
+    "momentum": partial(SGD, momentum=0.9),
+    "nesterov": partial(SGD, momentum=0.9, nesterov=True),
     "rmsprop": RMSprop,
     "adam": Adam,
     "adamw": AdamW,
-}
+}  # every name an optimizer may be given by: the API, the estimators and the CLI's choices
 
 
 def get_optimizer(optimizer: str | Optimizer, lr: LearningRate | None = None) -> Optimizer:
-    """An optimizer by name ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw") or as given.
+    """An optimizer by name (a key of ``OPTIMIZERS``) or as given.
 
     "momentum" is SGD with momentum 0.9 and "nesterov" adds Nesterov's correction. With lr None
     each takes its torch default (SGD, which has none in torch, takes 0.01 as Keras does).
@@ -341,12 +345,7 @@ def get_optimizer(optimizer: str | Optimizer, lr: LearningRate | None = None) ->
             raise ValueError("pass lr to the optimizer's constructor, not beside an Optimizer.")
         return optimizer
     name = str(optimizer).lower()
-    kwargs = {} if lr is None else {"lr": lr}
-    if name == "momentum":
-        return SGD(momentum=0.9, **kwargs)
-    if name == "nesterov":
-        return SGD(momentum=0.9, nesterov=True, **kwargs)
     if name not in OPTIMIZERS:
-        known = ", ".join(repr(n) for n in (*OPTIMIZERS, "momentum", "nesterov"))
+        known = ", ".join(map(repr, OPTIMIZERS))
         raise ValueError(message("optimizer", f"one of {known} or an Optimizer", optimizer))
-    return OPTIMIZERS[name](**kwargs)
+    return OPTIMIZERS[name](**({} if lr is None else {"lr": lr}))

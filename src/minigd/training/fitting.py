@@ -48,26 +48,7 @@ def make_trainer(
 ) -> Trainer:
     """Checks the data once and builds the Trainer that ``fit`` runs: ``fit(...)`` is
     ``make_trainer(...).run()``. Raise ``trainer.epochs`` and call ``run()`` again to go on.
-
-    Args:
-        model: a ``minigd.nn.Sequential`` (its loss is used unless ``loss`` is given).
-        X, y: (m, n) samples as rows, or (n, m) with ``sample_axis=1`` (the note's layout), and
-            the targets; or ``minigd.data.open_source(path)``, streamed from disk.
-        batch_size, epochs: samples per step ("full": batch GD, 1: SGD, "adaptive": grown with
-            the noise scale), and passes over the data (a resumed run trains up to this count).
-        optimizer, lr: an optimizer's name (``optim.OPTIMIZERS``) or an Optimizer, and the
-            learning rate of one given by name (default: torch's).
-        loss: a loss name replacing the model's.
-        validation, validation_split: (X_val, y_val) evaluated after each epoch, in the layout of
-            X; or the last fraction of X held out for it (before shuffling, as Keras).
-        shuffle, seed, last_batch, shuffle_buffer: MiniBatches' (buffer_bytes for the last).
-        callbacks, verbose: extra callbacks (a DivergenceGuard is added unless one is given);
-            1 adds a progress bar (a line per epoch off a terminal) and says why it stopped.
-        resume, threads: a checkpoint (file, or folder of them) to continue from; BLAS threads
-            while training (default: the cores this process may use).
-        comm, sync_batchnorm: train data-parallel on an mpi4py communicator (``distributed``).
-        noise_every: measure B_simple every this many steps (``noise.StepNoise``).
-        warmup_epochs: ramp the learning rate up linearly over these first epochs.
+    The arguments are ``fit``'s, documented there.
     """
     adaptive, batch_size = _adaptive(batch_size, callbacks)
     batching = _batching(batch_size, shuffle, seed, last_batch, shuffle_buffer)
@@ -155,9 +136,28 @@ def _warm_up(trainer: Trainer, epochs: int) -> None:
 def fit(model, X: Any, y: Any = None, **options: Any) -> History:
     """Trains ``model`` on (X, y) by mini-batch gradient descent and returns its History.
 
-    ``fit(model, X, y, **options)`` is ``make_trainer(model, X, y, **options).run()``; the
-    options (``batch_size``, ``epochs``, ``optimizer``, ``lr``, ``validation``, ``resume``, ...)
-    are make_trainer's, documented there.
+    ``fit(model, X, y, **options)`` is ``make_trainer(model, X, y, **options).run()``, and takes
+    make_trainer's keyword arguments (its signature is shown as fit's).
+
+    Args:
+        model: a ``minigd.nn.Sequential`` (its loss is used unless ``loss`` is given).
+        X, y: (m, n) samples as rows, or (n, m) with ``sample_axis=1`` (the note's layout), and
+            the targets; or ``minigd.data.open_source(path)``, streamed from disk.
+        batch_size, epochs: samples per step ("full": batch GD, 1: SGD, "adaptive": grown with
+            the noise scale), and passes over the data (a resumed run trains up to this count).
+        optimizer, lr: an optimizer's name (``optim.OPTIMIZERS``) or an Optimizer, and the
+            learning rate of one given by name (default: torch's).
+        loss: a loss name replacing the model's.
+        validation, validation_split: (X_val, y_val) evaluated after each epoch, in the layout of
+            X; or the last fraction of X held out for it (before shuffling, as Keras).
+        shuffle, seed, last_batch, shuffle_buffer: MiniBatches' (buffer_bytes for the last).
+        callbacks, verbose: extra callbacks (a DivergenceGuard is added unless one is given);
+            1 adds a progress bar (a line per epoch off a terminal) and says why it stopped.
+        resume, threads: a checkpoint (file, or folder of them) to continue from; BLAS threads
+            while training (default: the cores this process may use).
+        comm, sync_batchnorm: train data-parallel on an mpi4py communicator (``distributed``).
+        noise_every: measure B_simple every this many steps (``noise.StepNoise``).
+        warmup_epochs: ramp the learning rate up linearly over these first epochs.
     """
     return make_trainer(model, X, y, **options).run()
 

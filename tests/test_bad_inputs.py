@@ -564,12 +564,17 @@ API = [
     ),
     # files
     ("missing file", lambda d: load_arrays(d / "nope.npz"), FileNotFoundError, "no such data file"),
-    ("a folder", lambda d: load_arrays(d / "dir.npz"), ValueError, "is a folder; pass a data file"),
+    (
+        "a folder",
+        lambda d: load_arrays(d / "dir.npz"),
+        FileNotFoundError,
+        "is a folder without minigd-shards.json; pass a data file, or a shard folder",
+    ),
     (
         "unknown suffix",
         lambda d: load_arrays(d / "x.txt"),
         ValueError,
-        "a .npy, .npz, .csv or .parquet file",
+        "minigd reads a .npy/.npz/.csv/.parquet/.h5/.hdf5 file or a shard folder",
     ),
     (
         "npz without X",

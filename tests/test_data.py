@@ -114,7 +114,9 @@ def test_missing_file_and_unknown_format(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such data file"):
         load_arrays(tmp_path / "nope.csv")
     (tmp_path / "x.txt").write_text("1")
-    with pytest.raises(ValueError, match=r"\.npy, \.npz, \.csv or \.parquet"):
+    with pytest.raises(
+        ValueError, match=r"minigd reads a \.npy/\.npz/\.csv/\.parquet/\.h5/\.hdf5 file"
+    ):
         load_arrays(tmp_path / "x.txt")
 
 

@@ -1,5 +1,5 @@
 """Optional dependencies, imported where they are needed, with one sentence when they are not
-installed: what needed the module and which extra brings it (DESIGN decision 12)."""
+installed: what needed the module and which extra brings it (docs/architecture.md, decision 16)."""
 
 from __future__ import annotations
 

@@ -1,14 +1,14 @@
 """scikit-learn estimators over minigd's training loop: ``MiniBatchClassifier`` and
 ``MiniBatchRegressor``.
 
-They follow scikit-learn's rules, not minigd's (DESIGN decision 8): ``__init__`` only stores its
-arguments; ``fit`` checks them (``_parameter_constraints``) and the data (``validate_data``); the
-fitted state lives in attributes ending in ``_``; randomness comes from ``random_state`` only
-(None draws fresh OS entropy, never the global RNG). Inside, a fit is ``minigd.fit`` on an MLP over
-one flat parameter vector, with the batch-size tools at hand: ``batch_size="auto"`` asks the
-advisor (``advice_`` keeps its reasons), ``learning_rate="auto"`` scales the optimizer's default
-rate from batch 32 (``rules.REFERENCE_BATCH``) to the batch size by the optimizer's rule (linear
-for SGD, square root for adaptive ones).
+They follow scikit-learn's rules, not minigd's (docs/architecture.md, decision 9): ``__init__``
+only stores its arguments; ``fit`` checks them (``_parameter_constraints``) and the data
+(``validate_data``); the fitted state lives in attributes ending in ``_``; randomness comes from
+``random_state`` only (None draws fresh OS entropy, never the global RNG). Inside, a fit is
+``minigd.fit`` on an MLP over one flat parameter vector, with the batch-size tools at hand:
+``batch_size="auto"`` asks the advisor (``advice_`` keeps its reasons), ``learning_rate="auto"``
+scales the optimizer's default rate from batch 32 (``rules.REFERENCE_BATCH``) to the batch size
+by the optimizer's rule (linear for SGD, square root for adaptive ones).
 
 Data is float64 unless X is float32 (as scikit-learn's MLP); sparse X is refused. Each fit runs
 on ``threads`` BLAS threads; by default the cores this process may use, or what the

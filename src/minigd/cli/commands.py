@@ -19,8 +19,9 @@ from minigd.cli.job import Job
 from minigd.data import datasets, describe_layout, load
 from minigd.data.convert import convert
 from minigd.data.files import hold_out
-from minigd.data.opening import is_streamable, on_disk_bytes, read_manifest, sample
-from minigd.data.opening import open_source as open_data
+from minigd.data.formats import is_streamable
+from minigd.data.formats import open_source as open_data
+from minigd.data.opening import on_disk_bytes, read_manifest, sample
 from minigd.experiments import Budget, RunSpec, compare, sweep, write_report
 from minigd.experiments.sweep_report import write_sweep_report
 from minigd.nn import load_model

@@ -22,9 +22,12 @@ from minigd.cli.commands import (
     cmd_sweep,
     cmd_train,
 )
+from minigd.data import datasets, formats
 from minigd.experiments.sweep import DEFAULT_BATCH_SIZES, DEFAULT_LEARNING_RATES
 from minigd.optim import OPTIMIZERS
 from minigd.rules import NOISE_PROBE_BATCHES
+
+DATASET_NAMES = ", ".join(datasets.names())
 
 
 def _data_arguments(p: argparse.ArgumentParser, column: str = "--target") -> None:
@@ -32,7 +35,7 @@ def _data_arguments(p: argparse.ArgumentParser, column: str = "--target") -> Non
     p.add_argument(
         "--data",
         default="mnist-5k",
-        help="dataset name (digits, mnist-5k, mnist) or a .npy/.npz/.csv/.parquet file",
+        help=f"dataset name ({DATASET_NAMES}), a {formats.suffixes()} file or a shard folder",
     )
     p.add_argument(
         "--sample-axis",
@@ -136,7 +139,8 @@ def _add_datasets(sub) -> None:
 def _add_info(sub) -> None:
     p = sub.add_parser("info", help="shapes, dtype, classes and layout of a dataset or file")
     p.add_argument(
-        "data", help="a dataset name (digits, mnist-5k, mnist), a data file or a shard folder"
+        "data",
+        help=f"a dataset name ({DATASET_NAMES}), a {formats.suffixes()} file or a shard folder",
     )
     p.add_argument("--target", default=None, help="target column of a CSV/Parquet file")
     p.add_argument("--y", default=None, help="targets file for an .npy X")
@@ -148,7 +152,9 @@ def _add_convert(sub) -> None:
     p = sub.add_parser(
         "convert", help="write a data file as a folder of .npy shards, the fastest to stream"
     )
-    p.add_argument("input", help="a .npy (with --y), .npz, .csv, .parquet or .h5 file")
+    p.add_argument(
+        "input", help=f"a {formats.suffixes()} file (.npy with --y), or a shard folder to recut"
+    )
     p.add_argument("output", help="the shard folder to write (created whole, or not at all)")
     p.add_argument("--y", default=None, help="targets file for an .npy input")
     p.add_argument("--target", default=None, help="label column of a CSV/Parquet file")
@@ -245,7 +251,8 @@ def _streaming_arguments(p: argparse.ArgumentParser) -> None:
         choices=("auto", "always", "never"),
         default="auto",
         help="read the data from disk batch by batch instead of loading it; auto: for a shard "
-        "folder, and a .npy/Parquet/HDF5 file larger than a quarter of the free memory",
+        f"folder, and a {formats.suffixes(lazy_only=True)} file larger than a quarter of the free "
+        "memory",
     )
     p.add_argument(
         "--shuffle",

@@ -3,8 +3,7 @@
 Sharded ``.npy`` is the fastest layout minigd reads: rows are contiguous on disk, read with one
 positioned read per block, and shards can be spread over disks or ranks. The conversion:
 
-1. reads the input a chunk at a time (``.npy``/HDF5/Parquet by ranges, CSV by pyarrow's streaming
-   reader or the csv module, an ``.npz`` member as a stream), so memory is one chunk plus one
+1. reads the input a chunk at a time (``formats.read_chunks``), so memory is one chunk plus one
    shard (``shard_bytes``, 128 MiB by default), whatever the input's size;
 2. writes ``x-00000.npy``, ``y-00000.npy``, ... and last ``minigd-shards.json`` (row counts, the
    classes found, why) into a temporary folder beside OUT, renamed to OUT only when complete: a
@@ -21,20 +20,16 @@ import os
 import shutil
 import sys
 import time
-import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from minigd._io import atomic_write_text, fsync_dir
-from minigd.data.files import column_index
-from minigd.data.npz import CorruptFileError, atomic_save_npy, read_npy_header
+from minigd.data.formats import read_chunks
+from minigd.data.npz import atomic_save_npy
 from minigd.data.opening import MANIFEST, SHARDS_FORMAT, LabelSet
-from minigd.data.opening import open_source as open_data
 
 SHARD_BYTES = 128 << 20
-CHUNK_ROWS = 1 << 16
 
 
 def convert(
@@ -52,7 +47,7 @@ def convert(
     """Writes the shard folder ``out`` from ``src`` (see the module docstring); returns it.
 
     Args:
-        src: a ``.npy`` (with ``y``), ``.npz``, ``.csv``, ``.parquet`` or ``.h5``/``.hdf5`` file.
+        src: a data file of any format (``data.formats``), or a shard folder to cut again.
         y, target, task: where the targets are and how to read them, as ``minigd.data.open_source``.
         shard_bytes: feature bytes per shard.
         dtype: store features as this dtype (e.g. "float32" halves a float64 CSV); default kept
@@ -65,7 +60,7 @@ def convert(
         raise FileExistsError(f"{out} exists; choose another OUT or pass --overwrite.")
     if out.exists() and not (out / MANIFEST).exists():
         raise FileExistsError(f"{out} exists and is not a shard folder; it is left alone.")
-    chunks, total, names = _chunks(src, y, target)
+    chunks, total, names = read_chunks(src, y, target)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     _remove_stale(out)
@@ -187,115 +182,6 @@ def _targets_summary(labels: LabelSet | None, task: str) -> dict:
 
 
 # -- reading the input a chunk at a time ------------------------------------------------------
-def _chunks(src: Path, y, target) -> tuple[Iterator, int | None, list[str] | None]:
-    """(an iterator of (X chunk, y chunk or None), total rows if known, feature names)."""
-    if not src.exists():
-        raise FileNotFoundError(f"no such file: {src}")
-    suffix = src.suffix.lower()
-    if suffix == ".csv":
-        return _csv_chunks(src, target)
-    if suffix == ".npz":
-        return _npz_chunks(src), None, None
-    data = open_data(src, y=y, target=target, task="regression")
-    total = data.X.n_rows
-
-    def chunks():
-        for lo in range(0, total, CHUNK_ROWS):
-            hi = min(total, lo + CHUNK_ROWS)
-            yield data.X.read(lo, hi), None if data.y is None else data.y.read(lo, hi)
-
-    names = None if data.feature_names is None else list(data.feature_names)
-    return chunks(), total, names
-
-
-def _npz_chunks(src: Path) -> Iterator:
-    """X and y members of an .npz archive, streamed: only a chunk is decompressed at a time."""
-    with zipfile.ZipFile(src) as archive:
-        members = set(archive.namelist())
-        if "X.npy" not in members:
-            raise KeyError(f"{src} must hold an array named 'X' (and optionally 'y').")
-        with archive.open("X.npy") as fx:
-            fy = archive.open("y.npy") if "y.npy" in members else None
-            try:
-                xs, ys = (
-                    _npy_stream(fx, f"{src}:X"),
-                    None if fy is None else _npy_stream(fy, f"{src}:y"),
-                )
-                for x in xs:
-                    yield x, None if ys is None else next(ys)
-            finally:
-                if fy is not None:
-                    fy.close()
-
-
-def _npy_stream(f, where: str) -> Iterator[np.ndarray]:
-    """Chunks of CHUNK_ROWS rows of a .npy stream (an open file or zip member)."""
-    header = read_npy_header(f)
-    if header is None:
-        raise ValueError(f"{where} is a structured array (.npy format 3.0); save numeric rows.")
-    shape, fortran, dtype = header
-    if dtype.hasobject or (fortran and len(shape) > 1) or not shape:
-        raise ValueError(f"{where} is not an array of numeric rows in C order; re-save it.")
-    row = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
-    for lo in range(0, shape[0], CHUNK_ROWS):
-        n = min(CHUNK_ROWS, shape[0] - lo)
-        data = f.read(n * row)
-        if len(data) != n * row:
-            raise CorruptFileError(f"{where} is truncated at row {lo + len(data) // max(row, 1)}.")
-        yield np.frombuffer(data, dtype).reshape(n, *shape[1:])
-
-
-def _csv_chunks(src: Path, target) -> tuple[Iterator, None, list[str]]:
-    try:
-        import pyarrow.csv as pacsv
-    except ImportError:
-        return _csv_module_chunks(src, target)
-    reader = pacsv.open_csv(src, read_options=pacsv.ReadOptions(block_size=8 << 20))
-    names = list(reader.schema.names)
-    index = len(names) - 1 if target is None else column_index(names, target)
-
-    def chunks():
-        for batch in reader:
-            cols = [c.to_numpy(zero_copy_only=False) for c in batch.columns]
-            yv = cols.pop(index)
-            yield np.column_stack(cols).astype(np.float32, copy=False), yv
-
-    return chunks(), None, [n for j, n in enumerate(names) if j != index]
-
-
-def _csv_module_chunks(src: Path, target) -> tuple[Iterator, None, list[str]]:
-    import csv
-
-    f = open(src, newline="", encoding="utf-8")  # noqa: SIM115 - closed by the generator
-    reader = csv.reader(f)
-    names = next(reader)
-    index = len(names) - 1 if target is None else column_index(names, target)
-
-    def chunks():
-        with f:
-            rows = []
-            for row in reader:
-                rows.append(row)
-                if len(rows) == CHUNK_ROWS:
-                    yield _csv_block(rows, index)
-                    rows = []
-            if rows:
-                yield _csv_block(rows, index)
-
-    return chunks(), None, [n for j, n in enumerate(names) if j != index]
-
-
-def _csv_block(rows: list[list[str]], index: int):
-    y = np.array([r[index] for r in rows])
-    try:
-        y = y.astype(np.float64)
-        y = y.astype(np.int64) if np.all(y == np.round(y)) else y
-    except ValueError:
-        pass
-    x = np.array([[v for j, v in enumerate(r) if j != index] for r in rows], dtype=np.float32)
-    return x, y
-
-
 def _bar(progress, src: Path, total: int | None):
     """A progress callback: rows done (of total) on a terminal line, or nothing."""
     stream = sys.stderr if progress is None else progress

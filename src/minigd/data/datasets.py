@@ -213,6 +213,6 @@ def load(name: str) -> tuple[Dataset, Dataset]:
     if name not in REGISTRY:
         raise KeyError(
             f"unknown dataset {name!r}; known: {', '.join(REGISTRY)}. For your own "
-            "data pass a file path (.npy/.npz/.csv/.parquet) instead."
+            "data pass a file path or a shard folder instead."
         )
     return REGISTRY[name].loader()

@@ -1,4 +1,5 @@
-"""Loading X and y from files: .npy, .npz, .csv and .parquet.
+"""Reading X and y whole from .npy, .npz, .csv and .parquet files (``formats`` picks the reader),
+and the rules by which targets are read.
 
 Class labels of any type (strings, ints, bools) are mapped to 0..K-1 and the class list is kept, so
 a prediction can be turned back into a label. Float targets stay floats (regression). ``np.load`` is
@@ -167,57 +168,33 @@ def prepare_targets(y: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray | 
         ) from exc
 
 
-def load_arrays(
-    path: str | os.PathLike,
-    *,
-    y_path: str | os.PathLike | None = None,
-    target: int | str | None = None,
-    header: bool | None = None,
-    task: str = "auto",
-) -> Dataset:
-    """Loads features and targets from a file.
+def read_npy(path: Path, y_path: str | os.PathLike | None, task: str) -> Dataset:
+    """X from a ``.npy`` file, and y from ``y_path`` if given."""
+    X = read_numpy(path)
+    y = None if y_path is None else read_numpy(y_path)
+    return _dataset(X, y, task, path.name)
 
-    Args:
-        path: ``.npy`` (X; y from ``y_path``), ``.npz`` (arrays ``X`` and ``y``), ``.csv`` or
-            ``.parquet`` (one row per sample; the target is one column).
-        y_path: for ``.npy``, the file that holds y (optional: X alone is allowed).
-        target: the target column of a table, by name or index (negative counts from the end);
-            default the last column.
-        header: for CSV, whether the first row holds column names; None detects it (a first row
-            with any non-numeric field is a header).
-        task: ``"auto"`` (``decide_task``'s rule), ``"classification"`` or ``"regression"``.
 
-    Returns:
-        A Dataset with samples as rows. X keeps the file's layout; pass ``sample_axis=1`` to
-        MiniBatches or fit if the file holds the note's (features, samples) layout.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"no such data file: {path}. Check the path, or use a dataset name "
-            "such as 'digits' or 'mnist-5k'."
+def read_npz_file(path: Path, task: str) -> Dataset:
+    """Arrays ``X`` and (optionally) ``y`` of an ``.npz`` archive."""
+    archive = read_npz(path)
+    if "X" not in archive:
+        raise KeyError(
+            f"{path} must hold an array named 'X' (and optionally 'y'); it "
+            f"holds {sorted(archive)}. Save with np.savez(path, X=X, y=y)."
         )
-    if path.is_dir():
-        raise ValueError(f"{path} is a folder; pass a data file (.npy, .npz, .csv or .parquet).")
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        X = read_numpy(path)
-        y = None if y_path is None else read_numpy(y_path)
-        return _dataset(X, y, task, path.name)
-    if suffix == ".npz":
-        archive = read_npz(path)
-        if "X" not in archive:
-            raise KeyError(
-                f"{path} must hold an array named 'X' (and optionally 'y'); it "
-                f"holds {sorted(archive)}. Save with np.savez(path, X=X, y=y)."
-            )
-        return _dataset(archive["X"], archive.get("y"), task, path.name)
-    if suffix == ".csv":
-        names, columns = _read_csv(path, header)
-    elif suffix == ".parquet":
-        names, columns = _read_parquet(path)
-    else:
-        raise ValueError(message("the data file", "a .npy, .npz, .csv or .parquet file", path.name))
+    return _dataset(archive["X"], archive.get("y"), task, path.name)
+
+
+def read_csv_file(path: Path, target, header: bool | None, task: str) -> Dataset:
+    """A CSV table, one row per sample; ``header`` None detects a row of column names."""
+    names, columns = _read_csv(path, header)
+    return _from_table(names, columns, target, task, path.name)
+
+
+def read_parquet_file(path: Path, target, task: str) -> Dataset:
+    """A Parquet table, one row per sample, read whole."""
+    names, columns = _read_parquet(path)
     return _from_table(names, columns, target, task, path.name)
 
 

@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 
 from minigd.data import datasets
-from minigd.data.files import Dataset, load_arrays
+from minigd.data.files import Dataset
+from minigd.data.formats import load_arrays, suffixes
 
 
 def load(
@@ -25,7 +26,8 @@ def load(
     """A named dataset's (train, test), or a data file's (data, None).
 
     Args:
-        spec: a name from ``datasets.names()`` or the path of a .npy/.npz/.csv/.parquet file.
+        spec: a name from ``datasets.names()``, the path of a data file (``formats``) or of a
+            shard folder.
         target, y_path, task: for files, as ``load_arrays`` takes them.
     """
     name = os.fspath(spec)
@@ -35,6 +37,7 @@ def load(
         return datasets.load(name)
     if not Path(name).exists():
         raise FileNotFoundError(
-            f"{name!r} is neither a dataset ({', '.join(datasets.names())}) nor an existing file."
+            f"{name!r} is neither a dataset ({', '.join(datasets.names())}) nor an existing "
+            f"{suffixes()} file or shard folder."
         )
     return load_arrays(name, target=target, y_path=y_path, task=task), None

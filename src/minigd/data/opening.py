@@ -1,4 +1,5 @@
-"""``minigd.data.open_source``: a path -> the sources of its features and targets, nothing loaded.
+"""Opening a path as sources of its features and targets, nothing loaded (``formats`` picks the
+opener by the path's format):
 
     big.npy (+ labels.npy)       NpySource, read with positioned reads
     a folder of shards           ConcatSource of NpySources (written by ``minigd convert``)
@@ -19,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from minigd._validation import check_choice
 from minigd.data.columnar import HDF5Source, ParquetSource, parquet_file
-from minigd.data.files import MAX_WHOLE_FLOAT_CLASSES, Dataset, column_index, load_arrays
+from minigd.data.files import MAX_WHOLE_FLOAT_CLASSES, Dataset, column_index
 from minigd.data.npz import CorruptFileError
 from minigd.data.sources import ArraySource, ConcatSource, LabelTable, NpySource, Source
 
@@ -90,11 +90,18 @@ def sample(data: SourceData, rows: int = SAMPLE_ROWS) -> Dataset:
     index = np.unique(np.concatenate([np.arange(s, s + block) for s in starts]))[:n]
     X = np.empty((len(index), *data.X.row_shape), data.X.dtype)
     data.X.read_rows(index, X)
-    if data.y is None:
+    raw = None
+    if data.y is not None:
+        raw = np.empty((len(index), *data.y.row_shape), data.y.dtype)
+        data.y.read_rows(index, raw)
+    return _dataset(data, X, raw)
+
+
+def _dataset(data: SourceData, X: np.ndarray, raw_y: np.ndarray | None) -> Dataset:
+    """A Dataset of rows read from ``data``: targets as stored become codes of its classes."""
+    if raw_y is None:
         return Dataset(X, None, None, data.name, data.feature_names, data.task_reason)
-    raw = np.empty((len(index), *data.y.row_shape), data.y.dtype)
-    data.y.read_rows(index, raw)
-    y = raw.astype(np.float64) if data.classes is None else _codes(raw, data.classes)
+    y = raw_y.astype(np.float64) if data.classes is None else _codes(raw_y, data.classes)
     return Dataset(X, y, data.classes, data.name, data.feature_names, data.task_reason)
 
 
@@ -111,50 +118,24 @@ def on_disk_bytes(path: str | os.PathLike) -> int:
     return p.stat().st_size
 
 
-def is_streamable(path: str | os.PathLike) -> bool:
-    """Whether ``open`` reads this path lazily (not by loading it into memory)."""
-    p = Path(path)
-    return (p / MANIFEST).exists() or p.suffix.lower() in (".npy", ".parquet", ".h5", ".hdf5")
+def open_npy(path: Path, y: str | os.PathLike | None, task: str) -> SourceData:
+    """A ``.npy`` X (and its targets' ``.npy``), read with positioned reads."""
+    ys = None if y is None else NpySource(y)
+    return source_data(NpySource(path), ys, task, path.name)
 
 
-def open_source(
-    path: str | os.PathLike,
-    *,
-    y: str | os.PathLike | None = None,
-    target: int | str | None = None,
-    task: str = "auto",
-) -> SourceData:
-    """The sources of a data file or shard folder, with its classes; see the module docstring.
+def in_memory(data: Dataset, path: Path) -> SourceData:
+    """The sources of data read whole (a format with no chunked reads: .npz, CSV)."""
+    y_source = None if data.y is None else ArraySource(data.labels, f"{path}:y")
+    X = ArraySource(np.ascontiguousarray(data.X), str(path))
+    return SourceData(X, y_source, data.classes, path.name, data.task_reason, data.feature_names)
 
-    Args:
-        path: a ``.npy`` file, a shard folder, a ``.parquet``, ``.h5``/``.hdf5``, ``.npz`` or
-            ``.csv`` file.
-        y: for ``.npy``, the ``.npy`` file of targets.
-        target: for Parquet (and CSV), the target column by name or index; default the last.
-        task: "auto" (minigd's rule, ``files.decide_task``), "classification" or "regression".
-    """
-    check_choice("task", task, ("auto", "classification", "regression"))
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"no such data file or folder: {p}.")
-    suffix = p.suffix.lower()
-    if p.is_dir():
-        return _open_shards(p, task)
-    if y is not None and suffix != ".npy":
-        raise ValueError(f"y= gives the targets of a .npy X; {p.name} holds its own targets.")
-    if suffix == ".npy":
-        ys = None if y is None else NpySource(y)
-        return source_data(NpySource(p), ys, task, p.name)
-    if suffix == ".parquet":
-        return _open_parquet(p, target, task)
-    if suffix in (".h5", ".hdf5"):
-        return _open_hdf5(p, task)
-    data = load_arrays(p, target=target, task=task)  # .npz, .csv: no chunked reads
-    y_source = None
-    if data.y is not None:
-        y_source = ArraySource(data.labels, f"{p}:y")
-    X = ArraySource(np.ascontiguousarray(data.X), str(p))
-    return SourceData(X, y_source, data.classes, p.name, data.task_reason, data.feature_names)
+
+def read_whole(data: SourceData) -> Dataset:
+    """Every row of a source in memory, targets coded as ``Dataset`` holds them: what loading
+    a format read lazily (HDF5, a shard folder) is."""
+    raw = None if data.y is None else data.y.read(0, len(data))
+    return _dataset(data, data.X.read(0, len(data)), raw)
 
 
 def source_data(X: Source, y: Source | None, task: str, name: str, features=None) -> SourceData:
@@ -223,7 +204,8 @@ def scan_targets(y: Source, task: str) -> tuple[np.ndarray | None, str]:
     return (None if classes is None else np.array(classes)), why
 
 
-def _open_parquet(p: Path, target, task: str) -> SourceData:
+def open_parquet(p: Path, target, task: str) -> SourceData:
+    """A Parquet table's feature columns and target column, read a row group at a time."""
     names = list(parquet_file(p).schema_arrow.names)
     index = len(names) - 1 if target is None else column_index(names, target)
     features = [n for j, n in enumerate(names) if j != index]
@@ -233,7 +215,8 @@ def _open_parquet(p: Path, target, task: str) -> SourceData:
     return source_data(X, ParquetSource(p, [names[index]]), task, p.name, tuple(features))
 
 
-def _open_hdf5(p: Path, task: str) -> SourceData:
+def open_hdf5(p: Path, task: str) -> SourceData:
+    """Datasets "X" and (optionally) "y" of an HDF5 file, read a chunk at a time."""
     X = HDF5Source(p, "X")
     try:
         y = HDF5Source(p, "y")
@@ -242,7 +225,8 @@ def _open_hdf5(p: Path, task: str) -> SourceData:
     return source_data(X, y, task, p.name)
 
 
-def _open_shards(folder: Path, task: str) -> SourceData:
+def open_shards(folder: Path, task: str) -> SourceData:
+    """A folder written by ``minigd convert``: its shards, and the classes its manifest records."""
     manifest = read_manifest(folder)
     xs, ys = [], []
     for i, shard in enumerate(manifest["shards"]):

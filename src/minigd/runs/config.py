@@ -18,9 +18,9 @@ from minigd.batching import LAST_BATCH_POLICIES, SHUFFLES
 from minigd.batchsize.memory import available_memory
 from minigd.data import datasets
 from minigd.data.files import Dataset
+from minigd.data.formats import is_streamable
+from minigd.data.formats import open_source as open_data
 from minigd.data.loading import load
-from minigd.data.opening import is_streamable
-from minigd.data.opening import open_source as open_data
 from minigd.nn.models import model_for_data, parse_model_spec
 from minigd.optim import get_optimizer
 

@@ -1,0 +1,231 @@
+"""The data formats minigd reads: one table, and the three ways every command reads a path.
+
+    format    suffixes        holds                                   open      read whole
+    npy       .npy            X; its targets in a second .npy (y=)    lazily    np.load
+    npz       .npz            arrays X and y                          whole     np.load
+    csv       .csv            a row per sample, a target column       whole     pyarrow / csv
+    parquet   .parquet        a row per sample, a target column       lazily    pyarrow
+    hdf5      .h5, .hdf5      datasets X and y                        lazily    its source
+    shards    (a folder)      .npy shards written by minigd convert   lazily    its source
+
+- ``open_source(path)``: the path's sources, nothing loaded (``SourceData``); what training
+  streams. Formats read only whole (npz, csv) are read and held in memory.
+- ``load_arrays(path)``: the whole data in memory (``Dataset``). Formats that open lazily and
+  have no reader of their own are read whole through their source.
+- ``read_chunks(path)``: (X, y) a chunk at a time, whatever the size: what ``convert`` writes
+  shards from.
+
+Adding a format is a row here and its reader (a Source in ``sources``/``columnar`` for a format
+read lazily, a function in ``files`` for one read whole). Help texts and error messages list
+the formats from this table.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from minigd._validation import check_choice
+from minigd.data import chunks, files, opening
+from minigd.data.files import Dataset
+from minigd.data.opening import SourceData
+
+Chunks = tuple[Iterator[tuple[Any, Any]], int | None, list[str] | None]
+
+
+@dataclass(frozen=True)
+class Format:
+    """One format: its suffixes, what it holds, and how it is opened, read whole and chunked.
+
+    ``open(path, y, target, task)``, ``read(path, y, target, header, task)`` and
+    ``chunks(path, y, target)`` take the targets' file (``.npy`` only), a table's target column
+    and the task; each ignores what its format has no use for."""
+
+    name: str
+    suffixes: tuple[str, ...]
+    holds: str
+    lazy: bool  # opened without reading the data (else read whole and held in memory)
+    open: Callable[..., SourceData]
+    read: Callable[..., Dataset]
+    chunks: Callable[..., Chunks]
+
+
+def _whole(path: Path, y, target, task) -> SourceData:
+    """The source of a format read only whole: the data read, then held in memory."""
+    return opening.in_memory(load_arrays(path, target=target, task=task), path)
+
+
+def _read_through_source(path: Path, y, target, header, task) -> Dataset:
+    return opening.read_whole(open_source(path, y=y, target=target, task=task))
+
+
+def _chunks_of_source(path: Path, y, target) -> Chunks:
+    return chunks.of_source(open_source(path, y=y, target=target, task="regression"))
+
+
+FORMATS: tuple[Format, ...] = (
+    Format(
+        "npy",
+        (".npy",),
+        "X; its targets in a second .npy (--y)",
+        True,
+        lambda p, y, target, task: opening.open_npy(p, y, task),
+        lambda p, y, target, header, task: files.read_npy(p, y, task),
+        _chunks_of_source,
+    ),
+    Format(
+        "npz",
+        (".npz",),
+        "arrays X and y",
+        False,
+        _whole,
+        lambda p, y, target, header, task: files.read_npz_file(p, task),
+        lambda p, y, target: chunks.of_npz(p),
+    ),
+    Format(
+        "csv",
+        (".csv",),
+        "a row per sample, the target one column (--target)",
+        False,
+        _whole,
+        lambda p, y, target, header, task: files.read_csv_file(p, target, header, task),
+        lambda p, y, target: chunks.of_csv(p, target),
+    ),
+    Format(
+        "parquet",
+        (".parquet",),
+        "a row per sample, the target one column (--target)",
+        True,
+        lambda p, y, target, task: opening.open_parquet(p, target, task),
+        lambda p, y, target, header, task: files.read_parquet_file(p, target, task),
+        _chunks_of_source,
+    ),
+    Format(
+        "hdf5",
+        (".h5", ".hdf5"),
+        "datasets X and y",
+        True,
+        lambda p, y, target, task: opening.open_hdf5(p, task),
+        _read_through_source,
+        _chunks_of_source,
+    ),
+)
+SHARDS = Format(
+    "shards",
+    (),
+    "a folder of .npy shards written by minigd convert",
+    True,
+    lambda p, y, target, task: opening.open_shards(p, task),
+    _read_through_source,
+    _chunks_of_source,
+)
+BY_SUFFIX = {suffix: f for f in FORMATS for suffix in f.suffixes}
+
+
+def suffixes(lazy_only: bool = False) -> str:
+    """ ".npy/.npz/.csv/.parquet/.h5/.hdf5": the suffixes minigd reads, for help texts."""
+    return "/".join(s for f in FORMATS if f.lazy or not lazy_only for s in f.suffixes)
+
+
+def format_of(path: str | os.PathLike) -> Format:
+    """The Format of a path (a folder is a shard folder), or a sentence listing them."""
+    p = Path(path)
+    if p.is_dir():
+        return SHARDS
+    found = BY_SUFFIX.get(p.suffix.lower())
+    if found is None:
+        raise ValueError(
+            f"{p.name}: minigd reads a {suffixes()} file or a shard folder; convert other "
+            "formats to one of those (a table to .csv or .parquet, arrays to .npz)."
+        )
+    return found
+
+
+def is_streamable(path: str | os.PathLike) -> bool:
+    """Whether ``open_source`` reads this path lazily (not by loading it into memory)."""
+    p = Path(path)
+    return (p / opening.MANIFEST).exists() or (
+        not p.is_dir() and p.suffix.lower() in BY_SUFFIX and BY_SUFFIX[p.suffix.lower()].lazy
+    )
+
+
+def open_source(
+    path: str | os.PathLike,
+    *,
+    y: str | os.PathLike | None = None,
+    target: int | str | None = None,
+    task: str = "auto",
+) -> SourceData:
+    """The sources of a data file or shard folder, with its classes; nothing is loaded from a
+    format opened lazily (see the table above).
+
+    Args:
+        path: a data file or a shard folder.
+        y: for ``.npy``, the ``.npy`` file of targets.
+        target: for a table (Parquet, CSV), the target column by name or index; default the last.
+        task: "auto" (minigd's rule, ``files.decide_task``), "classification" or "regression".
+    """
+    check_choice("task", task, ("auto", "classification", "regression"))
+    p = _existing(path)
+    kind = format_of(p)
+    _check_targets_file(kind, p, y)
+    return kind.open(p, y, target, task)
+
+
+def load_arrays(
+    path: str | os.PathLike,
+    *,
+    y_path: str | os.PathLike | None = None,
+    target: int | str | None = None,
+    header: bool | None = None,
+    task: str = "auto",
+) -> Dataset:
+    """Loads features and targets from a data file or shard folder, whole.
+
+    Args:
+        path: a file of a format in the table above, or a shard folder.
+        y_path: for ``.npy``, the file that holds y (optional: X alone is allowed).
+        target: the target column of a table, by name or index (negative counts from the end);
+            default the last column.
+        header: for CSV, whether the first row holds column names; None detects it (a first row
+            with any non-numeric field is a header).
+        task: ``"auto"`` (``decide_task``'s rule), ``"classification"`` or ``"regression"``.
+
+    Returns:
+        A Dataset with samples as rows. X keeps the file's layout; pass ``sample_axis=1`` to
+        MiniBatches or fit if the file holds the note's (features, samples) layout.
+    """
+    check_choice("task", task, ("auto", "classification", "regression"))
+    p = _existing(path)
+    kind = format_of(p)
+    _check_targets_file(kind, p, y_path)
+    return kind.read(p, y_path, target, header, task)
+
+
+def read_chunks(
+    path: str | os.PathLike, y: str | os.PathLike | None = None, target: int | str | None = None
+) -> Chunks:
+    """(an iterator of (X chunk, y chunk or None) as stored, the total rows if known, the feature
+    names if the format has them): any format, a chunk in memory at a time."""
+    p = _existing(path)
+    kind = format_of(p)
+    _check_targets_file(kind, p, y)
+    return kind.chunks(p, y, target)
+
+
+def _existing(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(
+            f"no such data file or folder: {p}. Check the path, or use a dataset name such as "
+            "'digits' or 'mnist-5k'."
+        )
+    return p
+
+
+def _check_targets_file(kind: Format, path: Path, y) -> None:
+    if y is not None and kind.name != "npy":
+        raise ValueError(f"y= gives the targets of a .npy X; {path.name} holds its own targets.")

@@ -7,6 +7,7 @@ import argparse
 
 from minigd._threads import usable_cores
 from minigd._version import __version__
+from minigd.batching import LAST_BATCH_POLICIES, SHUFFLES
 from minigd.batchsize.lr_scaling import RULES as LR_RULES
 from minigd.cli import argtypes
 from minigd.cli.commands import (
@@ -26,6 +27,7 @@ from minigd.data import datasets, formats
 from minigd.experiments.sweep import DEFAULT_BATCH_SIZES, DEFAULT_LEARNING_RATES
 from minigd.optim import OPTIMIZERS
 from minigd.rules import NOISE_PROBE_BATCHES
+from minigd.runs.config import STREAM_CHOICES
 
 DATASET_NAMES = ", ".join(datasets.names())
 
@@ -197,23 +199,11 @@ def _add_train(sub) -> None:
     )
     _optimizer_argument(p, "the optimizer")
     p.add_argument("--lr", type=float, default=None, help="learning rate (optimizer default)")
-    p.add_argument(
-        "--batch-size",
-        type=argtypes.batch_size,
-        default=64,
-        help='samples per step; "full" for batch gradient descent, 1 for SGD',
-    )
+    _batch_arguments(p)
     p.add_argument(
         "--epochs", type=argtypes.positive_int, default=None, help="epochs (10 for a new run)"
     )
     p.add_argument("--seed", type=int, default=0, help="initial weights and batch order")
-    p.add_argument(
-        "--last-batch",
-        choices=("keep", "drop", "merge"),
-        default="keep",
-        help="when the batch size does not divide m: keep the small last batch, drop it, or "
-        "merge it into the one before (what BatchNorm needs)",
-    )
     p.add_argument(
         "--validation-split",
         type=float,
@@ -231,13 +221,6 @@ def _add_train(sub) -> None:
         "recommends when linear scaling makes it large)",
     )
     _streaming_arguments(p)
-    p.add_argument(
-        "--batchnorm-stats",
-        choices=("global", "per-rank"),
-        default="global",
-        help="under mpiexec: BatchNorm statistics over the global batch (synchronized: N ranks "
-        "train what one process trains) or over each rank's share (PyTorch DDP's default)",
-    )
     _watch_arguments(p)
     _run_folder_arguments(p)
     _threads_argument(p)
@@ -245,10 +228,34 @@ def _add_train(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
+def _batch_arguments(p: argparse.ArgumentParser) -> None:
+    """The batch size, what happens to a last batch it does not fill, and BatchNorm's batch."""
+    p.add_argument(
+        "--batch-size",
+        type=argtypes.batch_size,
+        default=64,
+        help='samples per step; "full" for batch gradient descent, 1 for SGD',
+    )
+    p.add_argument(
+        "--last-batch",
+        choices=LAST_BATCH_POLICIES,
+        default="keep",
+        help="when the batch size does not divide m: keep the small last batch, drop it, or "
+        "merge it into the one before (what BatchNorm needs)",
+    )
+    p.add_argument(
+        "--batchnorm-stats",
+        choices=("global", "per-rank"),
+        default="global",
+        help="under mpiexec: BatchNorm statistics over the global batch (synchronized: N ranks "
+        "train what one process trains) or over each rank's share (PyTorch DDP's default)",
+    )
+
+
 def _streaming_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--stream",
-        choices=("auto", "always", "never"),
+        choices=STREAM_CHOICES,
         default="auto",
         help="read the data from disk batch by batch instead of loading it; auto: for a shard "
         f"folder, and a {formats.suffixes(lazy_only=True)} file larger than a quarter of the free "
@@ -256,7 +263,7 @@ def _streaming_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--shuffle",
-        choices=("auto", "rows", "blocks", "none"),
+        choices=("auto", *SHUFFLES),
         default="auto",
         help="each epoch's order: rows (a global permutation), blocks (permute blocks of rows, "
         "then rows in a 64 MiB buffer: what a disk serves), none; auto: rows in memory, blocks "

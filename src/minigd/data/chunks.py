@@ -33,7 +33,7 @@ def of_source(data: SourceData) -> tuple[Iterator, int, list[str] | None]:
     return chunks(), total, names
 
 
-def of_npz(src: Path) -> tuple[Iterator, None, None]:
+def of_npz(src: Path, y, target) -> tuple[Iterator, None, None]:
     """X and y members of an .npz archive, streamed: only a chunk is decompressed at a time."""
     return _npz_chunks(src), None, None
 
@@ -75,7 +75,7 @@ def _npy_stream(f, where: str) -> Iterator[np.ndarray]:
         yield np.frombuffer(data, dtype).reshape(n, *shape[1:])
 
 
-def of_csv(src: Path, target) -> tuple[Iterator, None, list[str]]:
+def of_csv(src: Path, y, target) -> tuple[Iterator, None, list[str]]:
     try:
         import pyarrow.csv as pacsv
     except ImportError:

@@ -168,14 +168,14 @@ def prepare_targets(y: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray | 
         ) from exc
 
 
-def read_npy(path: Path, y_path: str | os.PathLike | None, task: str) -> Dataset:
+def read_npy(path: Path, y_path: str | os.PathLike | None, target, header, task: str) -> Dataset:
     """X from a ``.npy`` file, and y from ``y_path`` if given."""
     X = read_numpy(path)
     y = None if y_path is None else read_numpy(y_path)
     return _dataset(X, y, task, path.name)
 
 
-def read_npz_file(path: Path, task: str) -> Dataset:
+def read_npz_file(path: Path, y, target, header, task: str) -> Dataset:
     """Arrays ``X`` and (optionally) ``y`` of an ``.npz`` archive."""
     archive = read_npz(path)
     if "X" not in archive:
@@ -186,13 +186,13 @@ def read_npz_file(path: Path, task: str) -> Dataset:
     return _dataset(archive["X"], archive.get("y"), task, path.name)
 
 
-def read_csv_file(path: Path, target, header: bool | None, task: str) -> Dataset:
+def read_csv_file(path: Path, y, target, header: bool | None, task: str) -> Dataset:
     """A CSV table, one row per sample; ``header`` None detects a row of column names."""
     names, columns = _read_csv(path, header)
     return _from_table(names, columns, target, task, path.name)
 
 
-def read_parquet_file(path: Path, target, task: str) -> Dataset:
+def read_parquet_file(path: Path, y, target, header, task: str) -> Dataset:
     """A Parquet table, one row per sample, read whole."""
     names, columns = _read_parquet(path)
     return _from_table(names, columns, target, task, path.name)

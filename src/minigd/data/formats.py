@@ -38,23 +38,23 @@ Chunks = tuple[Iterator[tuple[Any, Any]], int | None, list[str] | None]
 
 @dataclass(frozen=True)
 class Format:
-    """One format: its suffixes, what it holds, and how it is opened, read whole and chunked.
+    """One row of the table: a format's suffixes, and how it is opened, read whole and chunked.
 
-    ``open(path, y, target, task)``, ``read(path, y, target, header, task)`` and
-    ``chunks(path, y, target)`` take the targets' file (``.npy`` only), a table's target column
-    and the task; each ignores what its format has no use for."""
+    Every reader takes the same arguments, ``open(path, y, target, task)``,
+    ``read(path, y, target, header, task)`` and ``chunks(path, y, target)`` (the targets' file
+    of a ``.npy``, a table's target column, CSV's header, the task), and ignores those its
+    format has no use for."""
 
     name: str
     suffixes: tuple[str, ...]
-    holds: str
     lazy: bool  # opened without reading the data (else read whole and held in memory)
     open: Callable[..., SourceData]
     read: Callable[..., Dataset]
     chunks: Callable[..., Chunks]
 
 
-def _whole(path: Path, y, target, task) -> SourceData:
-    """The source of a format read only whole: the data read, then held in memory."""
+def _held_in_memory(path: Path, y, target, task) -> SourceData:
+    """The sources of a format read only whole: the data read, then held in memory."""
     return opening.in_memory(load_arrays(path, target=target, task=task), path)
 
 
@@ -67,61 +67,16 @@ def _chunks_of_source(path: Path, y, target) -> Chunks:
 
 
 FORMATS: tuple[Format, ...] = (
-    Format(
-        "npy",
-        (".npy",),
-        "X; its targets in a second .npy (--y)",
-        True,
-        lambda p, y, target, task: opening.open_npy(p, y, task),
-        lambda p, y, target, header, task: files.read_npy(p, y, task),
-        _chunks_of_source,
-    ),
-    Format(
-        "npz",
-        (".npz",),
-        "arrays X and y",
-        False,
-        _whole,
-        lambda p, y, target, header, task: files.read_npz_file(p, task),
-        lambda p, y, target: chunks.of_npz(p),
-    ),
-    Format(
-        "csv",
-        (".csv",),
-        "a row per sample, the target one column (--target)",
-        False,
-        _whole,
-        lambda p, y, target, header, task: files.read_csv_file(p, target, header, task),
-        lambda p, y, target: chunks.of_csv(p, target),
-    ),
-    Format(
-        "parquet",
-        (".parquet",),
-        "a row per sample, the target one column (--target)",
-        True,
-        lambda p, y, target, task: opening.open_parquet(p, target, task),
-        lambda p, y, target, header, task: files.read_parquet_file(p, target, task),
-        _chunks_of_source,
-    ),
-    Format(
-        "hdf5",
-        (".h5", ".hdf5"),
-        "datasets X and y",
-        True,
-        lambda p, y, target, task: opening.open_hdf5(p, task),
-        _read_through_source,
-        _chunks_of_source,
-    ),
-)
-SHARDS = Format(
-    "shards",
-    (),
-    "a folder of .npy shards written by minigd convert",
-    True,
-    lambda p, y, target, task: opening.open_shards(p, task),
-    _read_through_source,
-    _chunks_of_source,
-)
+    # name    suffixes   lazy   open as a source  read whole  read in chunks
+    Format("npy", (".npy",), True, opening.open_npy, files.read_npy, _chunks_of_source),
+    Format("npz", (".npz",), False, _held_in_memory, files.read_npz_file, chunks.of_npz),
+    Format("csv", (".csv",), False, _held_in_memory, files.read_csv_file, chunks.of_csv),
+    Format("parquet", (".parquet",), True, opening.open_parquet, files.read_parquet_file,
+           _chunks_of_source),
+    Format("hdf5", (".h5", ".hdf5"), True, opening.open_hdf5, _read_through_source,
+           _chunks_of_source),
+)  # fmt: skip
+SHARDS = Format("shards", (), True, opening.open_shards, _read_through_source, _chunks_of_source)
 BY_SUFFIX = {suffix: f for f in FORMATS for suffix in f.suffixes}
 
 

@@ -118,7 +118,7 @@ def on_disk_bytes(path: str | os.PathLike) -> int:
     return p.stat().st_size
 
 
-def open_npy(path: Path, y: str | os.PathLike | None, task: str) -> SourceData:
+def open_npy(path: Path, y: str | os.PathLike | None, target, task: str) -> SourceData:
     """A ``.npy`` X (and its targets' ``.npy``), read with positioned reads."""
     ys = None if y is None else NpySource(y)
     return source_data(NpySource(path), ys, task, path.name)
@@ -204,7 +204,7 @@ def scan_targets(y: Source, task: str) -> tuple[np.ndarray | None, str]:
     return (None if classes is None else np.array(classes)), why
 
 
-def open_parquet(p: Path, target, task: str) -> SourceData:
+def open_parquet(p: Path, y, target, task: str) -> SourceData:
     """A Parquet table's feature columns and target column, read a row group at a time."""
     names = list(parquet_file(p).schema_arrow.names)
     index = len(names) - 1 if target is None else column_index(names, target)
@@ -215,7 +215,7 @@ def open_parquet(p: Path, target, task: str) -> SourceData:
     return source_data(X, ParquetSource(p, [names[index]]), task, p.name, tuple(features))
 
 
-def open_hdf5(p: Path, task: str) -> SourceData:
+def open_hdf5(p: Path, y, target, task: str) -> SourceData:
     """Datasets "X" and (optionally) "y" of an HDF5 file, read a chunk at a time."""
     X = HDF5Source(p, "X")
     try:
@@ -225,7 +225,7 @@ def open_hdf5(p: Path, task: str) -> SourceData:
     return source_data(X, y, task, p.name)
 
 
-def open_shards(folder: Path, task: str) -> SourceData:
+def open_shards(folder: Path, y, target, task: str) -> SourceData:
     """A folder written by ``minigd convert``: its shards, and the classes its manifest records."""
     manifest = read_manifest(folder)
     xs, ys = [], []

@@ -464,13 +464,24 @@ def test_keep_last_and_metadata(tmp_path, digits):
     assert meta["batching"]["seed"] == 3
 
 
-def test_ctrl_c_ends_after_the_step_and_writes_a_checkpoint(tmp_path, digits):
+def test_ctrl_c_ends_after_the_step_writes_a_checkpoint_then_raises(tmp_path, digits):
     class PressCtrlC(Callback):
         def on_step_end(self, trainer, loss):
             if trainer.step == 10:
                 os.kill(os.getpid(), signal.SIGINT)
 
-    _, history = run(tmp_path, extra=[PressCtrlC()])
+        def on_train_end(self, trainer):
+            self.history = trainer.history
+
+    pressed = PressCtrlC()
+    # Python's own SIGINT handler, as in a terminal (a background job starts with SIGINT ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):  # as torch and Keras leave it: the caller decides
+            run(tmp_path, extra=[pressed])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    history = pressed.history
     assert history.n_steps == 10 and "interrupted" in history.meta["stop_reason"]
     assert load_checkpoint(tmp_path)["position"]["step"] == 10
     reference, _ = run()

@@ -1,6 +1,7 @@
 """Ctrl-C and SIGTERM as exceptions from the process's first instant, and never lost.
 
-The training loop catches both signals itself and checkpoints before it stops. Everywhere else
+The training loop catches both signals itself, checkpoints, and then hands the signal on
+(``redeliver``) to the handler that was there before. Everywhere else
 (loading, writing results) SIGINT raises KeyboardInterrupt and SIGTERM raises ``Terminated``,
 which the command line turns into exit codes 130 and 143 with one line, instead of the default
 action killing the process mid-write. Standard library only: ``minigd.__main__`` installs the
@@ -46,6 +47,15 @@ def install() -> dict:
 def restore(previous: dict) -> None:
     for sig, handler in previous.items():
         signal.signal(sig, handler)
+
+
+def redeliver(signum: int) -> None:
+    """Hands a signal that training caught, and answered by stopping after its step and writing
+    its checkpoint, to the handler that was there before: Python's own raises KeyboardInterrupt
+    for SIGINT and ends the process for SIGTERM, as Keras and PyTorch leave them; the command
+    line's turns them into exit codes. A script looping over ``fit`` calls stops as it would
+    without minigd."""
+    signal.raise_signal(signum)
 
 
 def take_pending() -> int | None:

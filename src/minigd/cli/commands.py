@@ -4,7 +4,6 @@ and returns its exit code (EXIT_*). No logic lives here beyond that."""
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -12,13 +11,14 @@ from pathlib import Path
 import numpy as np
 
 from minigd._io import ensure_writable, slug
+from minigd._signals import Terminated
 from minigd.batching import MiniBatches, streaming_pipeline
 from minigd.batchsize import advise, find_batch_size, noise_scale, parse_bytes
 from minigd.batchsize.memory import format_bytes
 from minigd.cli.job import Job
 from minigd.data import datasets, describe_layout, load
 from minigd.data.convert import convert
-from minigd.data.files import hold_out
+from minigd.data.files import hold_out, npz_headers_and_targets
 from minigd.data.formats import is_streamable
 from minigd.data.formats import open_source as open_data
 from minigd.data.opening import on_disk_bytes, read_manifest, sample
@@ -28,6 +28,7 @@ from minigd.nn import load_model
 from minigd.rules import rule_for_m
 from minigd.runs import RunConfig, read_config, should_stream, train_run
 from minigd.training import fit
+from minigd.training.checkpoint import list_checkpoints
 
 EXIT_OK = 0
 EXIT_ERROR = 1  # an unexpected error (a bug, or memory): --debug shows the traceback
@@ -56,28 +57,39 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     if is_streamable(args.data):
         return _info_source(args)
-    train, test = load(args.data, target=args.target, task=args.task)
+    if Path(args.data).suffix.lower() == ".npz" and Path(args.data).is_file():
+        train, test, values = npz_headers_and_targets(args.data, task=args.task), None, False
+    else:
+        train, test = load(args.data, target=args.target, task=args.task)
+        values = True
     for split in (train, test):
-        if split is None:
-            continue
-        X = np.asarray(split.X)
-        print(f"{split.name}: X {X.shape} {X.dtype}, min {X.min():.4g}, max {X.max():.4g}")
-        if split.y is not None:
-            if split.classes is not None:
-                counts = np.bincount(split.y, minlength=len(split.classes))
-                shown = ", ".join(
-                    f"{c}: {n}" for c, n in zip(split.classes[:12], counts[:12], strict=True)
-                )
-                print(f"  y {split.y.shape}, {len(split.classes)} classes ({shown})")
-            else:
-                print(f"  y {split.y.shape} float, regression targets")
-            if split.task_reason:
-                print(f"  task: {split.task_reason} (--task overrides)")
+        if split is not None:
+            _info_split(split, values)
     if np.ndim(train.X) == 2:
         m, layout = describe_layout(train.X, train.y)
         print(f"  {layout}")
         print(f"  the note's rule: {rule_for_m(m)}")
     return 0
+
+
+def _info_split(split, values: bool) -> None:
+    """Shapes, the range of X's values (when they were read) and the targets of one split."""
+    X = np.asarray(split.X)
+    if values:
+        print(f"{split.name}: X {X.shape} {X.dtype}, min {X.min():.4g}, max {X.max():.4g}")
+    else:
+        print(f"{split.name}: X {X.shape} {X.dtype} (from its header: info reads no features)")
+    if split.y is not None:
+        if split.classes is not None:
+            counts = np.bincount(split.y, minlength=len(split.classes))
+            shown = ", ".join(
+                f"{c}: {n}" for c, n in zip(split.classes[:12], counts[:12], strict=True)
+            )
+            print(f"  y {split.y.shape}, {len(split.classes)} classes ({shown})")
+        else:
+            print(f"  y {split.y.shape} float, regression targets")
+        if split.task_reason:
+            print(f"  task: {split.task_reason} (--task overrides)")
 
 
 def _info_source(args: argparse.Namespace) -> int:
@@ -118,7 +130,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         y=args.y,
         target=args.target,
         task=args.task,
-        shard_bytes=parse_bytes(args.shard_size),
+        shard_bytes=_size("--shard-size", args.shard_size),
         dtype=args.dtype,
         overwrite=args.overwrite,
         progress=False if args.quiet else None,
@@ -134,9 +146,20 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _size(option: str, text: str) -> int:
+    """A size option ("128MB", "2GiB") in bytes, or a sentence naming the option."""
+    try:
+        return parse_bytes(text)
+    except ValueError:
+        raise ValueError(
+            f"{option} takes a size such as 128MB or 1GiB; received {text!r}."
+        ) from None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         config = read_config(args.resume)
+        _refuse_changes_on_resume(args, config)
         if args.epochs is not None:
             config = replace(config, epochs=args.epochs)
         out = Path(args.resume)
@@ -168,37 +191,93 @@ def cmd_train(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out is not None else Path("runs") / config.default_name()
     steps, seconds = args.checkpoint_every
     job = Job.current()  # mpiexec -n N minigd train ...: one data-parallel run
-    result = train_run(
-        config,
-        out,
-        resume=bool(args.resume),
-        overwrite=args.overwrite,
-        verbose=0 if args.quiet else 1,
-        checkpoint_every_steps=steps,
-        checkpoint_every_seconds=seconds,
-        announce=job.say,
-        threads=args.threads,
-        comm=job.comm,
-    )
+    try:
+        result = train_run(
+            config,
+            out,
+            resume=bool(args.resume),
+            overwrite=args.overwrite,
+            verbose=0 if args.quiet else 1,
+            checkpoint_every_steps=steps,
+            checkpoint_every_seconds=seconds,
+            announce=job.say,
+            threads=args.threads,
+            comm=job.comm,
+        )
+    except (KeyboardInterrupt, Terminated) as exc:  # after the run's graceful stop, if it began
+        return _interrupted(exc, out, job)
     if not job.root:  # rank 0 reports for the job
         return _exit_code(result)
     return _train_report(result, out, args.quiet)
 
 
+def _refuse_changes_on_resume(args: argparse.Namespace, config: RunConfig) -> None:
+    """A resumed run continues with the settings it started with: an option that would change
+    one is refused with a sentence saying what the run has, not silently ignored. Options
+    repeated with the run's own values are fine (the same command line, plus --resume)."""
+    written = {token.split("=", 1)[0] for token in args.argv if token.startswith("--")}
+    changes = []
+    for dest, options in args.run_settings.items():
+        if not any(o.startswith(t) for o in options for t in written if len(t) > 2):
+            continue
+        given, kept = getattr(args, dest), _run_setting(config, dest, args.resume)
+        if _setting_value(given, dest) != kept:
+            changes.append(f"{options[-1]} {given} (the run has {kept})")
+    if changes:
+        raise ValueError(
+            f"{'; '.join(changes)}: a resumed run goes on with the settings in "
+            f"{args.resume}/config.json. With --resume give only --epochs, --threads, "
+            "--checkpoint-every or --quiet; to train with other settings, start a new run with "
+            f"--out (or replace this one with --out {args.resume} --overwrite)."
+        )
+
+
+def _run_setting(config: RunConfig, dest: str, folder: str):
+    """A run's value for train's option ``dest``, as the option would give it."""
+    if dest == "out":
+        return str(Path(folder).resolve())
+    return getattr(config, {"y": "y_path"}.get(dest, dest), None)
+
+
+def _setting_value(given, dest: str):
+    """An option's value as a run's config.json records it (paths absolute)."""
+    if (
+        dest in ("data", "y", "out")
+        and given is not None
+        and not (dest == "data" and given in datasets.REGISTRY)
+    ):
+        return str(Path(given).resolve())
+    return given
+
+
 def _exit_code(result) -> int:
-    if result.outcome == "interrupted":
-        return EXIT_SIGTERM if result.signal == signal.SIGTERM else EXIT_INTERRUPTED
+    if result.outcome == "interrupted":  # on another rank: this one stopped with it
+        return EXIT_INTERRUPTED
     return EXIT_DIVERGED if result.outcome == "diverged" else EXIT_OK
+
+
+def _interrupted(exc: BaseException, out: Path, job: Job) -> int:
+    """Says how to resume a run that Ctrl-C or SIGTERM stopped (its checkpoint is written);
+    one stopped before it began is left to ``main``, which says "interrupted"."""
+    if not (out / "config.json").exists():
+        raise exc
+    code = EXIT_SIGTERM if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+    found = list_checkpoints(out / "checkpoints")
+    where = f"checkpoint {found[-1]}" if found else "no checkpoint"
+    job.say_error(
+        f"minigd train: interrupted ({'SIGTERM' if code == EXIT_SIGTERM else 'Ctrl-C'}); wrote "
+        f"{where}, kept the last complete model. Resume with: minigd train --resume {out}"
+    )
+    return code
 
 
 def _train_report(result, out: Path, quiet: bool) -> int:
     """Prints how a run ended and returns the exit code that says so."""
     meta = result.history.meta
     if result.outcome == "interrupted":
-        where = f"checkpoint {result.checkpoint}" if result.checkpoint else "no checkpoint"
         print(
-            f"minigd train: {result.stop_reason}; wrote {where}, kept the last complete model. "
-            f"Resume with: minigd train --resume {out}",
+            f"minigd train: {result.stop_reason}; kept the last complete model. Resume with: "
+            f"minigd train --resume {out}",
             file=sys.stderr,
         )
         return _exit_code(result)
@@ -215,6 +294,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model = load_model(args.model_file)
     train, test = load(args.data, target=args.target, y_path=args.y, task=args.task)
     split = test if (args.split == "test" and test is not None) else train
+    if split.y is None:
+        raise ValueError(
+            f"{args.data} holds no targets, and evaluate compares predictions with them: give "
+            "the targets with --y (for a .npy X), or name a table's label column with --target."
+        )
     # the file's labels as written, mapped through the model's own classes (not re-numbered)
     metrics = model.evaluate(split.X, split.labels, sample_axis=args.sample_axis)
     print(f"{args.model_file} on {split.name or args.data} ({len(split.y)} samples):")
@@ -286,7 +370,7 @@ def cmd_find_batch_size(args: argparse.Namespace) -> int:
 def cmd_noise_scale(args: argparse.Namespace) -> int:
     model, train, _ = _model_and_data(args)
     if args.epochs:
-        fit(
+        history = fit(
             model,
             train.X,
             train.y,
@@ -299,6 +383,11 @@ def cmd_noise_scale(args: argparse.Namespace) -> int:
             verbose=0 if args.quiet else 1,
             threads=args.threads,
         )
+        if history.meta.get("outcome") == "diverged":  # the model is its last finite state
+            raise ValueError(
+                f"the training before the measurement diverged ({history.meta['stop_reason']}); "
+                "a noise scale measured there would describe no model you train. Lower --lr."
+            )
     result = noise_scale(
         model,
         train.X,

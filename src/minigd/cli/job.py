@@ -7,10 +7,11 @@ every rank runs on one BLAS thread (two ranks of two threads each on two cores w
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
-from minigd.distributed.comm import launched_under_mpi, world
+from minigd.distributed.comm import launched_under_mpi, say_then_abort, world
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,11 @@ class Job:
         if self.root:
             print(*lines, flush=True)
 
+    def say_error(self, line: str) -> None:
+        """A line on stderr, from rank 0 only."""
+        if self.root:
+            print(line, file=sys.stderr, flush=True)
+
     def threads(self, requested: int | None) -> int | None:
         """BLAS threads for each process: one per rank under MPI, else what was asked."""
         return 1 if self.comm is not None else requested
@@ -39,3 +45,13 @@ class Job:
     def share(self, value: Any) -> Any:
         """Rank 0's ``value`` on every rank (it is measured once and sent)."""
         return value if self.comm is None else self.comm.bcast(value, root=0)
+
+
+def end_job_on_failure(code: int) -> None:
+    """Under mpiexec, a command that failed on this rank (its sentence is on stderr already)
+    ends every rank: the others would wait forever in their first collective (a data file
+    missing on one node, an argument one rank was started without)."""
+    if launched_under_mpi():
+        comm = world()
+        if comm.Get_size() > 1:
+            say_then_abort(comm, None, code)

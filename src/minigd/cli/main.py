@@ -4,7 +4,6 @@ an error (a traceback only with --debug or MINIGD_DEBUG=1), signals answered rat
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
 import os
 import sys
@@ -15,7 +14,9 @@ from collections.abc import Sequence
 
 from minigd import _signals
 from minigd._threads import blas_threads
-from minigd.cli.commands import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_SIGTERM, EXIT_USAGE
+from minigd.cli.commands import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_SIGTERM, EXIT_USAGE
+from minigd.cli.job import end_job_on_failure
+from minigd.cli.output import silent_when_closed
 from minigd.cli.parser import build_parser
 
 
@@ -26,14 +27,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         previous = _signals.install()
     try:
+        argv = list(sys.argv[1:] if argv is None else argv)
         args = parser.parse_args(argv)
+        args.argv = argv  # which options were written, not only their values
         if not getattr(args, "func", None):
             parser.print_help(sys.stderr)
             return EXIT_USAGE
         debug = args.debug or bool(os.environ.get("MINIGD_DEBUG"))
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), silent_when_closed():
             warnings.showwarning = _show_warning
-            return _run(args, debug)
+            code = _run(args, debug)
+        if code in (EXIT_USAGE, EXIT_ERROR):
+            end_job_on_failure(code)
+        return code
     except KeyboardInterrupt:  # a second Ctrl-C, or one before training began
         _signals.take_pending()
         print("\nminigd: interrupted", file=sys.stderr)
@@ -42,10 +48,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         _signals.take_pending()
         print("minigd: terminated", file=sys.stderr)
         return EXIT_SIGTERM
-    except BrokenPipeError:  # `minigd info x | head -2`: the reader left; nothing to say
-        with contextlib.suppress(OSError):
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (so the exit flush cannot fail)
-        return EXIT_OK
     finally:
         if threading.current_thread() is threading.main_thread():
             _signals.restore(previous)
@@ -57,7 +59,7 @@ def _run(args: argparse.Namespace, debug: bool) -> int:
             return args.func(args)
         with blas_threads(args.threads):  # measurements and training alike
             return args.func(args)
-    except (KeyboardInterrupt, BrokenPipeError, _signals.Terminated):
+    except (KeyboardInterrupt, _signals.Terminated):
         raise
     except (ValueError, TypeError, KeyError, LookupError, ImportError) as exc:
         _error(args, _text(exc), debug)

@@ -94,6 +94,12 @@ def _tool_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
+# what a resumed run may be given; every other option of train is a setting the run keeps
+# (--overwrite with --resume gets its own sentence from the run folder: pick one)
+KEPT_ON_RESUME = {"help", "debug", "resume", "epochs", "threads", "checkpoint_every", "quiet"}
+NOT_A_SETTING = {"overwrite"}
+
+
 def _optimizer_argument(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument(
         "--optimizer",
@@ -225,7 +231,10 @@ def _add_train(sub) -> None:
     _run_folder_arguments(p)
     _threads_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.set_defaults(func=cmd_train)
+    settings = {
+        a.dest: a.option_strings for a in p._actions if a.dest not in KEPT_ON_RESUME | NOT_A_SETTING
+    }
+    p.set_defaults(func=cmd_train, run_settings=settings)
 
 
 def _batch_arguments(p: argparse.ArgumentParser) -> None:

@@ -96,6 +96,11 @@ class RunConfig:
                 f"--validation-split applies to a data file; the dataset {self.data!r} brings "
                 "its own test split. Leave the option out."
             )
+        if not self.y_path and Path(self.data).suffix.lower() == ".npy":
+            raise ValueError(
+                f"{self.data} holds the features only; give the targets with --y (a .npy of "
+                "one label or value per sample)."
+            )
         if self.y_path and Path(self.data).suffix.lower() != ".npy":
             raise ValueError(
                 f"--y gives the targets of a .npy X; {self.data!r} holds its own targets. "

@@ -4,6 +4,7 @@ whether a command may continue, replace or start the run in it."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 from dataclasses import asdict
@@ -25,13 +26,22 @@ class RunFolderError(ValueError):
 
 
 class RunFolder:
-    """The files of one run, and the lock that keeps a second writer out."""
+    """The files of one run, and the lock that keeps a second writer out.
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    ``resume`` and ``overwrite`` say what the command claims: to continue the run there, to
+    replace it, or (neither) to start one where there is none. The claim is checked before
+    anything is read, and again under the lock (``begin``), so two commands racing for one new
+    folder cannot both start a run there.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike, *, resume: bool = False, overwrite: bool = False
+    ) -> None:
         self.path = Path(path)
         if not str(path).strip():
             raise ValueError(message("the run folder (--out)", "a non-empty path", str(path)))
         self.checkpoints = self.path / "checkpoints"
+        self.resume, self.overwrite = resume, overwrite
 
     def has_run(self) -> bool:
         return (self.path / "config.json").exists()
@@ -42,7 +52,13 @@ class RunFolder:
         import fcntl
 
         self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        self.refuse_links()
+        try:  # O_NOFOLLOW: a link planted as .lock is refused, not followed and truncated
+            fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise self._link_error(self.path / ".lock") from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -57,6 +73,20 @@ class RunFolder:
             yield self
         finally:
             os.close(fd)  # closing releases the lock
+
+    def refuse_links(self) -> None:
+        """Refuses a symbolic link where the run writes a file or a folder: nothing outside the
+        run folder is ever written through a link planted inside it."""
+        for name in (".lock", "checkpoints", "tensorboard", *RUN_FILES):
+            if (self.path / name).is_symlink():
+                raise self._link_error(self.path / name)
+
+    @staticmethod
+    def _link_error(path: Path) -> RunFolderError:
+        return RunFolderError(
+            f"{path} is a symbolic link; minigd writes nothing through a link inside a run "
+            "folder. Remove the link, or choose another --out."
+        )
 
     def clean_partial_writes(self) -> None:
         """Removes the temporary files of writes a killed process never finished (those in
@@ -94,7 +124,14 @@ class RunFolder:
         history.to_csv(self.path / "epochs.csv", "epochs")
 
 
-def check_folder(folder: RunFolder, resume: bool, overwrite: bool) -> None:
+def check_folder(folder: RunFolder) -> None:
+    """Whether the folder allows what the command claims (``RunFolder``'s resume, overwrite)."""
+    resume, overwrite = folder.resume, folder.overwrite
+    if folder.path.exists() and not folder.path.is_dir():
+        raise RunFolderError(
+            f"{folder.path} is a file; --out names the folder a run's files go to. Choose "
+            "another --out."
+        )
     if resume and overwrite:
         raise ValueError("--resume continues a run and --overwrite replaces one: pick one.")
     if resume and not folder.has_run():
@@ -110,7 +147,9 @@ def check_folder(folder: RunFolder, resume: bool, overwrite: bool) -> None:
 
 
 def begin(folder: RunFolder, config: RunConfig, train: Dataset, restored: Path | None) -> None:
-    """Under the lock, with every check passed: only now does the folder change."""
+    """Under the lock, with every check passed: only now does the folder change. The claim is
+    checked again here, where no other writer can act between the check and the writes."""
+    check_folder(folder)
     newest = list_checkpoints(folder.checkpoints)
     if restored is not None and newest[-1:] != [restored]:
         raise RunFolderError(

@@ -27,6 +27,7 @@ from typing import Any
 
 from minigd.data.files import Dataset
 from minigd.data.opening import SourceData
+from minigd.distributed.comm import check_same
 from minigd.runs.config import RunConfig
 from minigd.runs.folder import RunFolder, begin, check_folder
 from minigd.training.callbacks import Checkpoint
@@ -69,8 +70,8 @@ def train_run(
     ``announce`` receives one line saying what will be trained, once every check has passed.
     With ``comm`` (an MPI communicator of several ranks) every rank trains its share of each
     batch and rank 0 alone writes the folder."""
-    folder = RunFolder(out)
-    config, train, test = _checked(folder, config, resume, overwrite)
+    folder = RunFolder(out, resume=resume, overwrite=overwrite)
+    config, train, test = _checked(folder, config)
     checkpoint = Checkpoint(
         folder.checkpoints,
         every_steps=checkpoint_every_steps,
@@ -81,6 +82,8 @@ def train_run(
     if config.tensorboard:  # a resumed run goes on in the same logdir (purging past its step)
         callbacks.append(TensorBoard(folder.path / "tensorboard"))
     trainer = _trainer(config, train, test, callbacks, verbose, threads, comm)
+    if trainer.gradient.ranks > 1:  # one run, one folder: rank 0 alone writes it
+        check_same(comm, {"out": str(folder.path.resolve())})
     restored = _restore(folder, trainer, config) if resume else None
     if announce is not None and trainer.rank == 0:
         parallel = trainer.gradient if trainer.gradient.ranks > 1 else None
@@ -100,16 +103,16 @@ def train_run(
     return RunOutcome(trainer.model, history, metrics, trainer.outcome, trainer.stop_reason)
 
 
-def _checked(folder: RunFolder, config: RunConfig, resume: bool, overwrite: bool):
+def _checked(folder: RunFolder, config: RunConfig):
     """(the run's settings as config.json records them, train, test): every check that needs
     no lock, done before the folder changes."""
-    check_folder(folder, resume, overwrite)
+    check_folder(folder)
     config.check()
-    if not resume:
+    if not folder.resume:
         config = config.absolute()
     config = config.resolved()
     train, test = config.load()
-    if resume:
+    if folder.resume:
         folder.check_data(config)
     return config, train, test
 

@@ -12,6 +12,10 @@ does not branch on which. Everything else (progress, early stopping, schedules, 
 divergence, an adaptive batch size) is a callback. The loop keeps its ``Position`` (epoch, next
 batch, steps, samples) as one small dataclass, so that a checkpoint can record it and a resumed
 run can continue at exactly the next batch.
+
+Ctrl-C and SIGTERM end training after the current step; the callbacks' end hooks run (a
+checkpoint is written) and then the signal is handed on to the handler that was there before:
+``run`` raises KeyboardInterrupt, and SIGTERM ends the process, as they would without minigd.
 """
 
 from __future__ import annotations
@@ -225,6 +229,8 @@ class Trainer:
         self.model.eval()
         self._call("on_train_end")
         history.meta.update(self._summary())
+        if caught.signal is not None:  # stopped gracefully; now the signal does what it would
+            _signals.redeliver(caught.signal)
         return history
 
     def _train_epochs(self, caught: _Caught) -> None:

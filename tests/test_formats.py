@@ -93,3 +93,49 @@ def test_every_command_takes_hdf5_and_shard_folders(files, kind, command, tmp_pa
         assert "accuracy" in capsys.readouterr().out
     if command == "convert":
         np.testing.assert_array_equal(load_arrays(tmp_path / "recut").X, files["X"])
+
+
+def test_one_hot_targets_read_alike_in_memory_streamed_and_converted(tmp_path):
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 3, 300)
+    X = rng.normal(size=(300, 5)).astype(np.float32)
+    one_hot = np.eye(3, dtype=np.float32)[labels]
+    np.savez(tmp_path / "d.npz", X=X, y=one_hot)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", one_hot)
+    convert(tmp_path / "d.npz", tmp_path / "shards", shard_bytes=2048, progress=False)
+    readings = {
+        "in memory": load_arrays(tmp_path / "d.npz"),
+        "streamed": open_source(tmp_path / "X.npy", y=tmp_path / "y.npy"),
+        "converted": open_source(tmp_path / "shards"),
+        "converted, loaded": load_arrays(tmp_path / "shards"),
+    }
+    for how, data in readings.items():
+        np.testing.assert_array_equal(data.classes, [0, 1, 2], err_msg=how)
+    assert np.array_equal(readings["streamed"].y.read(0, 300), labels)
+    assert np.array_equal(readings["converted, loaded"].y, labels)
+    # and a model trained on the converted folder has an output per class
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "shards"), "--model", "softmax", "--epochs",
+                 "1", "--out", str(out), "--quiet"]) == 0  # fmt: skip
+    from minigd.nn import load_model
+
+    assert load_model(out / "model.npz").n_outputs == 3
+
+
+def test_a_row_that_breaks_the_one_hot_pattern_is_named(tmp_path):
+    y = np.eye(3)[np.arange(70_000) % 3]
+    y[69_000] = [1, 1, 0]  # past the first chunk, which decided the targets are one-hot
+    np.savez(tmp_path / "d.npz", X=np.zeros((70_000, 2), np.float32), y=y)
+    with pytest.raises(ValueError, match="one-hot rows, but a row from 65536 on is not"):
+        convert(tmp_path / "d.npz", tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_several_values_per_sample_are_regression_in_memory_and_converted(tmp_path):
+    y = np.eye(3)[np.arange(90) % 3]
+    y[5] = [1, 1, 0]  # not one-hot: three 0/1 values per sample
+    np.savez(tmp_path / "d.npz", X=np.zeros((90, 2), np.float32), y=y)
+    convert(tmp_path / "d.npz", tmp_path / "out", progress=False)
+    for data in (load_arrays(tmp_path / "d.npz"), open_source(tmp_path / "out")):
+        assert data.classes is None and data.task_reason.endswith("several columns: regression")

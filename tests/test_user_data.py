@@ -106,3 +106,13 @@ def test_a_forgotten_sample_axis_is_named_and_leaves_no_folder(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "looks transposed" in err and "--sample-axis 1" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_target_column_given_by_number_on_the_command_line_is_its_index(tmp_path):
+    from minigd.data import load_arrays
+
+    (tmp_path / "t.csv").write_text("label,a,b\n0,1.5,2\n1,0.5,1\n0,2.5,3\n")
+    data = load_arrays(tmp_path / "t.csv", target="0")  # what --target 0 passes
+    assert data.feature_names == ("a", "b") and data.y.tolist() == [0, 1, 0]
+    (tmp_path / "n.csv").write_text("0,1\n5,1\n6,0\n")  # a header named "0" is a name first
+    assert load_arrays(tmp_path / "n.csv", target="0").feature_names == ("1",)

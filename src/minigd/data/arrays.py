@@ -195,3 +195,16 @@ def held_out_count(m: int, fraction: float) -> int:
             )
         )
     return n
+
+
+def one_hot_labels(y: np.ndarray) -> np.ndarray | None:
+    """The class index of each one-hot row of y (m, k), or None if y is not one-hot rows.
+
+    Row by row, so it reads a file's targets a chunk at a time as it reads them whole: the one
+    reading of one-hot targets for loading, streaming and ``convert``."""
+    y = np.asarray(y)
+    if y.ndim != 2 or y.shape[1] < 2 or y.dtype.kind not in "biuf":
+        return None
+    if not (np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all()):
+        return None
+    return y.argmax(axis=1)

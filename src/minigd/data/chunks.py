@@ -7,7 +7,9 @@ reader, or the csv module). Memory is one chunk.
 
 from __future__ import annotations
 
+import contextlib
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,33 +41,54 @@ def of_npz(src: Path, y, target) -> tuple[Iterator, None, None]:
 
 
 def _npz_chunks(src: Path) -> Iterator:
-    """X and y members of an .npz archive, streamed: only a chunk is decompressed at a time."""
-    with zipfile.ZipFile(src) as archive:
-        members = set(archive.namelist())
-        if "X.npy" not in members:
+    """X and y members of an .npz archive, streamed: only a chunk is decompressed at a time.
+    A damaged archive gets a sentence naming the file, whenever the damage is met."""
+    try:
+        yield from _npz_members(src)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise CorruptFileError(
+            f"{src} is not a readable .npz archive ({exc}): it is truncated or not an npz. "
+            "Save it again with np.savez(path, X=X, y=y)."
+        ) from None
+
+
+def _npz_members(src: Path) -> Iterator:
+    """The rows of X and y, after both headers are read and their row counts compared: X and y
+    of different lengths are refused before a chunk is yielded, so before a shard is written."""
+    with zipfile.ZipFile(src) as archive, contextlib.ExitStack() as members:
+        names = set(archive.namelist())
+        if "X.npy" not in names:
             raise KeyError(f"{src} must hold an array named 'X' (and optionally 'y').")
-        with archive.open("X.npy") as fx:
-            fy = archive.open("y.npy") if "y.npy" in members else None
-            try:
-                xs, ys = (
-                    _npy_stream(fx, f"{src}:X"),
-                    None if fy is None else _npy_stream(fy, f"{src}:y"),
+        fx = members.enter_context(archive.open("X.npy"))
+        x_shape, x_dtype = _npy_header(fx, f"{src}:X")
+        ys = None
+        if "y.npy" in names:
+            fy = members.enter_context(archive.open("y.npy"))
+            y_shape, y_dtype = _npy_header(fy, f"{src}:y")
+            if y_shape[0] != x_shape[0]:
+                raise ValueError(
+                    f"{src}: X holds {x_shape[0]} rows but y holds {y_shape[0]}; they must "
+                    "match row for row (one target per sample, in the first axis)."
                 )
-                for x in xs:
-                    yield x, None if ys is None else next(ys)
-            finally:
-                if fy is not None:
-                    fy.close()
+            ys = _npy_rows(fy, y_shape, y_dtype, f"{src}:y")
+        for x in _npy_rows(fx, x_shape, x_dtype, f"{src}:X"):
+            yield x, None if ys is None else next(ys)
 
 
-def _npy_stream(f, where: str) -> Iterator[np.ndarray]:
-    """Chunks of CHUNK_ROWS rows of a .npy stream (an open file or zip member)."""
+def _npy_header(f, where: str) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of a .npy stream (an open file or zip member), which must hold numeric rows
+    in C order."""
     header = read_npy_header(f)
     if header is None:
         raise ValueError(f"{where} is a structured array (.npy format 3.0); save numeric rows.")
     shape, fortran, dtype = header
     if dtype.hasobject or (fortran and len(shape) > 1) or not shape:
         raise ValueError(f"{where} is not an array of numeric rows in C order; re-save it.")
+    return shape, dtype
+
+
+def _npy_rows(f, shape: tuple[int, ...], dtype: np.dtype, where: str) -> Iterator[np.ndarray]:
+    """Chunks of CHUNK_ROWS rows of a .npy stream whose header has been read."""
     row = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
     for lo in range(0, shape[0], CHUNK_ROWS):
         n = min(CHUNK_ROWS, shape[0] - lo)
@@ -76,19 +99,28 @@ def _npy_stream(f, where: str) -> Iterator[np.ndarray]:
 
 
 def of_csv(src: Path, y, target) -> tuple[Iterator, None, list[str]]:
+    """A CSV file's rows a block at a time (pyarrow's streaming reader, else the csv module);
+    a parse error names the file."""
     try:
+        import pyarrow as pa
         import pyarrow.csv as pacsv
     except ImportError:
         return _csv_module_chunks(src, target)
-    reader = pacsv.open_csv(src, read_options=pacsv.ReadOptions(block_size=8 << 20))
+    try:
+        reader = pacsv.open_csv(src, read_options=pacsv.ReadOptions(block_size=8 << 20))
+    except pa.ArrowInvalid as exc:
+        raise ValueError(f"{src} is not a readable CSV file: {exc}") from None
     names = list(reader.schema.names)
     index = len(names) - 1 if target is None else column_index(names, target)
 
     def chunks():
-        for batch in reader:
-            cols = [c.to_numpy(zero_copy_only=False) for c in batch.columns]
-            yv = cols.pop(index)
-            yield np.column_stack(cols).astype(np.float32, copy=False), yv
+        try:
+            for batch in reader:
+                cols = [c.to_numpy(zero_copy_only=False) for c in batch.columns]
+                yv = cols.pop(index)
+                yield np.column_stack(cols).astype(np.float32, copy=False), yv
+        except (pa.ArrowInvalid, ValueError) as exc:
+            raise ValueError(f"{src} is not a readable CSV file: {exc}") from None
 
     return chunks(), None, [n for j, n in enumerate(names) if j != index]
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from minigd._io import atomic_write_text, fsync_dir
+from minigd.data.arrays import one_hot_labels
 from minigd.data.formats import read_chunks
 from minigd.data.npz import atomic_save_npy
 from minigd.data.opening import MANIFEST, SHARDS_FORMAT, LabelSet
@@ -66,7 +67,8 @@ def convert(
     _remove_stale(out)
     tmp.mkdir()
     try:
-        manifest = _write_shards(chunks, tmp, shard_bytes, dtype, total, _bar(progress, src, total))
+        bar = _bar(progress, src, total)
+        manifest = _write_shards(chunks, tmp, shard_bytes, dtype, _OneHotRows(task), bar)
         manifest.update(_targets_summary(manifest.pop("labels"), task))
         manifest["feature_names"] = names
         manifest["source"] = src.name
@@ -98,7 +100,7 @@ def _swap_in(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _write_shards(chunks, folder: Path, shard_bytes: int, dtype, total, bar) -> dict:
+def _write_shards(chunks, folder: Path, shard_bytes: int, dtype, targets, bar) -> dict:
     """Cuts the chunks into shards of ``shard_bytes`` of features (the last one smaller)."""
     shards, labels, table = [], LabelSet(), _LabelTable()
     pending: list[tuple[np.ndarray, np.ndarray | None]] = []
@@ -120,7 +122,7 @@ def _write_shards(chunks, folder: Path, shard_bytes: int, dtype, total, bar) -> 
         held -= n
 
     for x, yv in chunks:
-        x = _features(x, dtype)
+        x, yv = _features(x, dtype), targets(yv, rows)
         if yv is not None and yv.dtype.kind in "OUS":  # text: stored as codes into a table
             labels.add(yv.astype(str))
             yv = table.codes(yv)
@@ -147,6 +149,28 @@ def _write_shards(chunks, folder: Path, shard_bytes: int, dtype, total, bar) -> 
         "labels": labels if shards[0]["y"] else None,
         "label_table": table.names or None,
     }
+
+
+class _OneHotRows:
+    """One-hot target rows stored as their class index, as loading the file whole reads them
+    (``arrays.one_hot_labels``): decided on the first chunk, required of every later one."""
+
+    def __init__(self, task: str) -> None:
+        self.task = task
+        self.one_hot: bool | None = None
+
+    def __call__(self, y: np.ndarray | None, first_row: int) -> np.ndarray | None:
+        if y is None or self.task == "regression":
+            return y
+        labels = one_hot_labels(y)
+        if self.one_hot is None:
+            self.one_hot = labels is not None
+        if self.one_hot and labels is None:
+            raise ValueError(
+                f"the targets are one-hot rows, but a row from {first_row} on is not (each "
+                "row must hold one 1 and zeros). Fix the file, or pass --task regression."
+            )
+        return labels if self.one_hot else y
 
 
 class _LabelTable:

@@ -18,8 +18,8 @@ import numpy as np
 
 from minigd._extras import require
 from minigd._validation import check_choice, is_int, message
-from minigd.data.arrays import as_rows, held_out_count
-from minigd.data.npz import read_npz, read_numpy
+from minigd.data.arrays import as_rows, held_out_count, one_hot_labels
+from minigd.data.npz import npz_headers, read_npz, read_numpy
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,6 +91,7 @@ def encode_labels(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.intp), classes
 
 
+TARGET_BYTES_PER_SAMPLE = 8 << 10  # the most target bytes one sample may have (1024 float64s)
 MAX_WHOLE_FLOAT_CLASSES = 100  # whole-number floats with more distinct values are quantities
 
 
@@ -127,11 +128,10 @@ def labels_from_columns(y: np.ndarray) -> np.ndarray:
         return y
     if 1 in y.shape:
         return y.reshape(-1)
-    if y.dtype.kind in "biuf" and np.isin(y, (0, 1)).all():
-        if (y.sum(axis=1) == 1).all():
-            return y.argmax(axis=1)
-        if (y.sum(axis=0) == 1).all():
-            return y.argmax(axis=0)
+    for rows in (y, y.T):  # one-hot rows (m, k), or one-hot columns (k, m)
+        labels = one_hot_labels(rows)
+        if labels is not None:
+            return labels
     raise ValueError(
         message(
             "class labels",
@@ -177,13 +177,31 @@ def read_npy(path: Path, y_path: str | os.PathLike | None, target, header, task:
 
 def read_npz_file(path: Path, y, target, header, task: str) -> Dataset:
     """Arrays ``X`` and (optionally) ``y`` of an ``.npz`` archive."""
-    archive = read_npz(path)
+    archive = read_npz(path, {"X": None, "y": None})  # other members are never decompressed
     if "X" not in archive:
         raise KeyError(
             f"{path} must hold an array named 'X' (and optionally 'y'); it "
             f"holds {sorted(archive)}. Save with np.savez(path, X=X, y=y)."
         )
     return _dataset(archive["X"], archive.get("y"), task, path.name)
+
+
+def npz_headers_and_targets(path: str | os.PathLike, task: str = "auto") -> Dataset:
+    """An ``.npz``'s X as its header says (a read-only view of zeros of that shape, which takes
+    no memory) and its targets read: what ``minigd info`` shows without decompressing features
+    that may be far larger than the file."""
+    path = Path(path)
+    shapes = npz_headers(path)
+    if "X" not in shapes:
+        raise KeyError(
+            f"{path} must hold an array named 'X' (and optionally 'y'); it holds "
+            f"{sorted(shapes)}. Save with np.savez(path, X=X, y=y)."
+        )
+    shape, dtype = shapes["X"]
+    X = np.broadcast_to(np.zeros((), dtype), shape)
+    most = max(shape, default=1) * TARGET_BYTES_PER_SAMPLE
+    y = read_npz(path, {"y": most}).get("y") if "y" in shapes else None
+    return _dataset(X, y, task, path.name)
 
 
 def read_csv_file(path: Path, y, target, header: bool | None, task: str) -> Dataset:
@@ -338,6 +356,10 @@ def _from_table(names, columns, target, task, name) -> Dataset:
 
 
 def column_index(names: list[str], target: int | str) -> int:
+    """The index of a table's target column, by name or index; a string of digits that names no
+    column is an index (``--target 0`` on the command line)."""
+    if isinstance(target, str) and target not in names and target.lstrip("-").isdigit():
+        target = int(target)
     if is_int(target):
         if not -len(names) <= target < len(names):
             raise IndexError(

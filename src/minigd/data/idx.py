@@ -37,6 +37,8 @@ def _open(path: Path, mode: str):
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Reads an IDX file (plain or ``.gz``) into an array in native byte order."""
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such IDX file: {path}.")
     try:
         with _open(path, "rb") as f:
             raw = f.read()

@@ -37,18 +37,25 @@ def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
 DEFLATE_MAX_RATIO = 1100  # deflate cannot expand data more than ~1032:1
 
 
+Limits = dict[str, "int | None"]  # member name -> the most bytes it may declare (None: any)
+
+
 class CorruptFileError(ValueError):
     """A file that is not what it claims to be; the message names the file and says why."""
 
 
-def read_numpy(path: str | os.PathLike) -> np.ndarray | dict[str, np.ndarray]:
+def read_numpy(
+    path: str | os.PathLike, members: Limits | None = None
+) -> np.ndarray | dict[str, np.ndarray]:
     """Reads a ``.npy`` file (an array) or an ``.npz`` file (a dict of arrays) into memory,
     refusing pickled objects, with errors that say what is wrong with the file.
 
     Before anything is allocated, each array's declared shape is checked against the bytes the
     file holds (for ``.npz``, the uncompressed size its zip directory records, itself bounded by
     what deflate can expand): a 500-byte file that declares 10**13 elements is refused, not
-    answered with a MemoryError.
+    answered with a MemoryError. ``members`` names the arrays of an ``.npz`` to read, each with
+    the most bytes it may declare (None: no limit beyond the file's): the others are never
+    decompressed, and one that declares more than its limit is refused before it is.
     """
     path = Path(path)
     if not path.exists():
@@ -56,12 +63,15 @@ def read_numpy(path: str | os.PathLike) -> np.ndarray | dict[str, np.ndarray]:
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "expected a file, found a folder", str(path))
     try:
-        _check_declared_sizes(path)
+        _check_declared_sizes(path, members)
         loaded = np.load(path, allow_pickle=False)
         if isinstance(loaded, np.ndarray):
             return loaded
         with loaded as archive:
-            return {name: archive[name] for name in archive.files}
+            wanted = (
+                archive.files if members is None else [n for n in archive.files if n in members]
+            )
+            return {name: archive[name] for name in wanted}
     except CorruptFileError:
         raise
     except ValueError as exc:
@@ -77,8 +87,9 @@ def read_numpy(path: str | os.PathLike) -> np.ndarray | dict[str, np.ndarray]:
         ) from exc
 
 
-def _check_declared_sizes(path: Path) -> None:
-    """Raises ValueError if an array in the file declares more data than the file can hold."""
+def _check_declared_sizes(path: Path, members: Limits | None = None) -> None:
+    """Raises ValueError if an array in the file declares more data than the file can hold, or
+    (for the ``members`` to be read) more than its limit."""
     with open(path, "rb") as f:
         magic = f.read(6)
         f.seek(0)
@@ -97,6 +108,9 @@ def _check_declared_sizes(path: Path) -> None:
             )
     with zipfile.ZipFile(path) as archive:
         for info in archive.infolist():
+            name = info.filename.removesuffix(".npy")
+            if members is not None and name not in members:
+                continue  # never read: not decompressed, not judged
             limit = info.compress_size * (
                 1 if info.compress_type == zipfile.ZIP_STORED else DEFLATE_MAX_RATIO
             )
@@ -106,7 +120,8 @@ def _check_declared_sizes(path: Path) -> None:
                     f"{info.compress_size} stored; the archive is corrupt."
                 )
             with archive.open(info) as member:
-                _check_member(member, info.file_size, f"{path}: member {info.filename}")
+                where = f"{path}: member {info.filename}"
+                _check_member(member, info.file_size, where, (members or {}).get(name))
 
 
 def read_npy_header(f) -> tuple[tuple[int, ...], bool, np.dtype] | None:
@@ -125,8 +140,9 @@ def read_npy_header(f) -> tuple[tuple[int, ...], bool, np.dtype] | None:
     return read(f)
 
 
-def _check_member(f, size: int, where: str) -> None:
-    """Compares one .npy stream's declared shape and dtype with the ``size`` bytes it has."""
+def _check_member(f, size: int, where: str, most: int | None = None) -> None:
+    """Compares one .npy stream's declared shape and dtype with the ``size`` bytes it has, and
+    with the ``most`` bytes it may hold."""
     try:
         header = read_npy_header(f)
         if header is None:
@@ -137,6 +153,11 @@ def _check_member(f, size: int, where: str) -> None:
     if dtype.hasobject:
         return  # refused by np.load(allow_pickle=False), with its own sentence
     declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if most is not None and declared > most:
+        raise CorruptFileError(
+            f"{where} declares {declared} bytes (shape {shape}, dtype {dtype}); it should hold "
+            f"at most {most}. The file is corrupt or was edited."
+        )
     available = size - f.tell()
     if declared > available:
         raise CorruptFileError(
@@ -145,9 +166,28 @@ def _check_member(f, size: int, where: str) -> None:
         )
 
 
-def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Reads every array of an ``.npz`` file into memory, refusing pickled objects."""
-    arrays = read_numpy(path)
+def npz_headers(path: str | os.PathLike) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """(shape, dtype) of each array of an ``.npz``, from the headers alone: nothing is
+    decompressed beyond each member's first bytes, and the sizes are checked as for reading."""
+    path = Path(path)
+    _check_declared_sizes(path)
+    shapes = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                with archive.open(info) as member:
+                    header = read_npy_header(member)
+                if header is not None:
+                    shapes[info.filename.removesuffix(".npy")] = (header[0], header[2])
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError) as exc:
+        raise CorruptFileError(f"{path} is not a readable .npz archive ({exc}).") from None
+    return shapes
+
+
+def read_npz(path: str | os.PathLike, members: Limits | None = None) -> dict[str, np.ndarray]:
+    """Reads the arrays of an ``.npz`` file into memory (those in ``members`` only, within
+    their limits, when given: see ``read_numpy``), refusing pickled objects."""
+    arrays = read_numpy(path, members)
     if not isinstance(arrays, dict):
         raise ValueError(f"{path} holds a single array (.npy); expected an .npz archive.")
     return arrays

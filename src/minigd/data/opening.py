@@ -20,10 +20,18 @@ from pathlib import Path
 
 import numpy as np
 
+from minigd.data.arrays import one_hot_labels
 from minigd.data.columnar import HDF5Source, ParquetSource, parquet_file
 from minigd.data.files import MAX_WHOLE_FLOAT_CLASSES, Dataset, column_index
 from minigd.data.npz import CorruptFileError
-from minigd.data.sources import ArraySource, ConcatSource, LabelTable, NpySource, Source
+from minigd.data.sources import (
+    ArraySource,
+    ConcatSource,
+    LabelTable,
+    NpySource,
+    OneHotLabels,
+    Source,
+)
 
 MANIFEST = "minigd-shards.json"
 SHARDS_FORMAT = "minigd-shards-1"
@@ -149,8 +157,18 @@ def source_data(X: Source, y: Source | None, task: str, name: str, features=None
             f"{X.name} holds {X.n_rows} rows but the targets {y.name} hold {y.n_rows}; they "
             "must match row for row."
         )
+    if task != "regression" and _one_hot(y):
+        y = OneHotLabels(y)
     classes, why = scan_targets(y, task)
     return SourceData(X, y, classes, name, why, features)
+
+
+def _one_hot(y: Source) -> bool:
+    """Whether y holds one-hot rows, judged on its first rows (every later row is checked as
+    it is read)."""
+    if len(y.row_shape) != 1 or y.row_shape[0] < 2 or y.n_rows == 0:
+        return False
+    return one_hot_labels(y.read(0, min(y.n_rows, SCAN_ROWS))) is not None
 
 
 class LabelSet:
@@ -162,10 +180,15 @@ class LabelSet:
         self.values: set = set()
         self.kind = ""
         self.fractional = False  # a float that is not whole, NaN/inf, or too many distinct
+        self.columns = 1  # values per sample
 
     def add(self, y: np.ndarray) -> None:
         self.kind = self.kind or y.dtype.kind
         if self.fractional:
+            return
+        if y.ndim == 2 and y.shape[1] > 1:  # several values per sample (one-hot rows are read
+            self.fractional = True  # as labels before this): regression, as loading reads them
+            self.columns = y.shape[1]
             return
         y = y.reshape(-1)
         if y.dtype.kind == "f" and (not np.isfinite(y).all() or not np.all(y == np.round(y))):
@@ -179,10 +202,14 @@ class LabelSet:
         """(sorted classes or None, why) for ``task`` ("auto" applies the rule)."""
         if task == "regression":
             return None, "task=regression was asked for"
+        several = self.columns > 1
         if task == "auto" and self.fractional:
+            if several:
+                return None, "the targets have several columns: regression"
             return None, "the targets are fractional (or many distinct) numbers: regression"
         if self.fractional:
-            raise ValueError("task=classification, but the targets hold fractional values.")
+            what = f"{self.columns} values per sample" if several else "fractional values"
+            raise ValueError(f"task=classification, but the targets hold {what}.")
         values = {str(v) for v in self.values} if self.kind in "OSU" else self.values
         classes = sorted(values)
         if task == "classification":

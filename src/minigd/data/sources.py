@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from minigd.data.arrays import one_hot_labels
 from minigd.data.npz import CorruptFileError, read_npy_header
 
 BLOCK_BYTES = 1 << 20  # a block of ~1 MiB of consecutive rows: one read that a disk serves well
@@ -378,3 +379,39 @@ class LabelTable(Source):
 
     def locate(self, row):
         return self.codes.locate(row)
+
+
+class OneHotLabels(Source):
+    """One-hot target rows (m, k) read as their class index, as loading them whole reads them
+    (``arrays.one_hot_labels``); a row that is not one-hot is an error naming it."""
+
+    def __init__(self, rows: Source) -> None:
+        self.rows = rows
+        self.n_rows, self.row_shape, self.dtype = rows.n_rows, (), np.dtype(np.intp)
+        self.name = rows.name
+
+    def read_rows(self, index, out):
+        scratch = np.empty((len(index), *self.rows.row_shape), self.rows.dtype)
+        self.rows.read_rows(index, scratch)
+        out[...] = self._labels(scratch, int(index[0]) if len(index) else 0)
+
+    def read_range(self, lo, hi, out):
+        scratch = np.empty((hi - lo, *self.rows.row_shape), self.rows.dtype)
+        self.rows.read_range(lo, hi, scratch)
+        out[...] = self._labels(scratch, lo)
+
+    def _labels(self, rows: np.ndarray, first: int) -> np.ndarray:
+        labels = one_hot_labels(rows)
+        if labels is None:
+            raise ValueError(
+                f"{self.name}: the targets are one-hot rows, but a row from {first} on is not "
+                "(each row must hold one 1 and zeros). Fix the file, or pass "
+                "--task regression if these are values."
+            )
+        return labels
+
+    def locate(self, row):
+        return self.rows.locate(row)
+
+    def close(self):
+        self.rows.close()

@@ -12,13 +12,19 @@ SIGTERM (20%). Then it
 3. resumes with ``minigd train --resume`` (or starts afresh when the kill came before the run
    folder existed) and compares the final model.npz bitwise with an uninterrupted run's.
 
-Usage: ``python benchmarks/soak_resume.py --trials 100`` (about 6 minutes on 2 cores). Prints
+Trials take turns among three kinds of run: the one above; the same with ``--batch-size
+adaptive`` (the schedule must resume where it was); and the first on two MPI ranks
+(``mpiexec -n 2``, signalled as a whole job: every process of its group gets the signal, as a
+scheduler ending an allocation sends it). Each kind is compared with its own uninterrupted run.
+
+Usage: ``python benchmarks/soak_resume.py --trials 100`` (about 8 minutes on 2 cores). Prints
 one line per trial and the tally; ``--json PATH`` also writes the tally and every trial.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -37,18 +43,29 @@ ARGS = [
     "--batch-size", "32", "--last-batch", "merge", "--epochs", "3", "--seed", "7",
     "--checkpoint-every", "3", "--quiet",
 ]  # fmt: skip
+KINDS = {
+    "plain": ([], 1),
+    "adaptive": (["--batch-size", "adaptive"], 1),
+    "2 ranks": ([], 2),
+}  # extra arguments (the last --batch-size wins), processes
 SIGNALS = [(signal.SIGKILL, 0.6), (signal.SIGINT, 0.2), (signal.SIGTERM, 0.2)]
 EXPECTED_EXIT = {signal.SIGKILL: -signal.SIGKILL, signal.SIGINT: 130, signal.SIGTERM: 143}
 ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
-def minigd(*args: str) -> subprocess.Popen:
+def minigd(*args: str, ranks: int = 1) -> subprocess.Popen:
+    """``minigd train`` in a process group of its own (mpiexec and its ranks, for 2 ranks)."""
+    command = [sys.executable, "-m", "minigd", "train", *args]
+    if ranks > 1:
+        mpiexec = shutil.which("mpiexec") or str(Path(sys.executable).parent / "mpiexec")
+        command = [mpiexec, "-n", str(ranks), *command, "--threads", "1"]
     return subprocess.Popen(
-        [sys.executable, "-m", "minigd", "train", *args],
+        command,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         env=ENV,
+        start_new_session=True,
     )
 
 
@@ -90,24 +107,30 @@ def _read_csv(path: Path) -> None:
         raise ValueError("ragged or empty")
 
 
-def trial(i: int, root: Path, reference: dict, timing: tuple[float, float], rng) -> dict:
+def trial(i: int, root: Path, kind: str, reference: dict, timing: tuple[float, float], rng):
     """One kill at a random instant: 20% in start-up (before the run folder exists), 80% while
     training and writing."""
     folder = root / f"trial{i:03d}"
+    extra, ranks = KINDS[kind]
     sig = [s for s, _ in SIGNALS][rng.choice(len(SIGNALS), p=[p for _, p in SIGNALS])]
     started, seconds = timing
     delay = float(
         rng.uniform(0.0, started) if rng.random() < 0.2 else rng.uniform(started, seconds)
     )
-    child = minigd(*ARGS, "--out", str(folder))
+    child = minigd(*ARGS, *extra, "--out", str(folder), ranks=ranks)
     time.sleep(delay)
-    child.send_signal(sig)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, sig)  # the whole job: mpiexec and every rank
     _, err = child.communicate()
     code = child.returncode
     exit_ok = code in (0, EXPECTED_EXIT[sig])
     torn = torn_files(folder) if folder.exists() else []
     resumable = (folder / "config.json").exists()
-    again = minigd("--resume", str(folder)) if resumable else minigd(*ARGS, "--out", str(folder))
+    again = (
+        minigd("--resume", str(folder), ranks=ranks)
+        if resumable
+        else minigd(*ARGS, *extra, "--out", str(folder), ranks=ranks)
+    )
     _, err2 = again.communicate()
     exact = again.returncode == 0 and all(
         np.array_equal(a, reference[k]) for k, a in parameters(folder).items()
@@ -116,6 +139,7 @@ def trial(i: int, root: Path, reference: dict, timing: tuple[float, float], rng)
         shutil.rmtree(folder)
     return {
         "trial": i,
+        "kind": kind,
         "signal": signal.Signals(sig).name,
         "delay": round(delay, 3),
         "exit": code,
@@ -128,10 +152,11 @@ def trial(i: int, root: Path, reference: dict, timing: tuple[float, float], rng)
     }
 
 
-def reference_run(folder: Path) -> tuple[float, float] | None:
+def reference_run(folder: Path, kind: str) -> tuple[float, float] | None:
     """(seconds until training began, seconds in all) of one uninterrupted run."""
+    extra, ranks = KINDS[kind]
     start = time.perf_counter()
-    ref = minigd(*ARGS, "--out", str(folder))
+    ref = minigd(*ARGS, *extra, "--out", str(folder), ranks=ranks)
     started = None
     while ref.poll() is None:
         if started is None and (folder / "config.json").exists():
@@ -151,21 +176,25 @@ def main() -> int:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="minigd-soak-"))
-    timings = [reference_run(root / f"reference{i}") for i in range(3)]
-    if None in timings:
-        return 1
-    # the fastest of three: kills drawn within it land before the run could have finished
-    started, seconds = min(t[0] for t in timings), min(t[1] for t in timings)
-    reference = parameters(root / "reference0")
-    print(f"uninterrupted runs: fastest {seconds:.2f} s, training from {started:.2f} s")
+    references, timing = {}, {}
+    for kind in KINDS:
+        runs = [reference_run(root / f"reference-{kind}-{i}", kind) for i in range(2)]
+        if None in runs:
+            return 1
+        # the fastest: kills drawn within it land before the run could have finished
+        timing[kind] = (min(t[0] for t in runs), min(t[1] for t in runs))
+        references[kind] = parameters(root / f"reference-{kind}-0")
+        started, seconds = timing[kind]
+        print(f"{kind}: uninterrupted {seconds:.2f} s, training from {started:.2f} s")
     rng = np.random.default_rng(args.seed)
     results = []
     for i in range(args.trials):
-        r = trial(i, root, reference, (started, seconds), rng)
+        kind = list(KINDS)[i % len(KINDS)]
+        r = trial(i, root, kind, references[kind], timing[kind], rng)
         results.append(r)
         mark = "exact" if r["exact"] else f"NOT EXACT: {r['error']}"
         print(
-            f"{i:3d} {r['signal']:<7} at {r['delay']:5.2f} s exit {r['exit']:>4} "
+            f"{i:3d} {kind:<8} {r['signal']:<7} at {r['delay']:5.2f} s exit {r['exit']:>4} "
             f"{'resumed' if r['resumed'] else 'restart'} {len(r['torn'])} torn  {mark}",
             flush=True,
         )
@@ -174,6 +203,7 @@ def main() -> int:
         "exact": sum(r["exact"] for r in results),
         "torn_files": sum(len(r["torn"]) for r in results),
         "wrong_exit_codes": sum(not r["exit_ok"] for r in results),
+        "by_kind": {kind: sum(r["kind"] == kind for r in results) for kind in KINDS},
         "by_signal": {
             name: sum(r["signal"] == name for r in results)
             for name in ("SIGKILL", "SIGINT", "SIGTERM")
@@ -182,8 +212,7 @@ def main() -> int:
         "finished_before_the_signal": sum(r["exit"] == 0 for r in results),
         # a signal swallowed by mistake would show as an exit 0 long before a run can finish
         "earliest_exit_0_at": min((r["delay"] for r in results if r["exit"] == 0), default=None),
-        "uninterrupted_seconds": round(seconds, 2),
-        "training_from_seconds": round(started, 2),
+        "uninterrupted_seconds": {kind: round(t[1], 2) for kind, t in timing.items()},
     }
     print(json.dumps(tally, indent=2))
     if args.json:

@@ -77,6 +77,8 @@ def files(tmp_path_factory):
     with zipfile.ZipFile(tmp / "hostile.npz", "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("X.npy", npy_header((10**13,)))
     (tmp / "truncated.npz").write_bytes((tmp / "ok.npz").read_bytes()[:200])
+    np.savez(tmp / "long-y.npz", X=X, y=np.concatenate([Y, Y[:3]]))  # more labels than rows
+    np.savez(tmp / "short-y.npz", X=X, y=Y[:-3])
     (tmp / "dir.npz").mkdir()
     (tmp / "x.txt").write_text("1,2\n")
     (tmp / "ragged.csv").write_text("a,b,c\n1,2,0\n3,1\n")
@@ -848,7 +850,44 @@ API = [
         ValueError,
         "pick one",
     ),
+    ("IDX file missing", lambda d: read_idx(d / "nope.idx"), FileNotFoundError, "no such IDX"),
+    # scikit-learn estimators: what their parameter constraints let through
+    ("sklearn batch_size=True", lambda d: classifier(batch_size=True), ValueError, "Got True"),
+    (
+        "sklearn fractional width",
+        lambda d: classifier(hidden_layer_sizes=(8.5,)),
+        ValueError,
+        "must hold whole numbers >= 1. Got (8.5,)",
+    ),
+    (
+        "sklearn warm start, new widths",
+        lambda d: classifier(warm_start=True).set_params(hidden_layer_sizes=(8,)).fit(X, Y),
+        ValueError,
+        "warm_start continues the model fitted before",
+    ),
+    (
+        "sklearn partial_fit, other classes",
+        lambda d: classifier(partial=True).partial_fit(X, Y, classes=[0, 1, 2, 3]),
+        ValueError,
+        "classes=[0, 1, 2, 3] differs from the classes [0, 1, 2]",
+    ),
+    (
+        "model file with NaN parameters",
+        lambda d: load_model(saved_model(d, **{"0.weight": np.full((5, 4), np.nan, "f4")})),
+        ValueError,
+        "parameters hold NaN or inf",
+    ),
 ]
+
+
+def classifier(partial=False, **params):
+    """A fitted MiniBatchClassifier (by fit, or by a first partial_fit)."""
+    from minigd.sklearn import MiniBatchClassifier
+
+    estimator = MiniBatchClassifier(**({"hidden_layer_sizes": (4,), "epochs": 1} | params))
+    if partial:
+        return estimator.partial_fit(X, Y, classes=[0, 1, 2])
+    return estimator.fit(X, Y)
 
 
 @pytest.mark.parametrize(("name", "call", "error", "fragment"), API, ids=[c[0] for c in API])
@@ -870,6 +909,89 @@ CLI = [
     ("info ragged csv", lambda d: ["info", str(d / "ragged.csv")], 2, "line 3 has 2 fields"),
     ("info latin-1 csv", lambda d: ["info", str(d / "latin1.csv")], 2, "latin1.csv is not UTF-8"),
     ("info parquet", lambda d: ["info", str(d / "garbage.parquet")], 2, "not a readable Parquet"),
+    (
+        "noise scale after a diverged training",
+        lambda d: [
+            "noise-scale",
+            "--data",
+            str(d / "ok.npz"),
+            "--model",
+            "softmax",
+            "--epochs",
+            "1",
+            "--train-batch-size",
+            "8",
+            "--lr",
+            "1e10",
+            "--b-small",
+            "4",
+            "--b-big",
+            "16",
+            "--quiet",
+        ],
+        2,
+        "the training before the measurement diverged",
+    ),
+    (
+        "convert ragged csv",
+        lambda d: ["convert", str(d / "ragged.csv"), str(d / "out-c"), "--quiet"],
+        2,
+        "ragged.csv is not a readable CSV file",
+    ),
+    (
+        "convert shard size",
+        lambda d: ["convert", str(d / "ok.npz"), str(d / "out-z"), "--shard-size", "abc"],
+        2,
+        "--shard-size takes a size such as 128MB",
+    ),
+    (
+        "train out is a file",
+        lambda d: ["train", "--data", str(d / "ok.npz"), "--out", str(d / "a-file")],
+        2,
+        "a-file is a file; --out names the folder",
+    ),
+    (
+        "train npy without y",
+        lambda d: ["train", "--data", str(d / "X.npy"), "--out", str(d / "out-x")],
+        2,
+        "X.npy holds the features only; give the targets with --y",
+    ),
+    (
+        "evaluate without targets",
+        lambda d: [
+            "evaluate",
+            "--model-file",
+            str(d / "run" / "model.npz"),
+            "--data",
+            str(d / "X.npy"),
+        ],
+        2,
+        "X.npy holds no targets",
+    ),
+    (
+        "convert truncated npz",
+        lambda d: ["convert", str(d / "truncated.npz"), str(d / "out-t"), "--quiet"],
+        2,
+        "truncated.npz is not a readable .npz archive",
+    ),
+    (
+        "convert random npz",
+        lambda d: ["convert", str(d / "random.npz"), str(d / "out-r"), "--quiet"],
+        2,
+        "random.npz is not a readable .npz archive",
+    ),
+    (
+        "convert more labels than rows",
+        lambda d: ["convert", str(d / "long-y.npz"), str(d / "out-l"), "--quiet"],
+        2,
+        "X holds 40 rows but y holds 43",
+    ),
+    (
+        "convert fewer labels than rows",
+        lambda d: ["convert", str(d / "short-y.npz"), str(d / "out-s"), "--quiet"],
+        2,
+        "X holds 40 rows but y holds 37",
+    ),
     ("train epochs 0", lambda d: ["train", "--epochs", "0"], 2, "expected a whole number >= 1"),
     (
         "train batch abc",

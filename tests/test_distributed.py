@@ -117,6 +117,26 @@ def test_a_run_resumes_on_another_number_of_ranks(tmp_path):
     assert history["meta"]["ranks"] == 3 and history["meta"]["per_rank_batch"] == 22
 
 
+def test_a_run_resumed_on_any_number_of_ranks_finishes_and_writes_every_file(tmp_path):
+    """2 ranks, then 1 process, then 3 ranks, then 2: the noise-scale columns that only ranks
+    record stay as long as the others (NaN where not measured), and each leg writes its
+    results."""
+    run = tmp_path / "run"
+    legs = [(2, ["--epochs", "1", "--out", str(run), *COMMON]), (1, ["--epochs", "2"]),
+            (3, ["--epochs", "3"]), (2, ["--epochs", "4"])]  # fmt: skip
+    for ranks, args in legs:
+        done = train(ranks, *(args if "--out" in args else ["--resume", str(run), *args]))
+        assert done.returncode == 0, (ranks, done.stderr)
+        history = json.loads((run / "history.json").read_text())
+        lengths = {name: len(column) for name, column in history["steps"].items()}
+        assert set(lengths.values()) == {23 * len(history["epochs"])}, (ranks, lengths)
+        assert len((run / "history.csv").read_text().splitlines()) == 1 + 23 * len(
+            history["epochs"]
+        )
+    b_simple = np.array(history["steps"]["b_simple"], dtype=float)
+    assert np.isnan(b_simple[23:46]).all() and np.isfinite(b_simple[46:]).any()
+
+
 def test_a_killed_rank_ends_the_job_within_seconds_and_the_checkpoint_resumes(tmp_path):
     psutil = pytest.importorskip("psutil")
     run = tmp_path / "run"
@@ -353,3 +373,35 @@ def test_a_rank_that_raises_ends_the_job_naming_itself_and_the_cause(tmp_path):
     assert time.monotonic() - start < 30  # rank 0 does not wait forever in its next Allreduce
     assert done.returncode != 0
     assert "rank 1 of 2 failed (RuntimeError: the disk of rank 1 is gone)" in done.stderr
+
+
+def test_a_rank_that_fails_before_training_ends_the_job_with_its_reason(tmp_path):
+    """MPMD: rank 1 is given a data file that does not exist; rank 0 would wait in the first
+    collective forever. The failing rank says why and ends the job within seconds."""
+    np.savez(tmp_path / "ok.npz", X=np.zeros((64, 3), np.float32), y=np.arange(64) % 2)
+    command = [sys.executable, "-m", "minigd", "train", "--model", "softmax", "--epochs", "1",
+               "--out", str(tmp_path / "run"), "--quiet", "--data"]  # fmt: skip
+    job = subprocess.Popen(
+        [MPIEXEC, "-n", "1", *command, str(tmp_path / "ok.npz"),
+         ":", "-n", "1", *command, str(tmp_path / "missing.npz")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        _, err = job.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.communicate()
+        pytest.fail("the job did not end within 60 s of a rank's failure")
+    assert job.returncode != 0
+    assert "missing.npz' is neither a dataset" in err and "Traceback" not in err
+
+
+def test_ranks_given_different_run_folders_are_refused(tmp_path):
+    np.savez(tmp_path / "ok.npz", X=np.zeros((64, 3), np.float32), y=np.arange(64) % 2)
+    command = [sys.executable, "-m", "minigd", "train", "--data", str(tmp_path / "ok.npz"),
+               "--model", "softmax", "--epochs", "1", "--quiet", "--out"]  # fmt: skip
+    done = mpi(1, *command, str(tmp_path / "a"), ":", "-n", "1", *command, str(tmp_path / "b"))
+    assert done.returncode != 0
+    assert "not started alike: out" in done.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

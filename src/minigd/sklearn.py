@@ -129,6 +129,7 @@ class _MiniBatchMLP(BaseEstimator):
         validation score with ``early_stopping``, stops improving by ``tol`` for
         ``n_iter_no_change`` epochs). Returns self."""
         warm = self.warm_start and hasattr(self, "model_")
+        self._check_values(warm)
         X, y = validate_data(self, X, y, reset=not warm, **self._check_options)
         targets, outputs = self._targets(y, first=not warm)
         rng = self._rng = _rng(self.random_state)  # partial_fit goes on drawing from it
@@ -140,6 +141,32 @@ class _MiniBatchMLP(BaseEstimator):
             X, targets, validation = self._held_out(X, targets, rng)
         self._train(X, targets, self.epochs, validation, fresh_optimizer=True, rng=rng)
         return self
+
+    def _check_values(self, warm: bool) -> None:
+        """What the parameter constraints let through: a bool is an Integral to them, a width
+        of 8.5 is array-like; and a warm start continues the model it has, so a changed
+        architecture would be silently ignored."""
+        if isinstance(self.batch_size, bool):
+            raise ValueError(
+                f"The 'batch_size' parameter of {type(self).__name__} must be an int >= 1, "
+                f"'auto' or 'full'. Got {self.batch_size!r} instead."
+            )
+        widths = np.atleast_1d(self.hidden_layer_sizes)
+        if not all(_whole_width(w) for w in widths.tolist()):
+            raise ValueError(
+                f"The 'hidden_layer_sizes' parameter of {type(self).__name__} must hold whole "
+                f"numbers >= 1. Got {self.hidden_layer_sizes!r} instead."
+            )
+        fitted = getattr(self, "_architecture", None)
+        if warm and fitted is not None and fitted != self._architecture_wanted():
+            raise ValueError(
+                f"warm_start continues the model fitted before ({fitted}); the parameters now "
+                f"ask for {self._architecture_wanted()}. Set warm_start=False to fit a new model."
+            )
+
+    def _architecture_wanted(self) -> dict:
+        widths = [int(w) for w in np.atleast_1d(self.hidden_layer_sizes)]
+        return {"hidden_layer_sizes": widths, "batchnorm": bool(self.batchnorm)}
 
     def _start(self, X, targets, outputs: int, rng) -> None:
         """A new model for this data, and the batch size and learning rate it trains with."""
@@ -156,6 +183,7 @@ class _MiniBatchMLP(BaseEstimator):
             seed=seed,
             dtype=X.dtype,
         )
+        self._architecture = self._architecture_wanted()
         self.advice_ = None
         opt = get_optimizer(self.optimizer)
         if self.batch_size == "auto":
@@ -269,6 +297,13 @@ def _rng(random_state) -> np.random.Generator:
     return np.random.default_rng(int(random_state))
 
 
+def _whole_width(width) -> bool:
+    try:
+        return not isinstance(width, bool) and float(width) == int(width) and int(width) >= 1
+    except (TypeError, ValueError):
+        return False
+
+
 def _as_int(batch_size, m: int) -> int:
     return m if batch_size == "full" else int(batch_size)
 
@@ -319,8 +354,15 @@ class MiniBatchClassifier(ClassifierMixin, _MiniBatchMLP):
         call."""
         if not hasattr(self, "model_"):
             self._validate_params()
+            self._check_values(warm=False)
             if classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit.")
+        elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+            raise ValueError(
+                f"classes={np.unique(classes).tolist()} differs from the classes "
+                f"{self.classes_.tolist()} of the first call to partial_fit; a classifier keeps "
+                "the classes it started with (fit anew for others)."
+            )
         return self._partial_fit(X, y, classes)
 
     def decision_function(self, X):
@@ -371,6 +413,7 @@ class MiniBatchRegressor(RegressorMixin, _MiniBatchMLP):
         optimizer state."""
         if not hasattr(self, "model_"):
             self._validate_params()
+            self._check_values(warm=False)
         return self._partial_fit(X, y)
 
     def predict(self, X):

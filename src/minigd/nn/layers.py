@@ -82,6 +82,10 @@ class Layer:
         """Non-trainable state saved with the model (BatchNorm running statistics)."""
         return {}
 
+    def buffer_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        """(name, shape) of each buffer, known before the layer is bound (to check a file)."""
+        return [(name, np.shape(value)) for name, value in self.buffers().items()]
+
     def config(self) -> dict[str, Any]:
         """Constructor arguments, JSON-friendly, to rebuild the layer."""
         return {}
@@ -415,6 +419,10 @@ class BatchNorm(Layer):
 
     def param_shapes(self):
         return [("weight", (self.num_features,)), ("bias", (self.num_features,))]
+
+    def buffer_shapes(self):
+        n = (self.num_features,)
+        return [("running_mean", n), ("running_var", n), ("num_batches_tracked", ())]
 
     def bind(self, params, grads):
         super().bind(params, grads)

@@ -26,6 +26,7 @@ from minigd.nn.layers import LAYERS, BatchNorm, Dense, Layer
 from minigd.nn.losses import LOSSES, Loss, get_loss
 
 FORMAT = "minigd-model-1"
+TEXT_LIMIT = 16 << 20  # the architecture's JSON and the class list, at the most
 EVAL_CHUNK = 4096  # rows per forward pass in predict/evaluate: bounds memory on large inputs
 
 
@@ -358,8 +359,9 @@ class Sequential:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Sequential:
         """Rebuilds a model saved with ``save``; never unpickles anything. The architecture is
-        checked against the stored parameters before any memory is committed to it."""
-        arrays = read_npz(path)
+        checked against the stored parameters before any memory is committed to it, and only
+        the arrays the architecture names are read, none larger than it says."""
+        arrays = read_npz(path, {"architecture": TEXT_LIMIT, "classes": TEXT_LIMIT})
         if "architecture" not in arrays:
             raise ValueError(
                 f"{path} holds no model architecture; was it written by Sequential.save?"
@@ -370,6 +372,7 @@ class Sequential:
             raise ValueError(f"{path}: the architecture is not valid JSON ({exc}).") from None
         layers, loss, seed, dtype = _parse_config(config, path)
         classes = arrays.pop("classes", None)
+        arrays = read_npz(path, _state_sizes(layers))
         for i, layer in enumerate(layers):
             for name, shape in layer.param_shapes():
                 stored = arrays.get(f"{i}.{name}")
@@ -381,6 +384,12 @@ class Sequential:
                     )
         model = cls(layers, loss, seed=seed, dtype=dtype)
         model.load_state(arrays)
+        if not np.isfinite(model.params).all():
+            raise ValueError(
+                f"{path}: the model's parameters hold NaN or inf, so every prediction would be "
+                "NaN. minigd saves the last finite model of a diverged run; this file was "
+                "written elsewhere or edited."
+            )
         if classes is not None:
             # one label per output; a binary (bce) model has one output and two labels
             width = 2 if loss == "bce" else model.n_outputs
@@ -395,6 +404,17 @@ class Sequential:
             f"Sequential(\n{body}\n) loss={self.loss.name}, params={self.n_params}, "
             f"dtype={self.dtype.name}"
         )
+
+
+def _state_sizes(layers: list[Layer]) -> dict[str, int]:
+    """The most bytes each saved array of these layers may take (float64 at the most)."""
+    sizes = {}
+    for i, layer in enumerate(layers):
+        for name, shape in layer.param_shapes():
+            sizes[f"{i}.{name}"] = int(np.prod(shape)) * 8
+        for name, shape in layer.buffer_shapes():
+            sizes[f"{i}.{name}"] = int(np.prod(shape)) * 8
+    return sizes
 
 
 def _unpickle(config, state, classes, training) -> Sequential:

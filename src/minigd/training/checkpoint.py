@@ -90,7 +90,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     for candidate in candidates:
         try:
             parts = _read_checkpoint(candidate)
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError, MemoryError) as exc:  # any unreadable one: the older next
             failures.append(f"{candidate.name}: {exc}")
             continue
         if failures:

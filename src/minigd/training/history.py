@@ -47,8 +47,9 @@ class History:
         lr: float,
         **extra: float,
     ) -> None:
-        """Appends one step; ``extra`` columns (the noise scale a data-parallel run measures)
-        start as NaN for the steps recorded before them."""
+        """Appends one step. ``extra`` columns (the noise scale a data-parallel run measures)
+        are NaN for the steps that did not record them, before and after: a run resumed with
+        another gradient path (2 ranks, then 1 process) keeps columns of one length."""
         s = self.steps
         s["epoch"].append(epoch)
         s["loss"].append(loss)
@@ -58,6 +59,9 @@ class History:
         s["lr"].append(lr)
         for name, value in extra.items():
             s.setdefault(name, [math.nan] * (len(s["loss"]) - 1)).append(value)
+        for column in s.values():
+            if len(column) < len(s["loss"]):  # a column this step did not measure
+                column.append(math.nan)
         if math.isfinite(loss):
             self._ema = self.ema_beta * self._ema + (1.0 - self.ema_beta) * loss
 

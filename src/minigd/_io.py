@@ -13,6 +13,7 @@ permissions, those ``open()`` would give (0666 less the umask).
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
@@ -32,8 +33,7 @@ def atomic_write(
             is removed and ``path`` is left as it was.
         text: open the file in text mode (UTF-8, no newline translation) instead of binary.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = _writable_path(Path(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         mode = "w" if text else "wb"
@@ -49,6 +49,22 @@ def atomic_write(
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return path
+
+
+def _writable_path(path: Path) -> Path:
+    """``path``, with its folder made; a folder in its place, or a file where a folder of its
+    path should be, is an OSError whose sentence says which (raw, both read "File exists")."""
+    if path.is_dir():
+        raise IsADirectoryError(
+            errno.EISDIR, f"{path} is a folder; give a file name, such as {path / path.name}", path
+        )
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise NotADirectoryError(
+            errno.ENOTDIR, f"{blocking} is a file, so {path} cannot be written under it", path
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
 

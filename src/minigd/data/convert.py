@@ -26,6 +26,7 @@ import numpy as np
 
 from minigd._io import atomic_write_text, fsync_dir
 from minigd.data.arrays import one_hot_labels
+from minigd.data.fingerprint import fingerprint
 from minigd.data.formats import read_chunks
 from minigd.data.npz import atomic_save_npy
 from minigd.data.opening import MANIFEST, SHARDS_FORMAT, LabelSet
@@ -117,6 +118,9 @@ def _write_shards(chunks, folder: Path, shard_bytes: int, dtype, targets, bar) -
         atomic_save_npy(folder / entry["x"], x[:n])
         if y is not None:
             atomic_save_npy(folder / entry["y"], y[:n])
+        entry["sha256"] = {  # checked when the folder is opened: a shard edited since is refused
+            role: fingerprint(folder / entry[role])["sha256"] for role in ("x", "y") if entry[role]
+        }
         shards.append(entry)
         pending = [(x[n:], None if y is None else y[n:])] if len(x) > n else []
         held -= n

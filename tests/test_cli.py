@@ -139,3 +139,27 @@ def test_train_divergence_is_a_message_not_a_traceback(tmp_path, capsys):
     assert "diverged" in err and "Traceback" not in err
     assert main([*args, "--overwrite", "--quiet"]) == 3
     assert "diverged at step" in capsys.readouterr().err  # said even with --quiet
+
+
+def test_help_states_each_default_once_and_only_the_exit_codes_that_apply(capsys):
+    for command in ("train", "convert"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+    train_help, convert_help = capsys.readouterr().out.split("usage: minigd convert")
+    flat = " ".join(train_help.split())
+    assert "(default: 60s)" in flat and "(None, 60.0)" not in flat
+    assert '"adaptive"' in flat  # --batch-size names every kind of value it takes
+    assert "3 training diverged" in flat
+    convert = " ".join(convert_help.split())
+    assert convert.count("128MB") == 1 and "diverged" not in convert
+
+
+def test_find_batch_size_prints_its_table_once(capsys):
+    assert main(["find-batch-size", "--data", "digits", "--model", "softmax", "--candidates",
+                 "16,64"]) == 0  # fmt: skip
+    captured = capsys.readouterr()
+    lines = (captured.out + captured.err).splitlines()
+    rows_of_64 = [line for line in lines if "samples/s" in line or line.split()[:1] == ["64"]]
+    rows_of_64 = [line for line in rows_of_64 if " 64" in line]
+    assert len(rows_of_64) == 1, rows_of_64
+    assert sum("note: the machine looked busy" in line for line in lines) <= 1

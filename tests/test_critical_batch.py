@@ -158,3 +158,12 @@ def test_the_sweep_report_says_what_the_fit_found(tmp_path):
     assert f"B_crit = {result.fits[0].critical.b_crit:.3g}" in page
     assert "B_crit / B_simple" in page and page.count("<img") == 2
     assert (tmp_path / "plots" / "steps_vs_samples.svg").exists()
+
+
+def test_one_seed_at_three_batch_sizes_claims_no_interval():
+    from minigd.batchsize.critical import fit_critical_batch
+
+    one_seed = fit_critical_batch({32: [100], 64: [60], 128: [45]})
+    assert "no interval: one seed" in str(one_seed) and "95% CI" not in str(one_seed)
+    seeds = fit_critical_batch({32: [100, 110], 64: [60, 66], 128: [45, 40]})
+    assert "95% CI" in str(seeds)

@@ -316,3 +316,41 @@ def test_report_renders_at_800_and_1280_pixels(mnist5k_results, tmp_path):
         header = shot.read_bytes()[:24]
         assert header[:8] == b"\x89PNG\r\n\x1a\n"
         assert struct.unpack(">II", header[16:24]) == (width, 2000)
+        page, tables = rendered_widths(chromium, paths["html"], width, tmp_path)
+        assert page <= width and max(tables) <= 0, (width, page, tables)  # no sideways scroll
+
+
+WIDTHS = """<script>addEventListener("load", () => { document.title = JSON.stringify([
+  document.documentElement.scrollWidth,
+  [...document.querySelectorAll(".scroll")].map(d => d.scrollWidth - d.clientWidth)]); });
+</script>"""
+
+
+def rendered_widths(chromium, html, width, tmp_path):
+    """(the page's scroll width, how far each scrolling box overflows) as Chromium lays the
+    report out in a window ``width`` pixels wide: a column hidden behind a sideways scroll
+    shows as a positive overflow."""
+    import json
+    import re
+    import subprocess
+
+    probe = tmp_path / f"probe-{width}.html"
+    probe.write_text(html.read_text().replace("</body>", WIDTHS + "</body>"))
+    dom = subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / f'dom{width}'}",
+         f"--window-size={width},2000", "--virtual-time-budget=5000", "--dump-dom",
+         probe.as_uri()],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    page, tables = json.loads(re.search(r"<title>(.*?)</title>", dom).group(1))
+    return page, tables
+
+
+def test_a_busy_machine_crowns_no_run_on_seconds(mnist5k_results):
+    from minigd.experiments.observations import conclusion
+
+    quiet, busy = conclusion(mnist5k_results), conclusion(mnist5k_results, busy=True)
+    assert "in the fewest seconds" in quiet and "most samples per second" in quiet
+    assert "fewest seconds" not in busy and "samples per second" not in busy
+    assert "no run is ranked on seconds or samples/s" in busy
+    assert "fewest epochs" in busy  # epochs do not depend on the load

@@ -117,16 +117,6 @@ def train_args(data: Path, out: Path, *extra: str) -> list[str]:
             str(out), "--quiet", "--threads", "1", *extra]  # fmt: skip
 
 
-def start(*args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "minigd", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=ENV,
-    )
-
-
 def full_pipe() -> tuple[int, int]:
     """(read end, write end) of a pipe whose buffer is full: a process writing to it waits
     until the read end is drained."""
@@ -276,3 +266,31 @@ def test_info_on_an_npz_reads_its_headers_not_its_features(tmp_path):
     assert "X (65536, 1024) float64 (from its header" in done.stdout
     grown_mb = int(done.stdout.split()[-1])
     assert grown_mb < 64, f"info grew the peak RSS by {grown_mb} MB"
+
+
+def test_saving_onto_a_folder_or_under_a_file_says_which(tmp_path):
+    from minigd.nn import mlp
+
+    (tmp_path / "dir.npz").mkdir()
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(IsADirectoryError, match=r"dir\.npz is a folder; give a file name"):
+        mlp(4, [5], 3).save(tmp_path / "dir.npz")
+    with pytest.raises(NotADirectoryError, match=r"a-file is a file, so .* cannot be written"):
+        mlp(4, [5], 3).save(tmp_path / "a-file" / "model.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "dir.npz"]
+    assert not list((tmp_path / "dir.npz").iterdir())
+
+
+def test_an_interrupt_before_the_first_model_does_not_claim_one(tmp_path, capsys):
+    from minigd.cli.commands import EXIT_INTERRUPTED, _interrupted
+    from minigd.cli.job import Job
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text("{}")  # the run began; nothing trained yet
+    assert _interrupted(KeyboardInterrupt(), out, Job()) == EXIT_INTERRUPTED
+    err = capsys.readouterr().err
+    assert "no checkpoint yet, no model is written" in err and "last complete model" not in err
+    (out / "model.npz").write_bytes(b"")
+    _interrupted(KeyboardInterrupt(), out, Job())
+    assert "kept the last complete model" in capsys.readouterr().err

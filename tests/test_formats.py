@@ -139,3 +139,20 @@ def test_several_values_per_sample_are_regression_in_memory_and_converted(tmp_pa
     convert(tmp_path / "d.npz", tmp_path / "out", progress=False)
     for data in (load_arrays(tmp_path / "d.npz"), open_source(tmp_path / "out")):
         assert data.classes is None and data.task_reason.endswith("several columns: regression")
+
+
+def test_a_shard_edited_after_convert_is_refused(tmp_path):
+    rng = np.random.default_rng(4)
+    np.savez(tmp_path / "d.npz", X=rng.normal(size=(300, 4)).astype(np.float32),
+             y=rng.integers(0, 2, 300))  # fmt: skip
+    convert(tmp_path / "d.npz", tmp_path / "shards", shard_bytes=1024, progress=False)
+    assert len(load_arrays(tmp_path / "shards").X) == 300  # as written: opens
+    shard = tmp_path / "shards" / "x-00001.npy"
+    edited = np.load(shard)
+    edited[3, 2] += 1.0  # same size, one value altered
+    np.save(shard, edited)
+    with pytest.raises(ValueError, match=r"x-00001\.npy is not the shard minigd convert wrote"):
+        open_source(tmp_path / "shards")
+    code = main(["train", "--data", str(tmp_path / "shards"), "--model", "softmax", "--epochs",
+                 "1", "--out", str(tmp_path / "run"), "--quiet"])  # fmt: skip
+    assert code == 2 and not (tmp_path / "run").exists()

@@ -504,3 +504,22 @@ def test_divergence_guard_is_not_added_twice(digits):
         callbacks=[guard],
     )
     assert "2x its start" in history.meta["stop_reason"]
+
+
+def test_history_as_dataframes_and_a_plot_for_notebooks(digits):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    train, test = digits
+    history = fit(mlp(64, [16], 10), train.X, train.y, batch_size=64, epochs=2, lr=0.1,
+                  validation=(test.X, test.y), verbose=0)  # fmt: skip
+    steps, epochs = history.to_pandas(), history.to_pandas("epochs")
+    assert isinstance(steps, pd.DataFrame) and len(steps) == history.n_steps
+    assert steps.index[0] == 1 and steps.index.name == "step"
+    np.testing.assert_allclose(steps["smoothed_loss"], history.smoothed())
+    assert list(epochs["val_accuracy"]) == [e["val_accuracy"] for e in history.epochs]
+    figure = history.plot()
+    labels = [line.get_label() for a in figure.axes for line in a.get_lines()]
+    assert {"loss per step", "smoothed", "val_accuracy", "val_loss"} <= set(labels)

@@ -116,3 +116,142 @@ def test_a_target_column_given_by_number_on_the_command_line_is_its_index(tmp_pa
     assert data.feature_names == ("a", "b") and data.y.tolist() == [0, 1, 0]
     (tmp_path / "n.csv").write_text("0,1\n5,1\n6,0\n")  # a header named "0" is a name first
     assert load_arrays(tmp_path / "n.csv", target="0").feature_names == ("1",)
+
+
+@pytest.mark.parametrize("reader", ["pyarrow", "csv module"])
+def test_text_labels_from_either_csv_reader_train_save_load_and_evaluate(
+    tmp_path, reader, monkeypatch, capsys
+):
+    """A text label column trained to the end and then failed to save (pyarrow hands text as
+    Python objects); every reader now gives the labels as text, and the run is usable."""
+    import sys
+
+    from minigd.cli import main
+    from minigd.nn import load_model
+
+    pytest.importorskip("pyarrow")
+    if reader == "csv module":
+        monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow fails: the fallback
+    rng = np.random.default_rng(0)
+    names = np.array(["cat", "dog", "owl"])
+    y = rng.integers(0, 3, 240)
+    X = rng.normal(size=(240, 2)) + 2.0 * y[:, None]
+    lines = ["a,b,animal", *(f"{p:.4f},{q:.4f},{names[k]}" for (p, q), k in zip(X, y, strict=True))]
+    (tmp_path / "pets.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(tmp_path / "pets.csv"), "--model", "softmax", "--epochs", "3",
+            "--lr", "0.5", "--out", str(out), "--quiet"]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    model = load_model(out / "model.npz")
+    assert model.classes.dtype.kind == "U" and model.classes.tolist() == ["cat", "dog", "owl"]
+    assert set(model.predict(X[:20])) <= {"cat", "dog", "owl"}
+    assert main(["evaluate", "--model-file", str(out / "model.npz"), "--data",
+                 str(tmp_path / "pets.csv")]) == 0  # fmt: skip
+    accuracy = float(capsys.readouterr().out.split("accuracy")[1].split()[0])
+    assert accuracy > 0.8
+
+
+def test_the_first_line_counts_samples_in_the_notes_layout(tmp_path, capsys):
+    from minigd.cli import main
+
+    rng = np.random.default_rng(1)
+    np.save(tmp_path / "X.npy", rng.normal(size=(6, 400)))  # the note's X = (features, m)
+    np.save(tmp_path / "y.npy", rng.integers(0, 2, 400))
+    argv = ["train", "--data", str(tmp_path / "X.npy"), "--y", str(tmp_path / "y.npy"),
+            "--sample-axis", "1", "--model", "softmax", "--epochs", "1", "--out",
+            str(tmp_path / "run"), "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    assert "(400 samples;" in capsys.readouterr().out
+
+
+def kaggle_csv(path, first="label"):
+    """A Kaggle-style train.csv: the label first, then pixel columns of many distinct values."""
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 3, 300)
+    pixels = rng.integers(0, 17, size=(300, 4)) + 3 * y[:, None]  # whole numbers: label-like
+    lines = [f"{first},p0,p1,p2,p3", *(f"{k}," + ",".join(map(str, row))
+                                        for row, k in zip(pixels, y, strict=True))]  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
+    return y
+
+
+def test_a_label_column_that_is_not_last_is_found_by_its_name_everywhere(tmp_path, capsys):
+    from minigd.cli import main
+    from minigd.data import load_arrays, open_source
+    from minigd.data.convert import convert
+    from minigd.nn import load_model
+
+    y = kaggle_csv(tmp_path / "train.csv")
+    assert main(["info", str(tmp_path / "train.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "3 classes" in out and "label column 'label' (its name says it is the label)" in out
+    np.testing.assert_array_equal(load_arrays(tmp_path / "train.csv").y, y)
+    convert(tmp_path / "train.csv", tmp_path / "shards", progress=False)
+    assert open_source(tmp_path / "shards").classes.tolist() == [0, 1, 2]
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "train.csv"), "--model", "softmax",
+                 "--epochs", "1", "--out", str(run), "--quiet"]) == 0  # fmt: skip
+    assert "label column 'label'" in capsys.readouterr().out  # the first line names it
+    assert load_model(run / "model.npz").n_outputs == 3  # not 17 classes from the last pixel
+    # --label names another column, by name or index; the old --target still works
+    for option in (["--label", "p3"], ["--label", "4"], ["--target", "p3"]):
+        assert main(["info", str(tmp_path / "train.csv"), *option]) == 0
+        assert "label column 'p3' (chosen with --label)" in capsys.readouterr().out
+
+
+def test_a_table_without_a_label_named_column_uses_the_last_and_says_so(tmp_path, capsys):
+    from minigd.cli import main
+
+    kaggle_csv(tmp_path / "t.csv", first="id")
+    assert main(["info", str(tmp_path / "t.csv")]) == 0
+    assert "label column 'p3' (the last column: no column is named" in capsys.readouterr().out
+
+
+def test_predict_writes_labels_and_probabilities_for_a_table_with_or_without_its_label(
+    tmp_path, capsys
+):
+    import subprocess
+    import sys
+
+    from minigd.cli import main
+    from minigd.nn import load_model
+
+    kaggle_csv(tmp_path / "train.csv")
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "train.csv"), "--model", "softmax",
+                 "--epochs", "2", "--out", str(run), "--quiet"]) == 0  # fmt: skip
+    lines = (tmp_path / "train.csv").read_text().splitlines()
+    features_only = ["p0,p1,p2,p3", *(line.split(",", 1)[1] for line in lines[1:])]
+    (tmp_path / "test.csv").write_text("\n".join(features_only) + "\n")  # Kaggle's test.csv
+    model = load_model(run / "model.npz")
+    X = np.loadtxt(tmp_path / "test.csv", delimiter=",", skiprows=1)
+    for data in ("train.csv", "test.csv"):
+        done = subprocess.run(
+            [sys.executable, "-m", "minigd", "predict", str(run), str(tmp_path / data),
+             "--out", str(tmp_path / f"{data}.preds.csv")],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        written = (tmp_path / f"{data}.preds.csv").read_text().split()
+        assert written[0] == "prediction"
+        assert [int(v) for v in written[1:]] == model.predict(X).tolist()
+    assert main(["predict", str(run), str(tmp_path / "test.csv"), "--proba", "--out",
+                 str(tmp_path / "p.npy")]) == 0  # fmt: skip
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), model.predict_proba(X), rtol=1e-6)
+    assert main(["predict", str(run), str(tmp_path / "test.csv"), "--out", "p.txt"]) == 2
+    assert "--out must end in .npy, .csv, .parquet" in capsys.readouterr().err
+
+
+def test_evaluate_a_run_uses_what_it_held_out_and_never_a_default_dataset(tmp_path, capsys):
+    from minigd.cli import main
+
+    kaggle_csv(tmp_path / "train.csv")
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "train.csv"), "--model", "softmax",
+                 "--epochs", "2", "--validation-split", "0.25", "--out", str(run),
+                 "--quiet"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 0
+    assert "(75 samples)" in capsys.readouterr().out  # the quarter the run held out
+    assert main(["evaluate", "--model-file", str(run / "model.npz")]) == 2
+    assert "give --data" in capsys.readouterr().err  # not mnist-5k, which it never saw

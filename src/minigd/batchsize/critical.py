@@ -56,11 +56,19 @@ class CriticalBatch:
     def samples_at(self, b: Any) -> Any:
         return self.e_min * (1.0 + np.asarray(b, dtype=float) / self.b_crit)
 
-    def __str__(self) -> str:
+    def interval_text(self, digits: int = 4, to: str = "..") -> str:
+        """ "95% CI lo .. hi" of B_crit, or why there is none: with one seed at the fewest batch
+        sizes every resample is the same fit, and a zero-width "interval" would claim a
+        certainty the sweep does not have."""
         lo, hi = self.b_crit_interval
+        if not (lo < hi):
+            return "no interval: one seed at these batch sizes leaves nothing to resample"
+        return f"95% CI {lo:.{digits}g} {to} {hi:.{digits}g}"
+
+    def __str__(self) -> str:
         edge = "" if self.bounded else " (at the edge of the batch sizes tried: a bound only)"
         return (
-            f"B_crit = {self.b_crit:.4g} (95% CI {lo:.4g} .. {hi:.4g}){edge}, "
+            f"B_crit = {self.b_crit:.4g} ({self.interval_text()}){edge}, "
             f"S_min = {self.s_min:.4g}, E_min = {self.e_min:.4g}; perfect scaling up to "
             f"B ~ {self.perfect_scaling_up_to:.3g}, plateau from B ~ {self.plateau_from:.3g}"
         )

@@ -19,7 +19,7 @@ from minigd.cli.job import Job
 from minigd.data import datasets, describe_layout, load
 from minigd.data.convert import convert
 from minigd.data.files import hold_out, npz_headers_and_targets
-from minigd.data.formats import is_streamable
+from minigd.data.formats import is_streamable, label_column
 from minigd.data.formats import open_source as open_data
 from minigd.data.opening import on_disk_bytes, read_manifest, sample
 from minigd.experiments import Budget, RunSpec, compare, sweep, write_report
@@ -27,6 +27,7 @@ from minigd.experiments.sweep_report import write_sweep_report
 from minigd.nn import load_model
 from minigd.rules import rule_for_m
 from minigd.runs import RunConfig, read_config, should_stream, train_run
+from minigd.runs.predict import predict_file
 from minigd.training import fit
 from minigd.training.checkpoint import list_checkpoints
 
@@ -40,6 +41,10 @@ EXIT_CODES = (
     f"exit codes: {EXIT_OK} done, {EXIT_ERROR} unexpected error, {EXIT_USAGE} bad input, "
     f"{EXIT_DIVERGED} training diverged, {EXIT_INTERRUPTED} interrupted by Ctrl-C, "
     f"{EXIT_SIGTERM} by SIGTERM (a checkpoint to resume from is written first)."
+)
+EXIT_CODES_UNTRAINED = (  # the commands that write no run: no divergence, no checkpoint
+    f"exit codes: {EXIT_OK} done, {EXIT_ERROR} unexpected error, {EXIT_USAGE} bad input, "
+    f"{EXIT_INTERRUPTED} interrupted by Ctrl-C, {EXIT_SIGTERM} by SIGTERM."
 )
 
 
@@ -60,16 +65,25 @@ def cmd_info(args: argparse.Namespace) -> int:
     if Path(args.data).suffix.lower() == ".npz" and Path(args.data).is_file():
         train, test, values = npz_headers_and_targets(args.data, task=args.task), None, False
     else:
-        train, test = load(args.data, target=args.target, task=args.task)
+        train, test = load(args.data, target=args.label, task=args.task)
         values = True
     for split in (train, test):
         if split is not None:
             _info_split(split, values)
+    _say_label_column(args)
     if np.ndim(train.X) == 2:
         m, layout = describe_layout(train.X, train.y)
         print(f"  {layout}")
         print(f"  the note's rule: {rule_for_m(m)}")
     return 0
+
+
+def _say_label_column(args: argparse.Namespace) -> None:
+    """Which column of a table is the label, and why (a wrong guess trains on the wrong
+    target without a word otherwise)."""
+    how = label_column(args.data, args.label)
+    if how is not None:
+        print(f"  {how}; --label chooses another")
 
 
 def _info_split(split, values: bool) -> None:
@@ -94,10 +108,11 @@ def _info_split(split, values: bool) -> None:
 
 def _info_source(args: argparse.Namespace) -> int:
     """Info of a file or shard folder from its headers and targets: the features are not read."""
-    data = open_data(args.data, y=args.y, target=args.target, task=args.task)
+    data = open_data(args.data, y=args.y, target=args.label, task=args.task)
     X, m = data.X, len(data)
     size = on_disk_bytes(args.data)
     print(f"{data.name}: X {X.shape} {X.dtype}, {format_bytes(size)} on disk ({X.name})")
+    _say_label_column(args)
     if data.y is not None:
         if data.classes is not None:
             shown = ", ".join(map(str, data.classes[:12].tolist()))
@@ -128,7 +143,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         args.input,
         args.output,
         y=args.y,
-        target=args.target,
+        target=args.label,
         task=args.task,
         shard_bytes=_size("--shard-size", args.shard_size),
         dtype=args.dtype,
@@ -175,7 +190,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             sample_axis=args.sample_axis,
             last_batch=args.last_batch,
             validation_split=args.validation_split,
-            target=args.target,
+            target=args.label,
             y_path=args.y,
             dtype=args.dtype,
             task=args.task,
@@ -222,7 +237,7 @@ def _refuse_changes_on_resume(args: argparse.Namespace, config: RunConfig) -> No
             continue
         given, kept = getattr(args, dest), _run_setting(config, dest, args.resume)
         if _setting_value(given, dest) != kept:
-            changes.append(f"{options[-1]} {given} (the run has {kept})")
+            changes.append(f"{options[0]} {given} (the run has {kept})")
     if changes:
         raise ValueError(
             f"{'; '.join(changes)}: a resumed run goes on with the settings in "
@@ -236,7 +251,7 @@ def _run_setting(config: RunConfig, dest: str, folder: str):
     """A run's value for train's option ``dest``, as the option would give it."""
     if dest == "out":
         return str(Path(folder).resolve())
-    return getattr(config, {"y": "y_path"}.get(dest, dest), None)
+    return getattr(config, {"y": "y_path", "label": "target"}.get(dest, dest), None)
 
 
 def _setting_value(given, dest: str):
@@ -263,10 +278,13 @@ def _interrupted(exc: BaseException, out: Path, job: Job) -> int:
         raise exc
     code = EXIT_SIGTERM if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     found = list_checkpoints(out / "checkpoints")
-    where = f"checkpoint {found[-1]}" if found else "no checkpoint"
+    where = f"checkpoint {found[-1]}" if found else "no checkpoint yet"
+    model = (
+        "kept the last complete model" if (out / "model.npz").exists() else "no model is written"
+    )
     job.say_error(
         f"minigd train: interrupted ({'SIGTERM' if code == EXIT_SIGTERM else 'Ctrl-C'}); wrote "
-        f"{where}, kept the last complete model. Resume with: minigd train --resume {out}"
+        f"{where}, {model}. Resume with: minigd train --resume {out}"
     )
     return code
 
@@ -291,9 +309,9 @@ def _train_report(result, out: Path, quiet: bool) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    model = load_model(args.model_file)
-    train, test = load(args.data, target=args.target, y_path=args.y, task=args.task)
-    split = test if (args.split == "test" and test is not None) else train
+    model_file = _model_file(args.run, args.model_file)
+    split = _evaluation_data(args)
+    model = load_model(model_file)
     if split.y is None:
         raise ValueError(
             f"{args.data} holds no targets, and evaluate compares predictions with them: give "
@@ -301,9 +319,49 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
     # the file's labels as written, mapped through the model's own classes (not re-numbered)
     metrics = model.evaluate(split.X, split.labels, sample_axis=args.sample_axis)
-    print(f"{args.model_file} on {split.name or args.data} ({len(split.y)} samples):")
+    print(f"{model_file} on {split.name or args.data} ({len(split.y)} samples):")
     for key, value in metrics.items():
         print(f"  {key:<10} {value:.4f}")
+    return 0
+
+
+def _model_file(run: str | None, model_file: str | None) -> Path:
+    """The model.npz a command names: a run folder's, or the file given."""
+    if (run is None) == (model_file is None):
+        raise ValueError("give a run folder or --model-file (one of them): the model to use.")
+    if model_file is not None:
+        return Path(model_file)
+    if Path(run).is_file():
+        return Path(run)  # a model.npz given where a run folder goes
+    return Path(run) / "model.npz"
+
+
+def _evaluation_data(args: argparse.Namespace):
+    """The split evaluate scores: --data's (a dataset's --split, a file whole), or without
+    --data the data a run folder held out (never a default dataset the model never saw)."""
+    if args.data is not None:
+        train, test = load(args.data, target=args.label, y_path=args.y, task=args.task)
+        return test if (args.split == "test" and test is not None) else train
+    if args.run is None or not Path(args.run).is_dir():
+        raise ValueError("give --data: the data to evaluate the model on.")
+    config = read_config(args.run)
+    args.data, args.sample_axis = config.data, config.sample_axis
+    train, test = load(config.data, target=config.target, y_path=config.y_path, task=config.task)
+    if test is not None:
+        return test if args.split == "test" else train
+    if config.validation_split and args.split == "test":
+        return hold_out(train, config.validation_split, sample_axis=config.sample_axis)[1]
+    if args.split == "test":
+        print(f"note: the run in {args.run} held nothing out; these are its training data.")
+    return train
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    model_file = _model_file(args.model, None)
+    out, rows = predict_file(load_model(model_file), args.data, args.out, proba=args.proba,
+                             label=args.label)  # fmt: skip
+    what = "class probabilities" if args.proba else "predictions"
+    print(f"wrote {out}: {what} of {model_file} for {rows:,} rows of {args.data}")
     return 0
 
 
@@ -315,9 +373,9 @@ def _model_and_data(args):
         data=args.data, model=args.model, seed=args.seed, sample_axis=args.sample_axis
     )
     if not should_stream(args.data):
-        train, _ = load(args.data, target=args.target, y_path=args.y, task=args.task)
+        train, _ = load(args.data, target=args.label, y_path=args.y, task=args.task)
         return config.build_model(train), train, {}
-    data = open_data(args.data, y=args.y, target=args.target, task=args.task)
+    data = open_data(args.data, y=args.y, target=args.label, task=args.task)
     train = sample(data)
     model = config.build_model(train)
     streamed = {"n_samples": len(data), "pipeline": streaming_pipeline(data.X, data.y)}
@@ -350,16 +408,17 @@ def cmd_advise(args: argparse.Namespace) -> int:
 
 def cmd_find_batch_size(args: argparse.Namespace) -> int:
     model, train, streamed = _model_and_data(args)
-    candidates = args.candidates
+    if not args.quiet:  # the table comes at the end, once: no row printed twice
+        print("measuring throughput and peak memory per batch size ...", flush=True)
     result = find_batch_size(
         model,
         train.X,
         train.y,
-        candidates=candidates,
+        candidates=args.candidates,
         memory_budget_bytes=parse_bytes(args.memory) if args.memory else None,
         optimizer=args.optimizer,
         sample_axis=args.sample_axis,
-        progress=not args.quiet,
+        progress=False,
         pipeline=streamed.get("pipeline"),
     )
     print(result.table())
@@ -413,7 +472,7 @@ def cmd_noise_scale(args: argparse.Namespace) -> int:
 def _experiment_data(args: argparse.Namespace):
     """(train, held-out) for compare and sweep: a dataset's own split, or a file's last
     --validation-split (default 0.2), samples as rows."""
-    train, test = load(args.data, target=args.target_column, y_path=args.y, task=args.task)
+    train, test = load(args.data, target=args.label, y_path=args.y, task=args.task)
     if test is not None:
         if args.validation_split is not None:
             raise ValueError(

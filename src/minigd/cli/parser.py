@@ -12,6 +12,7 @@ from minigd.batchsize.lr_scaling import RULES as LR_RULES
 from minigd.cli import argtypes
 from minigd.cli.commands import (
     EXIT_CODES,
+    EXIT_CODES_UNTRAINED,
     cmd_advise,
     cmd_compare,
     cmd_convert,
@@ -20,6 +21,7 @@ from minigd.cli.commands import (
     cmd_find_batch_size,
     cmd_info,
     cmd_noise_scale,
+    cmd_predict,
     cmd_sweep,
     cmd_train,
 )
@@ -32,11 +34,13 @@ from minigd.runs.config import STREAM_CHOICES
 DATASET_NAMES = ", ".join(datasets.names())
 
 
-def _data_arguments(p: argparse.ArgumentParser, column: str = "--target") -> None:
-    """--data and how to read it; ``column`` names the option for a table's label column."""
+def _data_arguments(
+    p: argparse.ArgumentParser, old_label: str = "--target", default: str | None = "mnist-5k"
+) -> None:
+    """--data and how to read it (``old_label``: the label option's former name, still taken)."""
     p.add_argument(
         "--data",
-        default="mnist-5k",
+        default=default,
         help=f"dataset name ({DATASET_NAMES}), a {formats.suffixes()} file or a shard folder",
     )
     p.add_argument(
@@ -46,9 +50,22 @@ def _data_arguments(p: argparse.ArgumentParser, column: str = "--target") -> Non
         default=0,
         help="1 if the file holds samples as columns: the note's X = (784, m)",
     )
-    p.add_argument(column, default=None, help="label column of a CSV/Parquet file")
+    _label_argument(p, old_label)
     p.add_argument("--y", default=None, help="targets file for an .npy X")
     _task_argument(p)
+
+
+def _label_argument(p: argparse.ArgumentParser, old_name: str = "--target") -> None:
+    """--label: a table's label column, the one name for it in every command. Its former name
+    is still taken, unlisted (compare and sweep use --target for the race's METRIC:VALUE)."""
+    p.add_argument(
+        "--label",
+        default=None,
+        metavar="COLUMN",
+        help="the label column of a CSV/Parquet table, by name or index (default: the one column "
+        "named label, target, class, y or digit, else the last)",
+    )
+    p.add_argument(old_name, dest="label", default=None, help=argparse.SUPPRESS)
 
 
 def _threads_argument(p: argparse.ArgumentParser) -> None:
@@ -63,8 +80,8 @@ def _threads_argument(p: argparse.ArgumentParser) -> None:
 
 def _experiment_data_arguments(p: argparse.ArgumentParser) -> None:
     """The data options of compare and sweep: train's, plus the held-out part of a file
-    (--target is the race's target there, so a table's label column is --target-column)."""
-    _data_arguments(p, column="--target-column")
+    (--target is the race's METRIC:VALUE there)."""
+    _data_arguments(p, old_label="--target-column")
     p.add_argument(
         "--validation-split",
         type=float,
@@ -134,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare(sub)
     _add_sweep(sub)
     _add_evaluate(sub)
+    _add_predict(sub)
     for choice in sub._choices_actions:  # each subcommand's one-line help is its description
         sub.choices[choice.dest].description = choice.help[0].upper() + choice.help[1:] + "."
     return parser
@@ -150,7 +168,7 @@ def _add_info(sub) -> None:
         "data",
         help=f"a dataset name ({DATASET_NAMES}), a {formats.suffixes()} file or a shard folder",
     )
-    p.add_argument("--target", default=None, help="target column of a CSV/Parquet file")
+    _label_argument(p)
     p.add_argument("--y", default=None, help="targets file for an .npy X")
     _task_argument(p)
     p.set_defaults(func=cmd_info)
@@ -165,12 +183,15 @@ def _add_convert(sub) -> None:
     )
     p.add_argument("output", help="the shard folder to write (created whole, or not at all)")
     p.add_argument("--y", default=None, help="targets file for an .npy input")
-    p.add_argument("--target", default=None, help="label column of a CSV/Parquet file")
+    _label_argument(p)
     _task_argument(p)
     p.add_argument(
-        "--dtype", default=None, help="store features as this dtype, e.g. float32 (default kept)"
+        "--dtype",
+        default=None,
+        help="store features as this dtype, e.g. float32 (default: the file's; numbers read "
+        "from a CSV are float32)",
     )
-    p.add_argument("--shard-size", default="128MB", help="feature bytes per shard (128MB)")
+    p.add_argument("--shard-size", default="128MB", help="feature bytes per shard")
     p.add_argument("--overwrite", action="store_true", help="replace an existing shard folder")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.set_defaults(func=cmd_convert)
@@ -196,7 +217,9 @@ def _watch_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a model by mini-batch gradient descent")
+    p = sub.add_parser(
+        "train", help="train a model by mini-batch gradient descent", epilog=EXIT_CODES
+    )
     _data_arguments(p)
     p.add_argument(
         "--model",
@@ -231,9 +254,10 @@ def _add_train(sub) -> None:
     _run_folder_arguments(p)
     _threads_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    settings = {
-        a.dest: a.option_strings for a in p._actions if a.dest not in KEPT_ON_RESUME | NOT_A_SETTING
-    }
+    settings: dict[str, list[str]] = {}  # dest -> every option string that sets it
+    for action in p._actions:
+        if action.dest not in KEPT_ON_RESUME | NOT_A_SETTING:
+            settings.setdefault(action.dest, []).extend(action.option_strings)
     p.set_defaults(func=cmd_train, run_settings=settings)
 
 
@@ -243,7 +267,8 @@ def _batch_arguments(p: argparse.ArgumentParser) -> None:
         "--batch-size",
         type=argtypes.batch_size,
         default=64,
-        help='samples per step; "full" for batch gradient descent, 1 for SGD',
+        help='samples per step; "full" for batch gradient descent, 1 for SGD, "adaptive" to '
+        "grow it with the measured noise scale",
     )
     p.add_argument(
         "--last-batch",
@@ -293,10 +318,10 @@ def _run_folder_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--checkpoint-every",
         type=argtypes.checkpoint_every,
-        default=(None, 60.0),
+        default="60s",  # argparse passes a text default through the type: (None, 60.0)
         metavar="N|Ns|Nm",
         help="write a checkpoint every N steps or N seconds/minutes of training, and at each "
-        "epoch's end (default: 60s, so a kill loses at most about a minute)",
+        "epoch's end (so a kill loses at most about a minute)",
     )
 
 
@@ -340,10 +365,7 @@ def _add_noise_scale(sub) -> None:
     p.add_argument("--n-batches", type=int, default=50, help="batch pairs averaged")
     p.add_argument("--epochs", type=int, default=0, help="train this many epochs first")
     p.add_argument(
-        "--train-batch-size",
-        type=argtypes.batch_size,
-        default=64,
-        help="batch size of that training",
+        "--train-batch-size", type=argtypes.batch_size, default=64, help="that training's batch"
     )
     p.add_argument(
         "--lr", type=float, default=None, help="learning rate of that training (optimizer's)"
@@ -447,8 +469,15 @@ def _add_sweep(sub) -> None:
 
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="metrics of a saved model on a dataset or file")
-    p.add_argument("--model-file", required=True, help="a model.npz written by minigd train")
-    _data_arguments(p)
+    p.add_argument(
+        "run",
+        nargs="?",
+        default=None,
+        help="a run folder: its model, and by default the data it held out (a dataset's test "
+        "split, or its --validation-split)",
+    )
+    p.add_argument("--model-file", default=None, help="a model.npz (instead of a run folder)")
+    _data_arguments(p, default=None)
     p.add_argument(
         "--split",
         choices=("test", "train"),
@@ -458,13 +487,27 @@ def _add_evaluate(sub) -> None:
     p.set_defaults(func=cmd_evaluate)
 
 
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="a saved model's predictions for a data file")
+    p.add_argument("model", help="a run folder, or a model.npz written by minigd train")
+    p.add_argument(
+        "data", help=f"a {formats.suffixes()} file or a shard folder (read a chunk at a time)"
+    )
+    p.add_argument("--out", required=True, help="where to write them: a .npy, .csv or .parquet")
+    p.add_argument(
+        "--proba", action="store_true", help="a probability per class instead of the class"
+    )
+    _label_argument(p)
+    p.set_defaults(func=cmd_predict)
+
+
 def _subparser(parent: argparse.ArgumentParser):
     """Subcommand parsers that take --debug too, and list the exit codes in their help."""
 
     class Sub(argparse.ArgumentParser):
         def __init__(self, **kwargs):
             kwargs.setdefault("parents", [parent])
-            kwargs.setdefault("epilog", EXIT_CODES)
+            kwargs.setdefault("epilog", EXIT_CODES_UNTRAINED)
             kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
             if "help" in kwargs:  # the subcommand's line in `minigd --help`, as its description
                 kwargs.setdefault(

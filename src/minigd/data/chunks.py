@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minigd.data.files import column_index
+from minigd.data.files import label_index
 from minigd.data.npz import CorruptFileError, read_npy_header
 from minigd.data.opening import SourceData
 
@@ -111,7 +111,7 @@ def of_csv(src: Path, y, target) -> tuple[Iterator, None, list[str]]:
     except pa.ArrowInvalid as exc:
         raise ValueError(f"{src} is not a readable CSV file: {exc}") from None
     names = list(reader.schema.names)
-    index = len(names) - 1 if target is None else column_index(names, target)
+    index = label_index(names, target)[0]
 
     def chunks():
         try:
@@ -131,7 +131,7 @@ def _csv_module_chunks(src: Path, target) -> tuple[Iterator, None, list[str]]:
     f = open(src, newline="", encoding="utf-8")  # noqa: SIM115 - closed by the generator
     reader = csv.reader(f)
     names = next(reader)
-    index = len(names) - 1 if target is None else column_index(names, target)
+    index = label_index(names, target)[0]
 
     def chunks():
         with f:

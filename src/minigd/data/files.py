@@ -86,8 +86,16 @@ def hold_out(data: Dataset, fraction: float, *, sample_axis: int = 0) -> tuple[D
 
 
 def encode_labels(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Maps labels of any type to 0..K-1; returns (codes as intp, sorted class list)."""
-    classes, codes = np.unique(np.asarray(y).ravel(), return_inverse=True)
+    """Maps labels of any type to 0..K-1; returns (codes as intp, sorted class list).
+
+    Labels that arrive as Python objects (pyarrow's and pandas' text columns) become the array
+    NumPy infers for them (text as ``<U``, numbers as numbers), so the class list is of one
+    dtype whatever the reader, and saves with the model."""
+    y = np.asarray(y).ravel()
+    if y.dtype.hasobject:
+        y = np.array(y.tolist())
+        y = y.astype(str) if y.dtype.hasobject else y
+    classes, codes = np.unique(y, return_inverse=True)
     return codes.astype(np.intp), classes
 
 
@@ -338,8 +346,8 @@ def _read_parquet(path: Path) -> tuple[list[str], list[np.ndarray]]:
 
 
 def _from_table(names, columns, target, task, name) -> Dataset:
-    index = len(names) - 1 if target is None else column_index(names, target)
-    y = columns[index]
+    index = label_index(names, target)[0]
+    y = None if index is None else columns[index]
     feature_cols = [c for j, c in enumerate(columns) if j != index]
     if not feature_cols:
         raise ValueError(f"{name} has only the target column; it needs feature columns too.")
@@ -353,6 +361,32 @@ def _from_table(names, columns, target, task, name) -> Dataset:
     X = np.column_stack([np.asarray(c, dtype=np.float64) for c in feature_cols])
     features = tuple(n for j, n in enumerate(names) if j != index)
     return _dataset(X, y, task, name, features)
+
+
+LABEL_NAMES = ("label", "labels", "target", "class", "y", "digit")  # what a label column is called
+
+
+def label_index(names: list[str], target: int | str | bool | None) -> tuple[int | None, str]:
+    """(the index of a table's label column, how it was chosen): the column ``target`` names;
+    else the one column whose name says it is the label (``LABEL_NAMES``: Kaggle's train.csv has
+    ``label`` first); else the last column. ``target=False``: the table has none (None)."""
+    if target is False:  # a table of features only (new data to predict)
+        return None, "no label column"
+    if target is not None:
+        return column_index(names, target), "chosen with --label"
+    named = [i for i, name in enumerate(names) if str(name).strip().lower() in LABEL_NAMES]
+    if len(named) == 1:
+        return named[0], "its name says it is the label"
+    if named:
+        return len(names) - 1, "the last column; several are named like a label: pass --label"
+    return len(names) - 1, "the last column: no column is named label, target, class or y"
+
+
+def table_columns(path: Path) -> list[str]:
+    """The column names of a CSV file (its first row when that is a header, else 0, 1, ...)."""
+    first = _first_row(path)
+    header = not all(_is_number(v) for v in first)
+    return [v.strip() for v in first] if header else [str(i) for i in range(len(first))]
 
 
 def column_index(names: list[str], target: int | str) -> int:

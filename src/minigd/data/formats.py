@@ -171,6 +171,18 @@ def read_chunks(
     return kind.chunks(p, y, target)
 
 
+def label_column(path: str | os.PathLike, label: int | str | None = None) -> str | None:
+    """Which column of a table (CSV, Parquet) is the label and why, as one phrase for what a
+    command prints first; None for a format that holds its targets apart from its features."""
+    p = Path(path)
+    kind = p.suffix.lower()
+    if not p.is_file() or kind not in (".csv", ".parquet"):
+        return None
+    names = files.table_columns(p) if kind == ".csv" else opening.parquet_columns(p)
+    index, how = files.label_index(names, label)
+    return f"label column {names[index]!r} ({how})"
+
+
 def _existing(path: str | os.PathLike) -> Path:
     p = Path(path)
     if not p.exists():

@@ -22,7 +22,8 @@ import numpy as np
 
 from minigd.data.arrays import one_hot_labels
 from minigd.data.columnar import HDF5Source, ParquetSource, parquet_file
-from minigd.data.files import MAX_WHOLE_FLOAT_CLASSES, Dataset, column_index
+from minigd.data.files import MAX_WHOLE_FLOAT_CLASSES, Dataset, label_index
+from minigd.data.fingerprint import fingerprint
 from minigd.data.npz import CorruptFileError
 from minigd.data.sources import (
     ArraySource,
@@ -231,15 +232,20 @@ def scan_targets(y: Source, task: str) -> tuple[np.ndarray | None, str]:
     return (None if classes is None else np.array(classes)), why
 
 
+def parquet_columns(p: Path) -> list[str]:
+    return list(parquet_file(p).schema_arrow.names)
+
+
 def open_parquet(p: Path, y, target, task: str) -> SourceData:
     """A Parquet table's feature columns and target column, read a row group at a time."""
-    names = list(parquet_file(p).schema_arrow.names)
-    index = len(names) - 1 if target is None else column_index(names, target)
+    names = parquet_columns(p)
+    index = label_index(names, target)[0]
     features = [n for j, n in enumerate(names) if j != index]
     if not features:
         raise ValueError(f"{p.name} has only the target column; it needs feature columns too.")
     X = ParquetSource(p, features)
-    return source_data(X, ParquetSource(p, [names[index]]), task, p.name, tuple(features))
+    y = None if index is None else ParquetSource(p, [names[index]])
+    return source_data(X, y, task, p.name, tuple(features))
 
 
 def open_hdf5(p: Path, y, target, task: str) -> SourceData:
@@ -260,13 +266,15 @@ def open_shards(folder: Path, y, target, task: str) -> SourceData:
         for role, parts in (("x", xs), ("y", ys)):
             if shard.get(role) is None:
                 continue
-            source = NpySource(_shard_path(folder, shard[role]))
+            path = _shard_path(folder, shard[role])
+            source = NpySource(path)
             if source.n_rows != shard["rows"]:
                 raise CorruptFileError(
                     f"{source.path} holds {source.n_rows} rows; the manifest of {folder} says "
                     f"shard {i} has {shard['rows']}. The folder is incomplete or was edited: "
                     "convert the data again."
                 )
+            _check_unchanged(path, shard.get("sha256", {}).get(role))
             parts.append(source)
     X = ConcatSource(xs, str(folder))
     y = ConcatSource(ys, f"{folder} (targets)") if ys else None
@@ -283,6 +291,16 @@ def open_shards(folder: Path, y, target, task: str) -> SourceData:
     return SourceData(
         X, y, classes, folder.name, why, None if features is None else tuple(features)
     )
+
+
+def _check_unchanged(path: Path, sha256: str | None) -> None:
+    """Refuses a shard whose content is not what ``convert`` wrote (its digest in the manifest:
+    the whole file up to 64 MiB, 64 blocks of 64 KiB beyond, so opening stays cheap)."""
+    if sha256 is not None and fingerprint(path)["sha256"] != sha256:
+        raise CorruptFileError(
+            f"{path} is not the shard minigd convert wrote: its content changed since. Convert "
+            "the data again (a run must not train on edited data without knowing it)."
+        )
 
 
 def _shard_path(folder: Path, name: str) -> Path:

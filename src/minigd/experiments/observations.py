@@ -31,8 +31,10 @@ class Observation:
     evidence: str
 
 
-def conclusion(results: Results) -> str:
-    """One paragraph: which batch size won on which axis, in numbers."""
+def conclusion(results: Results, busy: bool = False) -> str:
+    """One paragraph: which batch size won on which axis, in numbers. ``busy``: other processes
+    kept the cores busy while measuring (the advisor saw it), so no run is crowned on seconds
+    or samples/s: contended timings rank the load, not the batch sizes."""
     runs = results.runs
     parts = []
     best = _best(runs, "val_accuracy", higher=True) or _best(runs, "val_loss", higher=False)
@@ -40,14 +42,15 @@ def conclusion(results: Results) -> str:
         key = "val_accuracy" if best.metrics.get("val_accuracy") is not None else "val_loss"
         parts.append(f"the best {key.replace('_', ' ')} was {best.spec.label}'s "
                      f"({format_number(best.metrics[key])})")  # fmt: skip
+    timed = () if busy else (("seconds_to_target", "in the fewest seconds", "s"),)
     for key, what, unit in (
         ("epochs_to_target", "reached the target in the fewest epochs", "epochs"),
-        ("seconds_to_target", "in the fewest seconds", "s"),
+        *timed,
     ):
         run = _best(runs, key, higher=False)
         if run is not None:
             parts.append(f"{run.spec.label} {what} ({format_number(run.metrics[key])} {unit})")
-    fast = _best(runs, "samples_per_second", higher=True)
+    fast = None if busy else _best(runs, "samples_per_second", higher=True)
     if fast is not None:
         parts.append(f"{fast.spec.label} processed the most samples per second "
                      f"({format_number(fast.metrics['samples_per_second'])})")  # fmt: skip
@@ -57,6 +60,11 @@ def conclusion(results: Results) -> str:
     if not parts:
         return "No run produced comparable numbers."
     text = f"Within the same budget ({results.budget}), " + "; ".join(parts) + "."
+    if busy:
+        return text + (
+            " The machine was busy while these ran (other processes on the cores), so no run "
+            "is ranked on seconds or samples/s: measure again on a quiet machine to compare them."
+        )
     return text + " Seconds and samples/s depend on how busy the machine was while it ran."
 
 

@@ -121,7 +121,8 @@ def write_report(
         sweep.save(folder)
     results_path = results.save(folder)
     observations = note_observations(results, advice, sweep)
-    summary = conclusion(results)
+    busy = advice is not None and advice.finder is not None and advice.finder.machine_busy
+    summary = conclusion(results, busy=busy)
     title = title or f"minigd compare: {results.model} on {results.data}"
     html_path = atomic_write_text(
         folder / "report.html", _html(results, figures, observations, advice, sweep, title, summary)
@@ -219,8 +220,8 @@ def _advice_html(results, advice) -> list[str]:
 
 STYLE = (
     "body{font-family:sans-serif;max-width:1100px;margin:1.5em auto;padding:0 1em;"
-    "line-height:1.4}.scroll{overflow-x:auto}table{border-collapse:collapse;font-size:.8em}"
-    "td,th{border:1px solid #ccc;padding:.25em .4em;text-align:right}"
+    "line-height:1.4}.scroll{overflow-x:auto}table{border-collapse:collapse;font-size:.78em}"
+    "td,th{border:1px solid #ccc;padding:.25em .3em;text-align:right}"
     "thead th{background:#f4f4f4;white-space:normal;vertical-align:bottom;min-width:3.5em}"
     "tbody th{text-align:left}figure{margin:1.5em 0}img{max-width:100%}"
     "li{margin:.5em 0}pre{background:#f8f8f8;padding:.6em;font-size:.85em}"

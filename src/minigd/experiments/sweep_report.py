@@ -40,9 +40,8 @@ def readings(result) -> list[str]:
         if crit is None:
             out.append(f"{reading.target}: no fit ({reading.note})")
             continue
-        lo, hi = crit.b_crit_interval
         text = (
-            f"{reading.target}: B_crit = {crit.b_crit:.3g} (95% CI {lo:.3g} to {hi:.3g}), "
+            f"{reading.target}: B_crit = {crit.b_crit:.3g} ({crit.interval_text(3, 'to')}), "
             f"S_min = {crit.s_min:.3g} steps, E_min = {crit.e_min:.3g} samples; the fit is "
             f"{crit.residual_rms:.0%} off the medians (rms, log scale). Perfect scaling "
             f"(slope -1) lasts up to B ~ {crit.perfect_scaling_up_to:.3g}; the plateau starts "

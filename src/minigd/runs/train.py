@@ -25,7 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from minigd.data.files import Dataset
+from minigd.data.formats import label_column
 from minigd.data.opening import SourceData
 from minigd.distributed.comm import check_same
 from minigd.runs.config import RunConfig
@@ -112,6 +115,11 @@ def _checked(folder: RunFolder, config: RunConfig):
         config = config.absolute()
     config = config.resolved()
     train, test = config.load()
+    if train.classes is not None and np.asarray(train.classes).dtype.hasobject:
+        raise TypeError(  # the model would train to the end and then fail to save
+            f"the class labels of {config.data} are Python objects, which a model file cannot "
+            "hold; give them as text or numbers."
+        )
     if folder.resume:
         folder.check_data(config)
     return config, train, test
@@ -166,18 +174,21 @@ def describe(
     """One line: what is trained on what, the task and why, and where it goes."""
     task = f"{train.n_classes} classes" if train.classes is not None else "regression"
     why = f" ({train.task_reason})" if train.task_reason else ""
+    m = np.shape(train.X)[config.sample_axis]  # samples are columns with --sample-axis 1
+    label = label_column(config.data, config.target)  # a table's: which column, and why
+    task = f"{label}; {task}" if label else task
     how = ""
     if config.stream == "always":
         how = f", streamed from disk ({config.shuffle} shuffle)"
     if parallel is not None:
-        b = len(train.X) if config.batch_size == "full" else int(config.batch_size)
+        b = m if config.batch_size == "full" else int(config.batch_size)
         pids = ", ".join(f"{rank}:{pid}" for rank, pid in enumerate(parallel.pids))
         how += (
             f", data-parallel on {parallel.size} MPI ranks (each global batch of {b} split "
             f"into shares of {b // parallel.size}-{-(-b // parallel.size)}; rank:pid {pids})"
         )
     return (
-        f"training {config.model} on {config.data} ({len(train.X)} samples; {task}{why}): "
+        f"training {config.model} on {config.data} ({m} samples; {task}{why}): "
         f"batch size {config.batch_size}, {config.optimizer}, {config.epochs} epochs, "
         f"{trainer_threads} BLAS threads{how} -> {out}"
     )

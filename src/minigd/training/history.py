@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from minigd._extras import require
 from minigd._io import atomic_write, atomic_write_text
 from minigd._json import to_plain
 from minigd._validation import check_choice
@@ -168,6 +169,41 @@ class History:
                     writer.writerow([e.get(k, "") for k in keys])
 
         return atomic_write(path, write, text=True)
+
+    # -- for notebooks ----------------------------------------------------------------------
+    def to_pandas(self, which: str = "steps"):
+        """A pandas DataFrame of the steps (a row per step, with ``smoothed_loss``) or of the
+        epochs (a row per epoch): what ``pd.DataFrame(history.history)`` is to a Keras user."""
+        check_choice("which", which, ("steps", "epochs"))
+        pd = require("pandas", "pandas", "History.to_pandas")
+        if which == "epochs":
+            return pd.DataFrame(self.epochs)
+        frame = pd.DataFrame(self.steps, index=pd.RangeIndex(1, self.n_steps + 1, name="step"))
+        frame["smoothed_loss"] = self.smoothed()
+        return frame
+
+    def plot(self, ax=None):
+        """The loss per step with its smoothed trend and, on a second axis, each validation
+        metric per epoch (at the step that ended the epoch); returns the matplotlib Figure."""
+        plt = require("matplotlib.pyplot", "plot", "History.plot")
+        if ax is None:
+            _, ax = plt.subplots(figsize=(8, 4.5))
+        steps = np.arange(1, self.n_steps + 1)
+        ax.plot(steps, self.steps["loss"], lw=0.6, alpha=0.35, label="loss per step")
+        ax.plot(steps, self.smoothed(), lw=1.6, label="smoothed")
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss")
+        metrics = sorted({k for e in self.epochs for k in e if k.startswith("val_")})
+        if metrics:
+            ends = [e.get("steps", np.nan) for e in self.epochs]
+            other = ax.twinx()
+            for name in metrics:
+                values = [e.get(name, np.nan) for e in self.epochs]
+                other.plot(ends, values, marker="o", ls="--", label=name)
+            other.set_ylabel("validation, per epoch")
+            other.legend(loc="upper right")
+        ax.legend(loc="upper left")
+        return ax.figure
 
     def __repr__(self) -> str:
         last = self.epochs[-1] if self.epochs else {}

@@ -851,6 +851,12 @@ API = [
         "pick one",
     ),
     ("IDX file missing", lambda d: read_idx(d / "nope.idx"), FileNotFoundError, "no such IDX"),
+    (
+        "a value beyond float32",
+        lambda d: fit(mlp(4, [5], 3), overflowing(), Y, batch_size=8, epochs=1, verbose=0),
+        ValueError,
+        "sample 5 holds 1e+39, beyond float32's range",
+    ),
     # scikit-learn estimators: what their parameter constraints let through
     ("sklearn batch_size=True", lambda d: classifier(batch_size=True), ValueError, "Got True"),
     (
@@ -878,6 +884,13 @@ API = [
         "parameters hold NaN or inf",
     ),
 ]
+
+
+def overflowing():
+    """X with one value, in sample 5, that float64 holds and float32 cannot."""
+    wide = X.astype(np.float64)
+    wide[5, 2] = 1e39
+    return wide
 
 
 def classifier(partial=False, **params):

@@ -298,7 +298,7 @@ def test_advisor_noise_rule_caps_the_batch(mnist5k):
     assert any(r.rule == 4 and "lowered to 32" in r.text for r in advice.reasons)
     advice = advise(mlp(784, [16], 10), train.X, train.y, measure=False, noise=100.0)
     assert advice.batch_size == 64
-    assert any(r.rule == 4 and "not far above" in r.text for r in advice.reasons)
+    assert any(r.rule == 4 and "64 is below it" in r.text for r in advice.reasons)  # 64 < 100
 
 
 def test_advisor_batchnorm_rule_picks_merge():
@@ -350,3 +350,15 @@ def test_cli_tools(mnist5k, capsys):
     )
     out = capsys.readouterr().out
     assert "B_simple" in out and "tr(Sigma)" in out and "|G|^2" in out
+
+
+def test_rule_4_says_below_when_the_batch_is_below_the_noise_scale(digits):
+    train, _ = digits
+    X = np.concatenate([train.X] * 3)  # m > 2000: the mini-batch rules apply
+    y = np.concatenate([train.y] * 3)
+    below = advise(mlp(64, [16], 10), X, y, noise=4096.0, measure=False)
+    text = " ".join(r.text for r in below.reasons if r.rule == 4)
+    assert f"{below.batch_size} is below it" in text and "not far above" not in text
+    above = advise(mlp(64, [16], 10), X, y, noise=below.batch_size * 0.75, measure=False)
+    text = " ".join(r.text for r in above.reasons if r.rule == 4)
+    assert f"{above.batch_size} is not far above it" in text

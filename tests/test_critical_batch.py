@@ -167,3 +167,22 @@ def test_one_seed_at_three_batch_sizes_claims_no_interval():
     assert "no interval: one seed" in str(one_seed) and "95% CI" not in str(one_seed)
     seeds = fit_critical_batch({32: [100, 110], 64: [60, 66], 128: [45, 40]})
     assert "95% CI" in str(seeds)
+
+
+def test_a_sweep_says_what_it_will_run_and_reports_every_target(tmp_path, capsys):
+    from minigd.cli import main
+
+    argv = ["sweep", "--data", "digits", "--model", "softmax", "--batch-sizes", "32,64,128",
+            "--lrs", "0.1,0.3", "--seeds", "0", "--target", "val_accuracy:0.8,0.9",
+            "--max-epochs", "3", "--max-extensions", "0", "--out", str(tmp_path / "s")]  # fmt: skip
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    err, out = captured.err.splitlines(), captured.out
+    assert err[0].startswith("sweep: 3 batch sizes x 2 learning rates x 1 seeds = 6 runs")
+    assert err[1].startswith("sweep: the first pair took") and "other 5 pairs: about" in err[1]
+    pair_lines = [line for line in err if line.startswith("sweep: B=")]
+    assert len(pair_lines) == 6
+    assert all("val_accuracy >= 0.8" in line and "val_accuracy >= 0.9" in line
+               for line in pair_lines if "diverged" not in line)  # fmt: skip
+    header = out.splitlines()[0]
+    assert header.endswith("where the best lr sits") and "  best lr  " not in header[-30:]

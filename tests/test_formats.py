@@ -1,6 +1,8 @@
 """One table of formats (``minigd.data.formats``): every format opens as a source, loads whole and
 converts, and every command takes HDF5 files and shard folders, in memory or streamed."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -156,3 +158,19 @@ def test_a_shard_edited_after_convert_is_refused(tmp_path):
     code = main(["train", "--data", str(tmp_path / "shards"), "--model", "softmax", "--epochs",
                  "1", "--out", str(tmp_path / "run"), "--quiet"])  # fmt: skip
     assert code == 2 and not (tmp_path / "run").exists()
+
+
+def test_one_feature_data_streams_as_it_loads(tmp_path):
+    """A 1-D .npy of features is rows of one feature in memory; streamed and converted too."""
+    rng = np.random.default_rng(6)
+    np.save(tmp_path / "x.npy", rng.normal(size=500).astype(np.float32))
+    np.save(tmp_path / "y.npy", np.arange(500) % 2)
+    streamed = open_source(tmp_path / "x.npy", y=tmp_path / "y.npy")
+    assert streamed.X.row_shape == (1,)
+    np.testing.assert_array_equal(streamed.X.read(0, 500)[:, 0], np.load(tmp_path / "x.npy"))
+    convert(tmp_path / "x.npy", tmp_path / "shards", y=tmp_path / "y.npy", progress=False)
+    for data in (str(tmp_path / "x.npy"), str(tmp_path / "shards")):
+        extra = ["--y", str(tmp_path / "y.npy")] if data.endswith(".npy") else []
+        out = tmp_path / f"run-{Path(data).stem}"
+        assert main(["train", "--data", data, *extra, "--model", "logistic", "--epochs", "1",
+                     "--stream", "always", "--out", str(out), "--quiet"]) == 0  # fmt: skip

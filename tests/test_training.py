@@ -406,7 +406,7 @@ def test_data_is_checked_once_however_often_validation_runs(digits, monkeypatch)
 
     train, test = digits
     scanned = []
-    monkeypatch.setattr(arrays, "check_finite", lambda rows, name="X": scanned.append(name))
+    monkeypatch.setattr(arrays, "check_finite", lambda rows, name="X", **_: scanned.append(name))
     model = softmax_regression(64, 10)
     validation = model.prepare(test.X, test.y)
     tracker = TargetTracker(Target("val_accuracy", 0.99), validation)

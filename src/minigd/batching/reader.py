@@ -154,6 +154,18 @@ class BatchReader:
         x, y = self._checked(slot, rows)
         slot.batch = (x,) if y is None else (x, y)
 
+    def _why_not_finite(self, slot: _Slot, x: np.ndarray, bad: int) -> str:
+        """NaN or inf as stored, or a finite value the cast to the model's dtype overflowed."""
+        if slot.x is not slot.raw and slot.raw.dtype.kind in "iuf":
+            stored = np.asarray(slot.raw[bad], dtype=np.float64)
+            if np.isfinite(stored).all():
+                return (
+                    f"{self.x_name} holds a value beyond {x.dtype}'s range "
+                    f"(+-{np.finfo(x.dtype).max:.3g}): train with --dtype float64, or scale "
+                    "the features"
+                )
+        return f"{self.x_name} holds NaN or inf"
+
     def _checked(self, slot: _Slot, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(X in the model's dtype, targets or None) of the rows in ``slot``, or a ValueError
         that names the first bad row and its file."""
@@ -167,7 +179,7 @@ class BatchReader:
             part = flat[lo : lo + step]
             if not np.isfinite(part).all():
                 bad = lo + int(np.argmax(~np.isfinite(part).all(axis=1)))
-                self._refuse(self.x_source, rows, bad, f"{self.x_name} holds NaN or inf")
+                self._refuse(self.x_source, rows, bad, self._why_not_finite(slot, x, bad))
         if self.y_source is None:
             return x, None
         try:

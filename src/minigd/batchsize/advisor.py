@@ -356,9 +356,10 @@ def gradient_noise_scale(ctx: Context) -> tuple[int | str | None, Reason | None]
         return chosen, None
     b_noise, slack = ctx.noise.b_simple, rules.NOISE_SLACK
     if chosen <= slack * b_noise:
+        where = "below it" if chosen <= b_noise else "not far above it"
         return chosen, Reason.of(
             4,
-            f"the noise scale is ~{b_noise:.0f}; {chosen} is not far above it, so no sample is "
+            f"the noise scale is ~{b_noise:.0f}; {chosen} is {where}, so no sample is "
             f"wasted (it grows as training goes on: measure again later to go larger).",
         )
     sizes = [c.batch_size for c in ctx.fitting]

@@ -62,8 +62,9 @@ def as_rows(X: Any, *, sample_axis: int = 0, dtype: Any = None, name: str = "X")
         raise ValueError(message("dtype", "float32 or float64", str(target)))
     if sample_axis != 0:
         arr = np.moveaxis(arr, sample_axis, 0)
-    rows = np.ascontiguousarray(arr, dtype=target)
-    check_finite(rows, name)
+    with np.errstate(over="ignore"):
+        rows = np.ascontiguousarray(arr, dtype=target)
+    check_finite(rows, name, original=arr)
     return rows
 
 
@@ -97,8 +98,10 @@ def _numeric(X: Any, name: str, fix: str) -> np.ndarray:
     return arr
 
 
-def check_finite(rows: np.ndarray, name: str = "X") -> None:
-    """Raises ValueError naming the first sample that holds a NaN or an infinity."""
+def check_finite(rows: np.ndarray, name: str = "X", original: np.ndarray | None = None) -> None:
+    """Raises ValueError naming the first sample that holds a NaN or an infinity; when
+    ``original`` (the values before a cast to ``rows``' dtype) was finite there, the sentence
+    says the value overflowed the dtype instead."""
     if rows.dtype.kind != "f":
         return
     flat = rows.reshape(rows.shape[0], -1)
@@ -109,6 +112,13 @@ def check_finite(rows: np.ndarray, name: str = "X") -> None:
         bad = ~np.isfinite(flat[start : start + chunk]).all(axis=1)
         if bad.any():
             index = start + int(np.argmax(bad))
+            overflow = _overflowed(original, index, rows.dtype)
+            if overflow is not None:
+                raise ValueError(
+                    f"{name}: sample {index} holds {overflow:g}, beyond {rows.dtype}'s range "
+                    f"(+-{np.finfo(rows.dtype).max:.3g}); train with --dtype float64 (dtype="
+                    "np.float64), or scale the features."
+                )
             raise ValueError(
                 f"{name} must hold only finite numbers; sample {index} (counting from 0 along the "
                 f"sample axis) has NaN or inf. Impute or drop such samples before training."
@@ -208,3 +218,12 @@ def one_hot_labels(y: np.ndarray) -> np.ndarray | None:
     if not (np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all()):
         return None
     return y.argmax(axis=1)
+
+
+def _overflowed(original: np.ndarray | None, index: int, dtype: np.dtype) -> float | None:
+    """The finite value of sample ``index`` that a cast to ``dtype`` turned into inf, if any."""
+    if original is None or original.dtype.kind not in "iuf":
+        return None
+    row = np.asarray(original.reshape(original.shape[0], -1)[index], dtype=np.float64)
+    big = np.isfinite(row) & (np.abs(row) > np.finfo(dtype).max)
+    return float(row[np.argmax(big)]) if big.any() else None

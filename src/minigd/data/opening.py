@@ -130,7 +130,15 @@ def on_disk_bytes(path: str | os.PathLike) -> int:
 def open_npy(path: Path, y: str | os.PathLike | None, target, task: str) -> SourceData:
     """A ``.npy`` X (and its targets' ``.npy``), read with positioned reads."""
     ys = None if y is None else NpySource(y)
-    return source_data(NpySource(path), ys, task, path.name)
+    return source_data(feature_rows(NpySource(path)), ys, task, path.name)
+
+
+def feature_rows(X: NpySource) -> NpySource:
+    """A 1-D .npy of features as rows of one feature, as loading it whole reads it: the bytes are
+    the same, so only the row shape changes."""
+    if not X.row_shape:
+        X.row_shape = (1,)
+    return X
 
 
 def in_memory(data: Dataset, path: Path) -> SourceData:
@@ -275,7 +283,7 @@ def open_shards(folder: Path, y, target, task: str) -> SourceData:
                     "convert the data again."
                 )
             _check_unchanged(path, shard.get("sha256", {}).get(role))
-            parts.append(source)
+            parts.append(feature_rows(source) if role == "x" else source)
     X = ConcatSource(xs, str(folder))
     y = ConcatSource(ys, f"{folder} (targets)") if ys else None
     if y is not None and manifest.get("label_table"):

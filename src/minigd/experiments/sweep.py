@@ -17,6 +17,7 @@ best run reached that target (``noise.probe``): the paper predicts B_crit ~ B_no
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,7 +109,7 @@ class SweepResult:
         """The rows as text; with ``readings``, each target's fit and the noise scale below."""
         lines = [
             f"{'batch':>6} {'best lr':>8} {'steps':>8} {'seeds min-max':>15} {'epochs':>8} "
-            f"{'seconds':>8}  best lr"
+            f"{'seconds':>8}  where the best lr sits"
         ]
         for r in self.rows:
             spread = r.spread
@@ -159,12 +160,32 @@ class _Trial:
         return None if got is None else float(np.median([r.steps for r in got]))
 
 
+@dataclass
+class _Plan:
+    pairs: int  # (batch size, lr) pairs in the grid as given
+    text: str  # what the sweep will run, said before anything runs
+
+
+def _plan(batch_sizes, learning_rates, seeds, max_epochs: int, targets: list[Target]) -> _Plan:
+    pairs = len(batch_sizes) * len(learning_rates)
+    return _Plan(
+        pairs,
+        f"sweep: {len(batch_sizes)} batch sizes x {len(learning_rates)} learning rates x "
+        f"{len(seeds)} seeds = {pairs * len(seeds)} runs of up to {max_epochs} epochs (more if "
+        "a best lr sits at the grid's edge), racing to " + ", ".join(map(str, targets)),
+    )
+
+
 class _Progress:
     """One line per finished run off a terminal, a bar on one (tqdm); "diverged" lines always,
-    "quiet" or not."""
+    "quiet" or not. It opens with what will run, and after the first (batch size, lr) pair says
+    about how long the grid will take."""
 
-    def __init__(self, stream: TextIO | None, quiet: bool, total: int) -> None:
+    def __init__(self, stream: TextIO | None, quiet: bool, total: int, plan: str = "") -> None:
         self.stream, self.quiet, self.bar = stream, quiet, None
+        self.total, self.done, self.started = total, 0, time.perf_counter()
+        if stream is not None and not quiet and plan:
+            print(plan, file=stream, flush=True)
         if stream is not None and not quiet and stream.isatty():
             try:
                 from tqdm.auto import tqdm
@@ -172,9 +193,20 @@ class _Progress:
                 return
             self.bar = tqdm(total=total, desc="sweep", unit="run", file=stream, leave=True)
 
+    def begin(self) -> None:
+        """The clock of the estimate starts here (after the warm-up)."""
+        self.started = time.perf_counter()
+
     def __call__(self, line: str) -> None:
         if self.stream is None:
             return
+        self.done += 1
+        if self.done == 1 and not self.quiet and self.total > 1:
+            each = time.perf_counter() - self.started
+            left = each * (self.total - 1)
+            print(f"sweep: the first pair took {each:.1f} s; the grid's other "
+                  f"{self.total - 1} pairs: about {_duration(left)}, more if the grid grows.",
+                  file=self.stream, flush=True)  # fmt: skip
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix_str(line.removeprefix("sweep: "), refresh=True)
@@ -188,18 +220,25 @@ class _Progress:
             self.bar.close()
 
 
-def _trial_line(b: int, lr: float, trial: _Trial, target: Target, max_epochs: int) -> str:
-    """The progress line of a finished (batch size, lr): the main target's steps, or why not."""
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _trial_line(b: int, lr: float, trial: _Trial, targets: list[Target], max_epochs: int) -> str:
+    """The progress line of a finished (batch size, lr): each target's steps, or why not."""
     head = f"sweep: B={b} lr={lr:g}: "
     diverged = [r for r in trial.stop_reasons if r and "diverged" in r]
     if diverged:
         return head + diverged[0]
-    main = len(trial.reached[0]) - 1
-    got = trial.per_seed(main)
-    if got is None:
-        return head + f"{target} not reached in {max_epochs} epochs"
-    seconds = float(np.median([r.seconds for r in got]))
-    return head + f"{target} after {format_number(trial.steps(main))} steps ({seconds:.2f} s)"
+    parts = []
+    for i, target in enumerate(targets):
+        got = trial.per_seed(i)
+        if got is None:
+            parts.append(f"{target} not reached in {max_epochs} epochs")
+            continue
+        seconds = float(np.median([r.seconds for r in got]))
+        parts.append(f"{target} after {format_number(trial.steps(i))} steps ({seconds:.2f} s)")
+    return head + "; ".join(parts)
 
 
 DEFAULT_BATCH_SIZES = (16, 32, 64, 128, 256, 512, 1024)
@@ -239,13 +278,15 @@ def sweep(
     name, train, test = resolve_data(data, "sweep")
     targets = _targets(target)
     max_extensions = check_int("max_extensions", max_extensions, minimum=0)
+    root = comm is None or comm.Get_rank() == 0
+    plan = _plan(batch_sizes, learning_rates, seeds, max_epochs, targets)
+    report = _Progress(progress if root else None, quiet, plan.pairs, plan.text)
     build = _warmed_builder(model, train, seeds[0], batch_sizes[0], threads)
+    report.begin()  # the estimate counts the pairs, not the warm-up
     val = build(seeds[0]).prepare(test.X, test.y)
     runner = _Runner(build, train, val, list(seeds), targets, max_epochs, optimizer, threads)
     rates = {b: sorted(learning_rates) for b in batch_sizes}
     grid = _Grid(rates, grid_ratio(learning_rates), max_extensions)
-    root = comm is None or comm.Get_rank() == 0
-    report = _Progress(progress if root else None, quiet, len(batch_sizes) * len(learning_rates))
 
     def result(trials) -> SweepResult:
         return _result(trials, grid, targets, name, model, learning_rates, seeds)
@@ -362,18 +403,18 @@ def _targets(target) -> list[Target]:
 def _round(runner: _Runner, pairs, comm, report) -> dict | None:
     """Every pair's trial: in turn on one process (each reported as it ends), dealt to the ranks
     of ``comm`` otherwise (gathered on rank 0; None on the others)."""
-    target, max_epochs = runner.targets[-1], runner.max_epochs
+    targets, max_epochs = runner.targets, runner.max_epochs
     if comm is None or comm.Get_size() < 2:
         done = {}
         for pair in pairs:
             done[pair] = runner(pair)
-            report(_trial_line(*pair, done[pair], target, max_epochs))
+            report(_trial_line(*pair, done[pair], targets, max_epochs))
         return done
     trials = deal(runner, pairs, comm)
     if trials is None:
         return None
     for pair, trial in zip(pairs, trials, strict=True):
-        report(_trial_line(*pair, trial, target, max_epochs))
+        report(_trial_line(*pair, trial, targets, max_epochs))
     return dict(zip(pairs, trials, strict=True))
 
 

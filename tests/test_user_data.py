@@ -255,3 +255,18 @@ def test_evaluate_a_run_uses_what_it_held_out_and_never_a_default_dataset(tmp_pa
     assert "(75 samples)" in capsys.readouterr().out  # the quarter the run held out
     assert main(["evaluate", "--model-file", str(run / "model.npz")]) == 2
     assert "give --data" in capsys.readouterr().err  # not mnist-5k, which it never saw
+
+
+def test_evaluate_a_run_trained_in_the_notes_layout_on_what_it_held_out(tmp_path, capsys):
+    from minigd.cli import main
+
+    rng = np.random.default_rng(2)
+    np.save(tmp_path / "X.npy", rng.normal(size=(6, 400)))  # the note's X = (features, m)
+    np.save(tmp_path / "y.npy", rng.integers(0, 2, 400))
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "X.npy"), "--y", str(tmp_path / "y.npy"),
+                 "--sample-axis", "1", "--validation-split", "0.25", "--model", "softmax",
+                 "--epochs", "1", "--out", str(run), "--quiet"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 0, capsys.readouterr().err
+    assert "(100 samples)" in capsys.readouterr().out  # the held-out quarter, as samples

@@ -310,16 +310,16 @@ def _train_report(result, out: Path, quiet: bool) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     model_file = _model_file(args.run, args.model_file)
-    split = _evaluation_data(args)
+    split, sample_axis = _evaluation_data(args)
     model = load_model(model_file)
     if split.y is None:
         raise ValueError(
-            f"{args.data} holds no targets, and evaluate compares predictions with them: give "
-            "the targets with --y (for a .npy X), or name a table's label column with --target."
+            f"{split.name} holds no targets, and evaluate compares predictions with them: give "
+            "the targets with --y (for a .npy X), or name a table's label column with --label."
         )
     # the file's labels as written, mapped through the model's own classes (not re-numbered)
-    metrics = model.evaluate(split.X, split.labels, sample_axis=args.sample_axis)
-    print(f"{model_file} on {split.name or args.data} ({len(split.y)} samples):")
+    metrics = model.evaluate(split.X, split.labels, sample_axis=sample_axis)
+    print(f"{model_file} on {split.name} ({len(split.y)} samples):")
     for key, value in metrics.items():
         print(f"  {key:<10} {value:.4f}")
     return 0
@@ -337,23 +337,23 @@ def _model_file(run: str | None, model_file: str | None) -> Path:
 
 
 def _evaluation_data(args: argparse.Namespace):
-    """The split evaluate scores: --data's (a dataset's --split, a file whole), or without
-    --data the data a run folder held out (never a default dataset the model never saw)."""
+    """(the split evaluate scores, its sample axis): --data's (a dataset's --split, a file
+    whole), or without --data the data a run folder held out (never a default dataset the
+    model never saw)."""
     if args.data is not None:
         train, test = load(args.data, target=args.label, y_path=args.y, task=args.task)
-        return test if (args.split == "test" and test is not None) else train
+        return (test if (args.split == "test" and test is not None) else train), args.sample_axis
     if args.run is None or not Path(args.run).is_dir():
         raise ValueError("give --data: the data to evaluate the model on.")
     config = read_config(args.run)
-    args.data, args.sample_axis = config.data, config.sample_axis
     train, test = load(config.data, target=config.target, y_path=config.y_path, task=config.task)
     if test is not None:
-        return test if args.split == "test" else train
-    if config.validation_split and args.split == "test":
-        return hold_out(train, config.validation_split, sample_axis=config.sample_axis)[1]
+        return (test if args.split == "test" else train), config.sample_axis
+    if config.validation_split and args.split == "test":  # hold_out gives samples as rows
+        return hold_out(train, config.validation_split, sample_axis=config.sample_axis)[1], 0
     if args.split == "test":
         print(f"note: the run in {args.run} held nothing out; these are its training data.")
-    return train
+    return train, config.sample_axis
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -102,9 +102,10 @@ def format_of(path: str | os.PathLike) -> Format:
 def is_streamable(path: str | os.PathLike) -> bool:
     """Whether ``open_source`` reads this path lazily (not by loading it into memory)."""
     p = Path(path)
-    return (p / opening.MANIFEST).exists() or (
-        not p.is_dir() and p.suffix.lower() in BY_SUFFIX and BY_SUFFIX[p.suffix.lower()].lazy
-    )
+    if p.is_dir():
+        return (p / opening.MANIFEST).exists()
+    kind = BY_SUFFIX.get(p.suffix.lower())
+    return kind is not None and kind.lazy
 
 
 def open_source(
@@ -171,14 +172,22 @@ def read_chunks(
     return kind.chunks(p, y, target)
 
 
-def label_column(path: str | os.PathLike, label: int | str | None = None) -> str | None:
-    """Which column of a table (CSV, Parquet) is the label and why, as one phrase for what a
-    command prints first; None for a format that holds its targets apart from its features."""
+def table_columns(path: str | os.PathLike) -> list[str] | None:
+    """A table's column names (CSV, Parquet), from its header alone; None for other formats,
+    which hold their targets apart from their features."""
     p = Path(path)
     kind = p.suffix.lower()
     if not p.is_file() or kind not in (".csv", ".parquet"):
         return None
-    names = files.table_columns(p) if kind == ".csv" else opening.parquet_columns(p)
+    return files.table_columns(p) if kind == ".csv" else opening.parquet_columns(p)
+
+
+def label_column(path: str | os.PathLike, label: int | str | None = None) -> str | None:
+    """Which column of a table is the label and why, as one phrase for what a command prints
+    first; None for a format that is not a table."""
+    names = table_columns(path)
+    if names is None:
+        return None
     index, how = files.label_index(names, label)
     return f"label column {names[index]!r} ({how})"
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from minigd._extras import require
 from minigd._io import atomic_write, atomic_write_text
-from minigd.data.formats import format_of, open_source
+from minigd.data.formats import open_source, table_columns
 from minigd.data.opening import SourceData
 from minigd.nn.model import EVAL_CHUNK, Sequential
 
@@ -51,11 +51,12 @@ def predict_file(
 
 
 def _features(model: Sequential, data, label) -> SourceData:
-    """The data's feature rows, its label column left out when it has one."""
-    table = format_of(data).name in ("csv", "parquet")
+    """The data's feature rows, its label column left out when it has one (decided from a
+    table's header, so the data is read once)."""
+    columns = table_columns(data)
+    if columns is not None and label is None and len(columns) == model.n_inputs:
+        label = False  # as wide as the model's input: features only, no label column
     opened = open_source(data, target=label)
-    if table and label is None and opened.X.row_shape[-1] == model.n_inputs - 1:
-        opened = open_source(data, target=False)  # features only
     width = opened.X.row_shape[-1] if opened.X.row_shape else 1
     if width != model.n_inputs:
         raise ValueError(

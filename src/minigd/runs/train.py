@@ -45,14 +45,15 @@ DEFAULT_CHECKPOINT_SECONDS = 60.0  # at most about a minute of work lost to a ki
 @dataclass
 class RunOutcome:
     """How a run ended: the model, its History, the final metrics (None when interrupted: the
-    folder keeps its last complete model), the outcome and why it stopped early, if it did."""
+    folder keeps its last complete model), the outcome and why it stopped early, if it did.
+    A signal on this process is not an outcome: it reaches the caller as KeyboardInterrupt (or
+    ends the process, for SIGTERM) once the checkpoint is written."""
 
     model: Any
     history: History
     metrics: dict[str, float] | None
     outcome: str
     stop_reason: str | None
-    signal: int | None = None
     checkpoint: Path | None = None
 
 
@@ -92,15 +93,14 @@ def train_run(
         parallel = trainer.gradient if trainer.gradient.ranks > 1 else None
         announce(describe(config, train, folder.path, trainer.threads, parallel))
     history = _train(folder, trainer, config, train, restored)
-    if trainer.interrupted:  # the folder keeps its last complete model; resume from here
+    if trainer.interrupted:  # on another rank (a signal here raises): resume from the checkpoint
         return RunOutcome(
             trainer.model,
             history,
             None,
             trainer.outcome,
             trainer.stop_reason,
-            trainer.signal,
-            checkpoint.last_path,
+            checkpoint=checkpoint.last_path,
         )
     metrics = final_metrics(trainer.model, history, train, config.sample_axis)
     return RunOutcome(trainer.model, history, metrics, trainer.outcome, trainer.stop_reason)

@@ -60,9 +60,10 @@ class History:
         s["lr"].append(lr)
         for name, value in extra.items():
             s.setdefault(name, [math.nan] * (len(s["loss"]) - 1)).append(value)
-        for column in s.values():
-            if len(column) < len(s["loss"]):  # a column this step did not measure
-                column.append(math.nan)
+        if len(s) > len(STEP_FIELDS) + len(extra):  # a column this step did not measure
+            for column in s.values():
+                if len(column) < len(s["loss"]):
+                    column.append(math.nan)
         if math.isfinite(loss):
             self._ema = self.ema_beta * self._ema + (1.0 - self.ema_beta) * loss
 

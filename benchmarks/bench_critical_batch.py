@@ -78,7 +78,8 @@ def closed_form_sweep():
     start_loss = problem.loss(linear_regression(64, seed=0))
     result = sweep("linear", (train, test), batch_sizes=[2**k for k in range(3, 13)],
                    learning_rates=[0.0625, 0.125, 0.25, 0.5], seeds=SEEDS, max_epochs=5,
-                   target=[Target("val_loss", v) for v in losses], threads=2)  # fmt: skip
+                   target=[Target("val_loss", v) for v in losses], threads=2,
+                   standardize_targets=False)  # the closed form is of the raw problem  # fmt: skip
     rates = sorted({lr for tried in result.lr_grid.values() for lr in tried})
     b_noise = [problem.b_noise_at_loss(v) for v in losses]
     predicted = []

@@ -1,4 +1,5 @@
 import base64
+import copy
 import io
 import json
 from html.parser import HTMLParser
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 from minigd import datasets
+from minigd.batchsize.lr_scaling import scale_lr
 from minigd.cli import main
 from minigd.experiments import (
     Budget,
@@ -354,3 +356,76 @@ def test_a_busy_machine_crowns_no_run_on_seconds(mnist5k_results):
     assert "fewest seconds" not in busy and "samples per second" not in busy
     assert "no run is ranked on seconds or samples/s" in busy
     assert "fewest epochs" in busy  # epochs do not depend on the load
+
+
+class _ScriptedTrainer:
+    """Just what TargetTracker reads of a trainer, with the metric the test scripts."""
+
+    def __init__(self, accuracies):
+        self.accuracies = iter(accuracies)
+        self.step, self.samples_seen, self.batches_per_epoch = 0, 0, 10
+        self.model = self
+
+    def evaluate_prepared(self, rows, targets):
+        return {"loss": 0.0, "accuracy": next(self.accuracies)}
+
+    def exclude(self, seconds):
+        pass
+
+    def elapsed(self):
+        return float(self.step)
+
+
+def test_a_target_reached_and_then_lost_is_told_as_such(mnist5k_results, tmp_path):
+    from minigd.experiments.metrics import Target, TargetTracker
+    from minigd.experiments.observations import conclusion
+
+    tracker = TargetTracker(Target("val_accuracy", 0.9), (None, None), growth=10.0)
+    trainer = _ScriptedTrainer([0.5, 0.92, 0.895])
+    for step in (1, 10, 20):  # evaluated at steps 1 and 10, and at the epoch's end
+        trainer.step = step
+        if step == 20:
+            tracker.on_epoch_end(trainer, 1, {})
+        else:
+            tracker.on_step_end(trainer, 0.0)
+    assert tracker.reached is not None and tracker.value_at_end() == 0.895
+
+    results = copy.deepcopy(mnist5k_results)
+    sgd = results.runs[2]
+    assert sgd.metrics["target_held"] is True  # as measured: it held
+    sgd.metrics.update(target_held=False, target_at_end=0.895)
+    first = format_number(sgd.metrics["epochs_to_target"])
+    table = results.table()
+    assert f"{first}*" in table
+    assert f"then fell back: val_accuracy at the end was {sgd.spec.label} 0.895" in table
+    assert "then fell back to 0.895" in conclusion(results) or sgd.metrics[
+        "epochs_to_target"
+    ] > min(r.metrics["epochs_to_target"] or 1e9 for r in results.runs)
+    page = write_report(results, tmp_path)["html"].read_text()
+    assert f">{first}*</td>" in page and "then fell back" in page
+
+
+def test_the_report_recommends_one_learning_rate_and_says_where_it_came_from(
+    mnist5k_results, tmp_path
+):
+    from dataclasses import replace
+
+    from minigd.batchsize import advise
+    from minigd.experiments.compare import recommended_lr
+    from minigd.nn import model_for_data
+
+    train, _ = datasets.load("mnist-5k")
+    model = model_for_data("mlp:128", train.X, train.n_classes)
+    advice = advise(model, train.X, train.y, measure=False)
+    _, mini, _ = mnist5k_results.runs
+    ran = replace(advice, batch_size=64)  # a batch size that ran here: its lr, not the rule's
+    lr, source = recommended_lr(mnist5k_results, 64)
+    assert lr == mini.lr and source.startswith("as mini-batch (B=64) ran here: noise rule")
+    assert ran.lr != mini.lr  # the advisor alone scales from its own reference
+    page = write_report(mnist5k_results, tmp_path / "ran", advice=ran)["html"].read_text()
+    assert f"learning rate {mini.lr:.4g} (as mini-batch (B=64) ran here" in page
+    assert f"{ran.lr:.4g}" not in page.split("The advisor's recommendation")[1].split("<ul>")[0]
+    lr, source = recommended_lr(mnist5k_results, 256)  # none ran: the runs' own rule
+    b_noise = mnist5k_results.noise_scale.b_simple
+    expected = scale_lr(0.1, 64, 256, rule="noise", noise_scale=b_noise).lr
+    assert lr == pytest.approx(expected) and "noise rule from lr 0.1 at B=64" in source

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from minigd import fit
-from minigd._threads import usable_cores
+from minigd._threads import blas_threads, usable_cores
 from minigd.batchsize import advise, find_batch_size
 from minigd.nn import mlp
 from minigd.training import Callback
@@ -61,6 +61,11 @@ def test_the_finder_and_the_advisor_say_when_the_machine_is_busy(competitor):
     result = find_batch_size(mlp(64, [32], 10), X, Y, candidates=[32, 128], progress=False)
     assert result.busy is not None and result.busy >= 0.5
     assert result.machine_busy and "the machine looked busy" in result.table()
+    assert "train with --threads 1" in result.table()
+    with blas_threads(1):  # given --threads 1, it does not suggest it
+        on_one = find_batch_size(mlp(64, [32], 10), X, Y, candidates=[32, 128], progress=False)
+    assert on_one.threads == 1 and on_one.machine_busy
+    assert "--threads 1" not in on_one.table() and "one BLAS thread already" in on_one.table()
     advice = advise(mlp(64, [32], 10), X, Y)
     assert any("looked busy" in w for w in advice.warnings)
     assert "measured on a busy machine" in str(advice)

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from minigd.training import (
     ProgressBar,
     ReduceLROnPlateau,
     load_checkpoint,
+    make_trainer,
 )
 
 
@@ -523,3 +525,48 @@ def test_history_as_dataframes_and_a_plot_for_notebooks(digits):
     figure = history.plot()
     labels = [line.get_label() for a in figure.axes for line in a.get_lines()]
     assert {"loss per step", "smoothed", "val_accuracy", "val_loss"} <= set(labels)
+
+
+class _SlowEpochEnd(Callback):
+    """A stand-in for a checkpoint write: training time spent at each epoch's end."""
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        time.sleep(0.1)
+
+
+def test_epoch_seconds_and_the_summary_share_one_definition(digits, monkeypatch):
+    """Validation is in neither; what runs at an epoch's end is in the next epoch's seconds, and
+    the epochs add up to the run's seconds less the last epoch's end."""
+    train, test = digits
+    model = mlp(64, [32], 10)
+    slow_validation = model.evaluate_prepared
+
+    def evaluate_slowly(rows, targets):
+        time.sleep(0.5)
+        return slow_validation(rows, targets)
+
+    monkeypatch.setattr(model, "evaluate_prepared", evaluate_slowly)
+    start = time.perf_counter()
+    history = fit(model, train.X, train.y, batch_size=64, epochs=3, verbose=0,
+                  validation=(test.X, test.y), callbacks=[_SlowEpochEnd()])  # fmt: skip
+    wall = time.perf_counter() - start
+    seconds = [e["seconds"] for e in history.epochs]
+    total = history.meta["seconds"]
+    assert all(s >= 0.1 for s in seconds[1:])  # the previous epoch's end is in them
+    assert total - sum(seconds) >= 0.1  # the last epoch's end is in the run's alone
+    assert total - sum(seconds) < 0.1 + 1.5  # and no validation: it took 1.5 s
+    assert total < wall - 1.5 + 0.05
+    for e in history.epochs:
+        assert e["samples_per_second"] == pytest.approx(len(train.X) / e["seconds"])
+
+
+def test_a_second_run_counts_on_from_the_first(digits):
+    train, _ = digits
+    trainer = make_trainer(mlp(64, [], 10), train.X, train.y, batch_size=64, epochs=1, verbose=0)
+    first = trainer.run().meta["seconds"]
+    time.sleep(0.3)  # between runs: not training
+    trainer.epochs = 2
+    history = trainer.run()
+    second = history.meta["seconds"]
+    assert second - first >= history.epochs[1]["seconds"] > 0
+    assert second < first + history.epochs[1]["seconds"] + 0.3

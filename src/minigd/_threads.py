@@ -54,6 +54,16 @@ def blas_threads(threads: int | None) -> Iterator[int]:
         yield n
 
 
+def current_blas_threads() -> int | None:
+    """The threads the BLAS would use now (None where threadpoolctl cannot tell)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    counts = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+    return max(counts) if counts else None
+
+
 def other_load(seconds: float = 0.25) -> float | None:
     """Cores that other processes kept busy over the next ``seconds`` (Linux /proc), or None
     where that cannot be read. Near 0 on a quiet machine; near 1 with one busy competitor."""

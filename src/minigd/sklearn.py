@@ -38,6 +38,7 @@ from minigd._threads import usable_cores
 from minigd.batchsize import advise
 from minigd.batchsize.lr_scaling import scale_lr
 from minigd.nn import mlp
+from minigd.nn.target_scaling import TargetScaling
 from minigd.optim import OPTIMIZERS, get_optimizer
 from minigd.rules import REFERENCE_BATCH
 from minigd.training import make_trainer
@@ -122,6 +123,9 @@ class _MiniBatchMLP(BaseEstimator):
         first fit."""
         raise NotImplementedError
 
+    def _scale_targets(self, targets) -> None:
+        """A regressor's target scaling, fitted when the model is made; classifiers have none."""
+
     # -- fitting ----------------------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
@@ -184,6 +188,7 @@ class _MiniBatchMLP(BaseEstimator):
             dtype=X.dtype,
         )
         self._architecture = self._architecture_wanted()
+        self._scale_targets(targets)  # before the advisor, which measures the model's loss
         self.advice_ = None
         opt = get_optimizer(self.optimizer)
         if self.batch_size == "auto":
@@ -386,7 +391,11 @@ class MiniBatchClassifier(ClassifierMixin, _MiniBatchMLP):
 class MiniBatchRegressor(RegressorMixin, _MiniBatchMLP):
     """A multilayer perceptron regressor trained by mini-batch gradient descent (mean squared
     error), with scikit-learn's interface; y may have several columns. Parameters and attributes
-    as ``MiniBatchClassifier`` (without ``classes_``)."""
+    as ``MiniBatchClassifier`` (without ``classes_``), plus ``standardize_targets`` (default
+    True): learn (y - mean) / std and predict in y's units, as ``TransformedTargetRegressor``
+    with a ``StandardScaler`` would; the mean and std are those of the first fit's y (of the
+    first ``partial_fit`` batch), kept in ``model_.target_scaling``.
+    """
 
     _is_classifier = False
     _check_options: ClassVar[dict] = {
@@ -394,6 +403,55 @@ class MiniBatchRegressor(RegressorMixin, _MiniBatchMLP):
         "multi_output": True,
         "y_numeric": True,
     }
+    _parameter_constraints: ClassVar[dict] = {
+        **_MiniBatchMLP._parameter_constraints,
+        "standardize_targets": ["boolean"],
+    }
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        *,
+        standardize_targets=True,
+        batchnorm=False,
+        dropout=0.0,
+        optimizer="adam",
+        learning_rate="auto",
+        batch_size="auto",
+        epochs=200,
+        shuffle=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
+        warm_start=False,
+        random_state=None,
+        verbose=0,
+        threads=None,
+    ):
+        super().__init__(
+            hidden_layer_sizes,
+            batchnorm=batchnorm,
+            dropout=dropout,
+            optimizer=optimizer,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            epochs=epochs,
+            shuffle=shuffle,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change,
+            tol=tol,
+            warm_start=warm_start,
+            random_state=random_state,
+            verbose=verbose,
+            threads=threads,
+        )
+        self.standardize_targets = standardize_targets
+
+    def _scale_targets(self, targets) -> None:
+        if self.standardize_targets:
+            self.model_.target_scaling = TargetScaling.fit(targets)
 
     def _targets(self, y, first: bool, classes=None):
         y = np.asarray(y, dtype=np.float64)
@@ -418,6 +476,8 @@ class MiniBatchRegressor(RegressorMixin, _MiniBatchMLP):
 
     def predict(self, X):
         z = self._outputs(X).astype(np.float64)
+        if self.model_.target_scaling is not None:
+            z = self.model_.target_scaling.decode(z)
         return z[:, 0] if self._y_ndim == 1 else z
 
     def __sklearn_tags__(self):

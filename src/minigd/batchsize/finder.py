@@ -26,7 +26,7 @@ import numpy as np
 
 from minigd._json import dataclass_dict
 from minigd._kernels import warm_up
-from minigd._threads import other_load
+from minigd._threads import current_blas_threads, other_load
 from minigd._validation import check_int
 from minigd.batching import MiniBatches
 from minigd.batchsize.memory import estimate_memory, format_bytes, memory_budget
@@ -66,16 +66,20 @@ class FinderResult:
     budget: int = 0
     notes: list[str] = field(default_factory=list)
     busy: float | None = None  # cores other processes kept busy while measuring
+    threads: int | None = None  # BLAS threads while measuring
 
     @property
     def machine_busy(self) -> bool:
         return self.busy is not None and self.busy >= BUSY
 
     def busy_note(self) -> str:
+        advice = "measure again when it is quiet, or train with --threads 1"
+        if self.threads == 1:  # what it would suggest is what it ran with
+            advice = "measure again when it is quiet (this ran on one BLAS thread already)"
         return (
             f"the machine looked busy: other processes kept ~{self.busy:.1f} of "
             f"{os.cpu_count()} cores busy while measuring, so throughput is understated and "
-            "the knee may sit lower; measure again when it is quiet, or train with --threads 1."
+            f"the knee may sit lower; {advice}."
         )
 
     @property
@@ -157,7 +161,9 @@ def find_batch_size(
         rows.append(row)
         if progress:
             print(f"  batch {b:>5}: {row.line()}", file=out, flush=True)
-    result = FinderResult(rows, knee_of(rows), stopped, budget, busy=busy)
+    result = FinderResult(
+        rows, knee_of(rows), stopped, budget, busy=busy, threads=current_blas_threads()
+    )
     if result.machine_busy:
         result.notes.append(result.busy_note())
         if progress:

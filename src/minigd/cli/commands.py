@@ -23,6 +23,7 @@ from minigd.data.formats import is_streamable, label_column
 from minigd.data.formats import open_source as open_data
 from minigd.data.opening import on_disk_bytes, read_manifest, sample
 from minigd.experiments import Budget, RunSpec, compare, sweep, write_report
+from minigd.experiments.compare import recommended_lr
 from minigd.experiments.sweep_report import write_sweep_report
 from minigd.nn import load_model
 from minigd.rules import rule_for_m
@@ -194,6 +195,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             y_path=args.y,
             dtype=args.dtype,
             task=args.task,
+            standardize_targets=args.standardize_targets,
             warmup_epochs=args.warmup_epochs,
             stream=args.stream,
             shuffle=args.shuffle,
@@ -237,7 +239,7 @@ def _refuse_changes_on_resume(args: argparse.Namespace, config: RunConfig) -> No
             continue
         given, kept = getattr(args, dest), _run_setting(config, dest, args.resume)
         if _setting_value(given, dest) != kept:
-            changes.append(f"{options[0]} {given} (the run has {kept})")
+            changes.append(f"{_as_written(options, given)} (the run has {kept})")
     if changes:
         raise ValueError(
             f"{'; '.join(changes)}: a resumed run goes on with the settings in "
@@ -245,6 +247,13 @@ def _refuse_changes_on_resume(args: argparse.Namespace, config: RunConfig) -> No
             "--checkpoint-every or --quiet; to train with other settings, start a new run with "
             f"--out (or replace this one with --out {args.resume} --overwrite)."
         )
+
+
+def _as_written(options: list[str], given) -> str:
+    """An option as a command line gives it: '--lr 0.1', '--no-standardize-targets'."""
+    if isinstance(given, bool):
+        return options[0] if given else options[-1]
+    return f"{options[0]} {given}"
 
 
 def _run_setting(config: RunConfig, dest: str, folder: str):
@@ -322,6 +331,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"{model_file} on {split.name} ({len(split.y)} samples):")
     for key, value in metrics.items():
         print(f"  {key:<10} {value:.4f}")
+    if model.target_scaling is not None:
+        print("  (the loss is in standard units: 1.0 is the targets' variance; rmse in theirs)")
     return 0
 
 
@@ -527,6 +538,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         on_run=lambda partial: partial.save(out),  # each finished run is on disk at once
         threads=job.threads(args.threads),
         comm=job.comm,
+        standardize_targets=args.standardize_targets,
     )
     if results is None:  # another rank: rank 0 writes the report
         return 0
@@ -534,7 +546,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.quiet:  # without --quiet each run's progress already said why it stopped
         _say_what_diverged([(run.spec.label, run.metrics) for run in results.runs])
     print(results.table())
-    print(f"advisor: batch size {advice.batch_size}, lr {advice.lr:.4g} ({advice.lr_rule})")
+    lr, source = recommended_lr(results, advice.batch_samples)
+    print(f"advisor: batch size {advice.batch_size}, lr {lr:.4g} ({source})")
     print(f"report: {paths['html']}")
     return 0
 
@@ -567,6 +580,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         progress=sys.stderr,
         quiet=args.quiet,
         comm=job.comm,
+        standardize_targets=args.standardize_targets,
     )
     if result is None:  # another rank: rank 0 writes the report
         return 0

@@ -88,6 +88,7 @@ def _experiment_data_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="fraction of a file's samples held out, taken from the end; 0.2 when not given",
     )
+    _target_scaling_argument(p)
 
 
 def _task_argument(p: argparse.ArgumentParser) -> None:
@@ -97,6 +98,17 @@ def _task_argument(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="how to read the targets; auto: text, integers and whole-number floats (at most "
         "100 values) are class labels, other numbers regression",
+    )
+
+
+def _target_scaling_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--standardize-targets",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="regression: learn (y - mean) / std of the training targets, save the two with the "
+        "model and predict in y's units; losses are then in standard units (1.0 = the "
+        "targets' variance). Off: learn y as given",
     )
 
 
@@ -242,6 +254,7 @@ def _add_train(sub) -> None:
     p.add_argument(
         "--dtype", choices=("float32", "float64"), default="float32", help="parameters' precision"
     )
+    _target_scaling_argument(p)
     p.add_argument(
         "--warmup-epochs",
         type=int,

@@ -44,6 +44,7 @@ from minigd.training.adaptive import START as ADAPTIVE_START
 from minigd.training.callbacks import Callback, ProgressBar
 from minigd.training.fitting import fit
 from minigd.training.history import History
+from minigd.training.inputs import standardize
 
 DEFAULT_BATCH_SIZES = ("full", 64, 1)
 DEFAULT_REFERENCE = (64, 0.1)
@@ -182,11 +183,14 @@ class Results:
             for _, w, key in cols:
                 if key is None:
                     cells.append(f"{run.spec.label:<{w}}")
+                elif key in TO_TARGET:
+                    cells.append(f"{to_target_text(run.metrics, key):>{w}}")
                 else:
                     value = run.lr if key == "lr" else run.metrics.get(key)
                     cells.append(f"{format_number(value):>{w}}")
             lines.append("  ".join(cells))
-        return "\n".join(lines)
+        note = fell_back_note(self)
+        return "\n".join(lines + ([note] if note else []))
 
 
 def format_number(value: Any) -> str:
@@ -265,6 +269,22 @@ def run_lr(
     return scaled.lr, f"{rule} rule from lr {lr0:g} at B={b0}"
 
 
+def recommended_lr(results: Results, batch_size: int) -> tuple[float, str]:
+    """The one learning rate a report recommends at ``batch_size``, and where it comes from:
+    the lr a run here trained with at that batch size, else the runs' own rule scaled to it
+    (never a second reference: the advisor's lr is the same rule from another starting point)."""
+    ran = [r for r in results.runs if r.batch_samples == batch_size and not r.spec.adaptive]
+    if ran:
+        best = max(ran, key=lambda r: r.metrics.get("val_accuracy") or -math.inf)
+        return best.lr, f"as {best.spec.label} ran here: {best.lr_note}"
+    optimizer = results.runs[0].spec.optimizer if results.runs else "sgd"
+    noise = None if results.noise_scale is None else results.noise_scale.b_simple
+    reference = tuple(results.reference)
+    lr, note = run_lr(RunSpec(batch_size, optimizer=optimizer), batch_size, reference,
+                      results.lr_rule, noise)  # fmt: skip
+    return lr, f"{note}, as the runs here"
+
+
 def compare(
     model: str | Callable[[], Any],
     data: Any = "mnist-5k",
@@ -279,6 +299,7 @@ def compare(
     on_run: Callable[[Results], None] | None = None,
     threads: int | None = None,
     comm=None,
+    standardize_targets: bool = True,
 ) -> Results | None:
     """Trains the same model from the same initial weights with each batch size.
 
@@ -295,6 +316,8 @@ def compare(
         threads: BLAS threads for every run (see ``fit``).
         comm: an MPI communicator (``mpiexec -n N minigd compare``): the runs are dealt to the
             ranks; rank 0 returns the Results one process would (timings aside), others None.
+        standardize_targets: a regressor learns its targets in standard units (``fit``'s
+            option), so the learning rates and losses of the runs mean the same on any data.
     """
     name, train, test = resolve_data(data)
     budget = budget or Budget(epochs=10)
@@ -302,6 +325,8 @@ def compare(
     check_choice("lr_rule", lr_rule, RULES)
     specs = [r if isinstance(r, RunSpec) else RunSpec(r) for r in runs or DEFAULT_BATCH_SIZES]
     spec_text, initial = _initial_model(model, train, seed)
+    if standardize_targets:  # before the probe and the prepared sets, which it changes
+        standardize(initial, train.X, train.y)
     target = target or default_target(initial)
     # the noise scale at the initial weights, which the noise lr rule scales by
     noise = probe_noise_scale(initial, train.X, train.y, seed=seed) if lr_rule == "noise" else None
@@ -442,6 +467,35 @@ def run_metrics(model, history: History, train: Dataset, tracker: TargetTracker)
             "epochs_to_target": None if reached is None else reached.epochs,
             "seconds_to_target": None if reached is None else reached.seconds,
             "samples_to_target": None if reached is None else reached.samples,
+            "target_at_end": tracker.value_at_end(),
+            "target_held": reached is not None and tracker.target.reached(tracker.value_at_end()),
         }
     )
     return out
+
+
+TO_TARGET = ("steps_to_target", "epochs_to_target", "seconds_to_target", "samples_to_target")
+
+
+def to_target_text(metrics: dict, key: str) -> str:
+    """A 'to target' number, starred when the run reached the target and then fell back."""
+    text = format_number(metrics.get(key))
+    if metrics.get(key) is not None and metrics.get("target_held") is False:
+        text += "*"
+    return text
+
+
+def fell_back_note(results: Results) -> str | None:
+    """The footnote to a starred 'to target' number: which runs fell back, to what."""
+    fell = [
+        f"{run.spec.label} {format_number(run.metrics['target_at_end'])}"
+        for run in results.runs
+        if run.metrics.get("steps_to_target") is not None
+        and run.metrics.get("target_held") is False
+    ]
+    if not fell:
+        return None
+    return (
+        f"* first reached {results.target} there, then fell back: "
+        f"{results.target.metric} at the end was {', '.join(fell)}."
+    )

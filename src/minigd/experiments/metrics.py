@@ -87,6 +87,7 @@ class Reached:
 
 class TargetTracker(Callback):
     """Records when each target is first reached; optionally stops training once all are.
+    ``value_at_end`` says whether it held.
 
     The metric is computed on ``data`` (the validation set as ``model.prepare`` returns it, so
     it is checked once, not at every evaluation), in evaluation mode, at steps 1, 2, ..., then
@@ -136,8 +137,11 @@ class TargetTracker(Callback):
                 )
         return metrics
 
-    def _check(self, trainer) -> None:
-        if all(r is not None for r in self.reached_all) or self._last_step == trainer.step:
+    def _check(self, trainer, after_reached: bool = False) -> None:
+        """Evaluates now, until every target is reached (and, ``after_reached``, beyond: an
+        epoch's end tells whether a target held)."""
+        done = all(r is not None for r in self.reached_all)
+        if (done and not after_reached) or self._last_step == trainer.step:
             return
         metrics = self._metrics(trainer)
         now = (trainer.step, trainer.elapsed(), trainer.samples_seen, metrics)
@@ -148,8 +152,15 @@ class TargetTracker(Callback):
                 if self.keep_states:
                     self.states[i] = trainer.model.state()
         self._last = now
-        if self.stop and all(r is not None for r in self.reached_all):
+        if self.stop and not done and all(r is not None for r in self.reached_all):
             trainer.stop(f"target reached: {self.targets[-1]} at step {trainer.step}")
+
+    def value_at_end(self, i: int = 0) -> float | None:
+        """Target i's metric at the last evaluation (the run's end, or where it stopped): a
+        target first reached may not have held."""
+        if self._last is None:
+            return None
+        return self._last[3][self.targets[i].metric.removeprefix("val_")]
 
     @property
     def _last_step(self) -> int | None:
@@ -181,4 +192,4 @@ class TargetTracker(Callback):
             self._check(trainer)
 
     def on_epoch_end(self, trainer, epoch, logs):
-        self._check(trainer)
+        self._check(trainer, after_reached=True)

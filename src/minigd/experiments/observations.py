@@ -49,7 +49,12 @@ def conclusion(results: Results, busy: bool = False) -> str:
     ):
         run = _best(runs, key, higher=False)
         if run is not None:
-            parts.append(f"{run.spec.label} {what} ({format_number(run.metrics[key])} {unit})")
+            held = ""
+            if run.metrics.get("target_held") is False:
+                held = f", then fell back to {format_number(run.metrics['target_at_end'])}"
+            parts.append(
+                f"{run.spec.label} {what} ({format_number(run.metrics[key])} {unit}{held})"
+            )
     fast = None if busy else _best(runs, "samples_per_second", higher=True)
     if fast is not None:
         parts.append(f"{fast.spec.label} processed the most samples per second "

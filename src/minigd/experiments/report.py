@@ -12,7 +12,14 @@ import html
 from pathlib import Path
 
 from minigd._io import atomic_write_text
-from minigd.experiments.compare import Results, format_number
+from minigd.experiments.compare import (
+    TO_TARGET,
+    Results,
+    fell_back_note,
+    format_number,
+    recommended_lr,
+    to_target_text,
+)
 from minigd.experiments.observations import conclusion, note_observations
 from minigd.experiments.plots import as_data_uri, plot_results
 from minigd.experiments.sweep_plots import plot_sweep
@@ -57,6 +64,8 @@ def cell(run, key: str) -> str:
     """The text of one table cell, as both report.html and report.md show it."""
     if key == "batch_samples" and run.spec.adaptive:
         return f"{run.batch_samples} to {format_number(run.metrics.get('largest_batch_size'))}"
+    if key in TO_TARGET:
+        return to_target_text(run.metrics, key)
     value = (
         run.lr
         if key == "lr"
@@ -90,23 +99,13 @@ def adaptive_notes(results: Results) -> list[str]:
     return notes
 
 
-def _lr_note(results: Results, advice) -> str:
-    """Why the runs' learning rates and the advisor's can differ, and which to use."""
-    b = advice.batch_samples
-    ran = [r for r in results.runs if r.batch_samples == b]
-    b0, lr0 = results.reference
-    text = (
-        f"The runs above scale learning rates by the {results.lr_rule} rule from lr {lr0:g} at "
-        f"B={b0}; the advisor scales from its own reference by the rule for the optimizer "
-        f"({advice.lr_rule}). "
+def _recommendation(results: Results, advice) -> str:
+    """The advisor's batch size with the one learning rate the report recommends for it."""
+    lr, source = recommended_lr(results, advice.batch_samples)
+    return (
+        f"Batch size {advice.batch_size}, learning rate {lr:.4g} ({source}), last_batch "
+        f"{advice.last_batch!r}."
     )
-    if ran:
-        return text + (
-            f"Batch size {b} ran here with lr {ran[0].lr:.4g} and reached "
-            f"{format_number(ran[0].metrics.get('val_accuracy'))} validation accuracy: start "
-            f"from that lr; the advisor's {advice.lr:.4g} is the rule's guess without a run."
-        )
-    return text + f"No run here used batch size {b}: start from the advisor's lr {advice.lr:.4g}."
 
 
 def write_report(
@@ -174,6 +173,7 @@ def _html(results, figures, observations, advice, sweep, title, summary) -> str:
         "<h2>Metrics</h2>",
         f'<div class="scroll"><table id="metrics"><thead><tr><th>run</th>{head}</tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table></div>",
+        *([f"<p>{esc(fell_back_note(results))}</p>"] if fell_back_note(results) else []),
         "<p>Curve noise: standard deviation of log(step loss) around its centered moving "
         "average over 11 steps. Seconds and samples/s depend on the machine's load while the "
         "runs ran. Every metric is in results.json.</p>",
@@ -210,9 +210,7 @@ def _advice_html(results, advice) -> list[str]:
     warnings = "".join(f"<li>warning: {esc(w)}</li>" for w in advice.warnings)
     return [
         "<h2>The advisor's recommendation</h2>",
-        f"<p>Batch size <b>{esc(str(advice.batch_size))}</b>, learning rate "
-        f"<b>{advice.lr:.4g}</b> ({esc(advice.lr_rule)}), last_batch "
-        f"<b>{esc(advice.last_batch)}</b>. {esc(_lr_note(results, advice))}</p>",
+        f"<p><b>{esc(_recommendation(results, advice))}</b></p>",
         f"<ul>{reasons}{warnings}</ul>",
         f'<div class="scroll"><pre>{esc(advice.table())}</pre></div>',
     ]
@@ -237,11 +235,14 @@ def _markdown(results, figures, observations, advice, sweep, title, folder: Path
     lines.append("|---|" + "---|" * len(COLUMNS))
     for run in results.runs:
         lines.append(f"| {run.spec.label} | " + " | ".join(cell(run, k) for k, _ in COLUMNS) + " |")
+    if fell_back_note(results):
+        lines += ["", fell_back_note(results).replace("*", "\\*", 1)]
     if adaptive_notes(results):
         lines += ["", "## The adaptive batch size", "", *adaptive_notes(results)]
     if advice is not None:
-        lines += ["", "## The advisor's recommendation", "", _lr_note(results, advice), ""]
-        lines += ["```", str(advice), "```"]
+        lines += ["", "## The advisor's recommendation", "", _recommendation(results, advice), ""]
+        lines += [f"- {r}" for r in advice.reasons] + [f"- warning: {w}" for w in advice.warnings]
+        lines += ["", "```", advice.table(), "```"]
     lines += ["", "## The note, observed", ""]
     lines += [f"- **{o.rule}** *{o.verdict}*: {o.evidence}" for o in observations]
     lines += ["", "## Plots", ""]

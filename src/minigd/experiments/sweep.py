@@ -36,6 +36,7 @@ from minigd.experiments.metrics import Reached, Target, TargetTracker
 from minigd.nn.models import model_for_data
 from minigd.noise import NoiseScale, probe_noise_scale
 from minigd.training.fitting import fit
+from minigd.training.inputs import standardize
 
 
 @dataclass
@@ -263,6 +264,7 @@ def sweep(
     progress: TextIO | None = None,
     quiet: bool = False,
     comm=None,
+    standardize_targets: bool = True,
 ) -> SweepResult | None:
     """Runs every (batch size, learning rate, seed) until every target or ``max_epochs``.
 
@@ -274,6 +276,7 @@ def sweep(
     per finished pair, or a bar on a terminal; a diverged run is named even when ``quiet``.
     With ``comm`` (``mpiexec -n N minigd sweep``) each round is dealt to the ranks, one BLAS
     thread each; rank 0 returns what one process would (timings aside), the others None.
+    ``standardize_targets``: a regressor learns its targets in standard units (``fit``'s).
     """
     name, train, test = resolve_data(data, "sweep")
     targets = _targets(target)
@@ -281,7 +284,7 @@ def sweep(
     root = comm is None or comm.Get_rank() == 0
     plan = _plan(batch_sizes, learning_rates, seeds, max_epochs, targets)
     report = _Progress(progress if root else None, quiet, plan.pairs, plan.text)
-    build = _warmed_builder(model, train, seeds[0], batch_sizes[0], threads)
+    build = _warmed_builder(model, train, seeds[0], batch_sizes[0], threads, standardize_targets)
     report.begin()  # the estimate counts the pairs, not the warm-up
     val = build(seeds[0]).prepare(test.X, test.y)
     runner = _Runner(build, train, val, list(seeds), targets, max_epochs, optimizer, threads)
@@ -471,12 +474,18 @@ def _measure_noise(result: SweepResult, runner: _Runner) -> None:
     result.noise = result.fits[-1].noise
 
 
-def _warmed_builder(model: str, train, seed: int, b: int, threads):
+def _warmed_builder(model: str, train, seed: int, b: int, threads, standardize_targets: bool):
     """The model factory of a sweep, after an untimed warm-up epoch that takes the one-time costs
-    (buffers, BLAS threads, page faults) out of the first run's seconds."""
+    (buffers, BLAS threads, page faults) out of the first run's seconds. With
+    ``standardize_targets`` every model a regressor gets the one scaling of the training set."""
+    first = model_for_data(model, train.X, train.n_classes, seed=seed)
+    if standardize_targets:
+        standardize(first, train.X, train.y)
 
     def build(seed: int):
-        return model_for_data(model, train.X, train.n_classes, seed=seed)
+        built = model_for_data(model, train.X, train.n_classes, seed=seed)
+        built.target_scaling = first.target_scaling
+        return built
 
     warm = min(len(train.X), 8 * b)
     fit(build(seed), train.X[:warm], train.y[:warm], batch_size=b, epochs=1, verbose=0,

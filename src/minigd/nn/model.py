@@ -24,6 +24,7 @@ from minigd.data.arrays import as_rows, targets_as_rows
 from minigd.data.npz import atomic_savez, read_npz
 from minigd.nn.layers import LAYERS, BatchNorm, Dense, Layer
 from minigd.nn.losses import LOSSES, Loss, get_loss
+from minigd.nn.target_scaling import TargetScaling
 
 FORMAT = "minigd-model-1"
 TEXT_LIMIT = 16 << 20  # the architecture's JSON and the class list, at the most
@@ -68,6 +69,9 @@ class Sequential:
         # the original label of each output (sorted), when the model was trained on labels such
         # as 10..100 or "cat"/"dog": predict returns them, evaluate and fit accept them
         self.classes: np.ndarray | None = None
+        # a regressor's outputs in standard units, and the mean and scale that map them back to
+        # the user's (nn.target_scaling); None: the targets are learned as given
+        self.target_scaling: TargetScaling | None = None
         self._allocate()
         for i, layer in enumerate(self.layers):
             before = self.layers[i - 1] if i else None
@@ -233,7 +237,14 @@ class Sequential:
             x_name=x_name,
             features=rows.shape[1],
         )
-        return rows, self.loss.prepare_targets(targets, self.n_outputs, self.dtype)
+        targets = self.loss.prepare_targets(targets, self.n_outputs, self.dtype)
+        return rows, self.encode_targets(targets)
+
+    def encode_targets(self, targets: np.ndarray) -> np.ndarray:
+        """Prepared targets in the units the model learns (standard units when it scales)."""
+        if self.target_scaling is None:
+            return targets
+        return self.target_scaling.encode(targets)
 
     def encode_labels(self, y: Any) -> np.ndarray:
         """Original labels -> output indices through ``classes``; an unknown label is an error
@@ -270,7 +281,8 @@ class Sequential:
         return out
 
     def decision_function(self, X: Any, *, sample_axis: int = 0) -> np.ndarray:
-        """Raw outputs (logits or regression values) in evaluation mode, shape (m, k)."""
+        """Raw outputs in evaluation mode, shape (m, k): logits, or regression values (in
+        standard units when the model has a ``target_scaling``; ``predict`` answers in y's)."""
         return self._outputs(X, sample_axis)
 
     def predict_proba(self, X: Any, *, sample_axis: int = 0) -> np.ndarray:
@@ -283,10 +295,14 @@ class Sequential:
         predicted = self.loss.predict(self._outputs(X, sample_axis))
         if self.classes is not None and self.task == "classification":
             return self.classes[predicted]
+        if self.target_scaling is not None:
+            shape = predicted.shape
+            return self.target_scaling.decode(predicted.reshape(shape[0], -1)).reshape(shape)
         return predicted
 
     def evaluate(self, X: Any, y: Any, *, sample_axis: int = 0) -> dict[str, float]:
-        """Mean loss and accuracy (classifiers) or R^2 (regressors), in evaluation mode."""
+        """Mean loss and accuracy (classifiers) or R^2 (regressors), in evaluation mode; a
+        regressor with a target scaling adds its RMSE in the targets' own units."""
         return self.evaluate_prepared(*self.prepare(X, y, sample_axis=sample_axis))
 
     def evaluate_prepared(self, rows: np.ndarray, targets: np.ndarray) -> dict[str, float]:
@@ -309,7 +325,10 @@ class Sequential:
             targets.append(yb.copy())
         if not count:
             raise ValueError("there are no samples to evaluate.")
-        metrics = self.loss.metrics(np.concatenate(outputs), np.concatenate(targets))
+        outputs, targets = np.concatenate(outputs), np.concatenate(targets)
+        metrics = self.loss.metrics(outputs, targets)
+        if self.target_scaling is not None:  # the loss is in standard units; this in the user's
+            metrics["rmse"] = self.target_scaling.rmse(outputs, targets)
         return {"loss": total / count, **metrics}
 
     def score(self, X: Any, y: Any, *, sample_axis: int = 0) -> float:
@@ -319,21 +338,27 @@ class Sequential:
 
     # -- persistence ----------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
-        """The architecture as JSON-friendly data; ``from_config`` rebuilds the model."""
-        return {
+        """The architecture as JSON-friendly data; ``from_config`` rebuilds the model. A target
+        scaling is part of it: the outputs mean nothing without it."""
+        config = {
             "format": FORMAT,
             "layers": [{"type": type(la).__name__, **la.config()} for la in self.layers],
             "loss": self.loss.name,
             "seed": self.seed,
             "dtype": self.dtype.name,
         }
+        if self.target_scaling is not None:
+            config["target_scaling"] = self.target_scaling.config()
+        return config
 
     @classmethod
     def from_config(cls, config: Any, source: Any = "the model description") -> Sequential:
         """Rebuilds a model from ``config()``'s data; a malformed one gets a sentence naming
         ``source`` and the field."""
         layers, loss, seed, dtype = _parse_config(config, source)
-        return cls(layers, loss, seed=seed, dtype=dtype)
+        model = cls(layers, loss, seed=seed, dtype=dtype)
+        model.target_scaling = _target_scaling(config, model, source)
+        return model
 
     def copy(self) -> Sequential:
         """An independent model with the same architecture, parameters and buffers."""
@@ -383,6 +408,7 @@ class Sequential:
                         f"but the file stores {found}; the file is corrupt or was edited."
                     )
         model = cls(layers, loss, seed=seed, dtype=dtype)
+        model.target_scaling = _target_scaling(config, model, path)
         model.load_state(arrays)
         if not np.isfinite(model.params).all():
             raise ValueError(
@@ -454,6 +480,18 @@ def _parse_config(config: Any, source: Any) -> tuple[list[Layer], str, int, Any]
     if config.get("dtype") not in ("float32", "float64"):
         raise bad("'dtype'", "'float32' or 'float64'", config.get("dtype"))
     return layers, config["loss"], seed, config["dtype"]
+
+
+def _target_scaling(config: dict, model: Sequential, source: Any) -> TargetScaling | None:
+    """The architecture's target scaling, checked against the model's outputs and task."""
+    if config.get("target_scaling") is None:
+        return None
+    if model.task != "regression":
+        raise ValueError(
+            f"{source}: the architecture scales regression targets, but its loss "
+            f"{model.loss.name!r} classifies; the file is corrupt or was edited."
+        )
+    return TargetScaling.from_config(config["target_scaling"], model.n_outputs, source)
 
 
 def _parse_layer(spec: Any, i: int, source: Any) -> Layer:

@@ -56,6 +56,7 @@ class RunConfig:
     y_path: str | None = None
     dtype: str = "float32"
     task: str = "auto"
+    standardize_targets: bool = True  # regression: learn the targets in standard units
     warmup_epochs: int = 0
     stream: str = "auto"  # read the data from disk as training goes: "always", "never", "auto"
     shuffle: str = "auto"  # "rows", "blocks", "none"; auto: rows in memory, blocks streaming
@@ -74,6 +75,7 @@ class RunConfig:
         check_choice("last_batch", self.last_batch, LAST_BATCH_POLICIES)
         check_choice("dtype", self.dtype, ("float32", "float64"))
         check_choice("task", self.task, ("auto", "classification", "regression"))
+        check_choice("standardize_targets", self.standardize_targets, (True, False))
         check_int("warmup_epochs", self.warmup_epochs, minimum=0)
         check_choice("stream", self.stream, STREAM_CHOICES)
         check_choice("shuffle", self.shuffle, ("auto", *SHUFFLES))
@@ -174,6 +176,7 @@ def read_config(folder: str | Path) -> RunConfig:
         raise ValueError(f"{path} must hold a JSON object of run settings.")
     raw.pop("classes", None)
     raw.pop("data_fingerprints", None)
+    raw.setdefault("standardize_targets", False)  # runs from before the setting learned y as is
     known = {f.name: f for f in fields(RunConfig)}
     unknown = sorted(set(raw) - set(known))
     if unknown:

@@ -91,7 +91,8 @@ def train_run(
     restored = _restore(folder, trainer, config) if resume else None
     if announce is not None and trainer.rank == 0:
         parallel = trainer.gradient if trainer.gradient.ranks > 1 else None
-        announce(describe(config, train, folder.path, trainer.threads, parallel))
+        scaling = trainer.model.target_scaling
+        announce(describe(config, train, folder.path, trainer.threads, parallel, scaling))
     history = _train(folder, trainer, config, train, restored)
     if trainer.interrupted:  # on another rank (a signal here raises): resume from the checkpoint
         return RunOutcome(
@@ -165,15 +166,19 @@ def _trainer(config: RunConfig, train: Dataset, test, callbacks, verbose: int, t
         sync_batchnorm=config.batchnorm_stats == "global",
         noise_every=config.noise_every,
         warmup_epochs=config.warmup_epochs,
+        standardize_targets=config.standardize_targets,
     )
 
 
 def describe(
-    config: RunConfig, train: Dataset, out: Path, trainer_threads: int, parallel=None
+    config: RunConfig, train: Dataset, out: Path, trainer_threads: int, parallel=None, scaling=None
 ) -> str:
-    """One line: what is trained on what, the task and why, and where it goes."""
+    """One line: what is trained on what, the task and why (and a regressor's target scaling),
+    and where it goes."""
     task = f"{train.n_classes} classes" if train.classes is not None else "regression"
     why = f" ({train.task_reason})" if train.task_reason else ""
+    if scaling is not None:
+        why += f", targets standardized ({_scaling_text(scaling)})"
     m = np.shape(train.X)[config.sample_axis]  # samples are columns with --sample-axis 1
     label = label_column(config.data, config.target)  # a table's: which column, and why
     task = f"{label}; {task}" if label else task
@@ -192,6 +197,16 @@ def describe(
         f"batch size {config.batch_size}, {config.optimizer}, {config.epochs} epochs, "
         f"{trainer_threads} BLAS threads{how} -> {out}"
     )
+
+
+def _scaling_text(scaling) -> str:
+    """'mean 312.4, std 85.1' (one output) or 'means 1, 2; stds 3, 4' (several)."""
+    if len(scaling.mean) == 1:
+        return f"mean {scaling.mean[0]:.4g}, std {scaling.scale[0]:.4g}"
+    means = ", ".join(f"{v:.4g}" for v in scaling.mean[:4])
+    stds = ", ".join(f"{v:.4g}" for v in scaling.scale[:4])
+    more = ", ..." if len(scaling.mean) > 4 else ""
+    return f"means {means}{more}; stds {stds}{more}"
 
 
 def _restore(folder: RunFolder, trainer, config: RunConfig) -> Path | None:

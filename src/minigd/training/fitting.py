@@ -45,6 +45,7 @@ def make_trainer(
     sync_batchnorm: bool = True,
     noise_every: int | None = None,
     warmup_epochs: int = 0,
+    standardize_targets: bool = False,
 ) -> Trainer:
     """Checks the data once and builds the Trainer that ``fit`` runs: ``fit(...)`` is
     ``make_trainer(...).run()``. Raise ``trainer.epochs`` and call ``run()`` again to go on.
@@ -53,7 +54,9 @@ def make_trainer(
     adaptive, batch_size = _adaptive(batch_size, callbacks)
     batching = _batching(batch_size, shuffle, seed, last_batch, shuffle_buffer)
     held_out = (validation, validation_split)
-    batches, validation = training_batches(model, X, y, held_out, sample_axis, batching, loss)
+    batches, validation = training_batches(
+        model, X, y, held_out, sample_axis, batching, loss, standardize_targets
+    )
     gradient = _gradient_path(batches, comm, sync_batchnorm, noise_every, adaptive)
     if gradient.ranks > 1:  # this rank reads its share of each global batch
         batches = batches.shard(gradient.rank, gradient.ranks)
@@ -158,6 +161,9 @@ def fit(model, X: Any, y: Any = None, **options: Any) -> History:
         comm, sync_batchnorm: train data-parallel on an mpi4py communicator (``distributed``).
         noise_every: measure B_simple every this many steps (``noise.StepNoise``).
         warmup_epochs: ramp the learning rate up linearly over these first epochs.
+        standardize_targets: a regressor learns (y - mean) / std of the training targets and
+            predicts in y's units (``nn.target_scaling``); off by default, as torch and Keras
+            train on the targets given. minigd's CLI and estimators turn it on.
     """
     return make_trainer(model, X, y, **options).run()
 

@@ -19,6 +19,7 @@ from minigd.data.arrays import held_out_count
 from minigd.data.opening import SourceData, source_data
 from minigd.data.sources import ArraySource, Source
 from minigd.nn.losses import get_loss
+from minigd.nn.target_scaling import TargetScaling
 
 EVAL_ROWS = 4096  # rows per streamed validation batch
 
@@ -62,13 +63,15 @@ def reader_for(model, data: SourceData, x_name: str = "X") -> BatchReader:
         classes = None
 
     def prepare(targets: np.ndarray) -> np.ndarray:
-        return model.loss.prepare_targets(targets, model.n_outputs, model.dtype)
+        prepared = model.loss.prepare_targets(targets, model.n_outputs, model.dtype)
+        return model.encode_targets(prepared)
 
     return BatchReader(data.X, data.y, model.dtype, label_encoder(classes, prepare), x_name)
 
 
-def _streamed(model, X, y, validation, validation_split, batching: dict[str, Any]):
+def _streamed(model, X, y, held_out, standardize: bool, batching: dict[str, Any]):
     """(MiniBatches of the training rows, validation MiniBatches or None) for a source."""
+    validation, validation_split = held_out
     data = as_source_data(X, y)
     split = check_float("validation_split", validation_split, minimum=0.0, maximum=1.0)
     if validation is not None and split:
@@ -78,6 +81,8 @@ def _streamed(model, X, y, validation, validation_split, batching: dict[str, Any
         validation = held
     if model.task == "classification" and model.classes is None:
         model.classes = data.classes  # predict answers in the data's labels
+    if _scales_now(model, standardize) and data.y is not None:
+        model.target_scaling = TargetScaling.fit_source(data.y, model.n_outputs)
     batches = MiniBatches.from_prepared(None, None, stream=reader_for(model, data), **batching)
     if validation is None:
         return batches, None
@@ -91,25 +96,51 @@ def _streamed(model, X, y, validation, validation_split, batching: dict[str, Any
     return batches, val
 
 
-def training_batches(model, X, y, held_out, sample_axis, batching, loss=None):
+def training_batches(
+    model, X, y, held_out, sample_axis, batching, loss=None, standardize_targets=False
+):
     """(the MiniBatches of the training data, its validation data): arrays checked once, or a
-    source on disk, checked batch by batch as it streams. ``loss`` replaces the model's."""
+    source on disk, checked batch by batch as it streams. ``loss`` replaces the model's;
+    ``standardize_targets`` fits a regressor's target scaling on the training rows unless the
+    model has one (a resumed or continued run keeps its own)."""
     if not callable(getattr(model, "prepare", None)):
         raise TypeError(
             message("model", "a minigd.nn.Sequential", model, "Build one with minigd.nn.mlp(...).")
         )
     if loss is not None:
         model.loss = get_loss(loss)
-    validation, validation_split = held_out
     if is_source(X):
-        batches, validation = _streamed(model, X, y, validation, validation_split, batching)
+        batches, validation = _streamed(model, X, y, held_out, standardize_targets, batching)
     else:
-        rows, targets, validation = _hold_out(
-            model, X, y, validation, validation_split, sample_axis
-        )
+        rows, targets, validation = _hold_out(model, X, y, *held_out, sample_axis)
+        if _scales_now(model, standardize_targets):
+            targets, validation = _standardize(model, targets, validation)
         batches = MiniBatches.from_prepared(rows, targets, **batching)
     _check_batchnorm(model, batches)
     return batches, validation
+
+
+def standardize(model, X, y, sample_axis: int = 0) -> None:
+    """Gives a regressor the target scaling of (X, y) unless it has one (``fit``'s
+    ``standardize_targets`` for callers that prepare their data themselves)."""
+    if _scales_now(model, True):
+        model.target_scaling = TargetScaling.fit(model.prepare(X, y, sample_axis=sample_axis)[1])
+
+
+def _scales_now(model, standardize: bool) -> bool:
+    """Whether the target scaling is to be fitted now: asked for, a regressor, none yet."""
+    if standardize not in (True, False):
+        raise ValueError(message("standardize_targets", "True or False", standardize))
+    return standardize and model.task == "regression" and model.target_scaling is None
+
+
+def _standardize(model, targets: np.ndarray, validation):
+    """Fits the scaling on the training targets (only: the held-out rows stay unseen) and
+    re-expresses both sets in standard units; both were prepared before it existed."""
+    model.target_scaling = TargetScaling.fit(targets)
+    if validation is not None:
+        validation = (validation[0], model.encode_targets(validation[1]))
+    return model.encode_targets(targets), validation
 
 
 def _check_batchnorm(model, batches: MiniBatches) -> None:

@@ -60,7 +60,7 @@ class Position:
     samples_seen: int = 0
     epoch_loss: float = 0.0  # sum of loss * batch size over the current epoch
     epoch_samples: int = 0
-    epoch_seconds: float = 0.0  # time inside the current epoch's batches
+    epoch_seconds: float = 0.0  # training seconds since the previous epoch ended (see elapsed)
     seconds: float = 0.0  # training seconds before this session (a resumed run), or in all
 
     def advance(self, loss: float, n: int) -> None:
@@ -138,6 +138,7 @@ class Trainer:
         self.position = Position()
         self._seconds_excluded = 0.0  # evaluation time, which is not training time
         self._t0: float | None = None
+        self._epoch_mark = 0.0  # elapsed() when the current epoch's seconds were last counted
         self.stop_training = False
         self.stop_reason: str | None = None
         self.outcome = "completed"  # or "stopped", "diverged", "interrupted": see stop()
@@ -199,6 +200,18 @@ class Trainer:
         now = time.perf_counter() - self._t0 - self._seconds_excluded
         return self.position.seconds + now
 
+    def _stop_clock(self) -> None:
+        """Folds this session's seconds into the position, so a further ``run()`` (with more
+        epochs) counts on from them instead of from zero."""
+        self.position.seconds = self.elapsed()
+        self._t0, self._seconds_excluded = None, 0.0
+
+    def _epoch_seconds(self) -> float:
+        """The current epoch's training seconds: one definition with ``elapsed`` (wall time less
+        validation and measurements), counted from the previous epoch's end, so the callbacks
+        that ran then (a checkpoint written) are in it, and the epochs add up to the run."""
+        return self.position.epoch_seconds + self.elapsed() - self._epoch_mark
+
     def exclude(self, seconds: float) -> None:
         """Takes time spent measuring (not training) out of ``elapsed``."""
         self._seconds_excluded += seconds
@@ -215,6 +228,7 @@ class Trainer:
             # a flag (raised inside Numba's callbacks it would be lost)
             warm_up(self.model.dtype)
             self._t0 = time.perf_counter()
+            self._epoch_mark = self.elapsed()
             model.train()
             self._call("on_train_begin")
             self._honour(caught)  # a signal that arrived before the first step
@@ -229,6 +243,7 @@ class Trainer:
         self.model.eval()
         self._call("on_train_end")
         history.meta.update(self._summary())
+        self._stop_clock()
         if caught.signal is not None:  # stopped gracefully; now the signal does what it would
             _signals.redeliver(caught.signal)
         return history
@@ -238,7 +253,6 @@ class Trainer:
         while pos.epoch < self.epochs and not self.stop_training:
             epoch = pos.epoch
             self._call("on_epoch_begin", epoch)
-            epoch_start = time.perf_counter()
             read_ahead = epoch + 1 < self.epochs  # no next epoch to read ahead for
             self._regrouped = True
             while self._regrouped and not self.stop_training and pos.next_batch < len(self.batches):
@@ -247,7 +261,8 @@ class Trainer:
                 batches = self.batches.epoch(epoch, pos.next_batch, read_ahead=read_ahead)
                 with contextlib.closing(batches):
                     self._train_epoch(batches, caught)
-            pos.epoch_seconds += time.perf_counter() - epoch_start
+            pos.epoch_seconds = self._epoch_seconds()
+            self._epoch_mark = self.elapsed()
             if pos.next_batch == len(self.batches):
                 self._end_epoch(epoch)
 
@@ -384,7 +399,9 @@ class Trainer:
             model=self.model,
             optimizer=self.optimizer,
             history=self.history,
-            position=asdict(replace(self.position, seconds=self.elapsed())),
+            position=asdict(
+                replace(self.position, seconds=self.elapsed(), epoch_seconds=self._epoch_seconds())
+            ),
             batching=self.batching(),
             callbacks=self._states(),
         )
@@ -413,6 +430,13 @@ class Trainer:
             raise ValueError(
                 f"the checkpoint {ckpt['path']} was written for another "
                 "architecture; resume with the model it was trained with."
+            )
+        if saved_model.get("target_scaling") != config.get("target_scaling"):
+            raise ValueError(
+                f"the checkpoint {ckpt['path']} was trained on targets scaled by "
+                f"{saved_model.get('target_scaling')} and this run scales them by "
+                f"{config.get('target_scaling')}; an exact resume needs the same data and "
+                "the same standardize_targets."
             )
         if saved_model["dtype"] != config["dtype"]:
             warnings.warn(

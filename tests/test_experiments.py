@@ -424,7 +424,8 @@ def test_the_report_recommends_one_learning_rate_and_says_where_it_came_from(
     assert ran.lr != mini.lr  # the advisor alone scales from its own reference
     page = write_report(mnist5k_results, tmp_path / "ran", advice=ran)["html"].read_text()
     assert f"learning rate {mini.lr:.4g} (as mini-batch (B=64) ran here" in page
-    assert f"{ran.lr:.4g}" not in page.split("The advisor's recommendation")[1].split("<ul>")[0]
+    advice_section = page.split("The advisor's recommendation")[1].split("<h2>")[0]
+    assert f"{ran.lr:.4g}" not in advice_section and "rule 6" not in advice_section
     lr, source = recommended_lr(mnist5k_results, 256)  # none ran: the runs' own rule
     b_noise = mnist5k_results.noise_scale.b_simple
     expected = scale_lr(0.1, 64, 256, rule="noise", noise_scale=b_noise).lr

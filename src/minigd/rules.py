@@ -25,6 +25,7 @@ NOISE_SLACK = 2.0  # rule 4: "far above" the noise scale means more than this fa
 BN_MIN_BATCH = 16  # rule 5: below this, batch mean and variance are poor estimates
 NOISE_PROBE_BATCHES = (POWERS[0], POWERS[-1])  # rule 4's measurement: the smallest and largest
 REFERENCE_BATCH = POWERS[0]  # rule 6: an optimizer's default lr is taken as tuned at this size
+LR_RULE = 6  # the rule that scales the learning rate to the batch
 
 
 @dataclass(frozen=True)

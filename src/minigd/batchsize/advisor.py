@@ -403,7 +403,7 @@ def learning_rate(ctx: Context) -> tuple[ScaledLR, Reason]:
     scaled = scale_lr(lr0, b0, b, optimizer=ctx.optimizer)
     whose = "yours" if ctx.reference else "default"
     return scaled, Reason.of(
-        6,
+        rules.LR_RULE,
         f"{scaled.explanation}, from the reference lr {lr0:g} at batch {b0} ({whose}; "
         f"{rule_for(ctx.optimizer)} for {type(ctx.optimizer).__name__}).",
     )

@@ -23,6 +23,7 @@ from minigd.experiments.compare import (
 from minigd.experiments.observations import conclusion, note_observations
 from minigd.experiments.plots import as_data_uri, plot_results
 from minigd.experiments.sweep_plots import plot_sweep
+from minigd.rules import LR_RULE
 
 COLUMNS = (  # what fits an 800-pixel page; results.json holds every metric
     ("batch_samples", "batch size"),
@@ -97,6 +98,13 @@ def adaptive_notes(results: Results) -> list[str]:
             + (f"Changes: {steps}." if changes else "B_simple never passed twice the batch.")
         )
     return notes
+
+
+def _reasons(advice) -> list[str]:
+    """The advisor's reasons, but its learning rate's: the report recommends one lr, with its
+    own source (``_recommendation``)."""
+    kept = [str(r) for r in advice.reasons if r.rule != LR_RULE]
+    return kept + [f"warning: {w}" for w in advice.warnings]
 
 
 def _recommendation(results: Results, advice) -> str:
@@ -206,12 +214,11 @@ def _html(results, figures, observations, advice, sweep, title, summary) -> str:
 
 def _advice_html(results, advice) -> list[str]:
     esc = html.escape
-    reasons = "".join(f"<li>{esc(str(r))}</li>" for r in advice.reasons)
-    warnings = "".join(f"<li>warning: {esc(w)}</li>" for w in advice.warnings)
+    reasons = "".join(f"<li>{esc(r)}</li>" for r in _reasons(advice))
     return [
         "<h2>The advisor's recommendation</h2>",
         f"<p><b>{esc(_recommendation(results, advice))}</b></p>",
-        f"<ul>{reasons}{warnings}</ul>",
+        f"<ul>{reasons}</ul>",
         f'<div class="scroll"><pre>{esc(advice.table())}</pre></div>',
     ]
 
@@ -241,7 +248,7 @@ def _markdown(results, figures, observations, advice, sweep, title, folder: Path
         lines += ["", "## The adaptive batch size", "", *adaptive_notes(results)]
     if advice is not None:
         lines += ["", "## The advisor's recommendation", "", _recommendation(results, advice), ""]
-        lines += [f"- {r}" for r in advice.reasons] + [f"- warning: {w}" for w in advice.warnings]
+        lines += [f"- {r}" for r in _reasons(advice)]
         lines += ["", "```", advice.table(), "```"]
     lines += ["", "## The note, observed", ""]
     lines += [f"- **{o.rule}** *{o.verdict}*: {o.evidence}" for o in observations]

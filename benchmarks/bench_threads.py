@@ -1,14 +1,14 @@
-"""BLAS threads on a busy machine: training with 2 threads vs 1 while a second training runs.
+"""BLAS threads chosen by measurement against every fixed count, quiet and busy.
 
-The question behind ``--threads``: with one other busy process on this 2-core machine, how fast
-does minigd train with OpenBLAS's default of one thread per core, and with one thread? And what
-does the throughput finder conclude in each case?
+The question behind the default: training with no ``threads`` given (minigd measures 1 thread
+against the usable cores on its own steps and keeps the faster, ``training.thread_choice``), how
+far is it from the best fixed thread count found in hindsight, on a quiet machine, beside a second
+training process (with its own default threads), and beside a plain Python busy loop?
 
-Method: mnist-5k (4000 x 784), MLP 784-128-10, SGD, B=64. Rounds alternate the thread counts
-(epoch with 2 threads, epoch with 1), first on a quiet machine, then with a competitor: a second
-process training the same model in a loop with its own default threads (what a user running two
-trainings at once does). Reports samples/s medians and the paired ratio per round, plus the
-finder's table and knee under contention for each thread count.
+Method: mnist-5k (4000 x 784), MLP 784-128-10, SGD, at B=64 and B=256, each run a fresh
+``fit`` of a few epochs. Rounds interleave the three settings (default, 1, 2) in a shuffled
+order, so a neighbour that varies slows all of them alike; training seconds (``elapsed``), medians
+over rounds. Goal: the default within 1.3x of the best fixed count in every condition.
 
 Usage: ``python benchmarks/bench_threads.py --rounds 5``. Writes results/<date>-bench_threads.*
 """
@@ -23,101 +23,101 @@ import time
 
 import numpy as np
 
-from common import machine, set_threads, write_results
+from common import machine, write_results
 from minigd import datasets
-from minigd._threads import blas_threads, other_load
-from minigd.batchsize import find_batch_size
+from minigd._threads import other_load
 from minigd.nn import mlp
 from minigd.training import make_trainer
 
-COMPETITOR = """
-import numpy as np
+COMPETITORS = {
+    "quiet": None,
+    "a second training": """
 from minigd import datasets, fit
 from minigd.nn import mlp
 train, _ = datasets.load("mnist-5k")
 while True:
     fit(mlp(784, [128], 10), train.X, train.y, batch_size=64, epochs=1, lr=0.1, verbose=0)
-"""
+""",
+    "a busy loop": "while True:\n    pass\n",
+}
+SETTINGS = {"default (measured)": None, "1 thread": 1, "2 threads": 2}
 
 
-def epoch_rate(trainer, threads: int) -> float:
-    """Samples per second of one more epoch at ``threads`` BLAS threads."""
-    trainer.threads = threads
-    trainer.epochs += 1
-    start = time.perf_counter()
-    trainer.run()
-    return trainer.batches.samples_per_epoch / (time.perf_counter() - start)
+def seconds(data, batch_size: int, threads, epochs: int) -> tuple[float, list]:
+    """Training seconds of a fresh fit, and the thread decisions it made."""
+    X, y = data
+    trainer = make_trainer(mlp(784, [128], 10), X, y, batch_size=batch_size, epochs=epochs,
+                           lr=0.1, verbose=0, threads=threads)  # fmt: skip
+    history = trainer.run()
+    return trainer.elapsed(), history.meta.get("thread_checks", [])
 
 
-def rounds_of(trainer, rounds: int) -> dict[int, list[float]]:
-    rates: dict[int, list[float]] = {2: [], 1: []}
+def condition(data, batch_size: int, rounds: int, epochs: int) -> dict:
+    times: dict[str, list[float]] = {name: [] for name in SETTINGS}
+    choices: list[int] = []
+    order = np.random.default_rng(batch_size)
     for _ in range(rounds):
-        for threads in (2, 1):
-            rates[threads].append(epoch_rate(trainer, threads))
-    return rates
+        names = list(SETTINGS)
+        order.shuffle(names)
+        for name in names:
+            took, checks = seconds(data, batch_size, SETTINGS[name], epochs)
+            times[name].append(took)
+            if SETTINGS[name] is None:
+                choices.append(checks[-1]["threads"] if checks else 0)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    best = min(medians[n] for n in SETTINGS if SETTINGS[n] is not None)
+    return {"seconds": times, "medians": medians, "default_over_best": medians[
+        "default (measured)"] / best, "final_choices": choices}  # fmt: skip
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
-    set_threads(2, with_torch=False)
     train, _ = datasets.load("mnist-5k")
-    trainer = make_trainer(
-        mlp(784, [128], 10), train.X, train.y, batch_size=64, epochs=1, lr=0.1, verbose=0
-    )
-    trainer.run()  # warm-up: buffers, compiled kernels
-    results = {"machine": machine(), "quiet": rounds_of(trainer, args.rounds)}
-    results["quiet_other_load"] = other_load(0.5)
-    competitor = subprocess.Popen([sys.executable, "-c", COMPETITOR])
-    try:
-        time.sleep(3.0)  # the competitor is loaded and training
-        results["busy_other_load"] = other_load(0.5)
-        results["busy"] = rounds_of(trainer, args.rounds)
-        finder = {}
-        for threads in (2, 1):
-            with blas_threads(threads):
-                r = find_batch_size(
-                    mlp(784, [128], 10), train.X, train.y, candidates=(16, 32, 64, 128, 256, 512),
-                    progress=False,
-                )  # fmt: skip
-            finder[threads] = {
-                "knee": r.knee,
-                "busy": r.busy,
-                "rows": {row.batch_size: row.samples_per_second for row in r.rows},
-            }
-        results["finder_busy"] = finder
-    finally:
-        competitor.kill()
-        competitor.wait()
-    md = report(results, args.rounds)
-    print(md)
-    write_results("bench_threads", results, md)
+    data = (train.X, train.y)
+    seconds(data, 64, 1, 1)  # warm-up: buffers, compiled kernels
+    results: dict = {"machine": machine(), "conditions": {}}
+    for name, script in COMPETITORS.items():
+        competitor = None if script is None else subprocess.Popen([sys.executable, "-c", script])
+        try:
+            time.sleep(0 if competitor is None else 3.0)  # the competitor is up and busy
+            part = {"other_load": other_load(0.5)}
+            for b in (64, 256):
+                part[b] = condition(data, b, args.rounds, args.epochs)
+                print(f"  {name}, B={b}: {part[b]['medians']}", flush=True)
+            results["conditions"][name] = part
+        finally:
+            if competitor is not None:
+                competitor.kill()
+                competitor.wait()
+    text = report(results, args)
+    print(text)
+    write_results("bench_threads", results, text)
     return 0
 
 
-def report(results: dict, rounds: int) -> str:
+def report(results: dict, args) -> str:
     lines = [
-        "# BLAS threads on a busy machine",
+        "# BLAS threads: measured (the default) against every fixed count",
         "",
-        f"mnist-5k, MLP 784-128-10, SGD, B=64; {rounds} interleaved rounds; samples/s medians.",
-        f"Other processes' load: quiet {results['quiet_other_load']:.2f} cores, with the "
-        f"competitor {results['busy_other_load']:.2f} cores.",
+        f"mnist-5k, MLP 784-128-10, SGD, {args.epochs} epochs per run; {args.rounds} "
+        "interleaved rounds; training seconds, medians.",
         "",
-        "| machine | 2 threads | 1 thread | 1 thread / 2 threads (median of paired rounds) |",
-        "|---|---|---|---|",
+        "| condition (others' load) | B | default (measured) | 1 thread | 2 threads | "
+        "default / best | default's final choice per round |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for name in ("quiet", "busy"):
-        r = results[name]
-        pairs = [a / b for a, b in zip(r[1], r[2], strict=True)]
-        lines.append(
-            f"| {name} | {statistics.median(r[2]):,.0f} | {statistics.median(r[1]):,.0f} | "
-            f"{statistics.median(pairs):.2f} (min {min(pairs):.2f}, max {max(pairs):.2f}) |"
-        )
-    lines += ["", "Finder under contention (samples/s per batch size, knee):", ""]
-    for threads, f in results["finder_busy"].items():
-        rows = ", ".join(f"{b}: {v:,.0f}" for b, v in f["rows"].items())
-        lines.append(f"- {threads} thread(s): knee {f['knee']}; {rows}; busy {f['busy']:.2f}")
+    for name, part in results["conditions"].items():
+        load = "?" if part["other_load"] is None else f"{part['other_load']:.2f}"
+        for b in (64, 256):
+            m = part[b]["medians"]
+            lines.append(
+                f"| {name} ({load} cores) | {b} | {m['default (measured)']:.3f} | "
+                f"{m['1 thread']:.3f} | {m['2 threads']:.3f} | "
+                f"{part[b]['default_over_best']:.2f} | {part[b]['final_choices']} |"
+            )
     return "\n".join(lines) + "\n"
 
 

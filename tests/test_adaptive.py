@@ -179,7 +179,7 @@ def adaptive_run(folder=None, resume=None, extra=()):
     if folder is not None:
         callbacks.append(Checkpoint(folder, every_steps=3, keep_last=2))
     history = fit(model, train.X, train.y, batch_size=8, epochs=4, lr=0.05, seed=3, verbose=0,
-                  callbacks=callbacks, resume=resume)  # fmt: skip
+                  callbacks=callbacks, resume=resume, threads=1)  # fmt: skip
     return model, history
 
 

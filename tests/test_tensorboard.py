@@ -58,6 +58,17 @@ def test_the_event_files_hold_every_step_and_epoch(tmp_path, digits):
     finite = np.isfinite(b_simple)
     assert [s for s, _ in scalars["step/b_simple"]] == steps[finite].tolist()
     assert len(set(history.steps["batch_size"])) > 1  # the batch grew, and TensorBoard saw it
+    texts = [
+        (event.step, value.tensor.string_val[0].decode())
+        for event in read_events(tmp_path / "run")
+        for value in event.summary.value
+        if value.tag.startswith("batch_schedule")
+    ]
+    schedule = history.meta["batch_schedule"]
+    assert [step for step, _ in texts] == [c["step"] for c in schedule]
+    for (_, text), change in zip(texts, schedule, strict=True):
+        assert text.startswith(f"{change['from']} -> {change['batch_size']}")
+        assert change["reason"] in text
     for name in ("loss", "val_loss", "val_accuracy", "samples_per_second"):
         logged = scalars[f"epoch/{name}"]
         assert [s for s, _ in logged] == [e["steps"] for e in history.epochs]

@@ -1,5 +1,6 @@
-"""Threads are chosen: training runs with the BLAS thread count asked for (the usable cores by
-default), and the finder notices, and says, when other processes keep the cores busy."""
+"""Threads are chosen: training runs with the BLAS thread count asked for (by default measured,
+``training.thread_choice``), and the finder notices, and says, when other processes keep the
+cores busy."""
 
 import subprocess
 import sys
@@ -26,19 +27,27 @@ def blas_threads_now() -> int:
 
 
 class Spy(Callback):
+    def __init__(self):
+        self.seen = []
+
     def on_step_end(self, trainer, loss):
-        self.seen = blas_threads_now()
+        self.seen.append(blas_threads_now())
 
 
-@pytest.mark.parametrize("threads", [1, None])
+@pytest.mark.parametrize("threads", [1, 2, None])
 def test_training_runs_with_the_threads_asked_for(threads):
     before = blas_threads_now()
     spy = Spy()
-    with threadpoolctl.threadpool_limits(limits=1 if threads is None else 2, user_api="blas"):
-        history = fit(mlp(64, [32], 10), X, Y, batch_size=256, epochs=1, verbose=0,
+    with threadpoolctl.threadpool_limits(limits=2 if threads == 1 else 1, user_api="blas"):
+        history = fit(mlp(64, [32], 10), X, Y, batch_size=64, epochs=3, verbose=0,
                       callbacks=[spy], threads=threads)  # fmt: skip
-    expected = usable_cores() if threads is None else threads
-    assert spy.seen == expected and history.meta["threads"] == expected
+    if threads is None:  # measured: one thread first, then what the decision chose
+        decision = history.meta["thread_checks"][0]
+        assert spy.seen[0] == 1 and decision["threads"] in (1, usable_cores())
+        assert spy.seen[-1] == history.meta["threads"] == history.meta["thread_checks"][-1][
+            "threads"]  # fmt: skip
+    else:
+        assert set(spy.seen) == {threads} and history.meta["threads"] == threads
     assert blas_threads_now() == before  # restored afterwards
 
 

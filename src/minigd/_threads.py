@@ -54,6 +54,49 @@ def blas_threads(threads: int | None) -> Iterator[int]:
         yield n
 
 
+class BlasThreads:
+    """The BLAS limited to ``threads`` while held, and changeable while held (``set``): the loop
+    switches between 1 thread and the usable cores as it measures which trains faster
+    (``training.thread_choice``). The count found on entry is restored on exit."""
+
+    def __init__(self, threads: int | None) -> None:
+        self.threads = resolve_threads(threads)
+        self._controller = None
+        self._limit = None
+
+    def __enter__(self) -> BlasThreads:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            warnings.warn(
+                "threadpoolctl is not installed, so the BLAS keeps its own thread count; "
+                "pip install 'minigd[threads]' to let minigd choose it.",
+                stacklevel=2,
+            )
+            return self
+        self._controller = ThreadpoolController()
+        self.set(self.threads)
+        return self
+
+    @property
+    def settable(self) -> bool:
+        return self._controller is not None
+
+    def set(self, threads: int) -> None:
+        """From now on the BLAS uses ``threads`` (no-op without threadpoolctl)."""
+        self.threads = resolve_threads(threads)
+        if self._controller is None:
+            return
+        if self._limit is not None:
+            self._limit.restore_original_limits()
+        self._limit = self._controller.limit(limits=self.threads, user_api="blas")
+
+    def __exit__(self, *exc) -> None:
+        if self._limit is not None:
+            self._limit.restore_original_limits()
+            self._limit = None
+
+
 def current_blas_threads() -> int | None:
     """The threads the BLAS would use now (None where threadpoolctl cannot tell)."""
     try:

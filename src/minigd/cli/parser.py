@@ -68,13 +68,18 @@ def _label_argument(p: argparse.ArgumentParser, old_name: str = "--target") -> N
     p.add_argument(old_name, dest="label", default=None, help=argparse.SUPPRESS)
 
 
-def _threads_argument(p: argparse.ArgumentParser) -> None:
+def _threads_argument(p: argparse.ArgumentParser, trains: bool = False) -> None:
+    default = (
+        f"training tries 1 and the {usable_cores()} cores this process may use on its own "
+        "steps and keeps the faster, again when its steps slow down"
+        if trains
+        else f"the {usable_cores()} cores this process may use; use 1 when other processes are busy"
+    )
     p.add_argument(
         "--threads",
         type=argtypes.positive_int,
         default=None,
-        help=f"BLAS threads (default: the {usable_cores()} cores this process may use; use 1 "
-        "when other processes are busy, or several minigd commands run at once)",
+        help=f"BLAS threads (default: {default})",
     )
 
 
@@ -265,7 +270,7 @@ def _add_train(sub) -> None:
     _streaming_arguments(p)
     _watch_arguments(p)
     _run_folder_arguments(p)
-    _threads_argument(p)
+    _threads_argument(p, trains=True)
     p.add_argument("--quiet", action="store_true", help="no progress output")
     settings: dict[str, list[str]] = {}  # dest -> every option string that sets it
     for action in p._actions:
@@ -281,7 +286,8 @@ def _batch_arguments(p: argparse.ArgumentParser) -> None:
         type=argtypes.batch_size,
         default=64,
         help='samples per step; "full" for batch gradient descent, 1 for SGD, "adaptive" to '
-        "grow it with the measured noise scale",
+        "move it to the size with the most goodput (measured speed x the noise scale's "
+        "statistical efficiency), the lr following by AdaScale from the lr given for 32",
     )
     p.add_argument(
         "--last-batch",
@@ -429,7 +435,7 @@ def _add_compare(sub) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="initial weights and batch order")
     p.add_argument("--out", default=None, help="report folder (default reports/compare-...)")
-    _threads_argument(p)
+    _threads_argument(p, trains=True)
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_compare)
 
@@ -475,7 +481,7 @@ def _add_sweep(sub) -> None:
     )
     _optimizer_argument(p, "the optimizer of every run")
     p.add_argument("--out", default=None, help="folder for results.json, the plots and the report")
-    _threads_argument(p)
+    _threads_argument(p, trains=True)
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_sweep)
 

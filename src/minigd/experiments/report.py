@@ -77,6 +77,18 @@ def cell(run, key: str) -> str:
     return format_number(value)
 
 
+DOUBLING = (
+    "grew the batch to the largest power of two below the running noise scale B_simple each "
+    "time B_simple passed twice the batch (McCandlish et al. 2018: the batch that spends steps "
+    "and samples best is about B_noise)"
+)
+GOODPUT = (
+    "moved the batch to the size with the most predicted goodput (samples per second as "
+    "measured on this machine x each sample's worth at the running noise scale; Pollux, OSDI "
+    "2021), the learning rate scaled with it by AdaScale's gain"
+)
+
+
 def adaptive_notes(results: Results) -> list[str]:
     """What each adaptive run chose, when, and why, one sentence per run."""
     notes = []
@@ -86,16 +98,14 @@ def adaptive_notes(results: Results) -> list[str]:
         changes = run.metrics.get("batch_schedule") or []
         steps = "; ".join(
             f"at step {c['step']} (epoch {c['epoch'] + 1}) {c['from']} -> {c['batch_size']}, "
-            f"B_simple {c['b_simple']:.0f}"
+            + (c["reason"] if "reason" in c else f"B_simple {c['b_simple']:.0f}")
             for c in changes
         )
+        policy = GOODPUT if any("reason" in c for c in changes) or not changes else DOUBLING
         notes.append(
-            f"{run.spec.label}: started at B={run.batch_samples} with lr {run.lr:.4g} and grew "
-            f"the batch to the largest power of two below the running noise scale B_simple each "
-            f"time B_simple passed twice the batch (McCandlish et al. 2018: the batch that spends "
-            f"steps and samples best is about B_noise), keeping the learning rate (Smith et al. "
-            f"2018: a growing batch anneals the noise as a decaying rate does). "
-            + (f"Changes: {steps}." if changes else "B_simple never passed twice the batch.")
+            f"{run.spec.label}: started at B={run.batch_samples} with lr {run.lr:.4g} and "
+            f"{policy}. "
+            + (f"Changes: {steps}." if changes else "No other size promised 5% more goodput.")
         )
     return notes
 

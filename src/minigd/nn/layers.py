@@ -126,6 +126,16 @@ class Layer:
         return f"{type(self).__name__}({args})"
 
 
+def _row_sq(a: np.ndarray) -> np.ndarray:
+    """Each row's squared norm: NumPy 2's ``vecdot`` ufunc, or einsum before it (slower to call)."""
+    if _vecdot is not None:
+        return _vecdot(a, a)
+    return np.einsum("ij,ij->i", a, a)
+
+
+_vecdot = getattr(np, "vecdot", None)
+
+
 class Dense(Layer):
     """Fully connected layer, y = x W^T + b, with W of shape (out_features, in_features).
 
@@ -143,6 +153,9 @@ class Dense(Layer):
     """
 
     transposed_storage = frozenset({"weight"})
+    # set by noise.ExampleNoise for the steps it measures: backward then also writes
+    # ``example_sq_norms``, each sample's own gradient norm squared over this layer's parameters
+    track_example_norms = False
 
     def __init__(
         self, in_features: int, out_features: int, *, bias: bool = True, init: str | None = None
@@ -200,6 +213,8 @@ class Dense(Layer):
         # dL/dW = dy^T x, written as its transpose x^T dy into the C-ordered storage;
         # dL/db = sum over the batch of dy; dL/dx = dy W
         grad_weight_t = self.grad_weight.T
+        if self.track_example_norms:
+            self.example_sq_norms = self._example_sq_norms(dy)
         if dy.shape[0] == 1:
             # an outer product: np.matmul takes a slow non-BLAS loop for an inner size of 1
             # (~160 us at 128x784, against ~25 us for np.dot), which dominated SGD at B=1
@@ -213,6 +228,18 @@ class Dense(Layer):
         dx = self._buffer("dx", self._x.shape, dy.dtype)
         np.matmul(dy, self.weight, out=dx)
         return dx
+
+    def _example_sq_norms(self, dy: np.ndarray) -> np.ndarray:
+        """|g_i|^2 for each sample i, without forming g_i: sample i's weight gradient is the
+        outer product dy_i x_i^T, whose squared norm is |dy_i|^2 |x_i|^2, and its bias gradient
+        is dy_i. ``dy`` is the batch-mean loss's gradient, 1/n of each sample's own: hence n^2."""
+        n = dy.shape[0]
+        x_sq = _row_sq(self._x).astype(np.float64)
+        if self.use_bias:
+            x_sq += 1.0
+        x_sq *= _row_sq(dy)
+        x_sq *= n * n
+        return x_sq
 
 
 class ReLU(Layer):

@@ -15,9 +15,15 @@ gradient *is* the mean of the halves (equal to one pass over the batch up to rou
 measurement costs the copy of the batch into two halves. With BatchNorm two halves would change
 the statistics the step normalizes with: the whole batch's pass runs as well (a step costs about
 twice as much), and the running statistics are put back after the halves.
+
+For Adam and RMSprop the noise that matters is that of the step they take, the gradient divided
+per coordinate by ``sqrt(v) + eps``: given ``precondition`` (``Optimizer.preconditioner``), both
+norms are taken of the gradients divided by it (adaptdl's pre-conditioned noise scale).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
@@ -33,19 +39,28 @@ class StepNoise:
         beta: the running average's decay per measurement.
         seed: seeds each measured step's split, as ``default_rng((seed, step, ...))``.
         population: m, the training set's size (corrects for drawing without replacement).
+        precondition: returns the divisor of each gradient coordinate (or None, not yet known)
+            before the norms are taken: ``optimizer.preconditioner`` for Adam and RMSprop.
     """
 
     rank, ranks, local_processes = 0, 1, 1
     stop_requested = False
 
     def __init__(
-        self, every: int = 1, *, beta: float = 0.98, seed: int = 0, population: int | None = None
+        self,
+        every: int = 1,
+        *,
+        beta: float = 0.98,
+        seed: int = 0,
+        population: int | None = None,
+        precondition: Callable[[], np.ndarray | None] | None = None,
     ) -> None:
         self.every = check_int("every", every, minimum=1)
         beta = check_float("beta", beta, minimum=0.0, maximum=1.0, inclusive=False)
         self.seed = check_int("seed", seed, minimum=0)
         self.population = population
         self.noise = RunningNoiseScale(beta)
+        self.precondition = precondition
         self._g_1: np.ndarray | None = None
 
     @property
@@ -72,7 +87,8 @@ class StepNoise:
         g_1 = self._scratch(model.grads)
         loss_2 = model.loss_and_grad(xb[second], yb[second])
         g_2 = model.grads  # norms in the model's dtype: BLAS dots, no float64 copies
-        halves_sq = (n_1 * norm_sq(g_1) + n_2 * norm_sq(g_2)) / n
+        d = None if self.precondition is None else self.precondition()
+        halves_sq = (n_1 * _norm_sq(g_1, d) + n_2 * _norm_sq(g_2, d)) / n
         if saved:  # BatchNorm: the step trains on the whole batch's statistics
             for target, value in saved:
                 np.copyto(target, value)
@@ -82,7 +98,7 @@ class StepNoise:
             g_1 *= n_1 / n
             g_2 += g_1
             loss = (n_1 * loss_1 + n_2 * loss_2) / n
-        self.noise.update(halves_sq, norm_sq(model.grads), n / 2, n, self.population)
+        self.noise.update(halves_sq, _norm_sq(model.grads, d), n / 2, n, self.population)
         return loss
 
     def _split(self, n: int, step: int) -> tuple[np.ndarray, np.ndarray]:
@@ -112,3 +128,10 @@ class StepNoise:
 
     def __repr__(self) -> str:
         return f"StepNoise(every={self.every}, beta={self.noise.beta}, seed={self.seed})"
+
+
+def _norm_sq(g: np.ndarray, divisor: np.ndarray | None) -> float:
+    """|g / divisor|^2 (|g|^2 without a divisor)."""
+    if divisor is None:
+        return norm_sq(g)
+    return norm_sq(np.divide(g, divisor, dtype=g.dtype))

@@ -51,6 +51,10 @@ class Optimizer:
     def __init__(self, lr: LearningRate, fused: bool | None = None) -> None:
         self.lr_scale = 1.0
         self.steps = 0
+        # the clock a schedule reads, when not ``steps``: an adaptive batch (AdaScale) counts
+        # scale-invariant steps, the sum of its steps' gains, so a schedule means the same
+        # progress whatever the batch size does
+        self.progress: float | None = None
         self.set_schedule(lr)
         self.state: dict[str, np.ndarray] = {}
         self._scratch: np.ndarray | None = None
@@ -85,7 +89,9 @@ class Optimizer:
         """The base learning rate of step t (default: the next step), before ``lr_scale``."""
         if self.schedule is None:
             return self._base
-        return float(self.schedule(self.steps if t is None else t))
+        if t is None:
+            t = self.steps if self.progress is None else self.progress
+        return float(self.schedule(t))
 
     @property
     def lr(self) -> float:
@@ -107,6 +113,13 @@ class Optimizer:
             scale = min_lr / base
         self.lr_scale = scale
         self._refresh_lr()
+
+    def preconditioner(self) -> np.ndarray | None:
+        """What this optimizer divides each coordinate of the gradient by (Adam's and RMSprop's
+        ``sqrt(v) + eps``), as it stands after the last step; None for an optimizer that does not
+        (SGD) or before the first step. The noise scale of an adaptive optimizer is measured on
+        the gradient divided by it (adaptdl's pre-conditioned gradient noise)."""
+        return None
 
     def _refresh_lr(self, t: int | None = None) -> None:
         self._lr = self.base_lr(t) * self.lr_scale
@@ -165,6 +178,7 @@ class Optimizer:
             "steps": self.steps,
             "lr": self.lr,
             "lr_scale": self.lr_scale,
+            "progress": self.progress,
             **self._base_config(),
             "hyperparameters": self.hyperparameters(),
             "arrays": {name: value.copy() for name, value in self.state.items()},
@@ -191,6 +205,8 @@ class Optimizer:
             )
         self.steps = int(state["steps"])
         self.lr_scale = float(state.get("lr_scale", 1.0))
+        progress = state.get("progress")
+        self.progress = None if progress is None else float(progress)
         self._refresh_lr(max(0, self.steps - 1))  # the lr the last step used, as after step()
         self.state = {name: np.array(value) for name, value in state["arrays"].items()}
         self._scratch = None

@@ -161,6 +161,14 @@ class RMSprop(Optimizer):
             "eps_inside_sqrt": self.eps_inside_sqrt,
         }
 
+    def preconditioner(self):
+        if not self.steps:
+            return None
+        v = self.state["square_avg"].copy()
+        if self.centered:
+            v -= np.square(self.state["grad_avg"])
+        return _denominator(v, self.eps, self.eps_inside_sqrt)
+
     def _update(self, p, g, tmp):
         a = self.alpha
         self._add_weight_decay(p, g, tmp)
@@ -242,6 +250,12 @@ class Adam(Optimizer):
             "amsgrad": self.amsgrad,
             "eps_inside_sqrt": self.eps_inside_sqrt,
         }
+
+    def preconditioner(self):
+        if not self.steps:
+            return None
+        v = self.state["max_exp_avg_sq" if self.amsgrad else "exp_avg_sq"]
+        return _denominator(v / (1.0 - self.betas[1] ** self.steps), self.eps, self.eps_inside_sqrt)
 
     def _update(self, p, g, tmp):
         b1, b2 = self.betas
@@ -349,3 +363,8 @@ def get_optimizer(optimizer: str | Optimizer, lr: LearningRate | None = None) ->
         known = ", ".join(map(repr, OPTIMIZERS))
         raise ValueError(message("optimizer", f"one of {known} or an Optimizer", optimizer))
     return OPTIMIZERS[name](**({} if lr is None else {"lr": lr}))
+
+
+def _denominator(v: np.ndarray, eps: float, inside: bool) -> np.ndarray:
+    """``sqrt(v) + eps`` (or ``sqrt(v + eps)``), in a new array: what Adam and RMSprop divide by."""
+    return np.sqrt(v + eps) if inside else np.sqrt(v) + eps

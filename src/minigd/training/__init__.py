@@ -14,10 +14,12 @@ from minigd.training.callbacks import (
 )
 from minigd.training.checkpoint import latest_checkpoint, load_checkpoint
 from minigd.training.fitting import fit, make_trainer
+from minigd.training.goodput import GoodputBatchSize
 from minigd.training.gradient import GradientPath, ModelGradient
 from minigd.training.history import History
 from minigd.training.noise_tracker import NoiseScaleTracker
 from minigd.training.tensorboard import TensorBoard
+from minigd.training.thread_choice import ThreadChoice
 from minigd.training.trainer import Trainer
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "Checkpoint",
     "DivergenceGuard",
     "EarlyStopping",
+    "GoodputBatchSize",
     "GradientPath",
     "History",
     "LearningRateSchedule",
@@ -36,6 +39,7 @@ __all__ = [
     "ReduceLROnPlateau",
     "StepNoise",
     "TensorBoard",
+    "ThreadChoice",
     "Trainer",
     "fit",
     "latest_checkpoint",

@@ -21,6 +21,7 @@ from typing import Any
 
 from minigd._validation import check_choice, check_int
 from minigd.batchsize.memory import estimate_memory, memory_budget
+from minigd.noise import StepNoise
 from minigd.rules import POWERS
 from minigd.training.callbacks import Callback
 
@@ -80,6 +81,10 @@ class AdaptiveBatchSize(Callback):
         self.schedule: list[dict[str, Any]] = []
         self.start_size: int | None = None  # the batch size the run started from
         self.trainer = None
+
+    def noise_path(self, model, optimizer, population: int, seed: int) -> StepNoise:
+        """The gradient path that measures the noise scale this policy follows."""
+        return StepNoise(seed=seed, population=population, **self.noise_settings)
 
     def setup(self, trainer) -> None:
         if trainer.gradient.ranks > 1:

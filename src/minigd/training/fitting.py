@@ -9,14 +9,17 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
+from minigd._threads import usable_cores
 from minigd._validation import check_int
 from minigd.noise import StepNoise
 from minigd.optim import LinearWarmup, Optimizer, get_optimizer
 from minigd.training.adaptive import START, AdaptiveBatchSize
 from minigd.training.callbacks import Callback, DivergenceGuard, ProgressBar
+from minigd.training.goodput import GoodputBatchSize
 from minigd.training.gradient import GradientPath, ModelGradient
 from minigd.training.history import History
 from minigd.training.inputs import training_batches
+from minigd.training.thread_choice import ThreadChoice
 from minigd.training.trainer import Trainer
 
 
@@ -57,14 +60,20 @@ def make_trainer(
     batches, validation = training_batches(
         model, X, y, held_out, sample_axis, batching, loss, standardize_targets
     )
-    gradient = _gradient_path(batches, comm, sync_batchnorm, noise_every, adaptive)
+    optimizer = get_optimizer(optimizer, lr)
+    gradient = _gradient_path(
+        model, batches, comm, sync_batchnorm, noise_every, adaptive, optimizer
+    )
     if gradient.ranks > 1:  # this rank reads its share of each global batch
         batches = batches.shard(gradient.rank, gradient.ranks)
     extra = _with_defaults(callbacks, adaptive, verbose, gradient.rank)
+    if threads is None and gradient.ranks == 1 and usable_cores() > 1:
+        # first, so its checkpoint key does not depend on the other callbacks
+        extra.insert(0, ThreadChoice())  # the faster of 1 thread and the cores, measured
     trainer = Trainer(
         model,
         batches,
-        get_optimizer(optimizer, lr),
+        optimizer,
         epochs=epochs,
         validation=validation,
         callbacks=extra,
@@ -79,12 +88,12 @@ def make_trainer(
 
 def _adaptive(batch_size, callbacks: Sequence[Callback]) -> tuple[AdaptiveBatchSize | None, Any]:
     """(the AdaptiveBatchSize that picks the sizes, or None; the batch size to build with).
-    ``batch_size="adaptive"`` adds one unless one is given; the batches are then built whole
-    ("full", valid for any m) and it regroups them at its start."""
+    ``batch_size="adaptive"`` adds a GoodputBatchSize unless one is given; the batches are then
+    built whole ("full", valid for any m) and it regroups them at its start."""
     given = next((c for c in callbacks if isinstance(c, AdaptiveBatchSize)), None)
     if not (isinstance(batch_size, str) and batch_size.lower() == "adaptive"):
         return given, batch_size
-    return (given or AdaptiveBatchSize(START)), "full"
+    return (given or GoodputBatchSize(START)), "full"
 
 
 def _batching(batch_size, shuffle, seed: int, last_batch: str, buffer_bytes) -> dict[str, Any]:
@@ -98,10 +107,12 @@ def _batching(batch_size, shuffle, seed: int, last_batch: str, buffer_bytes) -> 
     }
 
 
-def _gradient_path(batches, comm, sync_batchnorm, noise_every, adaptive) -> GradientPath:
+def _gradient_path(
+    model, batches, comm, sync_batchnorm, noise_every, adaptive, optimizer
+) -> GradientPath:
     """How each step's gradient is computed (``training.gradient``): over the ranks of
-    ``comm``; from two halves of the batch when the noise scale is measured (asked for, or
-    followed by an adaptive batch size); else by the model's own pass."""
+    ``comm``; measuring the noise scale when asked for (two halves of the batch) or when an
+    adaptive batch size follows it (as that policy says); else by the model's own pass."""
     m, seed = batches.n_samples, batches.seed
     if comm is not None and comm.Get_size() > 1:
         from minigd.distributed import DataParallel  # mpi4py is an extra
@@ -110,7 +121,7 @@ def _gradient_path(batches, comm, sync_batchnorm, noise_every, adaptive) -> Grad
     if noise_every is not None:
         return StepNoise(noise_every, seed=seed, population=m)
     if adaptive is not None:
-        return StepNoise(seed=seed, population=m, **adaptive.noise_settings)
+        return adaptive.noise_path(model, optimizer, m, seed)
     return ModelGradient()
 
 
@@ -157,7 +168,8 @@ def fit(model, X: Any, y: Any = None, **options: Any) -> History:
         callbacks, verbose: extra callbacks (a DivergenceGuard is added unless one is given);
             1 adds a progress bar (a line per epoch off a terminal) and says why it stopped.
         resume, threads: a checkpoint (file, or folder of them) to continue from; BLAS threads
-            while training (default: the cores this process may use).
+            while training (default: the faster of 1 and the cores this process may use,
+            measured as it trains, ``training.thread_choice``).
         comm, sync_batchnorm: train data-parallel on an mpi4py communicator (``distributed``).
         noise_every: measure B_simple every this many steps (``noise.StepNoise``).
         warmup_epochs: ramp the learning rate up linearly over these first epochs.

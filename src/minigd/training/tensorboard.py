@@ -41,11 +41,13 @@ class TensorBoard(Callback):
         self.every = check_int("every", every, minimum=1)
         self.flush_secs = check_int("flush_secs", flush_secs, minimum=1)
         self.writer = None
+        self._changes = 0  # the adaptive batch's changes already written
         require("tensorboardX", "tensorboard", "the TensorBoard callback")
 
     def on_train_begin(self, trainer) -> None:
         if trainer.rank != 0:
             return
+        self._changes = len(trainer.history.meta.get("batch_schedule") or [])  # on a resume
         writer_class = require("tensorboardX", "tensorboard", "the TensorBoard callback")
         # the file is named by the second it was opened in: a resume within the same second
         # would truncate the interrupted run's file without a finer suffix (which also orders them)
@@ -65,6 +67,15 @@ class TensorBoard(Callback):
             values = steps.get(column)
             if values:
                 self._scalar(tag, values[-1], trainer.step)
+        self._batch_changes(trainer.history.meta.get("batch_schedule") or [])
+
+    def _batch_changes(self, schedule: list[dict[str, Any]]) -> None:
+        """The adaptive batch's new changes, each as text at the step it was made."""
+        for change in schedule[self._changes :]:
+            why = change.get("reason") or f"B_simple {change['b_simple']:.0f}"
+            text = f"{change['from']} -> {change['batch_size']}, lr {change['lr']:.4g}: {why}"
+            self.writer.add_text("batch_schedule", text, change["step"])
+        self._changes = len(schedule)
 
     def on_epoch_end(self, trainer, epoch: int, logs: dict[str, Any]) -> None:
         if self.writer is None:

@@ -35,7 +35,7 @@ import numpy as np
 
 from minigd import _signals
 from minigd._kernels import warm_up
-from minigd._threads import blas_threads, resolve_threads, usable_cores
+from minigd._threads import BlasThreads, resolve_threads, usable_cores
 from minigd._validation import check_choice, check_int
 from minigd.batching import MiniBatches
 from minigd.noise import B_SIMPLE
@@ -44,6 +44,7 @@ from minigd.training.callbacks import Callback
 from minigd.training.checkpoint import load_checkpoint, save_checkpoint
 from minigd.training.gradient import GradientPath, ModelGradient
 from minigd.training.history import History
+from minigd.training.thread_choice import ThreadChoice
 
 
 @dataclass
@@ -90,6 +91,7 @@ class Position:
 
 OUTCOMES = ("completed", "stopped", "diverged", "interrupted")
 GRADIENT_STATE = "trainer:noise"  # a checkpoint's key for the gradient path's state
+THREADS_STATE = "trainer:threads"  # and for the BLAS threads the run trained with
 
 
 class Trainer:
@@ -124,10 +126,12 @@ class Trainer:
     ) -> None:
         self.model = model
         self.gradient = ModelGradient() if gradient is None else gradient
+        self.threads_given = threads is not None  # else a resume trains as its checkpoint did
         if threads is None:  # the processes on one machine share its cores
             self.threads = max(1, usable_cores() // self.gradient.local_processes)
         else:
             self.threads = resolve_threads(threads)
+        self._blas: BlasThreads | None = None  # the BLAS threads while run() trains
         self._regrouped = False  # the batches were regrouped: reopen the epoch at next_batch
         self.batches = batches
         self.optimizer = optimizer
@@ -220,26 +224,28 @@ class Trainer:
     def run(self) -> History:
         model, history = self.model, self.history
         with (
-            blas_threads(self.threads),
             _caught_signals() as caught,
             np.errstate(over="ignore", invalid="ignore", divide="ignore"),
         ):
             # compile the fast extra's kernels before the clock starts, where a signal only sets
-            # a flag (raised inside Numba's callbacks it would be lost)
+            # a flag (raised inside Numba's callbacks it would be lost), and before the BLAS
+            # threads are set (Numba loads SciPy, and SciPy its own BLAS)
             warm_up(self.model.dtype)
-            self._t0 = time.perf_counter()
-            self._epoch_mark = self.elapsed()
-            model.train()
-            self._call("on_train_begin")
-            self._honour(caught)  # a signal that arrived before the first step
-            try:
-                self.gradient.begin(self.model, self.batches, self._what_ranks_share)
-                self._train_epochs(caught)
-            except BaseException as exc:
-                self.gradient.abandon(exc)  # other ranks would wait in the next Allreduce
-                raise
-            finally:
-                self.batches.close()  # a streamed source stops reading ahead
+            with BlasThreads(self.threads) as self._blas:
+                self._t0 = time.perf_counter()
+                self._epoch_mark = self.elapsed()
+                model.train()
+                self._call("on_train_begin")
+                self._honour(caught)  # a signal that arrived before the first step
+                try:
+                    self.gradient.begin(self.model, self.batches, self._what_ranks_share)
+                    self._train_epochs(caught)
+                except BaseException as exc:
+                    self.gradient.abandon(exc)  # other ranks would wait in the next Allreduce
+                    raise
+                finally:
+                    self.batches.close()  # a streamed source stops reading ahead
+        self._blas = None
         self.model.eval()
         self._call("on_train_end")
         history.meta.update(self._summary())
@@ -265,6 +271,17 @@ class Trainer:
             self._epoch_mark = self.elapsed()
             if pos.next_batch == len(self.batches):
                 self._end_epoch(epoch)
+
+    def set_threads(self, threads: int) -> None:
+        """BLAS threads from the next step on (``ThreadChoice`` measures which is faster)."""
+        self.threads = resolve_threads(threads)
+        if self._blas is not None:
+            self._blas.set(self.threads)
+
+    @property
+    def threads_settable(self) -> bool:
+        """Whether the BLAS threads can be set while training (threadpoolctl is installed)."""
+        return self._blas is not None and self._blas.settable
 
     def regroup(self, batch_size: int) -> None:
         """Trains on batches of ``batch_size`` from the next step on (``AdaptiveBatchSize``):
@@ -411,6 +428,7 @@ class Trainer:
         scale, so a resumed run goes on averaging where it stood)."""
         states = {f"{i}:{type(c).__name__}": c.state() for i, c in enumerate(self.callbacks)}
         states[GRADIENT_STATE] = self.gradient.state()
+        states[THREADS_STATE] = {"count": self.threads}  # a resume given no threads keeps them
         return {key: state for key, state in states.items() if state}
 
     def restore(self, path) -> None:
@@ -461,10 +479,25 @@ class Trainer:
         states = ckpt["callbacks"]
         if GRADIENT_STATE in states:
             self.gradient.load_state(states[GRADIENT_STATE])
+        self._restore_threads(states)
         for i, callback in enumerate(self.callbacks):
             key = f"{i}:{type(callback).__name__}"
             if key in states:
                 callback.load_state(states[key])
+
+    def _restore_threads(self, states: dict[str, Any]) -> None:
+        """A resume given no thread count trains as its checkpoint did, so it repeats its
+        arithmetic (a count changes a product's rounding): measured if it was measured, else
+        at the count it had (the cores, for checkpoints from before threads were recorded)."""
+        if self.threads_given:
+            return
+        measured = any(key.endswith(":ThreadChoice") for key in states)
+        saved = states.get(THREADS_STATE, {"count": usable_cores()})
+        self.threads = int(saved["count"])
+        if not measured:
+            for callback in self.callbacks:
+                if isinstance(callback, ThreadChoice):
+                    callback.hold(self.threads)
 
 
 class _Caught:

@@ -1,0 +1,288 @@
+"""Time to target: the goodput-driven adaptive batch against every fixed (B, lr) on a grid.
+
+The question the adaptive batch answers: trained once, from a base learning rate at B0 = 32 and
+no sweep, how long does it take to reach a demanding validation target, against the best fixed
+(batch size, learning rate) found in hindsight on a grid, the grid's median, the advisor's static
+choice, and the old doubling rule (double the batch when B_simple passes 2B, lr constant)?
+
+Seconds are training seconds to the first validation evaluation at the target (evaluations are
+excluded, ``Trainer.exclude``; the adaptive run's seed pass and noise measurements are training
+time). Rounds are interleaved: each seed runs every configuration in a shuffled order, so a
+machine that slows down slows all of them. A configuration that misses the target within the
+epoch budget counts as infinitely slow for the medians.
+
+Parts: ``grid`` (the table; per problem), ``overhead`` (a step with the noise measured every
+8th step against a plain step, at B = 32, 256, 1024), ``busy`` (the adaptive run under a
+competing training process, against its quiet time).
+
+Usage: ``python benchmarks/bench_goodput.py --seeds 3 [--problems mnist5k-sgd,...]``.
+Writes results/<date>-bench_goodput.*
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from common import machine, mnist_shaped, write_results
+from minigd import datasets
+from minigd.batchsize import advise
+from minigd.batchsize.closed_form import IsotropicLeastSquares
+from minigd.experiments.metrics import Target, TargetTracker
+from minigd.nn import mlp
+from minigd.nn.models import linear_regression
+from minigd.noise import ExampleNoise
+from minigd.training import make_trainer
+from minigd.training.adaptive import AdaptiveBatchSize
+from minigd.training.goodput import GoodputBatchSize
+
+SIZES = (32, 64, 128, 256, 512, 1024)
+B0 = 32
+
+
+@dataclass
+class Problem:
+    name: str
+    data: tuple  # X, y, X_val, y_val
+    model: object  # seed -> a fresh model
+    optimizer: str
+    base_lr: float  # the lr given for B0
+    rates: tuple[float, ...]  # the grid's rates
+    target: Target
+    epochs: int
+    notes: list[str] = field(default_factory=list)
+
+
+def problems() -> dict[str, Problem]:
+    train, test = datasets.load("mnist-5k")
+    small = (train.X, train.y, test.X, test.y)
+    ls = IsotropicLeastSquares(d=256, sigma=1.0)
+    X, y = ls.data(65536, seed=0, dtype=np.float32)
+    squares = (X, y, *ls.data(8192, seed=1, dtype=np.float32))
+    sgd_rates, adam_rates = (0.03, 0.1, 0.3, 1.0), (3e-4, 1e-3, 3e-3)
+    accuracy = Target("val_accuracy", 0.93)
+    listed = [
+        Problem("mnist5k-sgd", small, _mlp, "sgd", 0.1, sgd_rates, accuracy, 40),
+        Problem("mnist5k-adam", small, _mlp, "adam", 1e-3, adam_rates, accuracy, 40),
+        Problem("least-squares", squares, _linear, "sgd", 0.003, (0.001, 0.003, 0.01, 0.03),
+                Target("val_loss", 1.01), 30),
+    ]  # fmt: skip
+    by_name = {p.name: p for p in listed}
+    by_name["mnist60k-sgd"] = Problem("mnist60k-sgd", None, _mlp, "sgd", 0.1, sgd_rates,
+                                      Target("val_accuracy", 0.95), 8)  # fmt: skip
+    return by_name
+
+
+def _mlp(seed: int):
+    return mlp(784, [128], 10, seed=seed)
+
+
+def _linear(seed: int):
+    return linear_regression(256, seed=seed)
+
+
+def data_of(problem: Problem) -> tuple:
+    """The problem's (X, y, X_val, y_val); the 60000-row set is made when first asked for."""
+    if problem.data is None:
+        problem.data = mnist_shaped()
+    return problem.data
+
+
+def run(problem: Problem, config: dict, seed: int) -> dict:
+    """Trains one configuration to the target; its training seconds, steps and samples there."""
+    X, y, X_val, y_val = data_of(problem)
+    model = problem.model(seed)
+    tracker = TargetTracker(problem.target, model.prepare(X_val, y_val), stop=True)
+    callbacks = [tracker, *config.get("callbacks", lambda: [])()]
+    trainer = make_trainer(model, X, y, batch_size=config["batch_size"], epochs=problem.epochs,
+                           optimizer=problem.optimizer, lr=config["lr"], seed=seed,
+                           callbacks=callbacks, verbose=0)  # fmt: skip
+    history = trainer.run()
+    got = tracker.reached
+    largest = max(history.steps["batch_size"])
+    if got is None:
+        return {"seconds": math.inf, "steps": math.inf, "samples": math.inf, "largest": largest}
+    return {"seconds": got.seconds, "steps": got.steps, "samples": got.samples, "largest": largest}
+
+
+def configs(problem: Problem) -> dict[str, dict]:
+    X, y, *_ = data_of(problem)
+    out = {
+        "adaptive": {"batch_size": "adaptive", "lr": problem.base_lr},
+        "doubling": {
+            "batch_size": B0,
+            "lr": problem.base_lr,
+            "callbacks": lambda: [AdaptiveBatchSize(start=B0)],
+        },
+    }
+    advice = advise(problem.model(0), X, y, optimizer=problem.optimizer,
+                    reference=(B0, problem.base_lr))  # fmt: skip
+    b = advice.batch_size if advice.batch_size != "full" else len(X)
+    out[f"advisor B={b} lr={advice.lr:.3g}"] = {"batch_size": b, "lr": advice.lr}
+    for lr in problem.rates:  # what the policy does with each rate for B0 (a sweep at B0)
+        out[f"adaptive lr={lr:g}"] = {"batch_size": "adaptive", "lr": lr}
+    for b in SIZES:
+        for lr in problem.rates:
+            out[f"B={b} lr={lr:g}"] = {"batch_size": b, "lr": lr}
+    return out
+
+
+def grid(problem: Problem, seeds: int) -> dict:
+    table = configs(problem)
+    runs: dict[str, list[dict]] = {name: [] for name in table}
+    order = np.random.default_rng(0)
+    for seed in range(seeds):
+        names = list(table)
+        order.shuffle(names)
+        for name in names:
+            runs[name].append(run(problem, table[name], seed))
+        print(f"  {problem.name}: seed {seed} done", flush=True)
+    return {name: summarize(rs) for name, rs in runs.items()}
+
+
+def summarize(rs: list[dict]) -> dict:
+    return {
+        key: statistics.median(r[key] for r in rs) for key in ("seconds", "steps", "samples")
+    } | {"all": [r["seconds"] for r in rs], "largest": max(r["largest"] for r in rs)}
+
+
+def verdict(rows: dict) -> dict:
+    fixed = {k: v for k, v in rows.items() if k.startswith("B=")}
+    best = min(fixed, key=lambda k: fixed[k]["seconds"])
+    tuned = {k: v for k, v in rows.items() if k.startswith("adaptive lr=")}
+    best_tuned = min(tuned, key=lambda k: tuned[k]["seconds"])
+    median = statistics.median(v["seconds"] for v in fixed.values())
+    adaptive = rows["adaptive"]["seconds"]
+    return {
+        "best_fixed": best,
+        "best_seconds": fixed[best]["seconds"],
+        "grid_median_seconds": median,
+        "adaptive_over_best": adaptive / fixed[best]["seconds"],
+        "adaptive_over_median": adaptive / median,
+        "best_adaptive_rate": best_tuned,
+        "tuned_adaptive_over_best": tuned[best_tuned]["seconds"] / fixed[best]["seconds"],
+    }
+
+
+# -- overhead: what the adaptive batch's measurements cost ----------------------------------
+OVERHEAD_KINDS = ("plain", "noise", "policy")
+
+
+def overhead(rounds: int) -> dict:
+    """Four epochs of 16384 rows at a fixed B: plain; with the per-sample noise every 8th step
+    (``ExampleNoise``); with the whole goodput policy held at B (seed pass, noise, step timing,
+    decisions; no move). Paired rounds, medians of the ratios to plain."""
+    X, y, *_ = mnist_shaped(16384)
+    out = {}
+    for b in (32, 256, 1024):
+        times: dict[str, list[float]] = {kind: [] for kind in OVERHEAD_KINDS}
+        for _ in range(rounds):
+            for kind in OVERHEAD_KINDS:
+                times[kind].append(_epochs_seconds(X, y, b, kind))
+        out[b] = {"plain_s": statistics.median(times["plain"])}
+        for kind in OVERHEAD_KINDS[1:]:
+            pairs = zip(times[kind], times["plain"], strict=True)
+            out[b][kind] = statistics.median(m / p for m, p in pairs)
+    return out
+
+
+def _epochs_seconds(X, y, b: int, kind: str) -> float:
+    policy = [GoodputBatchSize(b, b)] if kind == "policy" else []
+    trainer = make_trainer(mlp(784, [128], 10), X, y, epochs=4, lr=0.05, verbose=0, threads=2,
+                           batch_size="adaptive" if policy else b,
+                           callbacks=policy)  # fmt: skip
+    if kind == "noise":
+        trainer.gradient = ExampleNoise(8, beta=0.95, population=len(X))
+    trainer.run()
+    return trainer.elapsed()
+
+
+# -- busy: a competing training process -------------------------------------------------------
+COMPETITOR = """
+from minigd import datasets, fit
+from minigd.nn import mlp
+train, _ = datasets.load("mnist-5k")
+while True:
+    fit(mlp(784, [128], 10), train.X, train.y, batch_size=64, epochs=1, lr=0.1, verbose=0)
+"""
+
+
+def busy(problem: Problem, seeds: int) -> dict:
+    adaptive = configs(problem)["adaptive"]
+    quiet = [run(problem, adaptive, s)["seconds"] for s in range(seeds)]
+    competitor = subprocess.Popen([sys.executable, "-c", COMPETITOR])
+    try:
+        time.sleep(2.0)
+        loaded = [run(problem, adaptive, s)["seconds"] for s in range(seeds)]
+    finally:
+        competitor.kill()
+        competitor.wait()
+    return {
+        "quiet_s": statistics.median(quiet),
+        "busy_s": statistics.median(loaded),
+        "ratio": statistics.median(loaded) / statistics.median(quiet),
+    }
+
+
+def markdown(results: dict) -> str:
+    lines = ["# Time to target: adaptive (goodput) against a fixed grid", ""]
+    for name, part in results["grid"].items():
+        v = part["verdict"]
+        lines += [f"## {name}", "", "| configuration | seconds (median) | steps | samples | "
+                  "largest B | per seed |", "|---|---|---|---|---|---|"]  # fmt: skip
+        for config, row in sorted(part["rows"].items(), key=lambda kv: kv[1]["seconds"]):
+            seeds = ", ".join(f"{s:.3f}" for s in row["all"])
+            lines.append(f"| {config} | {row['seconds']:.3f} | {row['steps']:.0f} | "
+                         f"{row['samples']:.0f} | {row['largest']} | {seeds} |")  # fmt: skip
+        lines += ["", f"Best fixed in hindsight: {v['best_fixed']} ({v['best_seconds']:.3f} s); "
+                  f"grid median {v['grid_median_seconds']:.3f} s. Adaptive / best = "
+                  f"{v['adaptive_over_best']:.2f}, adaptive / median = "
+                  f"{v['adaptive_over_median']:.2f}. With the best rate for B0 "
+                  f"({v['best_adaptive_rate']}): {v['tuned_adaptive_over_best']:.2f}x the best "
+                  "fixed.", ""]  # fmt: skip
+    if "overhead" in results:
+        lines += ["## What the measurements cost: 4 epochs held at B, against plain epochs", ""]
+        for b, row in results["overhead"].items():
+            lines.append(
+                f"- B={b}: per-sample noise every 8th step {row['noise']:.3f}x, the whole "
+                f"policy {row['policy']:.3f}x ({row['plain_s']:.3f} s plain)"
+            )
+    if "busy" in results:
+        r = results["busy"]
+        lines += ["", f"## Under a competing process: {r['busy_s']:.3f} s against "
+                  f"{r['quiet_s']:.3f} s quiet ({r['ratio']:.2f}x)"]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--problems", default="mnist5k-sgd,mnist5k-adam,least-squares,mnist60k-sgd")
+    parser.add_argument("--parts", default="grid,overhead,busy")
+    args = parser.parse_args()
+    every = problems()
+    results: dict = {"machine": machine(), "grid": {}}
+    parts = args.parts.split(",")
+    if "grid" in parts:
+        for name in args.problems.split(","):
+            rows = grid(every[name], args.seeds)
+            results["grid"][name] = {"rows": rows, "verdict": verdict(rows)}
+            print(markdown({"grid": {name: results["grid"][name]}}), flush=True)
+    if "overhead" in parts:
+        results["overhead"] = overhead(max(3, args.seeds))
+    if "busy" in parts:
+        results["busy"] = busy(every["mnist5k-sgd"], args.seeds)
+    text = markdown(results)
+    print(text)
+    write_results("bench_goodput", results, text)
+
+
+if __name__ == "__main__":
+    main()

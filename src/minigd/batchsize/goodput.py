@@ -1,0 +1,162 @@
+"""Goodput: training progress per second = throughput x statistical efficiency (Pollux, OSDI 2021).
+
+The note's trade in two measured curves. Throughput: a step on a batch of b samples takes about
+``a + c b`` seconds (a fixed cost per step, a cost per sample), so samples/s = b / (a + c b) rises
+with b and saturates. Statistical efficiency: McCandlish et al. 2018 show that a step on b samples
+makes the progress of ``gain(b)`` steps at a reference batch b0. With ``Sigma`` the covariance of
+a gradient taken on b0 samples and s = b / b0 (AdaScale's gain, Johnson et al. 2020)::
+
+    gain(b)       = (tr(Sigma) + |G|^2) / (tr(Sigma) / s + |G|^2)
+    efficiency(b) = gain(b) / s = (B_noise + b0) / (B_noise + b),    B_noise = b0 tr(Sigma) / |G|^2
+
+(B_noise is the noise scale B_simple: per-sample variance over |G|^2, ``noise.estimator``). Each
+sample at b is worth ``efficiency(b)`` of a sample at b0: 1 at b0, falling as b passes the noise
+scale. Goodput(b) = samples/s x efficiency(b) is progress (in b0-samples) per second; the batch
+that maximises it is where the two curves trade evenly: b* = sqrt(a B_noise / c) for the linear
+step-time model (d log goodput / d b = 0, whatever b0). AdaScale turns the same gain into a
+learning rate: SGD at b takes ``gain(b)`` times the rate that suits b0; Adam and RMSprop, whose
+steps are normalized per coordinate, the square root of it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+SWITCH_GAIN = 1.05  # a new batch must promise 5% more goodput: without a margin the choice flaps
+
+
+def gain(b: float, b0: float, b_noise: float) -> float:
+    """Steps at ``b0`` that one step at ``b`` is worth: ``s efficiency(b)``, 1 at b0, rising
+    toward ``1 + B_noise / b0`` as b grows past the noise scale."""
+    return b / b0 * efficiency(b, b0, b_noise)
+
+
+def adascale_gain(b: float, b0: float, grad_norm_sq: float, trace_sigma_b0: float) -> float:
+    """AdaScale's gain from its own terms: |G|^2 and ``trace_sigma_b0``, the trace of the
+    covariance of a gradient on b0 samples (per-sample tr(Sigma) / b0). Equal to ``gain``."""
+    s = b / b0
+    return (trace_sigma_b0 + grad_norm_sq) / (trace_sigma_b0 / s + grad_norm_sq)
+
+
+def efficiency(b: float, b0: float, b_noise: float) -> float:
+    """Progress per sample at ``b`` relative to ``b0``: 1 at b0, falling as b passes
+    B_noise. A negative estimate (a noisy measurement of a tiny variance) counts as none."""
+    b_noise = max(b_noise, 0.0)
+    return (b_noise + b0) / (b_noise + b)
+
+
+class StepTimes:
+    """Seconds per step as ``a + c b``, fitted by least squares to the steps timed so far.
+
+    Each batch size keeps an exponentially weighted mean of its step times (recent steps count
+    more, so the model follows a machine that gets busier), and the line is fitted through those
+    means, one point per batch size, weighted by how often each was timed (capped, so a size
+    trained for thousands of steps does not silence the others). Sizes timed only by a seed pass
+    (bare forward, backward and update, before training) count with the loop's own cost per step
+    added: the median of (trained - seed) over the sizes timed both ways. Until two sizes are
+    timed the model takes the step time proportional to b (a = 0): no reason to move.
+    """
+
+    def __init__(self, decay: float = 0.9) -> None:
+        self.decay = decay
+        self.means: dict[int, float] = {}
+        self.counts: dict[int, int] = {}
+        self.seeds: dict[int, float] = {}
+
+    def observe(self, b: int, seconds: float) -> None:
+        """A trained step of ``b`` samples took ``seconds``."""
+        if not (seconds > 0 and math.isfinite(seconds)):
+            return
+        b = int(b)
+        old = self.means.get(b)
+        self.means[b] = seconds if old is None else self.decay * old + (1 - self.decay) * seconds
+        self.counts[b] = self.counts.get(b, 0) + 1
+
+    def seed(self, b: int, seconds: float) -> None:
+        """A bare step of ``b`` samples, timed before training, took ``seconds``."""
+        if seconds > 0 and math.isfinite(seconds):
+            self.seeds[int(b)] = float(seconds)
+
+    def points(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(sizes, seconds, weights) the line is fitted to."""
+        both = [self.means[b] - self.seeds[b] for b in self.seeds if b in self.means]
+        overhead = float(np.median(both)) if both else 0.0
+        merged = {b: (t + overhead, 1) for b, t in self.seeds.items()}
+        merged |= {b: (t, min(self.counts[b], 50)) for b, t in self.means.items()}
+        sizes = np.array(sorted(merged), dtype=np.float64)
+        times = np.array([merged[int(b)][0] for b in sizes])
+        return sizes, times, np.sqrt([merged[int(b)][1] for b in sizes])
+
+    def fit(self) -> tuple[float, float]:
+        """(a, c): seconds per step and per sample, both >= 0."""
+        sizes, times, weights = self.points()
+        if not len(sizes):
+            return 0.0, 1.0
+        if len(sizes) == 1:
+            return 0.0, float(times[0] / sizes[0])
+        c, a = _weighted_line(sizes, times, weights**2)
+        if c <= 0:  # no cost per sample measured (a tiny model): every step costs the same
+            return float(np.average(times, weights=weights)), 0.0
+        if a < 0:  # a line through the origin instead
+            return 0.0, float(np.dot(sizes, times) / np.dot(sizes, sizes))
+        return float(a), float(c)
+
+    def seconds(self, b: float) -> float:
+        a, c = self.fit()
+        return a + c * b
+
+    def state(self) -> dict:
+        return {
+            "decay": self.decay,
+            "means": {str(b): v for b, v in self.means.items()},
+            "counts": {str(b): n for b, n in self.counts.items()},
+            "seeds": {str(b): v for b, v in self.seeds.items()},
+        }
+
+    def load_state(self, state: dict) -> None:
+        self.decay = float(state["decay"])
+        self.means = {int(b): float(v) for b, v in state["means"].items()}
+        self.counts = {int(b): int(n) for b, n in state["counts"].items()}
+        self.seeds = {int(b): float(v) for b, v in state["seeds"].items()}
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The batch with the most predicted goodput, and the prediction for each candidate."""
+
+    batch_size: int
+    goodput: dict[int, float]  # b -> predicted b0-samples of progress per second
+
+    def gain_over(self, b: int) -> float:
+        """How much more goodput the choice promises than batch ``b`` (a candidate)."""
+        here = self.goodput.get(b)
+        return math.inf if not here else self.goodput[self.batch_size] / here
+
+
+def candidates(smallest: int, largest: int, per_octave: int = 4) -> list[int]:
+    """Batch sizes spaced geometrically from ``smallest`` to ``largest`` (both included), about
+    ``per_octave`` per doubling, each rounded to a whole number and listed once."""
+    if largest <= smallest:
+        return [int(smallest)]
+    count = max(2, round(math.log2(largest / smallest) * per_octave) + 1)
+    sizes = np.geomspace(smallest, largest, count)
+    return sorted({round(float(b)) for b in sizes} | {int(smallest), int(largest)})
+
+
+def choose(sizes: list[int], times: StepTimes, b_noise: float, b0: float) -> Choice:
+    """The candidate that maximises throughput x efficiency."""
+    a, c = times.fit()
+    goodput = {b: b / (a + c * b) * efficiency(b, b0, b_noise) for b in sizes}
+    best = max(goodput, key=lambda b: (goodput[b], -b))  # a tie goes to the smaller batch
+    return Choice(best, goodput)
+
+
+def _weighted_line(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """(slope, intercept) of the least-squares line through (x, y) with weights w."""
+    mx, my = np.average(x, weights=w), np.average(y, weights=w)
+    spread = float(np.dot(w, (x - mx) ** 2))
+    slope = float(np.dot(w, (x - mx) * (y - my))) / spread if spread > 0 else 0.0
+    return slope, my - slope * mx

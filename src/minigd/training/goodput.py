@@ -1,0 +1,278 @@
+"""The batch size that trains fastest, chosen while training: ``fit(..., batch_size="adaptive")``.
+
+Goodput (Pollux, OSDI 2021; ``batchsize.goodput``) is progress per second: the samples a step
+on b rows processes per second (throughput) times what each is worth against a sample at the
+starting batch b0 (statistical efficiency, from the running noise scale). The run measures both
+as it goes, and every ``decide_every`` steps moves to the candidate batch with the most predicted
+goodput, if it promises ``switch_gain`` (5%) more than the current one:
+
+- step seconds as ``a + c b``, fitted to the steps the run has timed, seeded at the start by a
+  few untrained steps at b0 and 8 b0 on a copy of the model (timed as training time);
+- the noise scale from each sample's own gradient norm every 8th step (``noise.ExampleNoise``,
+  a fifth of a step each time); where a layer couples samples (BatchNorm), and for Adam and
+  RMSprop, whose noise is that of the pre-conditioned gradient (``Optimizer.preconditioner``),
+  from two halves of every 16th step's batch (``noise.StepNoise``);
+- the learning rate follows the batch by AdaScale (Johnson et al. 2020): the lr given is the one
+  for b0, and a step at b takes ``gain(b)`` times it (SGD), or ``sqrt(gain(b))`` (Adam, RMSprop);
+  an lr schedule reads the sum of the gains (scale-invariant steps, ``Optimizer.progress``), so
+  it means the same progress whatever the batch does. The rules of the doubling policy
+  ("constant", "linear", "sqrt" in b / b0) stay available.
+
+Every change is recorded (step, sizes, predicted goodput of each, the reason) in
+``history.meta["batch_schedule"]``, and the step-time model, gain and lr factor in checkpoints:
+a resumed run replays the recorded changes instead of recomputing them from timings.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from minigd._validation import check_choice, check_float, check_int
+from minigd.batchsize.goodput import SWITCH_GAIN, StepTimes, candidates, choose, gain
+from minigd.noise import StepNoise
+from minigd.noise.per_example import ExampleNoise
+from minigd.training.adaptive import AdaptiveBatchSize
+
+LR_RULES = ("adascale", "constant", "linear", "sqrt")
+SEED_FACTOR = 8  # the seed pass times b0 and this multiple of it: two points fix a line
+SEED_STEPS = 3  # untrained steps per seed size; the fastest after the first counts
+MAX_GROWTH = 4  # a move goes at most this many times up at once
+LOSS_RISE = 0.25  # after a move up, a loss this fraction above its lowest undoes the move
+
+
+class GoodputBatchSize(AdaptiveBatchSize):
+    """Moves the batch to the size with the most goodput, and the learning rate with it.
+
+    Args:
+        start: b0, the batch the run starts at and the learning rate is given for (default
+            32, the advisor's smallest power of two); the smallest candidate.
+        max_batch_size: the largest candidate (default: the memory model's limit).
+        lr_rule: "adascale" (default), or "constant", "linear", "sqrt" in b / b0.
+        decide_every: steps between decisions.
+        warmup: noise measurements before the first decision.
+        every, beta: measure the noise every this many steps, averaged with this decay.
+        switch_gain: the predicted goodput ratio a move must promise.
+        step_time: a function of the batch size giving a step's seconds, used instead of
+            timing the steps (a machine model: simulations and tests).
+    """
+
+    def __init__(
+        self,
+        start: int | None = None,
+        max_batch_size: int | None = None,
+        *,
+        lr_rule: str = "adascale",
+        decide_every: int = 20,
+        warmup: int = 5,
+        every: int = 16,
+        beta: float = 0.8,
+        switch_gain: float = SWITCH_GAIN,
+        step_time: Callable[[int], float] | None = None,
+    ) -> None:
+        super().__init__(start, max_batch_size, warmup=warmup, every=every, beta=beta)
+        self.lr_rule = check_choice("lr_rule", lr_rule, LR_RULES)
+        self.decide_every = check_int("decide_every", decide_every, minimum=1)
+        self.switch_gain = check_float("switch_gain", switch_gain, minimum=1.0)
+        self.step_time = step_time
+        self.times = StepTimes()
+        self.gain = 1.0  # the gain of the batch in use at the noise scale last measured
+        self.lr_factor = 1.0  # what this callback multiplied the optimizer's lr_scale by
+        self._last: float | None = None  # elapsed() at the end of the previous timed step
+        self._candidates: list[int] | None = None
+        self.ceiling: int | None = None  # no batch above this: a move up made the loss rise
+        self._watch: dict[str, float] | None = None  # since a move up: its origin, least loss
+
+    def noise_path(self, model, optimizer, population: int, seed: int) -> StepNoise:
+        """Per-sample gradient norms where the model allows (``noise.ExampleNoise``, every
+        ``every // 2`` steps, averaged over ~20 of them); else two halves, of the gradient as
+        Adam or RMSprop scale it for those (``Optimizer.preconditioner``)."""
+        every, beta = self.noise_settings["every"], self.noise_settings["beta"]
+        if not optimizer.adaptive and ExampleNoise.supports(model):
+            return ExampleNoise(max(1, every // 2), beta=0.95, population=population)
+        precondition = optimizer.preconditioner if optimizer.adaptive else None
+        return StepNoise(every, beta=beta, seed=seed, population=population,
+                         precondition=precondition)  # fmt: skip
+
+    def setup(self, trainer) -> None:
+        super().setup(trainer)
+        if self.lr_rule == "adascale" and trainer.optimizer.progress is None:
+            trainer.optimizer.progress = 0.0
+
+    @property
+    def b0(self) -> int:
+        return self.start_size
+
+    # -- the hooks ----------------------------------------------------------------------
+    def on_train_begin(self, trainer) -> None:
+        super().on_train_begin(trainer)
+        if not (self.times.means or self.times.seeds):
+            self._seed(trainer)
+        self._last = None
+
+    def on_epoch_begin(self, trainer, epoch: int) -> None:
+        super().on_epoch_begin(trainer, epoch)
+        self._last = None  # the epoch's first step also pays for its shuffle
+
+    def on_step_end(self, trainer, loss: float) -> None:
+        self._time_step(trainer)
+        if self.lr_rule == "adascale":
+            trainer.optimizer.progress += self.gain
+        decision_step = trainer.step % self.decide_every == 0
+        if decision_step and not self._undo_if_rising(trainer) and self._due(trainer):
+            self._decide(trainer)
+        self._follow_lr(trainer)
+
+    # -- measuring ----------------------------------------------------------------------
+    def _time_step(self, trainer) -> None:
+        """Times the step just taken; an epoch's short last batch is not a point of the model
+        (its size is not a candidate, and one-off sizes would pull the line about)."""
+        b = trainer.history.steps["batch_size"][-1]
+        if self.step_time is not None:
+            self.times.observe(b, self.step_time(b))
+            return
+        now = trainer.elapsed()
+        if self._last is not None and b == trainer.batch_size:
+            self.times.observe(b, now - self._last)
+        self._last = now
+
+    def _seed(self, trainer) -> None:
+        """Times a few steps at b0 and 8 b0 on a copy of the model (nothing is trained)."""
+        sizes = sorted({self.b0, min(SEED_FACTOR * self.b0, self.max_batch_size)})
+        if self.step_time is not None:
+            for b in sizes:
+                self.times.seed(b, self.step_time(b))
+            return
+        model, optimizer = trainer.model.copy().train(), trainer.optimizer.fresh()
+        rng = np.random.default_rng((trainer.batches.seed, 0x600D))
+        for b in sizes:
+            xb, yb = trainer.batches.take(np.sort(rng.choice(trainer.n_samples, b, replace=False)))
+            xb, yb = np.array(xb), None if yb is None else np.array(yb)
+            seconds = []
+            for _ in range(SEED_STEPS):
+                start = time.perf_counter()
+                model.loss_and_grad(xb, yb)
+                optimizer.step(model.params, model.grads)
+                seconds.append(time.perf_counter() - start)
+            self.times.seed(b, min(seconds[1:]))
+
+    # -- deciding -----------------------------------------------------------------------
+    def _due(self, trainer) -> bool:
+        noise = trainer.gradient.noise
+        return (
+            noise.steps >= self.warmup
+            and math.isfinite(noise.value)
+            and self.max_batch_size > self.b0
+        )
+
+    def _decide(self, trainer) -> None:
+        """Moves to the candidate with the most predicted goodput, if it promises enough, and
+        at most ``MAX_GROWTH`` times the current batch at once (the step-time model is measured
+        before it is trusted further; AdaScale's lr grows with the batch)."""
+        current, b_noise = trainer.batch_size, trainer.gradient.noise.value
+        allowed = [b for b in self._sizes(current) if b <= MAX_GROWTH * current]
+        choice = choose(allowed, self.times, b_noise, self.b0)
+        if choice.batch_size == current or choice.gain_over(current) <= self.switch_gain:
+            return
+        a, c = self.times.fit()
+        old, new = choice.goodput[current], choice.goodput[choice.batch_size]
+        reason = (
+            f"predicted goodput {new:.4g} against {old:.4g} b0-samples/s "
+            f"(+{100 * (new / old - 1):.0f}%): steps of {1e3 * a:.3g} ms + "
+            f"{1e6 * c:.3g} us/sample, noise scale {b_noise:.0f}"
+        )
+        before = self._recent_loss(trainer)
+        self._move(trainer, choice.batch_size, reason, goodput=(old, new))
+        # a larger batch takes a larger lr: from here on, watch the loss
+        self._watch = {"from": current, "best": before} if choice.batch_size > current else None
+
+    def _sizes(self, current: int) -> list[int]:
+        if self._candidates is None:
+            self._candidates = candidates(self.b0, self.max_batch_size)
+        ceiling = self.max_batch_size if self.ceiling is None else self.ceiling
+        return sorted({b for b in self._candidates if b <= ceiling} | {current})
+
+    def _recent_loss(self, trainer) -> float:
+        """The mean loss of the last ``decide_every`` steps."""
+        return float(np.mean(trainer.history.steps["loss"][-self.decide_every :]))
+
+    def _undo_if_rising(self, trainer) -> bool:
+        """After a move up, the loss is watched at every decision: once the recent mean rises
+        ``LOSS_RISE`` above the lowest seen since the move (or the mean before it), the larger
+        batch's lr is past what the problem takes (AdaScale's gain assumes a stable step): back
+        to the size before, and never again above it in this run."""
+        if self._watch is None:
+            return False
+        recent, best = self._recent_loss(trainer), self._watch["best"]
+        if math.isfinite(recent) and recent <= (1 + LOSS_RISE) * best:
+            self._watch["best"] = min(best, recent)
+            return False
+        back, self._watch = self._watch["from"], None
+        self.ceiling = back
+        reason = (
+            f"the loss rose from {best:.4g} to {recent:.4g} at batch {trainer.batch_size}: "
+            f"back to {back}, and no larger in this run"
+        )
+        self._move(trainer, back, reason)
+        return True
+
+    def _move(self, trainer, size: int, reason: str, goodput=(math.nan, math.nan)) -> None:
+        """Trains on batches of ``size`` from the next step on, and records the change."""
+        current, b_noise = trainer.batch_size, trainer.gradient.noise.value
+        trainer.regroup(size)
+        self._last = None
+        self._follow_lr(trainer)
+        self.schedule.append(
+            {
+                "step": trainer.step,  # steps taken at the old size; the next is the new size's
+                "epoch": trainer.epoch,
+                "at_batch": trainer.next_batch,
+                "from": current,
+                "batch_size": size,
+                "b_simple": b_noise,
+                "lr": trainer.optimizer.lr,
+                "goodput_from": goodput[0],
+                "goodput_to": goodput[1],
+                "reason": reason,
+            }
+        )
+
+    def _follow_lr(self, trainer) -> None:
+        """Sets the learning rate's factor for the batch in use, by the lr rule."""
+        b, noise = trainer.batch_size, trainer.gradient.noise.value
+        s = b / self.b0
+        if self.lr_rule == "adascale":
+            self.gain = 1.0 if s == 1 or not math.isfinite(noise) else gain(b, self.b0, noise)
+            factor = math.sqrt(self.gain) if trainer.optimizer.adaptive else self.gain
+        else:
+            factor = {"constant": 1.0, "linear": s, "sqrt": math.sqrt(s)}[self.lr_rule]
+        if factor != self.lr_factor:
+            trainer.optimizer.scale_lr(factor / self.lr_factor)
+            self.lr_factor = factor
+
+    # -- checkpoints --------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            **super().state(),
+            "times": self.times.state(),
+            "gain": self.gain,
+            "lr_factor": self.lr_factor,
+            "ceiling": self.ceiling,
+            "watch": self._watch,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self.times.load_state(state["times"])
+        self.gain, self.lr_factor = float(state["gain"]), float(state["lr_factor"])
+        self.ceiling, self._watch = state["ceiling"], state["watch"]
+
+    def __repr__(self) -> str:
+        return (
+            f"GoodputBatchSize(start={self.start}, max_batch_size={self.max_batch_size}, "
+            f"lr_rule={self.lr_rule!r}, decide_every={self.decide_every})"
+        )

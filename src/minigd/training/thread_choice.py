@@ -1,0 +1,175 @@
+"""BLAS threads chosen by measurement: the faster of one thread and the usable cores, as it is now.
+
+On this 2-core machine two BLAS threads train a large batch up to ~1.6x faster than one on a
+quiet machine, and 1.4-100x slower while another process is busy: OpenBLAS splits each product
+between its threads and waits for the slower, and a thread the scheduler has given away costs a
+whole time slice (a 0.25 ms step took 30 ms). That shows only over many steps, so the loop
+measures on its own steps: it starts at one thread (safe on a busy machine), times a window of
+steps, then tries the other count for a few steps (cut short if they are much slower) and keeps
+the faster by mean step time. It tries again when its steps at several threads slow down (at one
+thread: speed up, the neighbour left), when the batch has moved far (an adaptive batch), and
+every ``recheck_seconds``.
+
+Each decision (step, mean milliseconds per step at each count, the choice, why) is recorded in
+``history.meta["thread_checks"]`` and in checkpoints. A thread count changes a matrix product's
+rounding, so a resumed run starts at the count its checkpoint was trained at and repeats the
+interrupted run's arithmetic. ``fit(threads=N)`` (``--threads N``) forces N and measures nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from minigd._validation import check_float, check_int
+from minigd.training.callbacks import Callback
+
+SLOWDOWN = 1.5  # a window this much slower (faster, at 1 thread) than after the last decision
+BATCH_MOVE = 2.0  # as does a batch this many times larger or smaller than the one decided at
+GIVE_UP = 2.0  # a try whose steps are this much slower ends after two of them
+HOPELESS = 4.0  # and after one this much slower (threads fighting a neighbour: 20-100x)
+MARGIN = 0.05  # the other count is kept only if this much faster
+
+
+class ThreadChoice(Callback):
+    """Trains at the faster of 1 BLAS thread and the usable cores, measured on the run's steps.
+
+    Args:
+        window: steps timed at the current count before a decision.
+        trial: steps tried at the other count (fewer if they are ``GIVE_UP`` times slower).
+        recheck_seconds: training seconds after which the other count is tried again anyway.
+    """
+
+    def __init__(self, *, window: int = 8, trial: int = 8, recheck_seconds: float = 30.0) -> None:
+        self.window = check_int("window", window, minimum=2)
+        self.trial = check_int("trial", trial, minimum=2)
+        self.recheck_seconds = check_float("recheck_seconds", recheck_seconds, minimum=0.0)
+        self.checks: list[dict[str, Any]] = []
+        self.counts: list[int] = []
+        self._restored = False
+        self._starting: str | None = None  # the first window's try, and why
+        self._reset()
+
+    def _reset(self) -> None:
+        self._times: list[float] = []  # this window's (or try's) step seconds
+        self._trying: dict[str, Any] | None = None  # the count being tried, and what it beats
+        self._reference: float | None = None  # mean step seconds after the last decision
+        self._last: float | None = None  # elapsed() at the previous step's end
+
+    def setup(self, trainer) -> None:
+        self.trainer = trainer
+        self.counts = sorted({1, trainer.threads})
+
+    def hold(self, threads: int) -> None:
+        """Measures nothing and trains at ``threads`` (a resumed run that was given a count)."""
+        self.counts = [threads]
+
+    def on_train_begin(self, trainer) -> None:
+        trainer.history.meta["thread_checks"] = self.checks
+        self._reset()
+        if self._active(trainer) and not self._restored:
+            trainer.set_threads(1)  # safe while a neighbour is busy; the cores are tried next
+        self._starting = "the run resumes" if self._restored else "the run starts"
+        self._restored = False
+
+    def on_epoch_begin(self, trainer, epoch: int) -> None:
+        self._last = None  # the epoch's first step also pays for its shuffle
+
+    def on_step_end(self, trainer, loss: float) -> None:
+        if not self._active(trainer):
+            return
+        seconds = self._step_seconds(trainer)
+        if seconds is None:
+            return
+        self._times.append(seconds)
+        if self._trying is not None:
+            self._try_step(trainer)
+        elif len(self._times) >= self.window:
+            self._window_done(trainer)
+
+    def _active(self, trainer) -> bool:
+        return len(self.counts) > 1 and trainer.threads_settable
+
+    def _step_seconds(self, trainer) -> float | None:
+        """The step's seconds; None for a step that is not typical (after a pause, an epoch's
+        short last batch, a batch of another size than the one being timed)."""
+        now, last = trainer.elapsed(), self._last
+        self._last = now
+        if last is None or trainer.history.steps["batch_size"][-1] != trainer.batch_size:
+            return None
+        if self._trying is not None and trainer.batch_size != self._trying["batch_size"]:
+            trainer.set_threads(self._trying["from"])  # the batch moved: this try says nothing
+            self._reset()
+            return None
+        return now - last
+
+    def _window_done(self, trainer) -> None:
+        mean = sum(self._times) / len(self._times)
+        self._times = []
+        why = self._why_try(trainer, mean)
+        if why is None:
+            self._reference = self._reference if self._reference is not None else mean
+            return
+        other = next(n for n in self.counts if n != trainer.threads)
+        self._trying = {"from": trainer.threads, "to": other, "mean": mean, "why": why,
+                        "batch_size": trainer.batch_size}  # fmt: skip
+        trainer.set_threads(other)
+
+    def _why_try(self, trainer, mean: float) -> str | None:
+        last = self.checks[-1] if self.checks else None
+        if self._starting:
+            why, self._starting = self._starting, None
+            return why
+        reference, many = self._reference, trainer.threads > 1
+        # more threads than one suffer when a neighbour gets busy; one thread gains when it
+        # leaves: each change is a reason to try the other count
+        if reference is not None and many and mean > SLOWDOWN * reference:
+            return f"steps slowed from {1e3 * reference:.3g} to {1e3 * mean:.3g} ms"
+        if reference is not None and not many and mean < reference / SLOWDOWN:
+            return f"steps sped up from {1e3 * reference:.3g} to {1e3 * mean:.3g} ms"
+        if last is None:  # the first try was cut short (the batch moved under it)
+            return "no decision yet"
+        moved = trainer.batch_size / last["batch_size"]
+        if not 1 / BATCH_MOVE < moved < BATCH_MOVE:
+            return f"the batch moved from {last['batch_size']} to {trainer.batch_size}"
+        if trainer.elapsed() - last["seconds"] >= self.recheck_seconds:
+            return f"{self.recheck_seconds:g} s since the last decision"
+        return None
+
+    def _try_step(self, trainer) -> None:
+        trying, times = self._trying, self._times
+        mean = sum(times) / len(times)
+        hopeless = times[-1] > HOPELESS * trying["mean"] or (
+            len(times) >= 2 and mean > GIVE_UP * trying["mean"]
+        )
+        if len(times) < self.trial and not hopeless:
+            return
+        keep = mean < (1 - MARGIN) * trying["mean"]
+        chosen = trying["to"] if keep else trying["from"]
+        trainer.set_threads(chosen)
+        measured = {str(trying["from"]): 1e3 * trying["mean"], str(trying["to"]): 1e3 * mean}
+        self.checks.append(
+            {
+                "step": trainer.step,
+                "seconds": trainer.elapsed(),
+                "batch_size": trainer.batch_size,
+                "ms_per_step": measured,
+                "threads": chosen,
+                "reason": trying["why"],
+            }
+        )
+        self._reset()
+        self._last = trainer.elapsed()
+
+    def state(self) -> dict[str, Any]:
+        if len(self.counts) < 2:  # held at one count: the run is not measured
+            return {}
+        return {"threads": self.trainer.threads, "checks": self.checks}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Continues at the count the checkpoint was trained at (the same rounding)."""
+        self.checks[:] = [dict(c) for c in state["checks"]]
+        self.trainer.threads = int(state["threads"])
+        self._restored = True
+
+    def __repr__(self) -> str:
+        return f"ThreadChoice(counts={self.counts}, recheck_seconds={self.recheck_seconds:g})"

@@ -1,0 +1,308 @@
+"""Goodput: its identities, its choice on a known model, the noise it reads (per-sample norms,
+pre-conditioned halves), the learning rate that follows the batch (AdaScale), the guard against a
+move that makes the loss rise, and exact resume with a schedule that depended on timings."""
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minigd import datasets
+from minigd.batchsize.closed_form import IsotropicLeastSquares
+from minigd.batchsize.goodput import (
+    StepTimes,
+    adascale_gain,
+    candidates,
+    choose,
+    efficiency,
+    gain,
+)
+from minigd.nn import Dense, ReLU, Sequential, Tanh, mlp
+from minigd.nn.models import linear_regression
+from minigd.noise import StepNoise, estimate_components, norm_sq
+from minigd.noise.per_example import ExampleNoise
+from minigd.optim import SGD, Adam, RMSprop, StepDecay
+from minigd.training import Callback, Checkpoint, fit, load_checkpoint, make_trainer
+from minigd.training.goodput import MAX_GROWTH, GoodputBatchSize
+from test_adaptive import ClosedForm
+from test_training import kill_at
+
+positive = st.floats(1e-3, 1e4)
+
+
+# -- the identities ----------------------------------------------------------------------------
+@settings(max_examples=200, deadline=None)
+@given(b=st.integers(1, 1 << 14), b0=st.integers(1, 1 << 10), g2=positive, trace=positive)
+def test_gain_and_efficiency_agree_with_adascale_and_with_each_other(b, b0, g2, trace):
+    b_noise = trace / g2  # per-sample tr(Sigma) over |G|^2
+    s = b / b0
+    assert efficiency(b0, b0, b_noise) == pytest.approx(1.0)
+    assert gain(b, b0, b_noise) / s == pytest.approx(efficiency(b, b0, b_noise), rel=1e-9)
+    # AdaScale's own terms: the covariance of a gradient on b0 samples is tr(Sigma) / b0
+    assert adascale_gain(b, b0, g2, trace / b0) == pytest.approx(gain(b, b0, b_noise), rel=1e-9)
+    assert min(1.0, s) - 1e-9 <= gain(b, b0, b_noise) <= max(1.0, s) + 1e-9
+    if b > b0:  # a larger batch is worth less per sample, more per step
+        assert efficiency(b, b0, b_noise) < 1 < gain(b, b0, b_noise)
+
+
+def test_goodput_picks_the_known_optimum_of_a_synthetic_machine_and_noise():
+    """Step seconds a + c b and efficiency (B_noise + b0)/(B_noise + b): the maximum of
+    b / (a + c b) x efficiency is at sqrt(a B_noise / c), whatever b0."""
+    a, c = 2e-3, 5e-6
+    times = StepTimes()
+    for b in (32, 64, 256, 1024):
+        for _ in range(5):
+            times.observe(b, a + c * b)
+    assert times.fit() == pytest.approx((a, c), rel=1e-9)
+    sizes = list(range(16, 4097))
+    for b_noise in (50.0, 400.0, 3000.0):
+        expected = math.sqrt(a * b_noise / c)
+        for b0 in (16, 32):
+            assert choose(sizes, times, b_noise, b0).batch_size == pytest.approx(expected, abs=1)
+    # the geometric candidates land within one step of their spacing (4 per doubling: 19%)
+    grid = candidates(32, 4096)
+    assert grid[0] == 32 and grid[-1] == 4096 and len(grid) == len(set(grid))
+    picked = choose(grid, times, 400.0, 32).batch_size
+    assert abs(math.log(picked / math.sqrt(a * 400 / c))) < math.log(1.19)
+
+
+def test_seed_timings_take_the_loops_own_cost_per_step():
+    """Sizes timed only before training count with the overhead measured where both exist."""
+    times = StepTimes()
+    a, c, loop = 1e-3, 4e-6, 3e-4
+    for b in (32, 256):
+        times.seed(b, a + c * b)
+    times.observe(32, a + loop + c * 32)
+    assert times.fit() == pytest.approx((a + loop, c), rel=1e-9)
+    restored = StepTimes()
+    restored.load_state(times.state())
+    assert restored.fit() == times.fit()
+
+
+class Machine:
+    """A trainer as the policy's decisions see it, on a machine whose step times jitter."""
+
+    def __init__(self, b_noise):
+        self.batch_size, self.step, self.epoch, self.next_batch = 32, 0, 0, 0
+        self.optimizer = SGD(0.1)
+        self.gradient = SimpleNamespace(noise=SimpleNamespace(value=b_noise))
+        self.history = SimpleNamespace(steps={"loss": [1.0]})
+
+    def regroup(self, b):
+        self.batch_size = b
+
+
+@pytest.mark.parametrize("margin, most_moves", [(1.05, 2), (1.0, None)])
+def test_a_move_needs_the_promised_margin_so_the_batch_does_not_flap(margin, most_moves):
+    """Step times a + c b with 10% jitter, an optimum of 100 (B_noise = 10): with the 5%
+    margin the batch settles; without it, it follows the jitter back and forth."""
+    a, c = 1e-3, 1e-6
+    machine, rng = Machine(b_noise=10.0), np.random.default_rng(1)
+    policy = GoodputBatchSize(start=32, max_batch_size=1024, switch_gain=margin)
+    policy.start_size = 32
+    for b in (32, 256):
+        policy.times.seed(b, a + c * b)
+    for _ in range(300):
+        policy.times.observe(machine.batch_size, (a + c * machine.batch_size) * rng.normal(1, 0.1))
+        policy._decide(machine)
+    moves = len(policy.schedule)
+    assert 75 <= machine.batch_size <= 130
+    if most_moves is None:
+        assert moves > 10
+    else:
+        assert moves <= most_moves
+
+
+# -- the noise it reads -------------------------------------------------------------------------
+def per_sample_components(model, rows, targets):
+    """(mean |g_i|^2, |g|^2) from one backward pass per sample."""
+    squares = []
+    for i in range(len(rows)):
+        model.loss_and_grad(rows[i : i + 1], targets[i : i + 1])
+        squares.append(norm_sq(model.grads))
+    model.loss_and_grad(rows, targets)
+    return float(np.mean(squares)), norm_sq(model.grads)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_per_sample_norms_from_backward_equal_one_pass_per_sample(digits, bias):
+    train, _ = digits
+    layers = [Dense(64, 16, bias=bias), Tanh(), Dense(16, 12, bias=bias), ReLU(), Dense(12, 10)]
+    model = Sequential(layers, "softmax_cross_entropy", seed=1, dtype=np.float64)
+    rows, targets = model.prepare(train.X[:48], train.y[:48])
+    small, big = per_sample_components(model, rows, targets)
+    noise = ExampleNoise(population=1000)
+    loss = noise.loss_and_grad(model, rows, targets, 48, step=0)
+    g2, trace = estimate_components(small, big, 1, 48, 1000)
+    assert noise.noise.last_g2 == pytest.approx(g2, rel=1e-10)
+    assert noise.noise.last_trace == pytest.approx(trace, rel=1e-10)
+    assert loss == pytest.approx(model.loss_and_grad(rows, targets), rel=1e-12)
+    assert not any(getattr(la, "track_example_norms", False) for la in model.layers)
+
+
+def test_per_sample_norms_apply_only_where_no_layer_couples_samples():
+    assert ExampleNoise.supports(mlp(8, [4], 2))
+    assert not ExampleNoise.supports(mlp(8, [4], 2, batchnorm=True))
+
+
+def test_adam_noise_is_that_of_the_pre_conditioned_gradient(digits):
+    """The halves' norms of g / (sqrt(v_hat) + eps), against the same computed by hand."""
+    train, _ = digits
+    model = mlp(64, [16], 10, seed=2, dtype=np.float64)
+    rows, targets = model.prepare(train.X[:64], train.y[:64])
+    optimizer = Adam(1e-3)
+    assert optimizer.preconditioner() is None  # nothing known before the first step
+    rng = np.random.default_rng(0)
+    v = np.zeros_like(model.params)
+    for _ in range(3):
+        grads = rng.standard_normal(model.params.shape)
+        v = 0.999 * v + 0.001 * grads**2
+        optimizer.step(model.params.copy(), grads.copy())
+    d = np.sqrt(v / (1 - 0.999**3)) + 1e-8
+    np.testing.assert_allclose(optimizer.preconditioner(), d, rtol=1e-12)
+    noise = StepNoise(seed=4, precondition=optimizer.preconditioner)
+    noise.loss_and_grad(model, rows, targets, 64, step=0)
+    first, second = noise._split(64, 0)
+    model.loss_and_grad(rows[first], targets[first])
+    g_1 = model.grads / d
+    model.loss_and_grad(rows[second], targets[second])
+    g_2 = model.grads / d
+    whole = (g_1 + g_2) / 2
+    expected = estimate_components((g_1 @ g_1 + g_2 @ g_2) / 2, whole @ whole, 32, 64)
+    assert (noise.noise.last_g2, noise.noise.last_trace) == pytest.approx(expected, rel=1e-9)
+    rmsprop = RMSprop(1e-3, alpha=0.9)
+    rmsprop.step(model.params.copy(), np.full_like(model.params, 2.0))
+    np.testing.assert_allclose(rmsprop.preconditioner(), np.sqrt(0.1 * 4.0) + 1e-8)
+
+
+@pytest.mark.parametrize(
+    "optimizer, model, kind",
+    [
+        ("sgd", lambda: mlp(64, [16], 10), ExampleNoise),
+        ("adam", lambda: mlp(64, [16], 10), StepNoise),
+        ("sgd", lambda: mlp(64, [16], 10, batchnorm=True), StepNoise),
+    ],
+)
+def test_the_adaptive_batch_measures_its_noise_the_cheapest_valid_way(digits, optimizer, model,
+                                                                      kind):  # fmt: skip
+    train, _ = digits
+    trainer = make_trainer(model(), train.X, train.y, batch_size="adaptive", epochs=1,
+                           optimizer=optimizer, last_batch="merge", verbose=0)  # fmt: skip
+    assert type(trainer.gradient) is kind
+    preconditioned = getattr(trainer.gradient, "precondition", None) is not None
+    assert preconditioned == (optimizer == "adam")
+    assert any(isinstance(c, GoodputBatchSize) for c in trainer.callbacks)
+
+
+# -- the batch it chooses, and the learning rate with it ----------------------------------------
+A, C = 1e-3, 2e-6  # a machine: steps of 1 ms plus 2 us per sample
+
+
+def closed_form_run(epochs=12):
+    problem = IsotropicLeastSquares(d=64, sigma=1.0)
+    X, y = problem.data(32768, dtype=np.float32)
+    model = linear_regression(64, seed=0)
+    closed = ClosedForm(problem, model)
+    policy = GoodputBatchSize(start=32, max_batch_size=4096, step_time=lambda b: A + C * b)
+    history = fit(model, X, y, batch_size="adaptive", epochs=epochs, lr=0.0003, verbose=0,
+                  callbacks=[closed, policy])  # fmt: skip
+    return history, np.array([t / g for g, t in closed.components]), policy
+
+
+def test_the_chosen_batch_follows_the_closed_form_noise_scale():
+    """Each move goes to the goodput optimum sqrt(A B_noise / C) of the true noise scale
+    (within the 19% candidate spacing and the estimator's error), or as far as one move may."""
+    history, truth, _ = closed_form_run()
+    schedule = history.meta["batch_schedule"]
+    assert len(schedule) >= 2
+    for change in schedule:
+        b_noise = truth[change["step"]]
+        assert change["b_simple"] == pytest.approx(b_noise, rel=0.3), change
+        optimum = min(math.sqrt(A * b_noise / C), MAX_GROWTH * change["from"])
+        assert optimum / 1.4 < change["batch_size"] < optimum * 1.4, (change, b_noise)
+    sizes = [c["batch_size"] for c in schedule]
+    assert sizes == sorted(sizes)  # B_noise grows as the loss falls, and the batch with it
+
+
+class AfterPolicy(Callback):
+    """What the policy left for the next step: its gain, the schedule's clock, the batch and
+    the noise scale it was computed from."""
+
+    def __init__(self, policy):
+        self.policy, self.seen = policy, []
+
+    def on_step_end(self, trainer, loss):
+        noise = trainer.gradient.noise.value
+        self.seen.append((self.policy.gain, trainer.optimizer.progress, trainer.batch_size, noise))
+
+
+@pytest.mark.parametrize("make, root", [(SGD, False), (Adam, True)])
+def test_adascale_sets_each_steps_lr_to_its_gain_and_the_schedule_reads_their_sum(
+    digits, make, root
+):
+    train, _ = digits
+    base = 0.05 if make is SGD else 1e-3
+    optimizer = make(StepDecay(base, step_size=40, gamma=0.5))
+    policy = GoodputBatchSize(start=8, decide_every=10, step_time=lambda b: 1e-3 + 1e-5 * b)
+    seen = AfterPolicy(policy)
+    history = fit(mlp(64, [32], 10, seed=5), train.X, train.y, batch_size="adaptive", epochs=3,
+                  optimizer=optimizer, verbose=0, callbacks=[policy, seen])  # fmt: skip
+    assert len({b for _, _, b, _ in seen.seen}) > 1  # the batch moved
+    lrs, progress = history.steps["lr"], 0.0
+    for t, (r, clock, b, noise) in enumerate(seen.seen[:-1]):
+        expected = 1.0 if b == 8 or not np.isfinite(noise) else gain(b, 8, noise)
+        assert r == pytest.approx(expected, rel=1e-12)
+        progress += seen.seen[t - 1][0] if t else 1.0  # step t trained with the gain before it
+        assert clock == pytest.approx(progress, rel=1e-12)
+        factor = math.sqrt(r) if root else r
+        assert lrs[t + 1] == pytest.approx(optimizer.schedule(clock) * factor, rel=1e-9), t
+    assert optimizer.schedule(progress) < base  # the clock passed the schedule's step
+
+
+# -- a move the problem does not take ---------------------------------------------------------
+def test_a_move_up_that_makes_the_loss_rise_is_undone_and_capped():
+    """Least squares near its floor: the noise scale passes the whole set, goodput asks for the
+    largest batch and AdaScale for an lr the problem cannot take; the loss rises, the move is
+    undone, and no larger batch is tried again."""
+    problem = IsotropicLeastSquares(d=16, sigma=1.0)
+    X, y = problem.data(16384, dtype=np.float32)
+    policy = GoodputBatchSize(start=32, step_time=lambda b: 1e-3 + 1e-7 * b)
+    history = fit(linear_regression(16, seed=0), X, y, batch_size="adaptive", epochs=6,
+                  lr=0.6, verbose=0, callbacks=[policy])  # fmt: skip
+    undone = [c for c in history.meta["batch_schedule"] if "loss rose" in c["reason"]]
+    assert undone and policy.ceiling == undone[0]["batch_size"] < undone[0]["from"]
+    later = [c for c in history.meta["batch_schedule"] if c["step"] > undone[0]["step"]]
+    assert all(c["batch_size"] <= policy.ceiling for c in later)
+    assert history.meta["outcome"] == "completed" and np.isfinite(history.steps["loss"][-1])
+
+
+# -- exact resume ------------------------------------------------------------------------------
+def goodput_run(folder=None, resume=None, extra=()):
+    train, _ = datasets.load("digits")
+    model = mlp(64, [32], 10, seed=5)
+    policy = GoodputBatchSize(start=8, decide_every=10, step_time=lambda b: 1e-3 + 1e-5 * b)
+    callbacks = [policy, *extra]
+    if folder is not None:
+        callbacks.append(Checkpoint(folder, every_steps=3, keep_last=2))
+    history = fit(model, train.X, train.y, batch_size="adaptive", epochs=4, lr=0.05, seed=3,
+                  verbose=0, callbacks=callbacks, resume=resume)  # fmt: skip
+    return model, history
+
+
+@pytest.mark.slow
+def test_a_killed_goodput_run_resumes_bitwise_equal(tmp_path):
+    reference, ref_history = goodput_run()
+    schedule = ref_history.meta["batch_schedule"]
+    assert len(schedule) >= 2 and any(c["at_batch"] > 0 for c in schedule)
+    for trial, step in enumerate([schedule[0]["step"] + 4, ref_history.n_steps - 5]):
+        folder = tmp_path / f"trial{trial}"
+        kill_at(folder, step, module="test_goodput", runner="goodput_run")
+        assert load_checkpoint(folder)["callbacks"]
+        model, history = goodput_run(folder, resume=folder)
+        np.testing.assert_array_equal(model.params, reference.params, err_msg=f"step {step}")
+        assert history.steps["batch_size"] == ref_history.steps["batch_size"]
+        assert history.steps["lr"] == ref_history.steps["lr"]
+        assert history.meta["batch_schedule"] == schedule

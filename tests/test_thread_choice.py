@@ -1,0 +1,141 @@
+"""BLAS threads chosen by measurement: the decisions on a simulated machine, the count a resumed
+run starts at, and the switch under real competing processes."""
+
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from minigd._threads import usable_cores
+from minigd.nn import mlp
+from minigd.training import Checkpoint, fit, load_checkpoint, make_trainer
+from minigd.training.thread_choice import ThreadChoice
+
+
+class Machine:
+    """A trainer as ThreadChoice sees it: a step takes ``cost[threads]`` seconds."""
+
+    def __init__(self, cost, cores=2):
+        self.cost, self.threads, self.clock = dict(cost), cores, 0.0
+        self.step, self.batch_size, self.threads_settable = 0, 64, True
+        self.history = SimpleNamespace(steps={"batch_size": []}, meta={})
+        self.log = []
+
+    def set_threads(self, n):
+        self.threads = n
+
+    def elapsed(self):
+        return self.clock
+
+    def train(self, choice, steps):
+        for _ in range(steps):
+            self.clock += self.cost[self.threads]
+            self.step += 1
+            self.history.steps["batch_size"].append(self.batch_size)
+            choice.on_step_end(self, 0.0)
+            self.log.append(self.threads)
+
+
+def started(machine, **options):
+    choice = ThreadChoice(**options)
+    choice.setup(machine)
+    choice.on_train_begin(machine)
+    return choice
+
+
+@pytest.mark.parametrize("cost, best", [({1: 1e-3, 2: 5e-4}, 2), ({1: 1e-3, 2: 3e-3}, 1)])
+def test_the_faster_count_is_kept_and_the_decision_recorded(cost, best):
+    machine = Machine(cost)
+    choice = started(machine)
+    assert machine.threads == 1  # it starts safe
+    machine.train(choice, 100)
+    assert machine.threads == best and len(choice.checks) == 1
+    check = machine.history.meta["thread_checks"][0]
+    assert check["threads"] == best and check["reason"] == "the run starts"
+    assert check["ms_per_step"] == pytest.approx({"1": 1e3 * cost[1], "2": 1e3 * cost[2]})
+    if best == 1:  # a hopeless try ends after two steps
+        assert machine.log.count(2) == 2
+
+
+def test_a_neighbour_arriving_sends_it_to_one_thread_and_leaving_back():
+    machine = Machine({1: 1e-3, 2: 5e-4})
+    choice = started(machine, recheck_seconds=1e9)
+    machine.train(choice, 60)
+    assert machine.threads == 2
+    machine.cost = {1: 1.6e-3, 2: 20e-3}  # a busy neighbour: two threads thrash
+    machine.train(choice, 60)
+    assert machine.threads == 1 and "slowed" in choice.checks[-1]["reason"]
+    machine.cost = {1: 1e-3, 2: 5e-4}  # it left
+    machine.train(choice, 60)
+    assert machine.threads == 2 and "sped up" in choice.checks[-1]["reason"]
+
+
+def test_a_resumed_run_starts_at_its_checkpoints_count(tmp_path, digits):
+    train, _ = digits
+    folder = tmp_path / "ck"
+
+    def trainer(epochs, resume=None):
+        return make_trainer(mlp(64, [16], 10), train.X, train.y, batch_size=32, epochs=epochs,
+                            verbose=0, resume=resume,
+                            callbacks=[Checkpoint(folder, every_steps=10)])  # fmt: skip
+
+    trainer(2).run()
+    saved = load_checkpoint(folder)["callbacks"]
+    state = next(s for key, s in saved.items() if key.endswith("ThreadChoice"))
+    assert state["checks"] and state["threads"] in (1, usable_cores())
+    resumed = trainer(3, resume=folder)
+    assert resumed.threads == state["threads"]
+    calls, set_threads = [], resumed.set_threads
+    resumed.set_threads = lambda n: (calls.append((resumed.step, n)), set_threads(n))
+    resumed.run()
+    assert all(step > 0 for step, _ in calls)  # not sent back to one thread at the start
+
+
+def test_threads_given_are_kept_and_nothing_is_measured(digits):
+    train, _ = digits
+    trainer = make_trainer(mlp(64, [16], 10), train.X, train.y, batch_size=32, epochs=1,
+                           verbose=0, threads=1)  # fmt: skip
+    assert not any(isinstance(c, ThreadChoice) for c in trainer.callbacks)
+    assert "thread_checks" not in trainer.run().meta
+
+
+BUSY = "while True:\n    pass\n"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(usable_cores() < 2, reason="one core: one thread is all there is")
+def test_under_real_competing_processes_it_trains_on_one_thread(mnist5k):
+    """Every usable core has a busy neighbour: OpenBLAS's threads wait on each other's time
+    slices, and the measured choice is one thread."""
+    train, _ = mnist5k
+    neighbours = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(usable_cores())]
+    try:
+        time.sleep(1.0)
+        history = fit(mlp(784, [128], 10), train.X, train.y, batch_size=64, epochs=2,
+                      lr=0.1, verbose=0)  # fmt: skip
+    finally:
+        for p in neighbours:
+            p.kill()
+            p.wait()
+    checks = history.meta["thread_checks"]
+    assert checks and checks[-1]["threads"] == 1
+    first = checks[0]["ms_per_step"]
+    assert first[str(usable_cores())] > first["1"]
+    assert history.meta["threads"] == 1
+    assert np.isfinite(history.steps["loss"][-1])
+
+
+def test_a_resume_given_no_count_keeps_the_one_its_run_was_given(tmp_path, digits):
+    train, _ = digits
+    folder = tmp_path / "ck"
+    options = {"batch_size": 32, "verbose": 0, "callbacks": [Checkpoint(folder, every_steps=10)]}
+    fit(mlp(64, [16], 10), train.X, train.y, epochs=2, threads=1, **options)
+    resumed = make_trainer(mlp(64, [16], 10), train.X, train.y, epochs=3, resume=folder,
+                           **options)  # fmt: skip
+    assert resumed.threads == 1
+    choice = next(c for c in resumed.callbacks if isinstance(c, ThreadChoice))
+    assert choice.counts == [1]  # held: nothing is measured
+    assert not resumed.run().meta.get("thread_checks")

@@ -65,7 +65,7 @@ def test_the_command_line_examples_run(users_files):
     pytest.importorskip("mlxtend")
     done = run_bash(block("bash", "minigd train --resume runs/adam64"), users_files)
     assert done.returncode == 0, done.stderr[-2000:]
-    for run in ("adam64", "busy"):
+    for run in ("adam64", "one"):
         assert (users_files / "runs" / run / "model.npz").exists()
     assert (users_files / "reports" / "time-budget" / "report.html").exists()
 

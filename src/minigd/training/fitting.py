@@ -66,10 +66,8 @@ def make_trainer(
     )
     if gradient.ranks > 1:  # this rank reads its share of each global batch
         batches = batches.shard(gradient.rank, gradient.ranks)
-    extra = _with_defaults(callbacks, adaptive, verbose, gradient.rank)
-    if threads is None and gradient.ranks == 1 and usable_cores() > 1:
-        # first, so its checkpoint key does not depend on the other callbacks
-        extra.insert(0, ThreadChoice())  # the faster of 1 thread and the cores, measured
+    measure_threads = threads is None and gradient.ranks == 1 and usable_cores() > 1
+    extra = _with_defaults(callbacks, adaptive, verbose, gradient.rank, measure_threads)
     trainer = Trainer(
         model,
         batches,
@@ -125,9 +123,13 @@ def _gradient_path(
     return ModelGradient()
 
 
-def _with_defaults(callbacks, adaptive, verbose: int, rank: int) -> list[Callback]:
+def _with_defaults(
+    callbacks, adaptive, verbose: int, rank: int, measure_threads: bool
+) -> list[Callback]:
     """The caller's callbacks (and an adaptive batch size's), with a DivergenceGuard first and
-    a ProgressBar last by default (on rank 0 only, in a data-parallel run)."""
+    a ProgressBar last by default (on rank 0 only, in a data-parallel run), and a ThreadChoice
+    before all of them when the threads are measured (so its checkpoint key does not depend on
+    the other callbacks)."""
     extra = list(callbacks)
     if adaptive is not None and adaptive not in extra:
         extra.append(adaptive)
@@ -135,6 +137,8 @@ def _with_defaults(callbacks, adaptive, verbose: int, rank: int) -> list[Callbac
         extra.insert(0, DivergenceGuard())
     if verbose and rank == 0 and not any(isinstance(c, ProgressBar) for c in extra):
         extra.append(ProgressBar())
+    if measure_threads:
+        extra.insert(0, ThreadChoice())  # the faster of 1 thread and the cores, measured
     return extra
 
 

@@ -104,10 +104,6 @@ class StepTimes:
             return 0.0, float(np.dot(sizes, times) / np.dot(sizes, sizes))
         return float(a), float(c)
 
-    def seconds(self, b: float) -> float:
-        a, c = self.fit()
-        return a + c * b
-
     def state(self) -> dict:
         return {
             "decay": self.decay,

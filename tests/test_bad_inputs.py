@@ -5,6 +5,7 @@ sentence). Hostile files are made once per session in ``files``."""
 
 import io
 import json
+import shutil
 import zipfile
 
 import numpy as np
@@ -127,6 +128,11 @@ def files(tmp_path_factory):
         broken = dict(arrays)
         change(broken, meta)
         np.savez(tmp / f"ckpt-{name}.npz", **broken)
+    tampered = tmp / "run-tampered"  # a copy whose newest checkpoint holds an edited state
+    shutil.copytree(run, tampered)
+    states = meta["callbacks"] | {"1:DivergenceGuard": {"start": "oops"}}
+    arrays["meta"] = np.array(json.dumps(meta | {"callbacks": states}))
+    np.savez(tampered / "checkpoints" / checkpoint.name, **arrays)
     return tmp
 
 
@@ -1158,6 +1164,13 @@ CLI = [
         lambda d: ["train", "--resume", str(d / "run"), "--epochs", "1"],
         2,
         "has trained 2 epochs already; --epochs 1",
+    ),
+    (
+        "train resume edited callback state",
+        lambda d: ["train", "--resume", str(d / "run-tampered"), "--epochs", "3"],
+        2,
+        "holds a state for 1:DivergenceGuard that it cannot take (ValueError: DivergenceGuard's "
+        "saved state needs 'start' as number or none; found 'oops'.)",
     ),
     (
         "train resume bad config",

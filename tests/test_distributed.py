@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -373,6 +374,65 @@ def test_a_rank_that_raises_ends_the_job_naming_itself_and_the_cause(tmp_path):
     assert time.monotonic() - start < 30  # rank 0 does not wait forever in its next Allreduce
     assert done.returncode != 0
     assert "rank 1 of 2 failed (RuntimeError: the disk of rank 1 is gone)" in done.stderr
+
+
+ABORTS = """
+from mpi4py import MPI
+from minigd.distributed.comm import abort_job
+
+comm = MPI.COMM_WORLD
+if comm.Get_rank() == 1:
+    abort_job(comm, RuntimeError("the disk of rank 1 is gone"))
+comm.Barrier()  # rank 0 waits here, as in a collective, until the abort ends it
+"""
+
+
+def test_the_reason_reaches_stderr_in_every_one_of_many_aborted_jobs(tmp_path):
+    """MPI_Abort kills the job at once; the reason must be forwarded first, every time (it was
+    lost in 1 of 12 jobs). 16 jobs, 4 at a time so that they compete for the cores."""
+    script = tmp_path / "aborts.py"
+    script.write_text(ABORTS)
+    argv = [MPIEXEC, "-n", "2", sys.executable, str(script)]
+    silent = []
+    for _ in range(4):
+        jobs = [
+            subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
+            )
+            for _ in range(4)
+        ]
+        for job in jobs:
+            _, err = job.communicate(timeout=60)
+            assert job.returncode != 0
+            if "rank 1 of 2 failed (RuntimeError: the disk of rank 1 is gone)" not in err:
+                silent.append(err)
+    assert silent == []
+
+
+def test_a_failing_rank_waits_until_its_last_words_were_read():
+    """The wait before MPI_Abort ends when the reader (mpiexec's proxy) has taken every byte."""
+    from minigd.distributed.comm import _wait_until_read
+
+    read_fd, write_fd = os.pipe()
+    taken = []
+    with os.fdopen(write_fd, "w") as stream:
+        stream.write("rank 1 of 2 failed\n")
+        stream.flush()
+
+        def read_later():
+            taken.append("reading")
+            taken.append(os.read(read_fd, 100))
+
+        reader = threading.Timer(0.2, read_later)
+        reader.start()
+        _wait_until_read(stream, 30.0)
+        assert taken[:1] == ["reading"]  # it returned only once the reader had come
+        reader.join()
+        assert taken[1] == b"rank 1 of 2 failed\n"
+        stream.write("nobody reads this\n")
+        stream.flush()
+        _wait_until_read(stream, 0.05)  # and gives up after its limit
+    os.close(read_fd)
 
 
 def test_a_rank_that_fails_before_training_ends_the_job_with_its_reason(tmp_path):

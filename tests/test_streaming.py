@@ -24,7 +24,7 @@ from minigd.data.convert import convert
 from minigd.data.npz import CorruptFileError
 from minigd.data.sources import ArraySource, NpySource
 from minigd.nn.models import model_for_data
-from minigd.training import fit
+from minigd.training import Callback, fit
 
 ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
@@ -268,6 +268,30 @@ def test_a_truncated_or_missing_shard_is_named(tmp_path):
     (out / "minigd-shards.json").write_text("{not json")
     with pytest.raises(CorruptFileError, match="not valid JSON"):
         mdata.open_source(out)
+
+
+def test_a_shard_edited_while_training_stops_the_run_naming_it(tmp_path):
+    """The manifest's digests are checked when the folder is opened; a shard written to after
+    that is caught at its next read (size, modification time and identity from one fstat)."""
+    X = np.arange(600, dtype=np.float32).reshape(200, 3)
+    out = convert_npy(tmp_path, X, np.arange(200) % 2, tmp_path / "s")
+    data = mdata.open_source(out)
+    shard = out / "x-00002.npy"
+
+    class EditsAShard(Callback):
+        def on_epoch_end(self, trainer, epoch, logs):
+            if epoch == 0:
+                time.sleep(0.02)  # past the file system's timestamp granularity
+                with open(shard, "r+b") as f:  # same size, other values
+                    f.seek(-4, os.SEEK_END)
+                    f.write(np.float32(1e6).tobytes())
+
+    model = model_for_data("softmax", X, 2)
+    with pytest.raises(CorruptFileError, match=r"x-00002\.npy changed while it was being read"):
+        fit(model, data, batch_size=32, epochs=3, verbose=0, callbacks=[EditsAShard()])
+    assert prefetch_threads() == []
+    with pytest.raises(CorruptFileError, match=r"x-00002\.npy is not the shard"):
+        mdata.open_source(out)  # and a new run is refused at the start
 
 
 def convert_npy(tmp_path, X, y, out, shard_bytes=600):

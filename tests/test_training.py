@@ -1,4 +1,5 @@
 import csv
+import io
 import json
 import math
 import os
@@ -400,6 +401,52 @@ def test_an_unreadable_newest_checkpoint_falls_back_to_the_one_before(tmp_path, 
         path.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="no readable checkpoint"):
         run(tmp_path, resume=tmp_path)
+
+
+def add_zero_bomb(path, member, mib):
+    """Appends an .npy member of ``mib`` MiB of zeros, deflated to a few hundred KB (the
+    archive's directory declares its true size, so only a limit from the checkpoint's own
+    metadata can tell it is too large)."""
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (mib << 17,)}
+    )
+    zeros = bytes(1 << 20)
+    with (
+        zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as archive,
+        archive.open(f"{member}.npy", "w", force_zip64=True) as f,
+    ):
+        f.write(header.getvalue())
+        for _ in range(mib):
+            f.write(zeros)
+
+
+def test_a_checkpoint_declaring_more_than_its_run_holds_is_refused_unread(tmp_path, digits):
+    """A history column of 512 MiB in a 14-step run's checkpoint: refused before it is
+    decompressed (peak memory measured in a fresh process), and the resume falls back."""
+    run(tmp_path, epochs=1)
+    older, newest = sorted(tmp_path.glob("checkpoint-*.npz"))
+    add_zero_bomb(newest, "history/extra", 512)
+    assert newest.stat().st_size < 8 << 20
+    probe = (
+        "import re, warnings\n"
+        "from minigd.training import load_checkpoint\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        f"    saved = load_checkpoint({str(tmp_path)!r})\n"
+        "status = open('/proc/self/status').read()\n"  # VmHWM: this process's own peak
+        "print(saved['path'].name, int(re.search(r'VmHWM:\\s+(\\d+)', status)[1]) >> 10)\n"
+        "print(caught[0].message)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    name, peak_mib = done.stdout.splitlines()[0].split()
+    assert name == older.name
+    assert int(peak_mib) < 200  # the column alone would take 512 MiB
+    assert "history/extra.npy declares 536870912 bytes" in done.stdout
+    assert "at most 360" in done.stdout  # 8 bytes for each of the 44 steps and the next
 
 
 def test_data_is_checked_once_however_often_validation_runs(digits, monkeypatch):

@@ -83,3 +83,28 @@ def check_choice(name: str, value: Any, choices: Iterable[str], fix: str | None 
         listed = ", ".join(repr(c) for c in choices)
         raise ValueError(message(name, f"one of {listed}", value, fix))
     return value
+
+
+STATE_TYPES = {
+    "int": lambda v: is_int(v),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "list": lambda v: isinstance(v, list),
+    "dict": lambda v: isinstance(v, dict),
+    "none": lambda v: v is None,
+}
+
+
+def check_state(owner: str, state: Any, fields: dict[str, str]) -> dict[str, Any]:
+    """Checks a saved state (JSON from a checkpoint) before anything takes it: a dict with each
+    field of ``fields`` of one of its kinds (e.g. ``"number|none"``), so an edited file is a
+    sentence at resume, not a type error many steps later."""
+    if not isinstance(state, dict):
+        raise ValueError(f"{owner}'s saved state must be an object; found {_show(state)}.")
+    for name, kinds in fields.items():
+        value = state.get(name)
+        if name not in state or not any(STATE_TYPES[k](value) for k in kinds.split("|")):
+            raise ValueError(
+                f"{owner}'s saved state needs {name!r} as {kinds.replace('|', ' or ')}; "
+                f"found {_show(value) if name in state else 'nothing'}."
+            )
+    return state

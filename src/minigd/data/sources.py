@@ -189,6 +189,7 @@ class NpySource(Source):
             )
         self.n_rows, self.row_shape = shape[0], shape[1:]
         self.name = str(self.path)
+        self._stamp = _stamp(os.stat(self.path))
         if direct is None:
             direct = self.path.stat().st_size > _physical_memory() // 2
         self.direct = bool(direct) and hasattr(os, "O_DIRECT")
@@ -204,6 +205,24 @@ class NpySource(Source):
             if self._fd is None:
                 self._fd = os.open(self.path, os.O_RDONLY)
         return self._fd
+
+    def _check_unchanged(self, fd: int) -> None:
+        """After a read (so a file cut short is named by its row first): refuses rows from a
+        file written to or replaced since it was opened. One fstat, ~0.3 us a read."""
+        now = _stamp(os.fstat(fd))
+        if now == self._stamp:
+            return
+        if now[0] < self._stamp[0]:
+            rows = max(now[0] - self.offset, 0) // self.row_bytes
+            raise CorruptFileError(
+                f"{self.path} ended early: row {rows} of {self.n_rows} on can no longer be read "
+                "(the file was truncated while training)."
+            )
+        raise CorruptFileError(
+            f"{self.path} changed while it was being read: its size, modification time or "
+            "identity differs from when the run opened it. A run must not train on data "
+            "that changes under it; restore the file (or convert it again) and resume."
+        )
 
     def close(self) -> None:
         if self._fd is not None and self._pid == os.getpid():
@@ -261,10 +280,18 @@ class NpySource(Source):
         first = index[starts].tolist()
         for a, b, row in zip(starts.tolist(), ends.tolist(), first, strict=True):
             self._pread(flat[a * size : b * size], row, fd)
+        self._check_unchanged(fd)
 
     def read_range(self, lo, hi, out):
         if hi > lo:
-            self._pread(memoryview(out.reshape(hi - lo, -1)).cast("B"), lo, self._file())
+            fd = self._file()
+            self._pread(memoryview(out.reshape(hi - lo, -1)).cast("B"), lo, fd)
+            self._check_unchanged(fd)
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What changes when a file is written to or replaced: size, modification time, identity."""
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev
 
 
 class ConcatSource(Source):

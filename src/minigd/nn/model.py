@@ -443,6 +443,14 @@ def _state_sizes(layers: list[Layer]) -> dict[str, int]:
     return sizes
 
 
+def saved_sizes(config: Any, source: Any) -> tuple[dict[str, int], int]:
+    """(the most bytes each saved array of this architecture may take, its parameter count),
+    from the architecture alone: what a file claiming to hold this model may declare."""
+    layers = _parse_config(config, source)[0]
+    n_params = sum(int(np.prod(shape)) for la in layers for _, shape in la.param_shapes())
+    return _state_sizes(layers), n_params
+
+
 def _unpickle(config, state, classes, training) -> Sequential:
     model = Sequential.from_config(config)
     model.load_state(state)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from minigd._validation import check_choice, check_int
+from minigd._validation import check_choice, check_int, check_state
 from minigd.batchsize.memory import estimate_memory, memory_budget
 from minigd.noise import StepNoise
 from minigd.rules import POWERS
@@ -27,6 +27,7 @@ from minigd.training.callbacks import Callback
 
 LR_RULES = ("constant", "linear", "sqrt")
 START = POWERS[0]  # the advisor's smallest power of two (rule 2)
+SCHEDULE_FIELDS = {"epoch": "int", "at_batch": "int", "batch_size": "int"}  # what a replay reads
 
 
 def largest_fitting_batch(model, optimizer, m: int, budget: int | None = None) -> int:
@@ -152,6 +153,9 @@ class AdaptiveBatchSize(Callback):
     def load_state(self, state: dict[str, Any]) -> None:
         """Replays the schedule on the batches, so the epoch the run stopped in is cut as it
         was: each change from its batch on, and each later epoch from its start."""
+        check_state(type(self).__name__, state, {"max_batch_size": "int", "schedule": "list"})
+        for change in state["schedule"]:
+            check_state(f"{type(self).__name__} schedule", change, SCHEDULE_FIELDS)
         self.max_batch_size = int(state["max_batch_size"])
         self.schedule[:] = [dict(change) for change in state["schedule"]]
         batches, epoch = self.trainer.batches, 0

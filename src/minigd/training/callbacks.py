@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from minigd._validation import check_choice, check_float, check_int, message
+from minigd._validation import check_choice, check_float, check_int, check_state, message
 from minigd.nn.losses import higher_is_better
 from minigd.optim.schedules import PerEpoch
 from minigd.training.checkpoint import checkpoint_name, list_checkpoints
@@ -230,6 +230,9 @@ class EarlyStopping(Callback):
         return {"best": self._monitor.best, "wait": self.wait, "best_epoch": self.best_epoch}
 
     def load_state(self, state):
+        check_state(
+            "EarlyStopping", state, {"best": "number|none", "wait": "int", "best_epoch": "int|none"}
+        )
         self._monitor.best = state["best"]
         self.wait, self.best_epoch = state["wait"], state["best_epoch"]
 
@@ -291,7 +294,7 @@ class DivergenceGuard(Callback):
         return {"start": self._start}
 
     def load_state(self, state):
-        self._start = state.get("start")
+        self._start = check_state("DivergenceGuard", state, {"start": "number|none"})["start"]
 
 
 # -- learning rate ----------------------------------------------------------------------------
@@ -362,6 +365,8 @@ class ReduceLROnPlateau(Callback):
         return {"best": self._monitor.best, "wait": self.wait, "cooling": self.cooling}
 
     def load_state(self, state):
+        fields = {"best": "number|none", "wait": "int", "cooling": "int"}
+        check_state("ReduceLROnPlateau", state, fields)
         self._monitor.best = state["best"]
         self.wait, self.cooling = state["wait"], state["cooling"]
 

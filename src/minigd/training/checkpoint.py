@@ -21,6 +21,7 @@ import json
 import os
 import re
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,14 @@ import numpy as np
 
 from minigd._json import to_plain
 from minigd.data.npz import atomic_savez, read_npz
+from minigd.nn.model import saved_sizes
 from minigd.training.history import History
 
 # 2: optimizer state follows the flat vector with Dense weights stored transposed
 # 3: the optimizer's lr is base(t) * lr_scale; the state holds lr_scale, not the lr to use
 FORMAT = "minigd-checkpoint-3"
 META_FIELDS = ("model", "optimizer", "position", "batching", "history")
+META_LIMIT = 256 << 20  # the JSON metadata (per-epoch history, callbacks' state), at the most
 NAME = re.compile(r"checkpoint-(\d+)\.npz$")
 
 
@@ -104,32 +107,12 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
-    arrays = read_npz(path)
-    if "meta" not in arrays:
-        raise ValueError(f"{path} is not a minigd checkpoint (no 'meta' entry).")
-    try:
-        meta = json.loads(str(arrays.pop("meta")))
-    except ValueError as exc:
-        raise ValueError(f"{path} has unreadable metadata (not JSON: {exc}).") from exc
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else None
-        raise ValueError(
-            f"{path} has checkpoint format {found!r}; expected {FORMAT!r}. "
-            "It was written by another version of minigd; resume it with that version, or "
-            "start a new run."
-        )
+    meta = _read_meta(path)
+    arrays = read_npz(path, _member_limits(path, meta))
     parts: dict[str, dict[str, np.ndarray]] = {"model": {}, "optim": {}, "history": {}}
     for key, value in arrays.items():
         group, _, name = key.partition("/")
-        if group not in parts:
-            raise ValueError(f"{path} has an unexpected entry {key!r}.")
         parts[group][name] = value
-    missing = [k for k in META_FIELDS if not isinstance(meta.get(k), dict)]
-    if missing:
-        raise ValueError(
-            f"{path} lacks the checkpoint fields {missing} (or they are not objects); it cannot "
-            "be resumed."
-        )
     try:
         history = History.from_state(parts["history"], meta["history"])
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -144,6 +127,57 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
         "history": history,
         "callbacks": meta.get("callbacks") if isinstance(meta.get("callbacks"), dict) else {},
     }
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    """The checkpoint's JSON metadata, checked for its format and fields before any array is
+    read (the metadata alone bounds what the arrays may hold)."""
+    meta_text = read_npz(path, {"meta": META_LIMIT}).get("meta")
+    if meta_text is None:
+        raise ValueError(f"{path} is not a minigd checkpoint (no 'meta' entry).")
+    try:
+        meta = json.loads(str(meta_text))
+    except ValueError as exc:
+        raise ValueError(f"{path} has unreadable metadata (not JSON: {exc}).") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise ValueError(
+            f"{path} has checkpoint format {found!r}; expected {FORMAT!r}. "
+            "It was written by another version of minigd; resume it with that version, or "
+            "start a new run."
+        )
+    missing = [k for k in META_FIELDS if not isinstance(meta.get(k), dict)]
+    if missing:
+        raise ValueError(
+            f"{path} lacks the checkpoint fields {missing} (or they are not objects); it cannot "
+            "be resumed."
+        )
+    return meta
+
+
+def _member_limits(path: Path, meta: dict[str, Any]) -> dict[str, int]:
+    """The most bytes each array of the checkpoint may declare, from what its metadata says it
+    holds: a model's parameters and buffers as its architecture sizes them, optimizer arrays no
+    larger than the parameter vector, history columns one float64 per step. An entry outside
+    these groups is refused by name; an oversized one before it is decompressed."""
+    sizes, n_params = saved_sizes(meta["model"], path)
+    step = meta["position"].get("step")
+    if not isinstance(step, int) or step < 0:
+        raise ValueError(f"{path} has a malformed position (step {step!r}).")
+    limits = {}
+    with zipfile.ZipFile(path) as archive:
+        names = [info.filename.removesuffix(".npy") for info in archive.infolist()]
+    for key in names:
+        group, _, name = key.partition("/")
+        if group == "model":
+            limits[key] = sizes.get(name, 0)
+        elif group == "optim":
+            limits[key] = 8 * n_params
+        elif group == "history":
+            limits[key] = 8 * (step + 1)
+        elif key != "meta":
+            raise ValueError(f"{path} has an unexpected entry {key!r}.")
+    return limits
 
 
 def list_checkpoints(folder: str | os.PathLike, *, nested: bool = False) -> list[Path]:

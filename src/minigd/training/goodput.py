@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from minigd._validation import check_choice, check_float, check_int
+from minigd._validation import check_choice, check_float, check_int, check_state
 from minigd.batchsize.goodput import SWITCH_GAIN, StepTimes, candidates, choose, gain
 from minigd.noise import StepNoise
 from minigd.noise.per_example import ExampleNoise
@@ -266,6 +266,10 @@ class GoodputBatchSize(AdaptiveBatchSize):
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
+        fields = {"times": "dict", "gain": "number", "lr_factor": "number"}
+        check_state(
+            "GoodputBatchSize", state, fields | {"ceiling": "int|none", "watch": "dict|none"}
+        )
         super().load_state(state)
         self.times.load_state(state["times"])
         self.gain, self.lr_factor = float(state["gain"]), float(state["lr_factor"])

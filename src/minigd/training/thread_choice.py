@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from minigd._validation import check_float, check_int
+from minigd._validation import check_float, check_int, check_state
 from minigd.training.callbacks import Callback
 
 SLOWDOWN = 1.5  # a window this much slower (faster, at 1 thread) than after the last decision
@@ -167,6 +167,7 @@ class ThreadChoice(Callback):
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Continues at the count the checkpoint was trained at (the same rounding)."""
+        check_state("ThreadChoice", state, {"threads": "int", "checks": "list"})
         self.checks[:] = [dict(c) for c in state["checks"]]
         self.trainer.threads = int(state["threads"])
         self._restored = True

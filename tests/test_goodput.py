@@ -279,6 +279,26 @@ def test_a_move_up_that_makes_the_loss_rise_is_undone_and_capped():
     assert history.meta["outcome"] == "completed" and np.isfinite(history.steps["loss"][-1])
 
 
+def test_one_window_of_higher_loss_after_a_move_is_not_enough_to_undo_it():
+    """A mean of 20 step losses is noisy (on mnist-5k one window rose 27% above the lowest and
+    the next fell back): a move is undone only when two decisions in a row see the rise."""
+    policy = GoodputBatchSize(start=32)
+    losses = [1.0] * 20
+    trainer = SimpleNamespace(history=SimpleNamespace(steps={"loss": losses}), batch_size=64)
+    policy._watch = {"from": 32, "best": 1.0}
+    losses += [1.3] * 20  # one window above the limit
+    assert policy._undo_if_rising(trainer) is False and policy._watch is not None
+    losses += [1.0] * 20  # and back: the count starts again
+    assert policy._undo_if_rising(trainer) is False and policy._watch["strikes"] == 0
+    losses += [1.3] * 20
+    assert policy._undo_if_rising(trainer) is False
+    moves = []
+    policy._move = lambda trainer, size, reason: moves.append((size, reason))
+    losses += [1.3] * 20  # the second in a row: undone
+    assert policy._undo_if_rising(trainer) is True
+    assert moves[0][0] == 32 and "loss rose from 1 to 1.3" in moves[0][1]
+
+
 # -- exact resume ------------------------------------------------------------------------------
 def goodput_run(folder=None, resume=None, extra=()):
     train, _ = datasets.load("digits")

@@ -42,7 +42,8 @@ LR_RULES = ("adascale", "constant", "linear", "sqrt")
 SEED_FACTOR = 8  # the seed pass times b0 and this multiple of it: two points fix a line
 SEED_STEPS = 3  # untrained steps per seed size; the fastest after the first counts
 MAX_GROWTH = 4  # a move goes at most this many times up at once
-LOSS_RISE = 0.25  # after a move up, a loss this fraction above its lowest undoes the move
+LOSS_RISE = 0.25  # after a move up, a loss this fraction above its lowest undoes the move,
+RISES_TO_UNDO = 2  # when that many decisions in a row see it (one was noise on mnist-5k)
 
 
 class GoodputBatchSize(AdaptiveBatchSize):
@@ -202,15 +203,19 @@ class GoodputBatchSize(AdaptiveBatchSize):
 
     def _undo_if_rising(self, trainer) -> bool:
         """After a move up, the loss is watched at every decision: once the recent mean rises
-        ``LOSS_RISE`` above the lowest seen since the move (or the mean before it), the larger
+        ``LOSS_RISE`` above the lowest seen since the move (or the mean before it) at
+        ``RISES_TO_UNDO`` decisions in a row (or is not finite), the larger
         batch's lr is past what the problem takes (AdaScale's gain assumes a stable step): back
         to the size before, and never again above it in this run."""
         if self._watch is None:
             return False
         recent, best = self._recent_loss(trainer), self._watch["best"]
         if math.isfinite(recent) and recent <= (1 + LOSS_RISE) * best:
-            self._watch["best"] = min(best, recent)
+            self._watch["best"], self._watch["strikes"] = min(best, recent), 0
             return False
+        self._watch["strikes"] = self._watch.get("strikes", 0) + 1
+        if math.isfinite(recent) and self._watch["strikes"] < RISES_TO_UNDO:
+            return False  # one window above is within the noise of a mean of 20 step losses
         back, self._watch = self._watch["from"], None
         self.ceiling = back
         reason = (

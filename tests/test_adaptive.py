@@ -1,7 +1,7 @@
 """The noise scale measured while training (StepNoise), checked against a problem where it is
 known in closed form, and the batch size that grows with it (batch_size="adaptive")."""
 
-from types import SimpleNamespace
+import json
 
 import numpy as np
 import pytest
@@ -52,16 +52,6 @@ def test_a_regrouped_epoch_still_visits_each_sample_once_and_resumes_as_its_tail
     again.regroup(second, at)
     for a, b in zip(tail, again.epoch(3, at), strict=True):
         np.testing.assert_array_equal(a, b[:, 0])
-
-
-def test_regroup_is_refused_for_data_streamed_from_disk(tmp_path):
-    from minigd.data import open_source as open_data
-
-    np.save(tmp_path / "X.npy", np.zeros((64, 3), np.float32))
-    np.save(tmp_path / "y.npy", np.zeros(64, np.int64))
-    source = open_data(tmp_path / "X.npy", y=tmp_path / "y.npy")
-    with pytest.raises(ValueError, match="needs the data in memory"):
-        fit(mlp(3, [4], 2), source, batch_size="adaptive", epochs=1, verbose=0)
 
 
 # -- the noise measured on each step's halves --------------------------------------------------
@@ -217,12 +207,23 @@ def test_the_learning_rate_follows_the_chosen_rule(digits):
         assert lr[-1] / lr[0] == pytest.approx(expected, rel=1e-6)
 
 
-def test_adaptive_is_refused_with_a_reason_under_data_parallelism():
-    trainer = make_trainer(mlp(3, [4], 2), np.zeros((64, 3)), np.zeros(64, int), batch_size=8,
-                           epochs=1, verbose=0)  # fmt: skip
-    trainer.gradient = SimpleNamespace(ranks=2, noise=None)  # a data-parallel gradient path
-    with pytest.raises(ValueError, match="runs in one process"):
-        AdaptiveBatchSize().setup(trainer)
+def test_the_command_line_trains_an_adaptive_batch_streamed_from_disk(tmp_path):
+    """--batch-size adaptive with --stream always: the batch moves while a reader streams the
+    file, and the run folder records the moves."""
+    from minigd.cli import main
+
+    train, _ = datasets.load("digits")
+    np.save(tmp_path / "X.npy", train.X)
+    np.save(tmp_path / "y.npy", train.y)
+    data = ["--data", str(tmp_path / "X.npy"), "--y", str(tmp_path / "y.npy")]
+    argv = ["train", *data, "--model", "softmax", "--batch-size", "adaptive", "--stream",
+            "always", "--epochs", "6", "--threads", "1", "--out", str(tmp_path / "run"),
+            "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["meta"]["bytes_read"] > 0  # streamed
+    sizes = history["steps"]["batch_size"]
+    assert sizes[0] == 32 and len(set(sizes)) > 2  # it moved (an epoch's last batch aside)
 
 
 # -- beside the fixed batch sizes, and from the command line ------------------------------------

@@ -362,3 +362,65 @@ def test_rule_4_says_below_when_the_batch_is_below_the_noise_scale(digits):
     above = advise(mlp(64, [16], 10), X, y, noise=below.batch_size * 0.75, measure=False)
     text = " ".join(r.text for r in above.reasons if r.rule == 4)
     assert f"{above.batch_size} is not far above it" in text
+
+
+# -- what earlier runs measured -----------------------------------------------------------------
+def write_json(path, data):
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return path.parent
+
+
+def test_evidence_from_a_run_is_its_noise_scale_early_and_late(tmp_path):
+    from minigd.batchsize import read_evidence
+
+    column = [None, float("nan")] + [10.0] * 10 + list(np.linspace(10, 100, 80)) + [100.0] * 10
+    run = write_json(tmp_path / "run" / "history.json", {"steps": {"b_simple": column}})
+    found = read_evidence(run)
+    assert found.noise_start == 10.0 and found.noise_end == 100.0  # medians of a tenth each
+    bare = write_json(tmp_path / "bare" / "history.json", {"steps": {"loss": [1.0, 0.9]}})
+    with pytest.raises(ValueError, match=r"did not measure its noise scale.*--noise-every"):
+        read_evidence(bare)
+    with pytest.raises(FileNotFoundError, match=r"neither history\.json"):
+        read_evidence(tmp_path)
+
+
+def test_a_sweeps_critical_batch_bounds_the_advice(tmp_path, mnist5k):
+    from minigd.batchsize import read_evidence
+
+    targets = [{"metric": "val_accuracy", "value": v} for v in (0.85, 0.9)]
+    fits = [
+        {"target": t, "critical": {"b_crit": b}} for t, b in zip(targets, (18.0, 40.0), strict=True)
+    ]
+    sweep = write_json(tmp_path / "sweep" / "sweep.json", {"fits": fits})
+    evidence = read_evidence(sweep)
+    assert evidence.critical == 40.0 and evidence.target == "val_accuracy 0.9"  # the last
+    train, _ = mnist5k
+    advice = advise(mlp(784, [16], 10), train.X, train.y, measure=False, evidence=evidence)
+    assert advice.batch_size == 32  # 64 (rule 3 unmeasured) is above B_crit = 40
+    reason = next(r.text for r in advice.reasons if r.rule == 4)
+    assert "fitted a critical batch size B_crit = 40 to val_accuracy 0.9" in reason
+    assert "64 is lowered to 32" in reason
+
+
+def test_the_advice_says_when_a_growing_noise_scale_calls_for_an_adaptive_batch():
+    """A machine whose steps take 1 ms + 10 us per sample: the goodput optimum sits near
+    sqrt(a B_noise / c) = sqrt(100 B_noise), 32 at B_noise = 10 and ~316 at 1000."""
+    from types import SimpleNamespace
+
+    from minigd.batchsize.advisor import adaptive_note
+    from minigd.batchsize.evidence import Evidence
+
+    rows = [
+        FinderRow(b, b / (1e-3 + 1e-5 * b), 1.0 + 0.01 * b, 0, 0) for b in (32, 64, 128, 256, 512)
+    ]
+    evidence = Evidence("runs/x", noise_start=10.0, noise_end=1000.0)
+    ctx = SimpleNamespace(finder=SimpleNamespace(rows=rows), batch_size=64, evidence=evidence)
+    note = adaptive_note(ctx)
+    assert "grew from 10 to 1000" in note and "from 32 to 256" in note
+    late = 256 / 3.56e-3 * (1000 + 32) / (1000 + 256)  # goodput at 256, late
+    assert f"predicted {late:,.0f} b0-samples/s" in note and "at the fixed 64" in note
+    ctx.evidence = Evidence("runs/x", noise_start=10.0, noise_end=15.0)
+    assert adaptive_note(ctx) is None  # the best batch did not move: a fixed one will do

@@ -257,6 +257,67 @@ def test_a_sweep_dealt_to_three_ranks_reports_what_one_process_reports(tmp_path)
     assert b["noise"]["b_simple"] == pytest.approx(a["noise"]["b_simple"], rel=1e-6)
 
 
+GOODPUT = """
+import sys
+import numpy as np
+from minigd import datasets
+from minigd.distributed import world
+from minigd.nn import mlp
+from minigd.training import Callback, Checkpoint, GoodputBatchSize, fit
+
+folder, stop_at, resume = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "resume"
+comm = world()
+
+
+class StopAt(Callback):
+    def on_step_end(self, trainer, loss):
+        if trainer.step == stop_at:
+            trainer.stop("stopped for the test", "interrupted")
+
+
+train, _ = datasets.load("digits")
+policy = GoodputBatchSize(start=16, step_time=lambda b: 1e-3 + 4e-6 * b)  # a machine model
+callbacks = [policy, Checkpoint(folder, every_steps=7, keep_last=2), StopAt()]
+history = fit(mlp(64, [32], 10, seed=5, dtype=np.float64), train.X, train.y,
+              batch_size="adaptive", epochs=8, lr=0.05, verbose=0, comm=comm, threads=1,
+              callbacks=callbacks, resume=folder if resume else None)
+params = comm.gather(policy.trainer.model.params.copy(), root=0)
+if comm.Get_rank() == 0:
+    np.save(folder + "/params.npy", np.array(params))
+    print([(c["step"], c["from"], c["batch_size"]) for c in history.meta["batch_schedule"]])
+"""
+
+
+def test_a_goodput_batch_on_two_ranks_is_chosen_by_rank_0_and_resumes_bitwise(tmp_path):
+    """Rank 0 decides (timings differ between ranks) and broadcasts; the shares follow, the
+    ranks stay identical, and a run stopped after a move resumes to the uninterrupted result."""
+    script = tmp_path / "goodput.py"
+    script.write_text(GOODPUT)
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    done = mpi(2, sys.executable, str(script), str(whole), "-1", "fresh")
+    assert done.returncode == 0, done.stderr
+    moves = eval(done.stdout.strip().splitlines()[-1])
+    assert len(moves) >= 2 and moves[0][2] > 16  # the batch grew, more than once
+    reference = np.load(whole / "params.npy")
+    np.testing.assert_array_equal(reference[0], reference[1])  # the ranks agree
+    stop_at = moves[0][0] + 10  # after the first move, between two checkpoints
+    assert mpi(2, sys.executable, str(script), str(cut), str(stop_at), "fresh").returncode == 0
+    done = mpi(2, sys.executable, str(script), str(cut), "-1", "resume")
+    assert done.returncode == 0, done.stderr
+    assert eval(done.stdout.strip().splitlines()[-1]) == moves
+    np.testing.assert_array_equal(np.load(cut / "params.npy"), reference)
+
+
+def test_the_command_line_trains_an_adaptive_batch_on_two_ranks(tmp_path):
+    done = mpi(2, sys.executable, "-m", "minigd", "train", "--data", "digits", "--model",
+               "mlp:32", "--batch-size", "adaptive", "--epochs", "3", "--out",
+               str(tmp_path / "run"))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "each global batch, of the size rank 0 chooses, split evenly" in done.stdout
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["steps"]["batch_size"][0] == 32 and "batch_schedule" in history["meta"]
+
+
 def test_the_running_noise_scale_recovers_a_known_ratio():
     from minigd.noise import RunningNoiseScale
 

@@ -3,6 +3,7 @@ pre-conditioned halves), the learning rate that follows the batch (AdaScale), th
 move that makes the loss rise, and exact resume with a schedule that depended on timings."""
 
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -310,6 +311,48 @@ def goodput_run(folder=None, resume=None, extra=()):
     history = fit(model, train.X, train.y, batch_size="adaptive", epochs=4, lr=0.05, seed=3,
                   verbose=0, callbacks=callbacks, resume=resume)  # fmt: skip
     return model, history
+
+
+def mnist_on_disk(data: Path) -> tuple[Path, Path]:
+    """mnist-5k as X.npy and y.npy: 12 blocks of ~1 MiB under the block shuffle."""
+    if not (data / "y.npy").exists():
+        data.mkdir(parents=True, exist_ok=True)
+        train, _ = datasets.load("mnist-5k")
+        np.save(data / "X.npy", train.X)
+        np.save(data / "y.npy", train.y)
+    return data / "X.npy", data / "y.npy"
+
+
+def streamed_goodput_run(folder=None, resume=None, extra=(), data=None):
+    """An adaptive run from a file on disk, block-shuffled through buffers of 4 blocks."""
+    from minigd.data import open_source
+
+    X, y = mnist_on_disk(Path(data or Path(folder).parent / "data"))
+    model = mlp(784, [16], 10, seed=5)
+    policy = GoodputBatchSize(start=8, decide_every=10, step_time=lambda b: 1e-3 + 1e-5 * b)
+    callbacks = [policy, *extra]
+    if folder is not None:
+        callbacks.append(Checkpoint(folder, every_steps=3, keep_last=2))
+    history = fit(model, open_source(X, y=y), batch_size="adaptive", epochs=2, lr=0.05, seed=3,
+                  verbose=0, shuffle="blocks", shuffle_buffer=4 << 20, callbacks=callbacks,
+                  resume=resume)  # fmt: skip
+    return model, history
+
+
+@pytest.mark.slow
+def test_a_killed_goodput_run_streamed_from_disk_resumes_bitwise_equal(tmp_path):
+    """The batch moves mid-epoch on a block-shuffled file (the reader restarts at the move);
+    SIGKILL after a move and resume: the same model, batches and schedule."""
+    reference, ref_history = streamed_goodput_run(data=tmp_path / "data")
+    schedule = ref_history.meta["batch_schedule"]
+    assert len(schedule) >= 2 and any(c["at_batch"] > 0 for c in schedule)
+    folder = tmp_path / "run"
+    step = schedule[0]["step"] + 4
+    kill_at(folder, step, module="test_goodput", runner="streamed_goodput_run")
+    model, history = streamed_goodput_run(folder, resume=folder)
+    np.testing.assert_array_equal(model.params, reference.params)
+    assert history.steps["batch_size"] == ref_history.steps["batch_size"]
+    assert history.meta["batch_schedule"] == schedule
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from minigd import data as mdata
@@ -113,6 +113,44 @@ def test_a_file_on_disk_gives_exactly_the_batches_of_the_array_in_memory(table, 
         assert len(tail) == len(a) - 5
         assert all(np.array_equal(p[0], q[0]) for p, q in zip(a[5:], tail, strict=True))
     disk.close()  # a completed epoch reads the next one's first buffer ahead
+    assert prefetch_threads() == []
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)  # it is only read
+@given(
+    b=st.integers(1, 64),
+    new=st.integers(1, 200),
+    at=st.integers(0, 20),
+    policy=st.sampled_from(["rows", "blocks", "none"]),
+    last=st.sampled_from(["keep", "merge"]),
+)
+def test_a_batch_regrouped_mid_epoch_on_disk_or_in_memory_sees_every_sample_once(
+    table, b, new, at, policy, last
+):
+    """An adaptive batch moves mid-epoch: the batches before the move keep their samples, the
+    rest of the epoch is cut in the new size, every sample is seen once, and a file on disk
+    (the reader restarted at the move) gives exactly the batches of the array in memory."""
+    folder, X, y = table
+    options = {"batch_size": b, "shuffle": policy, "seed": 1, "last_batch": last}
+    memory = MiniBatches(X, y, block_rows=50, buffer_bytes=6 * 50 * 24, **options)
+    disk = MiniBatches(NpySource(folder / "X.npy"), NpySource(folder / "y.npy"), block_rows=50,
+                       buffer_bytes=6 * 50 * 24, **options)  # fmt: skip
+    seen = {}
+    for name, batches in (("memory", memory), ("disk", disk)):
+        at_batch = min(at, len(batches))
+        before = epoch_batches(batches, 0)[:at_batch]
+        batches.regroup(new, at_batch)
+        after = epoch_batches(batches, 0, at_batch)
+        assert all(len(part[0]) == new for part in after[:-1])  # the rest in the new size
+        seen[name] = [part[0] for part in before + after]
+        rows = np.concatenate(seen[name])
+        assert len(rows) == len(X)  # every row once (rows are distinct)
+        assert np.array_equal(np.unique(rows, axis=0), np.unique(X, axis=0))
+    pairs = zip(seen["memory"], seen["disk"], strict=True)
+    assert all(np.array_equal(a, c) for a, c in pairs)
+    disk.close()
     assert prefetch_threads() == []
 
 

@@ -220,12 +220,8 @@ class MiniBatches:
         """From batch ``at`` of the current epoch on, batches of ``batch_size`` (an adaptive
         batch size growing mid-epoch); the batches before ``at`` keep their samples. The next
         epoch is cut in batches of ``batch_size`` only once ``regroup(batch_size, 0)`` is called.
-        In-memory data only: a streamed source plans its reads by the epoch's batches."""
-        if self.streaming or self.share is not None or self.shuffle == "blocks":
-            raise ValueError(
-                "a batch size that changes while training needs the data in memory, one "
-                "process and shuffle='rows' or 'none'."
-            )
+        Any store, shuffle and share: the order is a function of (seed, epoch) and positions, and
+        a reader restarted at batch ``at`` reads the new cut (the Trainer restarts it)."""
         at = check_int("at", at, minimum=0)
         if at > len(self):
             raise ValueError(message("at", f"at most the number of batches ({len(self)})", at))
@@ -275,11 +271,7 @@ class MiniBatches:
         if self.shuffle == "blocks":
             return BlockShuffle(self.blocks, self.seed, epoch).order(self._bounds, self.batch_size)
         order = row_order(self.n_samples, self.seed, epoch)
-        if self.regular:
-            sort_within_batches(order, self._bounds, self.batch_size)
-        else:  # regrouped mid-epoch: the batches no longer tile the order from 0 in one size
-            for lo, hi in zip(self._bounds[:-1].tolist(), self._bounds[1:].tolist(), strict=True):
-                order[lo:hi].sort()
+        sort_within_batches(order, self._bounds, self.batch_size)
         return order
 
     def plan(self, e: int, read_ahead: bool = True) -> EpochPlan:

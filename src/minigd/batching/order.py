@@ -46,7 +46,13 @@ def resolve_shuffle(shuffle: bool | str, in_memory: bool) -> str:
 
 
 def sort_within_batches(order: np.ndarray, bounds: np.ndarray, batch_size: int) -> None:
-    """Sorts each batch's slice of ``order`` in place (the regular batches in one call)."""
+    """Sorts each batch's slice of ``order`` in place: in one call when every batch but the last
+    has ``batch_size`` samples, else batch by batch (bounds regrouped mid-epoch)."""
+    sizes = np.diff(bounds)
+    if not np.all(sizes[:-1] == batch_size):
+        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            order[lo:hi].sort()
+        return
     regular = (len(order) // batch_size) * batch_size
     order[:regular].reshape(-1, batch_size).sort(axis=1)
     for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):

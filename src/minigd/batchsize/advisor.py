@@ -28,6 +28,7 @@ import numpy as np
 from minigd import rules
 from minigd._json import dataclass_dict
 from minigd.batching import resolve_batch_size
+from minigd.batchsize.evidence import Evidence
 from minigd.batchsize.finder import FinderResult, find_batch_size
 from minigd.batchsize.lr_scaling import ScaledLR, rule_for, scale_lr
 from minigd.batchsize.memory import estimate_memory, format_bytes, memory_budget
@@ -88,6 +89,7 @@ class Advice:
     warmup_epochs: int = 0
     finder: FinderResult | None = None
     noise: NoiseScale | None = None
+    adaptive: str | None = None  # why batch_size="adaptive" would do better, when it would
 
     @property
     def batch_samples(self) -> int:
@@ -115,6 +117,8 @@ class Advice:
         )
         body = "\n".join(f"- {r}" for r in self.reasons)
         warn = "".join(f"\nwarning: {w}" for w in self.warnings)
+        if self.adaptive:
+            warn += f"\n\nbetter still, batch_size='adaptive': {self.adaptive}"
         return (
             f"{head}\n\nwhy:\n{body}{warn}\n\ncandidates (budget "
             f"{format_bytes(self.budget)}):\n{self.table()}"
@@ -147,6 +151,7 @@ class Context:
     lr: ScaledLR | None = None
     finder: FinderResult | None = None
     warnings: list[str] = field(default_factory=list)
+    evidence: Evidence | None = None  # an earlier run's noise scale, a sweep's B_crit
 
     @property
     def m(self) -> int:
@@ -183,6 +188,7 @@ def advise(
     progress: bool = False,
     n_samples: int | None = None,
     pipeline: Callable[[int], int] | None = None,
+    evidence: Evidence | None = None,
 ) -> Advice:
     """Recommends a batch size, a learning rate and a last-batch policy, with reasons.
 
@@ -200,8 +206,14 @@ def advise(
             measurements); ``n_samples`` is the whole set's m and ``pipeline(b)`` the bytes its
             shuffle buffer and prefetched batches take at batch size b, which the memory model
             counts instead of the data.
+        evidence: what an earlier run or sweep measured (``read_evidence``): a run's noise
+            scale late in training replaces the probe at the initial weights, a sweep's B_crit
+            bounds the batch (rule 4), and a noise scale that grew during the run, with the
+            finder's step times, says whether ``batch_size="adaptive"`` would do better.
     """
     rows, targets = model.prepare(X, y, sample_axis=sample_axis)
+    if noise is None and evidence is not None and evidence.noise_end is not None:
+        noise = evidence.noise_end
     budget = memory_budget() if memory_budget_bytes is None else int(memory_budget_bytes)
     ctx = Context(
         model,
@@ -216,6 +228,7 @@ def advise(
         n_samples,
         pipeline,
     )
+    ctx.evidence = evidence
     ctx.candidates = [ctx.candidate(b) for b in rules.powers_up_to(ctx.m)]
     ctx.full = ctx.candidate(ctx.m)
     reasons: list[Reason] = []
@@ -234,6 +247,7 @@ def _advice(ctx: Context, reasons: list[Reason]) -> Advice:
         table = [*table, ctx.full]
     _add_throughput(table, ctx.finder)
     return Advice(
+        adaptive=adaptive_note(ctx),
         batch_size=ctx.batch_size,
         lr=ctx.lr.lr,
         lr_rule=ctx.lr.rule + " scaling",
@@ -350,24 +364,77 @@ def gradient_noise_scale(ctx: Context) -> tuple[int | str | None, Reason | None]
     chosen = ctx.batch_size
     if chosen == "full" or ctx.batch_size is None:
         return chosen, None
+    if ctx.evidence is not None and ctx.evidence.critical is not None and ctx.fitting:
+        return critical_batch(ctx)
     if ctx.noise is None and ctx.measure and ctx.targets is not None and ctx.fitting:
         ctx.noise = probe_noise_scale(ctx.model, ctx.rows, ctx.targets)
     if ctx.noise is None or not np.isfinite(ctx.noise.b_simple) or not ctx.fitting:
         return chosen, None
     b_noise, slack = ctx.noise.b_simple, rules.NOISE_SLACK
+    where_measured = ""
+    if ctx.evidence is not None and ctx.evidence.noise_end is not None:
+        where_measured = f" (late in the run {ctx.evidence.source})"
     if chosen <= slack * b_noise:
         where = "below it" if chosen <= b_noise else "not far above it"
         return chosen, Reason.of(
             4,
-            f"the noise scale is ~{b_noise:.0f}; {chosen} is {where}, so no sample is "
-            f"wasted (it grows as training goes on: measure again later to go larger).",
+            f"the noise scale is ~{b_noise:.0f}{where_measured}; {chosen} is {where}, so no "
+            f"sample is wasted (it grows as training goes on: measure again later to go larger).",
         )
     sizes = [c.batch_size for c in ctx.fitting]
     capped = max([b for b in sizes if b <= max(slack * b_noise, sizes[0])], default=sizes[0])
     return capped, Reason.of(
         4,
-        f"the noise scale is ~{b_noise:.0f} (McCandlish et al. 2018): batches far above it cut "
-        f"the steps less than they add samples, so {chosen} is lowered to {capped}.",
+        f"the noise scale is ~{b_noise:.0f}{where_measured} (McCandlish et al. 2018): batches "
+        f"far above it cut the steps less than they add samples, so {chosen} is lowered to "
+        f"{capped}.",
+    )
+
+
+def critical_batch(ctx: Context) -> tuple[int, Reason]:
+    """Rule 4 from a sweep: its fitted B_crit is where doubling the batch stops halving the
+    steps, measured on this problem to its target (the noise scale only predicts it)."""
+    evidence, chosen = ctx.evidence, ctx.batch_size
+    b_crit = evidence.critical
+    sizes = [c.batch_size for c in ctx.fitting]
+    capped = max([b for b in sizes if b <= max(b_crit, sizes[0])], default=sizes[0])
+    size = min(chosen, capped)
+    verb = f"{chosen} is lowered to {size}" if size < chosen else f"{size} stays"
+    return size, Reason.of(
+        4,
+        f"the sweep {evidence.source} fitted a critical batch size B_crit = {b_crit:.0f} to "
+        f"{evidence.target}: beyond it doubling the batch no longer halves the steps "
+        f"(McCandlish et al. 2018), so {verb}.",
+    )
+
+
+def adaptive_note(ctx: Context) -> str | None:
+    """When a run's noise scale grew enough that the batch with the most goodput (finder's
+    step times x statistical efficiency) moved at least 2x during it, why following it with
+    ``batch_size="adaptive"`` beats any fixed batch, with the goodput it predicts."""
+    evidence, finder = ctx.evidence, ctx.finder
+    if evidence is None or evidence.noise_start is None or finder is None or not finder.rows:
+        return None
+    rows = [r for r in finder.rows if r.ms_per_step > 0]
+    b0 = rows[0].batch_size
+
+    def goodput(row, noise: float) -> float:
+        return row.batch_size / row.ms_per_step * 1e3 * (noise + b0) / (noise + row.batch_size)
+
+    start = max(rows, key=lambda r: goodput(r, evidence.noise_start))
+    end = max(rows, key=lambda r: goodput(r, evidence.noise_end))
+    if end.batch_size < 2 * start.batch_size:
+        return None
+    fixed = next((r for r in rows if r.batch_size == ctx.batch_size), None)
+    against = ""
+    late = evidence.noise_end
+    if fixed is not None and fixed is not end:
+        against = f" against {goodput(fixed, late):,.0f} at the fixed {fixed.batch_size}"
+    return (
+        f"the noise scale grew from {evidence.noise_start:.0f} to {late:.0f} during the run "
+        f"{evidence.source}, and the batch with the most goodput with it, from "
+        f"{start.batch_size} to {end.batch_size} (predicted {goodput(end, late):,.0f} "
+        f"b0-samples/s late in training{against}): no fixed batch is right for the whole run."
     )
 
 

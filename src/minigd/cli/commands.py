@@ -13,7 +13,7 @@ import numpy as np
 from minigd._io import ensure_writable, slug
 from minigd._signals import Terminated
 from minigd.batching import MiniBatches, streaming_pipeline
-from minigd.batchsize import advise, find_batch_size, noise_scale, parse_bytes
+from minigd.batchsize import advise, find_batch_size, noise_scale, parse_bytes, read_evidence
 from minigd.batchsize.memory import format_bytes
 from minigd.cli.job import Job
 from minigd.data import datasets, describe_layout, load
@@ -399,6 +399,7 @@ def _model_and_data(args):
 
 
 def cmd_advise(args: argparse.Namespace) -> int:
+    evidence = None if args.evidence is None else read_evidence(args.evidence)
     model, train, streamed = _model_and_data(args)
     advice = advise(
         model,
@@ -410,6 +411,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
         reference=args.reference,
         sample_axis=args.sample_axis,
         progress=not args.quiet,
+        evidence=evidence,
         **streamed,
     )
     print(f"advice for {args.model} on {args.data} ({advice.n_samples} samples):")

@@ -358,6 +358,14 @@ def _add_advise(sub) -> None:
         metavar="B0:LR0",
         help="a batch size and learning rate known to work, e.g. 64:0.1",
     )
+    p.add_argument(
+        "--from",
+        dest="evidence",
+        default=None,
+        metavar="RUN_OR_SWEEP",
+        help="what an earlier run (its folder: the noise scale it measured as it trained) or "
+        "sweep (its folder: the fitted critical batch size) found, used instead of guessing",
+    )
     p.set_defaults(func=cmd_advise)
 
 

@@ -186,17 +186,22 @@ def describe(
     if config.stream == "always":
         how = f", streamed from disk ({config.shuffle} shuffle)"
     if parallel is not None:
-        b = m if config.batch_size == "full" else int(config.batch_size)
         pids = ", ".join(f"{rank}:{pid}" for rank, pid in enumerate(parallel.pids))
-        how += (
-            f", data-parallel on {parallel.size} MPI ranks (each global batch of {b} split "
-            f"into shares of {b // parallel.size}-{-(-b // parallel.size)}; rank:pid {pids})"
-        )
+        split = _split(config, m, parallel.size)
+        how += f", data-parallel on {parallel.size} MPI ranks ({split}; rank:pid {pids})"
     return (
         f"training {config.model} on {config.data} ({m} samples; {task}{why}): "
         f"batch size {config.batch_size}, {config.optimizer}, {config.epochs} epochs, "
         f"{trainer_threads} BLAS threads{how} -> {out}"
     )
+
+
+def _split(config: RunConfig, m: int, ranks: int) -> str:
+    """How a global batch is shared among the ranks."""
+    if config.batch_size == "adaptive":
+        return "each global batch, of the size rank 0 chooses, split evenly"
+    b = m if config.batch_size == "full" else int(config.batch_size)
+    return f"each global batch of {b} split into shares of {b // ranks}-{-(-b // ranks)}"
 
 
 def _scaling_text(scaling) -> str:

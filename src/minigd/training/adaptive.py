@@ -88,10 +88,6 @@ class AdaptiveBatchSize(Callback):
         return StepNoise(seed=seed, population=population, **self.noise_settings)
 
     def setup(self, trainer) -> None:
-        if trainer.gradient.ranks > 1:
-            raise ValueError(
-                "an adaptive batch size runs in one process; train it without mpiexec."
-            )
         if trainer.gradient.noise is None:
             raise ValueError(
                 "an adaptive batch size follows the noise scale measured as it trains: build "
@@ -107,7 +103,7 @@ class AdaptiveBatchSize(Callback):
                 "cannot train on."
             )
         start = batches.batch_size if self.start is None else min(self.start, batches.n_samples)
-        batches.regroup(start, 0)  # refuses a streamed source early
+        batches.regroup(start, 0)
         self.start_size = start
         if self.max_batch_size is None:
             m = trainer.n_samples

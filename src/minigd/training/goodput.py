@@ -47,7 +47,25 @@ RISES_TO_UNDO = 2  # when that many decisions in a row see it (one was noise on 
 
 
 class GoodputBatchSize(AdaptiveBatchSize):
-    """Moves the batch to the size with the most goodput, and the learning rate with it.
+    r"""Moves the batch to the size with the most goodput, and the learning rate with it.
+
+    Goodput (Pollux, OSDI 2021) is throughput times statistical efficiency: with step seconds
+    :math:`t(b) = a + c\,b` fitted to the run's own steps and the running noise scale
+    :math:`B_\text{noise}`,
+
+    .. math::
+
+        \text{goodput}(b) = \frac{b}{t(b)} \cdot \frac{B_\text{noise} + b_0}{B_\text{noise} + b},
+
+    maximised over candidates from :math:`b_0` to the memory limit. The learning rate follows by
+    AdaScale's gain for :math:`s = b / b_0`, with :math:`\Sigma` the per-sample covariance,
+
+    .. math::
+
+        r = \frac{\operatorname{tr}\Sigma + |G|^2}{\operatorname{tr}\Sigma / s + |G|^2},
+        \qquad \text{lr} = r \cdot \text{lr}(b_0),
+
+    its square root for Adam and RMSprop, and a schedule reads the sum of the gains.
 
     Args:
         start: b0, the batch the run starts at and the learning rate is given for (default
@@ -174,11 +192,26 @@ class GoodputBatchSize(AdaptiveBatchSize):
         """Moves to the candidate with the most predicted goodput, if it promises enough, and
         at most ``MAX_GROWTH`` times the current batch at once (the step-time model is measured
         before it is trusted further; AdaScale's lr grows with the batch)."""
+        current, gradient = trainer.batch_size, trainer.gradient
+        move = self._proposal(trainer) if getattr(gradient, "rank", 0) == 0 else None
+        if getattr(gradient, "ranks", 1) > 1:  # timings differ between ranks: rank 0's decide
+            move = gradient.comm.bcast(move, root=0)
+        if move is None:
+            return
+        size, reason, goodput = move
+        before = self._recent_loss(trainer)
+        self._move(trainer, size, reason, goodput=goodput)
+        # a larger batch takes a larger lr: from here on, watch the loss
+        self._watch = {"from": current, "best": before} if size > current else None
+
+    def _proposal(self, trainer) -> tuple[int, str, tuple[float, float]] | None:
+        """(the batch to move to, why, the predicted goodput of the current and of it), or None
+        when no candidate promises ``switch_gain`` more than the current batch."""
         current, b_noise = trainer.batch_size, trainer.gradient.noise.value
         allowed = [b for b in self._sizes(current) if b <= MAX_GROWTH * current]
         choice = choose(allowed, self.times, b_noise, self.b0)
         if choice.batch_size == current or choice.gain_over(current) <= self.switch_gain:
-            return
+            return None
         a, c = self.times.fit()
         old, new = choice.goodput[current], choice.goodput[choice.batch_size]
         reason = (
@@ -186,10 +219,7 @@ class GoodputBatchSize(AdaptiveBatchSize):
             f"(+{100 * (new / old - 1):.0f}%): steps of {1e3 * a:.3g} ms + "
             f"{1e6 * c:.3g} us/sample, noise scale {b_noise:.0f}"
         )
-        before = self._recent_loss(trainer)
-        self._move(trainer, choice.batch_size, reason, goodput=(old, new))
-        # a larger batch takes a larger lr: from here on, watch the loss
-        self._watch = {"from": current, "best": before} if choice.batch_size > current else None
+        return choice.batch_size, reason, (float(old), float(new))
 
     def _sizes(self, current: int) -> list[int]:
         if self._candidates is None:

@@ -30,7 +30,7 @@ ACTIVATIONS: dict[str, type[Layer]] = {}  # mlp's activation= name -> class
 class Layer:
     """Base class: a forward pass, a backward pass, named parameters and buffers.
 
-    Class attributes:
+    Attributes:
         needs_output: backward reads this layer's own output (so a later layer must not
             overwrite it in place).
         supports_inplace: forward may overwrite its input instead of a buffer of its own.

@@ -1,4 +1,18 @@
-"""The gradient noise scale, one home: the estimator, the offline probe, the per-step measurement.
+r"""The gradient noise scale, one home: the estimator, the offline probe, the per-step measurement.
+
+The simple noise scale (McCandlish et al. 2018) compares the variance of one sample's gradient
+with the squared length of the true gradient G; it is estimated from the squared norms of
+gradients over batches of two sizes (appendix A.1):
+
+.. math::
+
+    B_\text{simple} = \frac{\operatorname{tr}\Sigma}{|G|^2}, \qquad
+    |G|^2 \approx \frac{b_\text{big} |G_\text{big}|^2 - b_\text{small} |G_\text{small}|^2}
+    {b_\text{big} - b_\text{small}}, \qquad
+    \operatorname{tr}\Sigma \approx \frac{|G_\text{small}|^2 - |G_\text{big}|^2}
+    {1/b_\text{small} - 1/b_\text{big}}.
+
+The modules::
 
     estimator.py   the two-batch-size estimator (McCandlish et al. 2018, appendix A.1), its
                    running average, and the column names every record uses (``COLUMNS``)

@@ -29,16 +29,16 @@ COLUMNS = (B_SIMPLE, GRAD_NORM_SQ, TRACE_SIGMA)
 
 
 def norm_sq(g: np.ndarray) -> float:
-    """|g|^2 as one BLAS dot in the gradient's own dtype: no float64 copy of the parameters.
+    """:math:`|g|^2` as one BLAS dot in the gradient's own dtype: no float64 copy of the parameters.
     (A float32 dot's rounding, ~1e-7 relative per term, is far below the estimator's sampling
     error, which averages many batches.)"""
     return float(np.dot(g, g))
 
 
 def estimate_components(small_mean, big_mean, b_small: float, b_big: float, m: int | None = None):
-    """(|G|^2, tr(Sigma)) from the mean squared gradient norms at the two batch sizes (numbers,
-    or arrays of them for a bootstrap); ``m``: the training set's size, when batches are drawn
-    from it without replacement (see the module docstring)."""
+    r"""(:math:`|G|^2`, :math:`\operatorname{tr}\Sigma`) from the mean squared gradient norms at
+    the two batch sizes (numbers, or arrays of them for a bootstrap); ``m``: the training set's
+    size, when batches are drawn from it without replacement (see the module docstring)."""
     g2 = (b_big * big_mean - b_small * small_mean) / (b_big - b_small)
     trace = (small_mean - big_mean) / (1.0 / b_small - 1.0 / b_big)
     if m is not None and m > 1:
@@ -60,7 +60,7 @@ class RunningNoiseScale:
     def update(
         self, small_sq: float, big_sq: float, b_small: float, b_big: float, m: int | None = None
     ) -> float:
-        """Adds one step's norms; returns the smoothed B_simple (nan while |G|^2 <= 0)."""
+        r"""Adds one step's norms; returns the smoothed B_simple (nan while :math:`|G|^2 \le 0`)."""
         g2, trace = estimate_components(small_sq, big_sq, b_small, b_big, m)
         self.last_g2, self.last_trace = g2, trace
         if math.isfinite(g2) and math.isfinite(trace):

@@ -1,0 +1,51 @@
+"""
+A batch size chosen while training: goodput
+===========================================
+
+``batch_size="adaptive"`` picks, every 20 steps, the batch size with the most *goodput*
+(Pollux, OSDI 2021): throughput, from a line fitted to the run's own step times, times
+statistical efficiency, (B_noise + 32) / (B_noise + B) from the running noise scale. Early on
+the noise scale is small and the batch stays small; as the loss falls the noise scale grows and
+the batch follows, with the learning rate scaled by AdaScale's gain. Every move is recorded with
+its reason.
+"""
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+import minigd
+from minigd.nn import mlp
+
+train, test = minigd.datasets.load("mnist-5k")
+model = mlp(784, [128], 10, seed=0)
+history = minigd.fit(
+    model,
+    train.X,
+    train.y,
+    batch_size="adaptive",
+    epochs=6,
+    lr=0.1,
+    validation=(test.X, test.y),
+    threads=1,
+    verbose=0,
+)
+for change in history.meta["batch_schedule"]:
+    print(
+        f"step {change['step']:5d}: {change['from']:4d} -> {change['batch_size']:4d}  "
+        f"lr {change['lr']:.3f}  ({change['reason']})"
+    )
+print(f"validation accuracy {history.epochs[-1]['val_accuracy']:.3f}")
+
+# %%
+# The batch size and the learning rate over the samples seen, with the loss per step.
+seen = np.array(history.steps["samples_seen"])
+fig, (batch, loss) = plt.subplots(2, 1, figsize=(8, 5.5), sharex=True, layout="constrained")
+batch.step(seen, history.steps["batch_size"], where="post", label="batch size")
+batch.set(ylabel="batch size", yscale="log")
+lr = batch.twinx()
+lr.step(seen, history.steps["lr"], where="post", color="C1", label="learning rate")
+lr.set_ylabel("learning rate", color="C1")
+loss.plot(seen, history.steps["loss"], lw=0.5, alpha=0.5)
+loss.plot(seen, history.smoothed(), lw=1.5)
+loss.set(xlabel="samples seen", ylabel="training loss", yscale="log")
+plt.show()

@@ -12,8 +12,12 @@
     against random 1 MiB blocks, page cache dropped, MB/s and rows/s.
 (d) Memory map vs positioned reads: peak RSS (VmHWM) of one pass of shuffled batches over a
     2 GB file through ``np.load(mmap_mode="r")`` and through ``NpySource``, each in a fresh process.
+(e) Each rank reads its share: one block-shuffled epoch (B=1024) of a ``--share-gb`` GB file read
+    with O_DIRECT (so nothing comes from the page cache, as for a file larger than it), by one
+    process (1 and 2 BLAS threads) and by 2 MPI ranks (1 thread each): epoch seconds, bytes read
+    by each rank, the share of the epoch spent waiting on reads.
 
-Usage: ``python benchmarks/bench_streaming.py --parts a,b,c,d --big-gb 30 --rounds 5``
+Usage: ``python benchmarks/bench_streaming.py --parts a,b,c,d,e --big-gb 30 --rounds 5``
 (b and c need root to drop the page cache; the big file goes to --scratch and is removed after).
 Writes results/<date>-bench_streaming.*
 """
@@ -184,6 +188,50 @@ def part_b(path: Path, gb: float, batch_sizes: list[int]) -> dict:
     return out
 
 
+SHARE_EPOCH = """
+import json, sys, time
+from minigd import data
+from minigd.distributed import launched_under_mpi, world
+from minigd.nn import mlp
+from minigd.training import make_trainer
+d = data.open_source(sys.argv[1], y=sys.argv[2])
+d.X.direct = True  # read past the page cache, as a file larger than it is
+comm = world() if launched_under_mpi() else None
+trainer = make_trainer(mlp(784, [128], 10, seed=0), d, batch_size=1024, epochs=1, lr=0.05,
+                       verbose=0, comm=comm, threads=int(sys.argv[3]), shuffle="blocks")
+start = time.perf_counter()
+history = trainer.run()
+seconds = time.perf_counter() - start
+stats = trainer.batches.rows.stats
+if comm is None or comm.Get_rank() == 0:
+    print(json.dumps({"epoch_s": seconds, "wait_s": stats.wait_seconds,
+        "bytes_per_rank": history.meta.get("bytes_read_per_rank", [stats.bytes_read]),
+        "o_direct": d.X.direct, "loss": history.epochs[-1]["loss"]}))
+"""
+
+
+def part_e(path: Path, gb: float) -> dict:
+    rows = write_big(path, gb)
+    y = str(path.with_name("y_big.npy"))
+    mpiexec = str(Path(sys.executable).parent / "mpiexec")
+    runs = {
+        "1 process x 1 thread": [sys.executable, "-c", SHARE_EPOCH, str(path), y, "1"],
+        "1 process x 2 threads": [sys.executable, "-c", SHARE_EPOCH, str(path), y, "2"],
+        "2 ranks x 1 thread": [mpiexec, "-n", "2", sys.executable, "-c", SHARE_EPOCH, str(path),
+                               y, "1"],
+    }  # fmt: skip
+    out = {"rows": rows, "gb": rows * ROW / 1e9, "runs": {}}
+    for name, command in runs.items():
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        r = json.loads(done.stdout.strip().splitlines()[-1])
+        r["wait_share"] = r["wait_s"] / r["epoch_s"]
+        out["runs"][name] = r
+        per_rank = ", ".join(f"{b / 1e9:.2f}" for b in r["bytes_per_rank"])
+        print(f"(e) {name}: epoch {r['epoch_s']:.1f} s, GB read per rank {per_rank}, "
+              f"waited {r['wait_share']:.0%}", flush=True)  # fmt: skip
+    return out
+
+
 def part_c(path: Path, seconds: float) -> dict:
     source = data.NpySource(path)
     rng = np.random.default_rng(0)
@@ -308,6 +356,19 @@ def markdown(results: dict) -> str:
             "",
             f"memory map {d['mmap']:.0f} MB, positioned reads {d['reads']:.0f} MB",
         ]
+    if "e" in results:
+        e = results["e"]
+        lines += [
+            "",
+            f"## (e) each rank reads its share: {e['rows']:,} rows, {e['gb']:.1f} GB, O_DIRECT, "
+            "one epoch, B=1024, block shuffle",
+            "",
+            "| run | epoch s | GB read, per rank | waited on reads (rank 0) |",
+            "|---|---|---|---|",
+        ]
+        for name, r in e["runs"].items():
+            per_rank = ", ".join(f"{b / 1e9:.2f}" for b in r["bytes_per_rank"])
+            lines.append(f"| {name} | {r['epoch_s']:.1f} | {per_rank} | {r['wait_share']:.0%} |")
     return "\n".join(lines) + "\n"
 
 
@@ -317,6 +378,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--big-gb", type=float, default=30.0)
     parser.add_argument("--big-batch-sizes", default="1024,64")
+    parser.add_argument("--share-gb", type=float, default=4.0)
     parser.add_argument("--scratch", default="/work/bench-scratch")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
@@ -334,6 +396,8 @@ def main() -> int:
             results["c"] = part_c(big, 20.0)
         if "d" in parts:
             results["d"] = part_d(scratch)
+        if "e" in parts:
+            results["e"] = part_e(scratch / "x_share.npy", args.share_gb)
     finally:
         for f in scratch.glob("*.npy"):
             f.unlink()

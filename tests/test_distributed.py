@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from minigd import datasets
+
 pytest.importorskip("mpi4py")
 MPIEXEC = shutil.which("mpiexec") or str(Path(sys.executable).parent / "mpiexec")
 if not Path(MPIEXEC).exists():
@@ -71,6 +73,31 @@ def test_n_ranks_train_the_model_one_process_trains(tmp_path, n):
     worst = json.loads(done.stdout)
     print(f"{n} ranks, worst relative difference: {worst}")
     assert all(diff < 1e-10 for diff in worst.values()), worst
+
+
+def test_four_ranks_on_two_hosts_of_a_hostfile_train_the_model_one_process_trains(tmp_path):
+    """The cluster path of docs/guides/clusters.md: a hostfile of two hosts (aliases of this
+    machine, started by fork instead of ssh); MPICH places 2 ranks on each and treats them as
+    two nodes (node-local groups of 2), so the Allreduce crosses nodes as on a cluster."""
+    (tmp_path / "hosts").write_text("localhost:2\n127.0.0.1:2\n")
+    script = tmp_path / "equal.py"
+    script.write_text(EQUALITY + NODES)
+    cases = [c for c in CASES if c[0] in ("sgd", "adam batchnorm")]
+    done = mpi(4, "-f", str(tmp_path / "hosts"), "-launcher", "fork", sys.executable,
+               str(script), json.dumps(cases))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    worst, nodes = (json.loads(line) for line in done.stdout.splitlines()[-2:])
+    assert nodes == [2, 2, 2, 2]  # two ranks per node, two nodes
+    assert all(diff < 1e-10 for diff in worst.values()), worst
+
+
+NODES = """
+from mpi4py import MPI
+local = comm.Split_type(MPI.COMM_TYPE_SHARED).Get_size()
+sizes = comm.gather(local, root=0)
+if comm.Get_rank() == 0:
+    print(json.dumps(sizes))
+"""
 
 
 def train(n: int, *args: str) -> subprocess.CompletedProcess:
@@ -316,6 +343,85 @@ def test_the_command_line_trains_an_adaptive_batch_on_two_ranks(tmp_path):
     assert "each global batch, of the size rank 0 chooses, split evenly" in done.stdout
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert history["steps"]["batch_size"][0] == 32 and "batch_schedule" in history["meta"]
+
+
+OWN_BLOCKS = """
+import json, sys
+import numpy as np
+from minigd.data import open_source
+from minigd.distributed import world
+from minigd.nn import mlp
+from minigd.training import Callback, Checkpoint, fit
+
+folder, out = sys.argv[1], sys.argv[2]
+epochs, stop_at, batchnorm = int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "bn"
+comm = world()
+
+
+class StopAt(Callback):
+    def on_step_end(self, trainer, loss):
+        if trainer.step == stop_at:
+            trainer.stop("stopped for the test", "interrupted")
+
+
+resume = out if stop_at < 0 and (__import__("pathlib").Path(out) / "checkpoints").exists() else None
+model = mlp(784, [16], 10, seed=1, dtype=np.float64, batchnorm=batchnorm)
+history = fit(model, open_source(folder + "/X.npy", y=folder + "/y.npy"), batch_size=256,
+              epochs=epochs, lr=0.05, verbose=0, comm=comm, threads=1, shuffle="blocks",
+              last_batch="merge", shuffle_buffer=4 << 20, resume=resume,
+              callbacks=[Checkpoint(out + "/checkpoints", every_steps=5), StopAt()])
+if comm.Get_rank() == 0:
+    np.save(out + "/params.npy", model.params)
+    print(json.dumps(history.meta.get("bytes_read_per_rank") or [history.meta["bytes_read"]]))
+"""
+
+
+@pytest.fixture(scope="module")
+def mnist_on_disk(tmp_path_factory):
+    """mnist-5k as float64 .npy files: 25 MB, 24 blocks of ~1 MiB, buffers of 4 blocks."""
+    folder = tmp_path_factory.mktemp("mnist")
+    train, _ = datasets.load("mnist-5k")
+    np.save(folder / "X.npy", train.X.astype(np.float64))
+    np.save(folder / "y.npy", train.y)
+    (folder / "own_blocks.py").write_text(OWN_BLOCKS)
+    return folder
+
+
+def per_rank(folder, out, n, epochs=2, stop_at=-1, model="plain"):
+    script = str(folder / "own_blocks.py")
+    args = [sys.executable, script, str(folder), str(out), str(epochs), str(stop_at), model]
+    done = mpi(n, *args) if n > 1 else subprocess.run(args, capture_output=True, text=True, env=ENV)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1]), np.load(out / "params.npy")
+
+
+def test_each_rank_reads_its_share_of_a_block_shuffled_file_and_trains_what_one_process_does(
+    mnist_on_disk, tmp_path
+):
+    """Under the block shuffle each rank reads its own blocks of every buffer (turns rotating
+    by buffer): ~1/N of the bytes, and the same global batches as one process."""
+    (alone,), reference = per_rank(mnist_on_disk, tmp_path / "one", 1)
+    assert alone == 2 * 4000 * 784 * 8  # two epochs of the rows, in float64
+    for n in (2, 3):
+        read, params = per_rank(mnist_on_disk, tmp_path / f"n{n}", n)
+        assert sum(read) == alone  # nothing read twice
+        assert max(read) <= alone / n + 4 * 1024 * 1024  # each about 1/N (to a block per buffer)
+        np.testing.assert_allclose(params, reference, rtol=0, atol=1e-10 * np.abs(reference).max())
+
+
+def test_a_run_on_three_ranks_resumes_on_two_with_the_same_sample_order(mnist_on_disk, tmp_path):
+    _, reference = per_rank(mnist_on_disk, tmp_path / "one", 1, epochs=3)
+    run = tmp_path / "run"
+    per_rank(mnist_on_disk, run, 3, epochs=3, stop_at=23)  # mid-epoch 2, after a checkpoint
+    _, params = per_rank(mnist_on_disk, run, 2, epochs=3)
+    np.testing.assert_allclose(params, reference, rtol=0, atol=1e-10 * np.abs(reference).max())
+
+
+def test_with_batchnorm_every_rank_reads_every_buffer(mnist_on_disk, tmp_path):
+    """BatchNorm needs rows on every rank in every batch: even shares, whole buffers."""
+    (alone,), _ = per_rank(mnist_on_disk, tmp_path / "one", 1, epochs=1, model="bn")
+    read, _ = per_rank(mnist_on_disk, tmp_path / "two", 2, epochs=1, model="bn")
+    assert read == [alone, alone]
 
 
 def test_the_running_noise_scale_recovers_a_known_ratio():

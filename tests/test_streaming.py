@@ -154,6 +154,24 @@ def test_a_batch_regrouped_mid_epoch_on_disk_or_in_memory_sees_every_sample_once
     assert prefetch_threads() == []
 
 
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(1, 400), block=st.integers(1, 40), k=st.integers(1, 9),
+       size=st.integers(1, 5), seed=st.integers(0, 3))  # fmt: skip
+def test_the_ranks_blocks_of_a_buffer_partition_it(m, block, k, size, seed):
+    """Each row of a buffer is read by exactly one rank, and a rank finds it where it put it."""
+    shuffle = BlockShuffle(BlockLayout(m, block, k), seed, 0)
+    for j in range(len(shuffle.buffers)):
+        rows = shuffle.rows(j)
+        owner = np.full(len(rows), -1)
+        for rank in range(size):
+            mine, local = shuffle.owned(j, rank, size)
+            held = local >= 0
+            assert np.all(owner[held] == -1)  # nobody else holds these
+            owner[held] = rank
+            assert np.array_equal(mine[local[held]], rows[held])  # found where it was put
+        assert np.all(owner >= 0)  # and every row is somebody's
+
+
 def test_shuffle_quality_is_reported_and_worked_out_by_hand():
     # 2 blocks of 2 rows, 2 rows drawn from 4: P(a given block missed) = C(2,2)/C(4,2) = 1/6
     assert distinct_blocks(4, 2, 2) == pytest.approx(2 * (1 - 1 / 6))
@@ -693,7 +711,12 @@ def test_each_rank_reads_only_its_share_and_the_shares_make_the_batch(table, pol
             batches = MiniBatches(source, block_rows=40, **options).shard(rank, 3)
             shares.append([xb.copy() for xb in batches.epoch(2)])
             batches.close()
+        by_blocks = policy == "blocks" and isinstance(source, NpySource)
         for i, batch in enumerate(whole):
+            together = np.concatenate([s[i] for s in shares])
+            if by_blocks:  # each rank's rows of the batch are those of the blocks it read
+                assert sorted(map(tuple, together)) == sorted(map(tuple, batch))
+                continue
             sizes = [b - a for a, b in (rank_share(len(batch), r, 3) for r in range(3))]
             assert [len(s[i]) for s in shares] == sizes
-            np.testing.assert_array_equal(np.concatenate([s[i] for s in shares]), batch)
+            np.testing.assert_array_equal(together, batch)

@@ -139,7 +139,7 @@ class DiskRows:
         if finished and plan.read_ahead:  # a completed epoch reads ahead; close() stops it
             following = BlockShuffle(plan.blocks.layout, plan.blocks.seed, plan.epoch + 1)
             key = (plan.epoch + 1, 0)
-            self._ahead = (key, self._start_loader(following, 0, plan.bounds))
+            self._ahead = (key, self._start_loader(following, 0, plan.bounds, plan.owner))
 
     def _loader(self, plan: EpochPlan, start: int) -> Prefetcher:
         """A Prefetcher of the plan's buffers from the one holding batch ``start``: the
@@ -150,16 +150,21 @@ class DiskRows:
             if key == (plan.epoch, start):
                 return loader
             loader.close()
-        return self._start_loader(plan.blocks, start, plan.bounds)
+        return self._start_loader(plan.blocks, start, plan.bounds, plan.owner)
 
-    def _start_loader(self, blocks: BlockShuffle, start: int, bounds: np.ndarray) -> Prefetcher:
+    def _start_loader(
+        self, blocks: BlockShuffle, start: int, bounds: np.ndarray, owner=None
+    ) -> Prefetcher:
+        """Loads the buffers from the one holding batch ``start`` on; with ``owner`` (rank,
+        size), only that rank's blocks of each."""
         reader = self.reader
         rows = blocks.layout.buffer_rows
         largest = int(np.diff(bounds).max())
         slots = self._slots_for(rows, lambda: buffer_slots(largest, rows), True)
 
         def load(slot, j):
-            reader.load_buffer(slot, blocks, j)
+            mine = blocks.rows(j) if owner is None else blocks.owned(j, *owner)[0]
+            reader.load_buffer(slot, mine)
             slot.j = j
 
         first = blocks.buffer_of(int(bounds[start]))

@@ -152,6 +152,7 @@ class MiniBatches:
             self.blocks = BlockLayout.default(m, block_rows, row_bytes, buffer_bytes)
         self._next_epoch = 0
         self.share: tuple[int, int] | None = None  # (rank, ranks): see shard()
+        self.by_blocks = False  # a streamed block shuffle's share: the rank's own blocks
 
     # -- what it holds --------------------------------------------------------------------
     @property
@@ -207,12 +208,20 @@ class MiniBatches:
         return self.rows.io()
 
     # -- data parallel --------------------------------------------------------------------
-    def shard(self, rank: int, size: int) -> MiniBatches:
+    def shard(self, rank: int, size: int, *, by_blocks: bool = True) -> MiniBatches:
         """These batches as rank ``rank`` of ``size`` reads them: the same global batches, in the
         same order, of which this rank's store reads its share (``batching.shard``).
-        ``batch_sizes`` stays the global batches' sizes."""
+        ``batch_sizes`` stays the global batches' sizes.
+
+        From disk under the block shuffle with ``by_blocks``, a rank's share of a batch is the
+        batch's rows from the blocks it owns (``BlockShuffle.owned``): each rank reads ~1/size
+        of the bytes, shares differ by the luck of the draw (a rank may get no row of a small
+        batch), and the batches themselves stay those one process takes. Without it (a model
+        with BatchNorm, which needs rows on every rank), shares are even and every rank reads
+        every buffer."""
         sharded = copy.copy(self)
         sharded.share = check_share(rank, size)
+        sharded.by_blocks = bool(by_blocks) and self.streaming and self.shuffle == "blocks"
         return sharded
 
     # -- regrouping (an adaptive batch size) ----------------------------------------------
@@ -281,7 +290,7 @@ class MiniBatches:
             blocks = BlockShuffle(self.blocks, self.seed, e)  # read per buffer, never whole
         elif not self._natural_order:
             order = self.order(e)
-        return EpochPlan(e, self._bounds, order, blocks, self.share, read_ahead)
+        return EpochPlan(e, self._bounds, order, blocks, self.share, read_ahead, self.by_blocks)
 
     def epoch(self, e: int, start: int = 0, *, read_ahead: bool = True) -> Iterator[Any]:
         """Yields the batches of epoch e, from batch index ``start`` on.

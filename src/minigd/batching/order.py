@@ -109,6 +109,7 @@ class BlockShuffle:
         sizes = [int(np.minimum((g + 1) * r, m).sum() - (g * r).sum()) for g in self.buffers]
         self.starts = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
         self._perm: tuple[int, np.ndarray] | None = None
+        self._owned: tuple[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] | None = None
 
     def rows(self, j: int) -> np.ndarray:
         """Global rows of buffer j, ascending (each block in one piece)."""
@@ -121,6 +122,30 @@ class BlockShuffle:
             rng = np.random.default_rng((self.seed, self.epoch, j))
             self._perm = (j, rng.permutation(size))
         return self._perm[1]
+
+    def owned(self, j: int, rank: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rank ``rank`` of ``size``'s part of buffer j in data-parallel training: every
+        ``size``-th block of the buffer, the first turn rotating with j. Returns (their global
+        rows, in buffer order; for each index into ``rows(j)``, its index among those rows, or
+        -1 where another rank owns it). The buffers and their order do not depend on ``size``:
+        only who reads which block does."""
+        key = (j, rank, size)
+        if self._owned is not None and self._owned[0] == key:
+            return self._owned[1]
+        r, m = self.layout.block_rows, self.layout.m
+        blocks = self.buffers[j]
+        sizes = np.minimum((blocks + 1) * r, m) - blocks * r
+        starts = np.concatenate(([0], np.cumsum(sizes)))
+        local = np.full(int(starts[-1]), -1, dtype=np.intp)
+        rows, at = [], 0
+        for i in range((rank - j) % size, len(blocks), size):  # turns rotate: even over buffers
+            k = int(sizes[i])
+            local[starts[i] : starts[i] + k] = np.arange(at, at + k)
+            rows.append(np.arange(blocks[i] * r, blocks[i] * r + k))
+            at += k
+        found = (np.concatenate(rows) if rows else np.zeros(0, np.intp)), local
+        self._owned = (key, found)  # a batch asks for its buffer's again: keep the last
+        return found
 
     def buffer_of(self, position: int) -> int:
         """The buffer that holds stream position ``position``."""

@@ -27,6 +27,10 @@ class EpochPlan:
         blocks: the block shuffle, for a store that reads whole shuffle buffers.
         share: (rank, size) in data-parallel training: each batch yields this rank's rows only.
         read_ahead: a completed epoch may start reading the next one (not after the last).
+        by_blocks: under a block shuffle, a rank's share of a batch is its rows that come from
+            the blocks it reads (``BlockShuffle.owned``), so each rank reads ~1/size of the
+            bytes; else the positions ``rank_share`` gives, for which every rank reads every
+            buffer (what BatchNorm needs: rows on every rank in every batch).
     """
 
     epoch: int
@@ -35,6 +39,7 @@ class EpochPlan:
     blocks: BlockShuffle | None = None
     share: tuple[int, int] | None = None
     read_ahead: bool = True
+    by_blocks: bool = False
 
     def __len__(self) -> int:
         return len(self.bounds) - 1
@@ -52,6 +57,20 @@ class EpochPlan:
         must be held to gather it."""
         return self.blocks.parts(int(self.bounds[b]), int(self.bounds[b + 1]))
 
+    @property
+    def owner(self) -> tuple[int, int] | None:
+        """(rank, size) when this rank reads only its own blocks of each buffer."""
+        return self.share if self.by_blocks and self.blocks is not None else None
+
     def my_parts(self, parts: list[tuple[int, np.ndarray]]) -> list[tuple[int, np.ndarray]]:
-        """This process's share of a batch's parts."""
-        return share_of_parts(parts, self.share)
+        """This process's share of a batch's parts: positions in the buffers as this rank
+        holds them (its own blocks only, when it reads by blocks)."""
+        if self.owner is None:
+            return share_of_parts(parts, self.share)
+        mine = []
+        for j, positions in parts:
+            local = self.blocks.owned(j, *self.owner)[1][positions]
+            local = local[local >= 0]
+            if len(local):
+                mine.append((j, local))
+        return mine

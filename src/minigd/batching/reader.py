@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from minigd.batching.order import BlockShuffle
 from minigd.data.sources import Source
 
 CHECK_ELEMENTS = 1 << 20  # values checked for NaN/inf per call: a 1 MB temporary mask
@@ -137,10 +136,10 @@ class BatchReader:
         """A slot for one shuffle buffer of up to ``rows`` rows (block shuffle)."""
         return _Slot(self.x_source, self.y_source, rows, self.dtype)
 
-    def load_buffer(self, slot: _Slot, plan: BlockShuffle, j: int) -> None:
-        """Reads buffer j of a block shuffle into ``slot``, checked and encoded; sets
-        ``slot.batch`` to (X rows, targets or None, their global rows)."""
-        rows = plan.rows(j)
+    def load_buffer(self, slot: _Slot, rows: np.ndarray) -> None:
+        """Reads the rows of a shuffle buffer (all of it, or a rank's blocks of it) into
+        ``slot``, checked and encoded; sets ``slot.batch`` to (X rows, targets or None, their
+        global rows)."""
         n = len(rows)
         self.x_source.read_rows(rows, slot.raw[:n])
         if self.y_source is not None:

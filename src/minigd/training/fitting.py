@@ -65,7 +65,10 @@ def make_trainer(
         model, batches, comm, sync_batchnorm, noise_every, adaptive, optimizer
     )
     if gradient.ranks > 1:  # this rank reads its share of each global batch
-        batches = batches.shard(gradient.rank, gradient.ranks)
+        # from disk under a block shuffle, each rank reads its own blocks: BatchNorm needs rows
+        # on every rank in every batch, so with it the shares are even and every rank reads all
+        by_blocks = not model.has_batchnorm
+        batches = batches.shard(gradient.rank, gradient.ranks, by_blocks=by_blocks)
     measure_threads = threads is None and gradient.ranks == 1 and usable_cores() > 1
     extra = _with_defaults(callbacks, adaptive, verbose, gradient.rank, measure_threads)
     trainer = Trainer(

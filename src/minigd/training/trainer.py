@@ -376,7 +376,9 @@ class Trainer:
             getattr(callback, hook)(self, *args)
 
     def _summary(self) -> dict[str, Any]:
-        b = self.batches
+        b, io = self.batches, self.batches.io()
+        if "bytes_read" in io and self.gradient.ranks > 1:  # a collective: every rank ends here
+            io["bytes_read_per_rank"] = self.gradient.comm.allgather(io["bytes_read"])
         return {
             "steps": self.step,
             "samples_seen": self.samples_seen,
@@ -392,7 +394,7 @@ class Trainer:
             "optimizer": repr(self.optimizer),
             "threads": self.threads,
             **self.gradient.summary(),
-            **b.io(),  # a streamed source: time waiting on the disk, bytes read
+            **io,  # a streamed source: time waiting on the disk, bytes read (per rank)
         }
 
     # -- checkpoints ----------------------------------------------------------------------

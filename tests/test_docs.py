@@ -75,6 +75,7 @@ def test_every_runnable_block_is_run_by_a_test():
         ("choosing-a-batch-size.md", "bash"): 3,
         ("your-own-data.md", "bash"): 1,
         ("more-processes.md", "bash"): 1,
+        ("clusters.md", "bash"): 1,
         ("scikit-learn.md", "python"): 1,
     }
     found = {}
@@ -157,6 +158,16 @@ def test_more_than_one_process(users_files):
     history = json.loads((users_files / "runs" / "dp" / "history.json").read_text())
     assert history["epochs"][-1]["epoch"] == 2  # resumed on 3 ranks to the third epoch
     assert "on 3 MPI ranks" in done.stdout
+
+
+def test_on_a_cluster_the_hostfile_path_tried_on_one_machine(tmp_path):
+    pytest.importorskip("mpi4py")
+    if shutil.which("mpiexec", path=str(Path(sys.executable).parent)) is None:
+        pytest.skip("mpiexec is not installed (the mpi extra)")
+    done = run_bash(block("clusters.md", "bash", "-launcher fork"), tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "data-parallel on 4 MPI ranks" in done.stdout
+    assert (tmp_path / "runs" / "two-hosts" / "model.npz").exists()
 
 
 def test_for_scikit_learn_users(tmp_path):

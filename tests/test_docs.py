@@ -1,8 +1,7 @@
 """The guides' examples run as written: every fenced ``python`` and ``bash`` block of
 docs/guides/*.md, each guide's blocks in order in a fresh folder (with small stand-ins for the
 user's own files they name: X.npz in the note's layout, big.csv). A block that installs packages
-is CI's own step; the one that starts a web server is fenced as ``text`` and says so. The sweep,
-minutes long, runs with MINIGD_DOCS_LONG=1.
+is CI's own step; the one that starts a web server is fenced as ``text`` and says so.
 
 The built site is checked in a real browser where it was built (``bash docs/build.sh``)."""
 
@@ -22,7 +21,6 @@ from minigd import datasets
 ROOT = Path(__file__).resolve().parents[1]
 GUIDES = ROOT / "docs" / "guides"
 SITE = ROOT / "docs" / "_build" / "html"
-LONG = os.environ.get("MINIGD_DOCS_LONG") == "1"
 
 
 def blocks(guide: str, language: str) -> list[str]:
@@ -135,8 +133,9 @@ def test_choosing_a_batch_size(tmp_path):
     assert list((tmp_path / "runs" / "watched" / "tensorboard").glob("events.out.tfevents.*"))
 
 
-@pytest.mark.skipif(not LONG, reason="minutes long: MINIGD_DOCS_LONG=1 runs it")
+@pytest.mark.slow  # ~40 s: three seeds, two targets, a learning-rate grid per batch size
 def test_the_sweep_of_the_guide(tmp_path):
+    pytest.importorskip("mlxtend")
     done = run_bash(block("choosing-a-batch-size.md", "bash", "minigd sweep"), tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "reports" / "sweep" / "report.html").exists()
@@ -149,10 +148,14 @@ def test_your_own_data_larger_than_memory(users_files):
     assert (users_files / "runs" / "big" / "model.npz").exists()
 
 
-def test_more_than_one_process(users_files):
+def needs_mpiexec() -> None:
     pytest.importorskip("mpi4py")
     if shutil.which("mpiexec", path=str(Path(sys.executable).parent)) is None:
         pytest.skip("mpiexec is not installed (the mpi extra)")
+
+
+def test_more_than_one_process(users_files):
+    needs_mpiexec()
     done = run_bash(block("more-processes.md", "bash", "mpiexec"), users_files)
     assert done.returncode == 0, done.stderr[-2000:]
     history = json.loads((users_files / "runs" / "dp" / "history.json").read_text())
@@ -161,9 +164,7 @@ def test_more_than_one_process(users_files):
 
 
 def test_on_a_cluster_the_hostfile_path_tried_on_one_machine(tmp_path):
-    pytest.importorskip("mpi4py")
-    if shutil.which("mpiexec", path=str(Path(sys.executable).parent)) is None:
-        pytest.skip("mpiexec is not installed (the mpi extra)")
+    needs_mpiexec()
     done = run_bash(block("clusters.md", "bash", "-launcher fork"), tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "data-parallel on 4 MPI ranks" in done.stdout

@@ -212,8 +212,6 @@ def advise(
             finder's step times, says whether ``batch_size="adaptive"`` would do better.
     """
     rows, targets = model.prepare(X, y, sample_axis=sample_axis)
-    if noise is None and evidence is not None and evidence.noise_end is not None:
-        noise = evidence.noise_end
     budget = memory_budget() if memory_budget_bytes is None else int(memory_budget_bytes)
     ctx = Context(
         model,
@@ -224,20 +222,25 @@ def advise(
         measure,
         progress,
         reference,
-        _known_noise(noise),
+        _known_noise(noise, evidence),
         n_samples,
         pipeline,
     )
     ctx.evidence = evidence
     ctx.candidates = [ctx.candidate(b) for b in rules.powers_up_to(ctx.m)]
     ctx.full = ctx.candidate(ctx.m)
+    return _advice(ctx, _apply_rules(ctx))
+
+
+def _apply_rules(ctx: Context) -> list[Reason]:
+    """Runs the rules in order, each setting its choice on the context; their reasons."""
     reasons: list[Reason] = []
     for decide, choice in RULE_ORDER:
         value, reason = decide(ctx)
         setattr(ctx, choice, value)
         if reason is not None:
             reasons.append(reason)
-    return _advice(ctx, reasons)
+    return reasons
 
 
 def _advice(ctx: Context, reasons: list[Reason]) -> Advice:
@@ -263,7 +266,10 @@ def _advice(ctx: Context, reasons: list[Reason]) -> Advice:
     )
 
 
-def _known_noise(noise) -> NoiseScale | None:
+def _known_noise(noise, evidence: Evidence | None = None) -> NoiseScale | None:
+    """The noise scale given, else an earlier run's late one, as a NoiseScale (or None)."""
+    if noise is None and evidence is not None and evidence.noise_end is not None:
+        noise = evidence.noise_end
     if noise is None or isinstance(noise, NoiseScale):
         return noise
     value = float(noise)

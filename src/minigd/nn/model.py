@@ -10,7 +10,6 @@ gradient is what a checkpoint stores and what the gradient noise scale measures.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -22,11 +21,11 @@ import numpy as np
 from minigd._validation import check_int, message
 from minigd.data.arrays import as_rows, targets_as_rows
 from minigd.data.npz import atomic_savez, read_npz
-from minigd.nn.layers import LAYERS, BatchNorm, Dense, Layer
-from minigd.nn.losses import LOSSES, Loss, get_loss
+from minigd.nn.architecture import FORMAT, parse_architecture, state_sizes
+from minigd.nn.layers import BatchNorm, Dense, Layer
+from minigd.nn.losses import Loss, get_loss
 from minigd.nn.target_scaling import TargetScaling
 
-FORMAT = "minigd-model-1"
 TEXT_LIMIT = 16 << 20  # the architecture's JSON and the class list, at the most
 EVAL_CHUNK = 4096  # rows per forward pass in predict/evaluate: bounds memory on large inputs
 
@@ -355,7 +354,7 @@ class Sequential:
     def from_config(cls, config: Any, source: Any = "the model description") -> Sequential:
         """Rebuilds a model from ``config()``'s data; a malformed one gets a sentence naming
         ``source`` and the field."""
-        layers, loss, seed, dtype = _parse_config(config, source)
+        layers, loss, seed, dtype = parse_architecture(config, source)
         model = cls(layers, loss, seed=seed, dtype=dtype)
         model.target_scaling = _target_scaling(config, model, source)
         return model
@@ -395,9 +394,9 @@ class Sequential:
             config = json.loads(str(arrays.pop("architecture")))
         except ValueError as exc:
             raise ValueError(f"{path}: the architecture is not valid JSON ({exc}).") from None
-        layers, loss, seed, dtype = _parse_config(config, path)
+        layers, loss, seed, dtype = parse_architecture(config, path)
         classes = arrays.pop("classes", None)
-        arrays = read_npz(path, _state_sizes(layers))
+        arrays = read_npz(path, state_sizes(layers))
         for i, layer in enumerate(layers):
             for name, shape in layer.param_shapes():
                 stored = arrays.get(f"{i}.{name}")
@@ -432,62 +431,11 @@ class Sequential:
         )
 
 
-def _state_sizes(layers: list[Layer]) -> dict[str, int]:
-    """The most bytes each saved array of these layers may take (float64 at the most)."""
-    sizes = {}
-    for i, layer in enumerate(layers):
-        for name, shape in layer.param_shapes():
-            sizes[f"{i}.{name}"] = int(np.prod(shape)) * 8
-        for name, shape in layer.buffer_shapes():
-            sizes[f"{i}.{name}"] = int(np.prod(shape)) * 8
-    return sizes
-
-
-def saved_sizes(config: Any, source: Any) -> tuple[dict[str, int], int]:
-    """(the most bytes each saved array of this architecture may take, its parameter count),
-    from the architecture alone: what a file claiming to hold this model may declare."""
-    layers = _parse_config(config, source)[0]
-    n_params = sum(int(np.prod(shape)) for la in layers for _, shape in la.param_shapes())
-    return _state_sizes(layers), n_params
-
-
 def _unpickle(config, state, classes, training) -> Sequential:
     model = Sequential.from_config(config)
     model.load_state(state)
     model.classes = classes
     return model.train(training)
-
-
-def _parse_config(config: Any, source: Any) -> tuple[list[Layer], str, int, Any]:
-    """(layers, loss, seed, dtype) of an architecture, each field checked; building the layers
-    allocates nothing (parameters come with the Sequential)."""
-
-    def bad(field: str, expected: str, found: Any) -> ValueError:
-        return ValueError(
-            f"{source}: the architecture's {field} must be {expected}; found {found!r}."
-        )
-
-    if not isinstance(config, dict):
-        raise bad("top level", "a JSON object", type(config).__name__)
-    if config.get("format") != FORMAT:
-        raise bad("format", repr(FORMAT), config.get("format"))
-    specs = config.get("layers")
-    if not isinstance(specs, list) or not specs:
-        raise bad("'layers'", "a non-empty list", specs)
-    layers = [_parse_layer(spec, i, source) for i, spec in enumerate(specs)]
-    if config.get("loss") not in LOSSES:
-        raise bad(
-            "'loss'",
-            f"one of {sorted(LOSSES)} (a loss of your own registers when the module that "
-            "defines it is imported)",
-            config.get("loss"),
-        )
-    seed = config.get("seed")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise bad("'seed'", "an integer >= 0", seed)
-    if config.get("dtype") not in ("float32", "float64"):
-        raise bad("'dtype'", "'float32' or 'float64'", config.get("dtype"))
-    return layers, config["loss"], seed, config["dtype"]
 
 
 def _target_scaling(config: dict, model: Sequential, source: Any) -> TargetScaling | None:
@@ -500,27 +448,3 @@ def _target_scaling(config: dict, model: Sequential, source: Any) -> TargetScali
             f"{model.loss.name!r} classifies; the file is corrupt or was edited."
         )
     return TargetScaling.from_config(config["target_scaling"], model.n_outputs, source)
-
-
-def _parse_layer(spec: Any, i: int, source: Any) -> Layer:
-    where = f"{source}: layers[{i}]"
-    if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
-        found = spec.get("type") if isinstance(spec, dict) else type(spec).__name__
-        raise ValueError(f"{where} must be an object with a 'type' string; found {found!r}.")
-    if spec["type"] not in LAYERS:
-        raise ValueError(
-            f"{where}: {spec['type']!r} is not a registered layer (those are {sorted(LAYERS)}); "
-            "if it is a layer of your own, import the module that defines it before loading."
-        )
-    kind = LAYERS[spec["type"]]
-    arguments = {k: v for k, v in spec.items() if k != "type"}
-    accepted = set(inspect.signature(kind).parameters)
-    unknown = sorted(set(arguments) - accepted)
-    if unknown:
-        raise ValueError(
-            f"{where} ({spec['type']}) has unknown fields {unknown}; it takes {sorted(accepted)}."
-        )
-    try:
-        return kind(**arguments)  # config() keys are constructor arguments
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{where} ({spec['type']}): {exc}") from None

@@ -29,7 +29,7 @@ import numpy as np
 
 from minigd._json import to_plain
 from minigd.data.npz import atomic_savez, read_npz
-from minigd.nn.model import saved_sizes
+from minigd.nn.architecture import saved_sizes
 from minigd.training.history import History
 
 # 2: optimizer state follows the flat vector with Dense weights stored transposed
@@ -203,3 +203,21 @@ def latest_checkpoint(path: str | os.PathLike) -> Path:
             "callback (minigd train writes one each epoch) to resume."
         )
     return found[-1]
+
+
+def restore_part(part: Any, state: Any, key: str, path: object) -> None:
+    """Gives a callback (or the gradient path) its saved state; a state it cannot take (the
+    file was edited, or a callback changed its format) is a sentence naming both."""
+    try:
+        part.load_state(state)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise refused_state(key, path, exc) from None
+
+
+def refused_state(key: str, path: object, exc: Exception) -> ValueError:
+    """The sentence for a saved state that its owner cannot take."""
+    return ValueError(
+        f"the checkpoint {path} holds a state for {key} that it cannot take "
+        f"({type(exc).__name__}: {exc}); the file was edited or written with other callbacks. "
+        "Resume from an older checkpoint, or start a new run."
+    )

@@ -11,6 +11,7 @@ from typing import Any
 
 from minigd._threads import usable_cores
 from minigd._validation import check_int
+from minigd.batching import MiniBatches
 from minigd.noise import StepNoise
 from minigd.optim import LinearWarmup, Optimizer, get_optimizer
 from minigd.training.adaptive import START, AdaptiveBatchSize
@@ -64,11 +65,8 @@ def make_trainer(
     gradient = _gradient_path(
         model, batches, comm, sync_batchnorm, noise_every, adaptive, optimizer
     )
-    if gradient.ranks > 1:  # this rank reads its share of each global batch
-        # from disk under a block shuffle, each rank reads its own blocks: BatchNorm needs rows
-        # on every rank in every batch, so with it the shares are even and every rank reads all
-        by_blocks = not model.has_batchnorm
-        batches = batches.shard(gradient.rank, gradient.ranks, by_blocks=by_blocks)
+    if gradient.ranks > 1:
+        batches = _share(batches, gradient, model)
     measure_threads = threads is None and gradient.ranks == 1 and usable_cores() > 1
     extra = _with_defaults(callbacks, adaptive, verbose, gradient.rank, measure_threads)
     trainer = Trainer(
@@ -85,6 +83,13 @@ def make_trainer(
     if resume is not None:
         trainer.restore(resume)
     return trainer
+
+
+def _share(batches: MiniBatches, gradient: GradientPath, model) -> MiniBatches:
+    """This rank's share of each global batch. From disk under a block shuffle each rank reads
+    its own blocks; BatchNorm needs rows on every rank in every batch, so with it the shares
+    are even and every rank reads every buffer."""
+    return batches.shard(gradient.rank, gradient.ranks, by_blocks=not model.has_batchnorm)
 
 
 def _adaptive(batch_size, callbacks: Sequence[Callback]) -> tuple[AdaptiveBatchSize | None, Any]:

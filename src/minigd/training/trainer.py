@@ -41,7 +41,12 @@ from minigd.batching import MiniBatches
 from minigd.noise import B_SIMPLE
 from minigd.optim import Optimizer
 from minigd.training.callbacks import Callback
-from minigd.training.checkpoint import load_checkpoint, save_checkpoint
+from minigd.training.checkpoint import (
+    load_checkpoint,
+    refused_state,
+    restore_part,
+    save_checkpoint,
+)
 from minigd.training.gradient import GradientPath, ModelGradient
 from minigd.training.history import History
 from minigd.training.thread_choice import ThreadChoice
@@ -480,15 +485,15 @@ class Trainer:
         self.history = ckpt["history"]
         states = ckpt["callbacks"]
         if GRADIENT_STATE in states:
-            _load_part(self.gradient, states[GRADIENT_STATE], GRADIENT_STATE, ckpt["path"])
+            restore_part(self.gradient, states[GRADIENT_STATE], GRADIENT_STATE, ckpt["path"])
         try:
             self._restore_threads(states)
         except (KeyError, TypeError, ValueError) as exc:
-            raise _bad_part(THREADS_STATE, ckpt["path"], exc) from None
+            raise refused_state(THREADS_STATE, ckpt["path"], exc) from None
         for i, callback in enumerate(self.callbacks):
             key = f"{i}:{type(callback).__name__}"
             if key in states:
-                _load_part(callback, states[key], key, ckpt["path"])
+                restore_part(callback, states[key], key, ckpt["path"])
 
     def _restore_threads(self, states: dict[str, Any]) -> None:
         """A resume given no thread count trains as its checkpoint did, so it repeats its
@@ -534,20 +539,3 @@ def _caught_signals():
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def _load_part(part: Any, state: Any, key: str, path: object) -> None:
-    """Gives a callback (or the gradient path) its saved state; a state it cannot take (the
-    file was edited, or a callback changed its format) is a sentence naming both."""
-    try:
-        part.load_state(state)
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-        raise _bad_part(key, path, exc) from None
-
-
-def _bad_part(key: str, path: object, exc: Exception) -> ValueError:
-    return ValueError(
-        f"the checkpoint {path} holds a state for {key} that it cannot take "
-        f"({type(exc).__name__}: {exc}); the file was edited or written with other callbacks. "
-        "Resume from an older checkpoint, or start a new run."
-    )

@@ -282,8 +282,9 @@ def test_saving_onto_a_folder_or_under_a_file_says_which(tmp_path):
 
 
 def test_an_interrupt_before_the_first_model_does_not_claim_one(tmp_path, capsys):
-    from minigd.cli.commands import EXIT_INTERRUPTED, _interrupted
+    from minigd.cli.commands import EXIT_INTERRUPTED
     from minigd.cli.job import Job
+    from minigd.cli.run_commands import _interrupted
 
     out = tmp_path / "run"
     out.mkdir()

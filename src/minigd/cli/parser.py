@@ -17,14 +17,12 @@ from minigd.cli.commands import (
     cmd_compare,
     cmd_convert,
     cmd_datasets,
-    cmd_evaluate,
     cmd_find_batch_size,
     cmd_info,
     cmd_noise_scale,
-    cmd_predict,
     cmd_sweep,
-    cmd_train,
 )
+from minigd.cli.run_commands import cmd_evaluate, cmd_predict, cmd_train
 from minigd.data import datasets, formats
 from minigd.experiments.sweep import DEFAULT_BATCH_SIZES, DEFAULT_LEARNING_RATES
 from minigd.optim import OPTIMIZERS

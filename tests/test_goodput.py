@@ -89,7 +89,7 @@ class Machine:
     def __init__(self, b_noise):
         self.batch_size, self.step, self.epoch, self.next_batch = 32, 0, 0, 0
         self.optimizer = SGD(0.1)
-        self.gradient = SimpleNamespace(noise=SimpleNamespace(value=b_noise))
+        self.gradient = SimpleNamespace(noise=SimpleNamespace(value=b_noise), rank=0, ranks=1)
         self.history = SimpleNamespace(steps={"loss": [1.0]})
 
     def regroup(self, b):

@@ -29,6 +29,7 @@ from minigd._validation import check_choice, check_int
 
 SHUFFLES = ("rows", "blocks", "none")
 BUFFER_BYTES = 64 << 20  # the default shuffle buffer: 64 MiB of rows
+OWNED_KEPT = 4  # a rank's blocks of this many buffers are kept worked out (BlockShuffle.owned)
 
 
 def resolve_shuffle(shuffle: bool | str, in_memory: bool) -> str:
@@ -109,7 +110,7 @@ class BlockShuffle:
         sizes = [int(np.minimum((g + 1) * r, m).sum() - (g * r).sum()) for g in self.buffers]
         self.starts = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
         self._perm: tuple[int, np.ndarray] | None = None
-        self._owned: tuple[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] | None = None
+        self._owned: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def rows(self, j: int) -> np.ndarray:
         """Global rows of buffer j, ascending (each block in one piece)."""
@@ -130,8 +131,9 @@ class BlockShuffle:
         -1 where another rank owns it). The buffers and their order do not depend on ``size``:
         only who reads which block does."""
         key = (j, rank, size)
-        if self._owned is not None and self._owned[0] == key:
-            return self._owned[1]
+        kept = self._owned.get(key)
+        if kept is not None:
+            return kept
         r, m = self.layout.block_rows, self.layout.m
         blocks = self.buffers[j]
         sizes = np.minimum((blocks + 1) * r, m) - blocks * r
@@ -144,7 +146,12 @@ class BlockShuffle:
             rows.append(np.arange(blocks[i] * r, blocks[i] * r + k))
             at += k
         found = (np.concatenate(rows) if rows else np.zeros(0, np.intp)), local
-        self._owned = (key, found)  # a batch asks for its buffer's again: keep the last
+        # every batch asks for its buffers' again while the reader thread loads the next one:
+        # keep a few (one get, one set or one rebinding: each atomic, so no lock is needed)
+        if len(self._owned) >= OWNED_KEPT:
+            self._owned = {key: found}
+        else:
+            self._owned[key] = found
         return found
 
     def buffer_of(self, position: int) -> int:

@@ -193,8 +193,8 @@ class GoodputBatchSize(AdaptiveBatchSize):
         at most ``MAX_GROWTH`` times the current batch at once (the step-time model is measured
         before it is trusted further; AdaScale's lr grows with the batch)."""
         current, gradient = trainer.batch_size, trainer.gradient
-        move = self._proposal(trainer) if getattr(gradient, "rank", 0) == 0 else None
-        if getattr(gradient, "ranks", 1) > 1:  # timings differ between ranks: rank 0's decide
+        move = self._proposal(trainer) if gradient.rank == 0 else None
+        if gradient.ranks > 1:  # timings differ between ranks: rank 0's decide
             move = gradient.comm.bcast(move, root=0)
         if move is None:
             return

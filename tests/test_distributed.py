@@ -1,6 +1,7 @@
 """Data-parallel training on real MPI jobs (mpiexec -n 2 and -n 3 from pytest): the same model as
 one process, resume with another number of ranks, a killed rank, ranks started differently."""
 
+import itertools
 import json
 import os
 import re
@@ -14,8 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from minigd import datasets
+from minigd.distributed import node_sum
 
 pytest.importorskip("mpi4py")
 MPIEXEC = shutil.which("mpiexec") or str(Path(sys.executable).parent / "mpiexec")
@@ -46,12 +50,13 @@ for name, m, b, optimizer, last, batchnorm in json.loads(sys.argv[1]):
     runs = []
     for c in (comm, None):
         model = mlp(7, [16], 3, batchnorm=batchnorm, dtype=np.float64, seed=1)
-        fit(model, X, y, batch_size=b, epochs=3, optimizer=optimizer, lr=0.05, last_batch=last,
-            verbose=0, comm=c, threads=1)
+        history = fit(model, X, y, batch_size=b, epochs=3, optimizer=optimizer, lr=0.05,
+                      last_batch=last, verbose=0, comm=c, threads=1)
         runs.append(np.concatenate([v.ravel() for v in model.state().values()]))
+        reduction = history.meta.get("reduction", reduction if c is None else None)
     worst[name] = float(np.abs(runs[0] - runs[1]).max() / np.abs(runs[1]).max())
 if comm.Get_rank() == 0:
-    print(json.dumps(worst))
+    print(json.dumps({**worst, "reduction": reduction}))
 """
 
 CASES = [
@@ -72,6 +77,7 @@ def test_n_ranks_train_the_model_one_process_trains(tmp_path, n):
     assert done.returncode == 0, done.stderr
     worst = json.loads(done.stdout)
     print(f"{n} ranks, worst relative difference: {worst}")
+    assert worst.pop("reduction") == "shared memory"  # the ranks share this machine
     assert all(diff < 1e-10 for diff in worst.values()), worst
 
 
@@ -88,6 +94,8 @@ def test_four_ranks_on_two_hosts_of_a_hostfile_train_the_model_one_process_train
     assert done.returncode == 0, done.stderr
     worst, nodes = (json.loads(line) for line in done.stdout.splitlines()[-2:])
     assert nodes == [2, 2, 2, 2]  # two ranks per node, two nodes
+    # summed within each node through its shared memory, then across the nodes by MPI
+    assert worst.pop("reduction") == "shared memory"
     assert all(diff < 1e-10 for diff in worst.values()), worst
 
 
@@ -213,6 +221,99 @@ def test_a_killed_rank_ends_the_job_within_seconds_and_the_checkpoint_resumes(tm
     assert not any(p.is_running() and p.status() != "zombie" for p in ranks)
     resumed = train(2, "--resume", str(run), "--epochs", "2")
     assert resumed.returncode == 0, resumed.stderr
+
+
+REDUCTIONS = """
+import json, hashlib
+import numpy as np
+from minigd.distributed import world
+from minigd.distributed import node_sum
+from minigd.nn import mlp
+from minigd.training import make_trainer
+comm = world()
+rng = np.random.default_rng(0)
+X, y = rng.standard_normal((203, 7)), rng.integers(0, 3, 203)
+out = {}
+for reduction, most in (("auto", 64), ("auto", node_sum.MOST_BYTES), ("mpi", node_sum.MOST_BYTES)):
+    node_sum.MOST_BYTES = most  # 64 bytes: no window fits, "auto" falls back to MPI
+    model = mlp(7, [16], 3, dtype=np.float64, seed=1)
+    trainer = make_trainer(model, X, y, batch_size=32, epochs=3, optimizer="adam", lr=0.05,
+                           verbose=0, comm=comm, threads=1)
+    trainer.gradient.reduction = reduction
+    history = trainer.run()
+    params = np.ascontiguousarray(model.params)
+    same = len(set(comm.allgather(hashlib.sha256(params.tobytes()).hexdigest()))) == 1
+    out[f"{reduction} {most}"] = (params, history.meta["reduction"], same)
+if comm.Get_rank() == 0:
+    small, shm, mpi = out.values()
+    print(json.dumps({
+        "used": [shm[1], mpi[1], small[1]],
+        "ranks_alike": [shm[2], mpi[2], small[2]],
+        "bitwise": bool(np.array_equal(shm[0], mpi[0])),
+        "worst": float(np.abs(shm[0] - mpi[0]).max() / np.abs(mpi[0]).max()),
+        "fallback_bitwise": bool(np.array_equal(small[0], mpi[0])),
+    }))
+"""
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_the_shared_memory_sum_trains_what_the_allreduce_trains(tmp_path, n):
+    script = tmp_path / "reductions.py"
+    script.write_text(REDUCTIONS)
+    done = mpi(n, sys.executable, str(script), timeout=60)
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    assert got["used"] == ["shared memory", "mpi", "mpi"]  # auto, mpi, auto without room
+    assert all(got["ranks_alike"])
+    assert got["fallback_bitwise"]
+    if n == 2:  # a + b either way
+        assert got["bitwise"], got
+    assert got["worst"] < 1e-12, got
+
+
+@given(length=st.integers(1, 5000), parts=st.integers(1, 64))
+def test_the_ranks_slices_cover_the_vector_once_and_start_on_cache_lines(length, parts):
+    bounds = node_sum.slices(length, parts)
+    assert len(bounds) == parts
+    assert bounds[0][0] == 0 and bounds[-1][1] == length
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))  # contiguous, no overlap
+    assert all(lo % node_sum.LINE == 0 or lo == length for lo, _ in bounds)
+    assert all(lo <= hi for lo, hi in bounds)
+
+
+def test_no_window_is_asked_of_a_shared_memory_without_room(tiny_disk, monkeypatch):
+    """A window that /dev/shm cannot hold would end a rank with SIGBUS at its first write:
+    the plain Allreduce is kept instead (measured on a real, small, filled tmpfs)."""
+    monkeypatch.setattr(node_sum, "SHM", str(tiny_disk))
+    assert node_sum.shared_memory_fits(100_000)
+    assert not node_sum.shared_memory_fits(300_000)  # room for it, not for it twice
+    (tiny_disk / "filler").write_bytes(b"\0" * 400_000)
+    assert not node_sum.shared_memory_fits(100_000)
+    assert not node_sum.shared_memory_fits(node_sum.MOST_BYTES + 1)
+
+
+CONTINUED = """
+import numpy as np
+from minigd.distributed import world
+from minigd.nn import mlp
+from minigd.training import make_trainer
+comm = world()
+rng = np.random.default_rng(0)
+X, y = rng.standard_normal((120, 4)), rng.integers(0, 2, 120)
+trainer = make_trainer(mlp(4, [8], 2), X, y, batch_size=20, epochs=1, verbose=0, comm=comm)
+trainer.run()
+trainer.epochs = 2  # more epochs in the same processes: each rank's clock says otherwise
+trainer.run()
+print(trainer.position.step)
+"""
+
+
+def test_a_run_continued_in_the_same_processes_is_not_refused_for_its_clocks(tmp_path):
+    script = tmp_path / "continued.py"
+    script.write_text(CONTINUED)
+    done = mpi(2, sys.executable, str(script), timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["12", "12"]
 
 
 MISMATCH = """

@@ -225,19 +225,6 @@ def test_ctrl_c_before_training_exits_130_quietly(tmp_path):
 
 
 # -- a full disk ----------------------------------------------------------------------------
-@pytest.fixture()
-def tiny_disk(tmp_path):
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    made = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)], capture_output=True
-    )
-    if made.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
-
-
 def test_a_full_disk_fails_with_a_sentence_and_keeps_the_last_good_files(tiny_disk, data):
     run = tiny_disk / "run"
     assert cli("train", "--data", str(data), *SMALL, "--out", str(run)).returncode == 0

@@ -339,9 +339,16 @@ class Trainer:
             "model": self.model.config()["layers"],
             "parameters": hashlib.sha256(params.tobytes()).hexdigest(),
             "optimizer": repr(self.optimizer),
-            "position": asdict(self.position),
+            "position": self._position_without_clocks(),
             "epochs": self.epochs,
         }
+
+    def _position_without_clocks(self) -> dict[str, Any]:
+        """The position the ranks must share: each rank's own clock differs, and a run continued
+        in the same processes (``run()`` again, more epochs) carries those clocks."""
+        position = asdict(self.position)
+        del position["seconds"], position["epoch_seconds"]
+        return position
 
     def _end_epoch(self, epoch: int) -> None:
         logs = self._epoch_logs(epoch)

@@ -16,8 +16,11 @@
     with O_DIRECT (so nothing comes from the page cache, as for a file larger than it), by one
     process (1 and 2 BLAS threads) and by 2 MPI ranks (1 thread each): epoch seconds, bytes read
     by each rank, the share of the epoch spent waiting on reads.
+(f) Memory over steps: a tiny model (MLP 4-4-2, B=1, ~20 us a step) trained for ``--steps``
+    steps in a fresh process, its RSS and peak RSS read at 10^3, 10^4, ... steps; with a
+    Checkpoint callback (the History's older steps go to files) and without (all in memory).
 
-Usage: ``python benchmarks/bench_streaming.py --parts a,b,c,d,e --big-gb 30 --rounds 5``
+Usage: ``python benchmarks/bench_streaming.py --parts a,b,c,d,e,f --big-gb 30 --rounds 5``
 (b and c need root to drop the page cache; the big file goes to --scratch and is removed after).
 Writes results/<date>-bench_streaming.*
 """
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -302,6 +306,61 @@ def part_d(folder: Path) -> dict:
     return out
 
 
+STEPS_RSS = """
+import json, math, sys, time
+import numpy as np
+from minigd.nn import mlp
+from minigd.training import Callback, Checkpoint, fit
+
+folder, steps, where = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+
+
+def status():
+    fields = {}
+    for line in open("/proc/self/status"):
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) / 1024
+    return fields
+
+
+class Probe(Callback):
+    def __init__(self):
+        self.marks = {10**k for k in range(3, 10)} | {steps}
+        self.seen, self.start = [], time.perf_counter()
+
+    def on_step_end(self, trainer, loss):
+        if trainer.step in self.marks:
+            seconds = time.perf_counter() - self.start
+            self.seen.append({"step": trainer.step, "s": seconds, **status()})
+
+
+rng = np.random.default_rng(0)
+X = rng.standard_normal((10000, 4))
+y = (X[:, 0] > 0).astype(int)
+probe = Probe()
+callbacks = [probe]
+if where == "disk":
+    callbacks.append(Checkpoint(folder, every_seconds=60, every_epoch=False))
+fit(mlp(4, [4], 2, seed=0), X, y, batch_size=1, epochs=math.ceil(steps / 10000), verbose=0,
+    threads=1, callbacks=callbacks)
+print(json.dumps(probe.seen))
+"""
+
+
+def part_f(folder: Path, steps: int) -> dict:
+    out = {}
+    for where in ("disk", "memory"):
+        done = subprocess.run(
+            [sys.executable, "-c", STEPS_RSS, str(folder / "checkpoints"), str(steps), where],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        out[where] = json.loads(done.stdout)
+        print(f"(f) {where}: {out[where][-1]}", flush=True)
+    shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+    return out
+
+
 def markdown(results: dict) -> str:
     lines = ["# bench_streaming", "", f"machine: {results['machine']}", ""]
     if "a" in results:
@@ -369,6 +428,22 @@ def markdown(results: dict) -> str:
         for name, r in e["runs"].items():
             per_rank = ", ".join(f"{b / 1e9:.2f}" for b in r["bytes_per_rank"])
             lines.append(f"| {name} | {r['epoch_s']:.1f} | {per_rank} | {r['wait_share']:.0%} |")
+    if "f" in results:
+        f = results["f"]
+        lines += [
+            "",
+            "## (f) memory over steps (MLP 4-4-2, B=1), RSS / peak RSS in MB",
+            "",
+            "| steps | History kept on disk (with checkpoints) | all in memory | seconds (disk) |",
+            "|---|---|---|---|",
+        ]
+        memory = {r["step"]: r for r in f["memory"]}
+        for r in f["disk"]:
+            m = memory.get(r["step"])
+            held = "-" if m is None else f"{m['VmRSS']:.0f} / {m['VmHWM']:.0f}"
+            lines.append(
+                f"| {r['step']:,} | {r['VmRSS']:.0f} / {r['VmHWM']:.0f} | {held} | {r['s']:.0f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -380,6 +455,7 @@ def main() -> int:
     parser.add_argument("--big-batch-sizes", default="1024,64")
     parser.add_argument("--share-gb", type=float, default=4.0)
     parser.add_argument("--scratch", default="/work/bench-scratch")
+    parser.add_argument("--steps", type=int, default=10_000_000)
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     scratch = Path(args.scratch)
@@ -398,6 +474,8 @@ def main() -> int:
             results["d"] = part_d(scratch)
         if "e" in parts:
             results["e"] = part_e(scratch / "x_share.npy", args.share_gb)
+        if "f" in parts:
+            results["f"] = part_f(scratch, args.steps)
     finally:
         for f in scratch.glob("*.npy"):
             f.unlink()

@@ -15,8 +15,9 @@ from minigd._validation import message
 from minigd.data.files import Dataset
 from minigd.data.fingerprint import changed, fingerprint
 from minigd.runs.config import RunConfig, read_json
-from minigd.training.checkpoint import list_checkpoints
+from minigd.training.checkpoint import STEPS_FOLDER, list_checkpoints
 from minigd.training.history import History
+from minigd.training.step_columns import SUFFIX
 
 RUN_FILES = ("model.npz", "history.json", "history.csv", "epochs.csv", "config.json")
 
@@ -77,7 +78,8 @@ class RunFolder:
     def refuse_links(self) -> None:
         """Refuses a symbolic link where the run writes a file or a folder: nothing outside the
         run folder is ever written through a link planted inside it."""
-        for name in (".lock", "checkpoints", "tensorboard", *RUN_FILES):
+        steps = f"checkpoints/{STEPS_FOLDER}"
+        for name in (".lock", "checkpoints", steps, "tensorboard", *RUN_FILES):
             if (self.path / name).is_symlink():
                 raise self._link_error(self.path / name)
 
@@ -99,6 +101,8 @@ class RunFolder:
         for name in RUN_FILES:
             (self.path / name).unlink(missing_ok=True)
         for stale in list_checkpoints(self.checkpoints):
+            stale.unlink()
+        for stale in (self.checkpoints / STEPS_FOLDER).glob(f"*{SUFFIX}"):
             stale.unlink()
 
     def write_config(self, config: RunConfig, train: Dataset) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 from minigd._validation import check_choice, check_float, check_int, check_state, message
 from minigd.nn.losses import higher_is_better
 from minigd.optim.schedules import PerEpoch
-from minigd.training.checkpoint import checkpoint_name, list_checkpoints
+from minigd.training.checkpoint import STEPS_FOLDER, checkpoint_name, list_checkpoints
 
 
 class Callback:
@@ -380,6 +380,9 @@ class Checkpoint(Callback):
 
     Time-based checkpoints bound the work a kill can lose inside a long epoch; they are written
     between steps, so they change when files appear, never what training computes.
+
+    The History's older steps go to ``folder/steps/`` as the run goes (``keep_on_disk``): the
+    memory it takes and each checkpoint's size stay flat however many steps the run takes.
     """
 
     def __init__(
@@ -422,6 +425,8 @@ class Checkpoint(Callback):
         for partial in self.folder.glob(".checkpoint-*.tmp"):
             partial.unlink(missing_ok=True)
         self._last_time = time.monotonic()
+        if getattr(trainer, "rank", 0) == 0:  # the rank that writes the checkpoints
+            trainer.history.keep_on_disk(self.folder / STEPS_FOLDER)
 
     def on_step_end(self, trainer, loss):
         due = self.every_steps and trainer.step % self.every_steps == 0

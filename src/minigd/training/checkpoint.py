@@ -4,7 +4,10 @@ A checkpoint is one ``.npz`` file (no pickles) holding:
 
 - ``model/<name>``: parameters and buffers (BatchNorm statistics, dropout draw counters);
 - ``optim/<name>``: the optimizer's state arrays;
-- ``history/<column>``: the per-step history as numeric arrays;
+- ``history/<column>``: the per-step history as numeric arrays: every step, or where the run
+  keeps its older steps in ``steps/`` beside the checkpoints (``History.keep_on_disk``, which
+  the Checkpoint callback turns on), the steps after those the files hold (their count is
+  ``stored_steps`` in the metadata; the files are fsync'ed before the checkpoint is written);
 - ``meta``: JSON text with the model's architecture, the optimizer's step count, lr and settings,
   the batching settings, the position (epoch, next batch, steps, samples seen), the per-epoch
   history and the callbacks' state.
@@ -36,6 +39,7 @@ from minigd.training.history import History
 # 3: the optimizer's lr is base(t) * lr_scale; the state holds lr_scale, not the lr to use
 FORMAT = "minigd-checkpoint-3"
 META_FIELDS = ("model", "optimizer", "position", "batching", "history")
+STEPS_FOLDER = "steps"  # beside the checkpoints: the history steps they do not carry
 META_LIMIT = 256 << 20  # the JSON metadata (per-epoch history, callbacks' state), at the most
 NAME = re.compile(r"checkpoint-(\d+)\.npz$")
 
@@ -61,7 +65,7 @@ def save_checkpoint(
     opt = optimizer.state_dict()
     for name, value in opt.pop("arrays").items():
         arrays[f"optim/{name}"] = value
-    columns, rest = history.state()
+    columns, rest = history.state(stored_at=Path(path).parent / STEPS_FOLDER)
     for name, value in columns.items():
         arrays[f"history/{name}"] = value
     meta = {
@@ -114,7 +118,9 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
         group, _, name = key.partition("/")
         parts[group][name] = value
     try:
-        history = History.from_state(parts["history"], meta["history"])
+        history = History.from_state(
+            parts["history"], meta["history"], stored_at=path.parent / STEPS_FOLDER
+        )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"{path} has a malformed history ({exc}).") from None
     return {

@@ -4,7 +4,10 @@ Per step: the mini-batch loss (noisy: each step sees different samples), the bat
 seen so far, seconds since training began, and the learning rate used. Per epoch: the train loss
 (the sample-weighted mean of the epoch's step losses), validation metrics, and the epoch's seconds.
 
-History saves to JSON and CSV; plots and reports read it back with ``from_json``.
+History saves to JSON and CSV; plots and reports read it back with ``from_json``. Each
+per-step column is a ``StepColumn``, a list in memory, or with ``keep_on_disk`` the last few
+thousand steps in memory and the rest in files (``step_columns``), so a run of ten million steps
+holds as much as a run of ten thousand.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import csv
 import json
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,23 +24,40 @@ from typing import Any
 import numpy as np
 
 from minigd._extras import require
-from minigd._io import atomic_write, atomic_write_text
+from minigd._io import atomic_write
 from minigd._json import to_plain
-from minigd._validation import check_choice
+from minigd._validation import check_choice, check_int
+from minigd.training.step_columns import CHUNK, WINDOW, ColumnFiles, StepColumn
 
 STEP_FIELDS = ("epoch", "loss", "batch_size", "samples_seen", "seconds", "lr")
 INT_FIELDS = frozenset({"epoch", "batch_size", "samples_seen"})
+STORED = "stored_steps"  # a checkpoint's count of the steps its columns' files hold
+
+
+def _column(name: str, values=(), files: ColumnFiles | None = None) -> StepColumn:
+    return StepColumn(values, name=name, files=files, integer=name in INT_FIELDS)
 
 
 @dataclass
 class History:
-    """Per-step columns (lists of equal length), per-epoch records, and free-form metadata."""
+    """Per-step columns (``StepColumn``s of equal length), per-epoch records, and free-form
+    metadata."""
 
-    steps: dict[str, list] = field(default_factory=lambda: {k: [] for k in STEP_FIELDS})
+    steps: dict[str, StepColumn] = field(default_factory=lambda: {k: [] for k in STEP_FIELDS})
     epochs: list[dict[str, Any]] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     ema_beta: float = 0.98
     _ema: float = 0.0
+    _files: ColumnFiles | None = field(default=None, compare=False, repr=False)
+    _writing: bool = field(default=False, compare=False, repr=False)
+    # with keep_on_disk: steps kept in memory after an append to the files, steps appended at once
+    window: int = field(default=WINDOW, compare=False, repr=False)
+    chunk: int = field(default=CHUNK, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for name, values in list(self.steps.items()):
+            if not isinstance(values, StepColumn):
+                self.steps[name] = _column(name, values)
 
     def record_step(
         self,
@@ -59,13 +80,63 @@ class History:
         s["seconds"].append(seconds)
         s["lr"].append(lr)
         for name, value in extra.items():
-            s.setdefault(name, [math.nan] * (len(s["loss"]) - 1)).append(value)
+            if name not in s:
+                s[name] = self._new_column(name, len(s["loss"]) - 1)
+            s[name].append(value)
         if len(s) > len(STEP_FIELDS) + len(extra):  # a column this step did not measure
             for column in s.values():
                 if len(column) < len(s["loss"]):
                     column.append(math.nan)
         if math.isfinite(loss):
             self._ema = self.ema_beta * self._ema + (1.0 - self.ema_beta) * loss
+        if self._writing and len(s["loss"].tail) >= self.window + self.chunk:
+            self._store_oldest()
+
+    def _new_column(self, name: str, length: int) -> StepColumn:
+        """A column first recorded at step ``length``: NaN before it (stored NaN too, when the
+        files are written; in memory while they are only read)."""
+        if self._writing:
+            self._files.add(name)
+            return _column(name, [math.nan] * (length - self._files.stored), self._files)
+        return _column(name, [math.nan] * length)
+
+    def _store_oldest(self) -> None:
+        """Appends the oldest ``chunk`` steps in memory to the files, and forgets them."""
+        chunk = self.chunk
+        self._files.append(
+            {n: np.asarray(c.tail[:chunk], np.float64) for n, c in self.steps.items()}
+        )
+        for column in self.steps.values():
+            del column.tail[:chunk]
+
+    def keep_on_disk(self, folder: str | os.PathLike) -> None:
+        """From now on keeps only the last ``window`` to ``window + chunk`` steps in memory and
+        appends older ones to one file per column in ``folder`` (``step_columns``). Steps this
+        History already holds in files elsewhere (a run resumed into another folder) are copied
+        over; what the files hold past this History's steps is cut off."""
+        check_int("window", self.window, minimum=1)
+        check_int("chunk", self.chunk, minimum=1)
+        files = self._files
+        target = ColumnFiles(folder)
+        if files is not None and files.folder.resolve() != target.folder.resolve():
+            files.copy_to(target, [n for n, c in self.steps.items() if c.files is not None])
+        elif files is not None:
+            target = files
+        target.start_writing(n for n, c in self.steps.items() if c.files is not None)
+        for column in self.steps.values():
+            self._adopt(column, target)
+        self._files, self._writing = target, True
+
+    @staticmethod
+    def _adopt(column: StepColumn, files: ColumnFiles) -> None:
+        """Points ``column`` at ``files``; a column held whole in memory writes its first
+        ``files.stored`` values there and keeps the rest."""
+        if column.files is None:
+            values = column.tail
+            with open(files.path(column.name), "wb") as f:
+                f.write(np.asarray(values[: files.stored], "<f8").tobytes())
+            column.tail = values[files.stored :]
+        column.files = files
 
     def record_epoch(self, record: dict[str, Any] | None = None, **fields: Any) -> None:
         """Appends an epoch's record. The dict itself is kept, so callbacks that run after the
@@ -87,38 +158,69 @@ class History:
 
     def smoothed(self, beta: float | None = None) -> np.ndarray:
         """The bias-corrected moving average of the whole step-loss curve, one value per step."""
+        return np.fromiter(self._smoothed_values(beta), dtype=float, count=self.n_steps)
+
+    def _smoothed_values(self, beta: float | None = None) -> Iterator[float]:
         beta = self.ema_beta if beta is None else beta
-        out = np.empty(self.n_steps)
         ema = 0.0
         for t, loss in enumerate(self.steps["loss"], start=1):
             if math.isfinite(loss):
                 ema = beta * ema + (1.0 - beta) * loss
-            out[t - 1] = ema / (1.0 - beta**t)
-        return out
+            yield ema / (1.0 - beta**t)
 
     def column(self, name: str) -> np.ndarray:
         return np.asarray(self.steps[name])
+
+    @property
+    def stored_steps(self) -> int:
+        """How many of the first steps are in files (``keep_on_disk``), not in memory."""
+        return 0 if self._files is None else self._files.stored
 
     def epoch_column(self, name: str) -> np.ndarray:
         return np.array([e.get(name, np.nan) for e in self.epochs], dtype=float)
 
     # -- serialization --------------------------------------------------------------------
-    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    def state(
+        self, stored_at: str | os.PathLike | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """(the per-step columns as float64 arrays, everything else as JSON-ready data): the two
-        parts a checkpoint stores, arrays in its ``.npz`` and the rest in its JSON metadata."""
+        parts a checkpoint stores, arrays in its ``.npz`` and the rest in its JSON metadata.
+        When the stored steps are in ``stored_at`` (the checkpoint's ``steps`` folder), they are
+        made durable and the arrays hold only the steps after them."""
+        files = self._files
+        if files is not None and stored_at is not None and _same(files.folder, stored_at):
+            files.sync(n for n, c in self.steps.items() if c.files is not None)
+            arrays = {n: np.asarray(c.tail, dtype=np.float64) for n, c in self.steps.items()}
+            return arrays, {**self._rest(), STORED: files.stored}
         arrays = {name: np.asarray(v, dtype=np.float64) for name, v in self.steps.items()}
         return arrays, self._rest()
 
     @classmethod
-    def from_state(cls, arrays: dict[str, np.ndarray], rest: dict[str, Any]) -> History:
-        """Rebuilds a History from ``state()``'s two parts (a missing column is empty)."""
-        steps = {}
+    def from_state(
+        cls,
+        arrays: dict[str, np.ndarray],
+        rest: dict[str, Any],
+        stored_at: str | os.PathLike | None = None,
+    ) -> History:
+        """Rebuilds a History from ``state()``'s two parts (a missing column is empty); steps
+        stored in files are read from ``stored_at`` as they are needed."""
+        rest = dict(rest)
+        stored = check_int(STORED, rest.pop(STORED, 0), minimum=0)
+        files = None
+        if stored:
+            if stored_at is None:
+                raise ValueError(f"its first {stored} steps are stored in files, but not where.")
+            files = ColumnFiles(stored_at, stored)
+            files.check(dict.fromkeys([*STEP_FIELDS, *arrays]))
+        history = cls.from_dict({"steps": {}, **rest})
         for name in dict.fromkeys([*STEP_FIELDS, *arrays]):
-            column = np.asarray(arrays.get(name, np.zeros(0)))
-            steps[name] = (
-                column.astype(np.int64).tolist() if name in INT_FIELDS else column.tolist()
+            column = _column(name, (), files)
+            column.tail = column.python_values(
+                np.asarray(arrays.get(name, np.zeros(0)), np.float64)
             )
-        return cls.from_dict({"steps": steps, **rest})
+            history.steps[name] = column
+        history._files = files
+        return history
 
     def _rest(self) -> dict[str, Any]:
         return {
@@ -129,12 +231,12 @@ class History:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return {"steps": self.steps, **self._rest()}
+        return {"steps": {k: list(v) for k, v in self.steps.items()}, **self._rest()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> History:
         names = dict.fromkeys([*STEP_FIELDS, *data["steps"]])
-        steps = {k: list(data["steps"].get(k, [])) for k in names}
+        steps = {k: _column(k, data["steps"].get(k, [])) for k in names}
         return cls(
             steps,
             list(data.get("epochs", [])),
@@ -144,7 +246,21 @@ class History:
         )
 
     def to_json(self, path: str | os.PathLike) -> Path:
-        return atomic_write_text(path, json.dumps(self.to_dict(), default=to_plain))
+        """Writes the History as one JSON object, atomically, a piece of a column at a time
+        (a long run's columns are never all in memory at once)."""
+
+        def write(f) -> None:
+            f.write('{"steps": {')
+            for i, (name, column) in enumerate(self.steps.items()):
+                f.write(f"{', ' if i else ''}{json.dumps(name)}: [")
+                for j, values in enumerate(column.chunks()):
+                    text = json.dumps(values, default=to_plain)[1:-1]
+                    f.write((", " if j else "") + text)
+                f.write("]")
+            rest = json.dumps(self._rest(), default=to_plain)  # '{"epochs": ...}', never empty
+            f.write("}, " + rest[1:])
+
+        return atomic_write(path, write, text=True)
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> History:
@@ -159,10 +275,9 @@ class History:
             if which == "steps":
                 names = list(self.steps)
                 writer.writerow(("step", *names, "smoothed_loss"))
-                smooth = self.smoothed()
-                for i in range(self.n_steps):
-                    row = [self.steps[k][i] for k in names]
-                    writer.writerow((i + 1, *row, smooth[i]))
+                rows = zip(*(self.steps[k] for k in names), strict=True)
+                for i, (row, smooth) in enumerate(zip(rows, self._smoothed_values(), strict=True)):
+                    writer.writerow((i + 1, *row, smooth))
             else:
                 keys = list(dict.fromkeys(k for e in self.epochs for k in e))
                 writer.writerow(keys)
@@ -179,7 +294,8 @@ class History:
         pd = require("pandas", "pandas", "History.to_pandas")
         if which == "epochs":
             return pd.DataFrame(self.epochs)
-        frame = pd.DataFrame(self.steps, index=pd.RangeIndex(1, self.n_steps + 1, name="step"))
+        columns = {name: np.asarray(column) for name, column in self.steps.items()}
+        frame = pd.DataFrame(columns, index=pd.RangeIndex(1, self.n_steps + 1, name="step"))
         frame["smoothed_loss"] = self.smoothed()
         return frame
 
@@ -212,3 +328,7 @@ class History:
         return f"History(steps={self.n_steps}, epochs={len(self.epochs)}" + (
             f", {shown})" if shown else ")"
         )
+
+
+def _same(folder: Path, other: str | os.PathLike) -> bool:
+    return folder.resolve() == Path(other).resolve()

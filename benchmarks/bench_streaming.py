@@ -19,6 +19,10 @@
 (f) Memory over steps: a tiny model (MLP 4-4-2, B=1, ~20 us a step) trained for ``--steps``
     steps in a fresh process, its RSS and peak RSS read at 10^3, 10^4, ... steps; with a
     Checkpoint callback (the History's older steps go to files) and without (all in memory).
+(g) Memory over rows: sparse .npy files declaring 10^7, 10^8 and 10^9 rows of 4 float32
+    features (and a uint8 label, two classes), trained for ``--declared-seconds`` each at B=64
+    with the block shuffle and checkpoints (as in a run folder) in a fresh process: RSS when
+    training starts, peak RSS at the end.
 
 Usage: ``python benchmarks/bench_streaming.py --parts a,b,c,d,e,f --big-gb 30 --rounds 5``
 (b and c need root to drop the page cache; the big file goes to --scratch and is removed after).
@@ -348,6 +352,67 @@ print(json.dumps(probe.seen))
 """
 
 
+DECLARED = """
+import json, sys, tempfile, time
+from minigd.data import open_source
+from minigd.nn import mlp
+from minigd.training import Callback, Checkpoint, fit
+
+def kib(field):
+    status = open("/proc/self/status").read()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith(field)))
+
+class Clock(Callback):
+    def on_train_begin(self, trainer):
+        self.start, self.rss = time.perf_counter(), kib("VmRSS")
+
+    def on_step_end(self, trainer, loss):
+        if time.perf_counter() - self.start > float(sys.argv[3]):
+            trainer.stop_training = True
+
+source = open_source(sys.argv[1], y=sys.argv[2])
+clock = Clock()
+with tempfile.TemporaryDirectory() as folder:  # checkpoints, as a run folder has them
+    checkpoints = Checkpoint(folder, every_seconds=60, every_epoch=False)
+    history = fit(mlp(4, [4], 2, seed=0), source.X, source.y, batch_size=64, epochs=10**6,
+                  verbose=0, threads=1, callbacks=[clock, checkpoints])
+print(json.dumps({"start_mb": clock.rss / 1024, "peak_mb": kib("VmHWM") / 1024,
+                  "steps": history.n_steps, "seconds": time.perf_counter() - clock.start}))
+"""
+
+
+def sparse_npy(path: Path, shape: tuple, dtype) -> int:
+    """A .npy declaring ``shape`` whose data are a hole in the file: no disk, zeros."""
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": shape}
+        )
+        start = f.tell()
+        f.truncate(start + int(np.prod(shape)) * np.dtype(dtype).itemsize)
+    return start
+
+
+def part_g(folder: Path, seconds: float) -> dict:
+    out = {}
+    for rows in (10**7, 10**8, 10**9):
+        x, y = folder / f"declared_x{rows}.npy", folder / f"declared_y{rows}.npy"
+        sparse_npy(x, (rows, 4), np.float32)
+        start = sparse_npy(y, (rows,), np.uint8)
+        with open(y, "r+b") as f:  # a second class, here and there
+            for i in range(0, rows, rows // 1000):
+                f.seek(start + i)
+                f.write(b"\x01")
+        done = subprocess.run(
+            [sys.executable, "-c", DECLARED, str(x), str(y), str(seconds)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        out[rows] = json.loads(done.stdout)
+        print(f"(g) {rows:.0e} rows: {out[rows]}", flush=True)
+        x.unlink()
+        y.unlink()
+    return out
+
+
 def part_f(folder: Path, steps: int) -> dict:
     out = {}
     for where in ("disk", "memory"):
@@ -444,6 +509,19 @@ def markdown(results: dict) -> str:
             lines.append(
                 f"| {r['step']:,} | {r['VmRSS']:.0f} / {r['VmHWM']:.0f} | {held} | {r['s']:.0f} |"
             )
+    if "g" in results:
+        lines += [
+            "",
+            "## (g) memory over rows: sparse files of 4 float32 features, B=64, block shuffle",
+            "",
+            "| declared rows | RSS at start MB | peak RSS MB | steps | seconds |",
+            "|---|---|---|---|---|",
+        ]
+        for rows, r in results["g"].items():
+            lines.append(
+                f"| {int(rows):,} | {r['start_mb']:.0f} | {r['peak_mb']:.0f} | "
+                f"{r['steps']:,} | {r['seconds']:.0f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -456,6 +534,7 @@ def main() -> int:
     parser.add_argument("--share-gb", type=float, default=4.0)
     parser.add_argument("--scratch", default="/work/bench-scratch")
     parser.add_argument("--steps", type=int, default=10_000_000)
+    parser.add_argument("--declared-seconds", type=float, default=600.0)
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     scratch = Path(args.scratch)
@@ -476,6 +555,8 @@ def main() -> int:
             results["e"] = part_e(scratch / "x_share.npy", args.share_gb)
         if "f" in parts:
             results["f"] = part_f(scratch, args.steps)
+        if "g" in parts:
+            results["g"] = part_g(scratch, args.declared_seconds)
     finally:
         for f in scratch.glob("*.npy"):
             f.unlink()

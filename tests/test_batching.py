@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from minigd import MiniBatches
 from minigd.batching import batch_bounds
+from minigd.batching.sizes import Cut
 
 policies = st.sampled_from(["keep", "drop", "merge"])
 
@@ -218,3 +219,42 @@ def test_each_batch_is_exactly_those_rows_of_x_and_y(compiled, setup, shape, dty
         assert xb.dtype == dtype and xb.shape == (hi - lo, *shape)
         np.testing.assert_array_equal(xb, X[order[lo:hi]])
         np.testing.assert_array_equal(yb, y[order[lo:hi]])
+
+
+def regrouped_array(bounds: np.ndarray, at: int, b: int, m: int, last: str) -> np.ndarray:
+    """Regrouping on an array of bounds, as MiniBatches did before its bounds became a Cut."""
+    offset = int(bounds[at])
+    left = m - offset
+    if left and (left >= b or last != "drop"):
+        rest = batch_bounds(left, min(b, left), last) + offset
+        return np.concatenate([bounds[:at], rest])
+    if left:
+        return bounds[: at + 1]
+    return bounds
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    m=st.integers(1, 300),
+    first=st.integers(1, 300),
+    moves=st.lists(st.tuples(st.floats(0, 1), st.integers(1, 300)), max_size=4),
+    last=st.sampled_from(["keep", "drop", "merge"]),
+)
+def test_a_cut_holds_the_bounds_an_array_holds_through_any_regroups(m, first, moves, last):
+    """A Cut keeps runs of equal batches, not one number per batch (10^9 rows at B=64 were a
+    125 MB array): every bound, size and the whole array as before, after any regroups."""
+    first = min(first, m)
+    array, cut = batch_bounds(m, first, last), Cut.regular(m, first, last)
+    for where, b in [(0.0, first), *moves]:
+        at = int(where * (len(array) - 1))
+        b = min(b, m)
+        array, cut = regrouped_array(array, at, b, m, last), cut.regrouped(at, b, m, last)
+        assert len(cut) == len(array)
+        assert np.array_equal(np.asarray(cut), array)
+        assert [cut[i] for i in range(-len(array), len(array))] == [*array.tolist()] * 2
+        sizes = np.diff(array)
+        if len(sizes):
+            assert [cut.size_of(i) for i in range(len(sizes))] == sizes.tolist()
+            assert (cut.smallest(), cut.largest()) == (sizes.min(), sizes.max())
+    regular = np.array_equal(np.asarray(cut), batch_bounds(m, first, last))
+    assert (cut == Cut.regular(m, first, last)) == regular  # MiniBatches.regular

@@ -19,12 +19,13 @@ from hypothesis import strategies as st
 
 from minigd import data as mdata
 from minigd.batching import BlockLayout, BlockShuffle, MiniBatches, distinct_blocks
+from minigd.batching.reader import buffer_row_bytes
 from minigd.cli import main
 from minigd.data.convert import convert
 from minigd.data.npz import CorruptFileError
 from minigd.data.sources import ArraySource, NpySource
 from minigd.nn.models import model_for_data
-from minigd.training import Callback, fit
+from minigd.training import Callback, Checkpoint, fit
 
 ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
@@ -178,8 +179,9 @@ def test_shuffle_quality_is_reported_and_worked_out_by_hand():
     assert distinct_blocks(10_000, 100, 1) == pytest.approx(1.0)
     X = np.zeros((100_000, 8), np.float32)
     rows = MiniBatches(X, batch_size=64, shuffle="rows").shuffle_quality()
+    row = 8 * 4 + 16  # features and the buffer's two indexes (reader.buffer_row_bytes)
     blocks = MiniBatches(
-        X, batch_size=64, shuffle="blocks", block_rows=1000, buffer_bytes=32_000 * 8 * 4
+        X, batch_size=64, shuffle="blocks", block_rows=1000, buffer_bytes=32_000 * row
     )
     quality = blocks.shuffle_quality()
     assert blocks.blocks.buffer_blocks == 32
@@ -571,6 +573,104 @@ def test_peak_memory_while_streaming_does_not_grow_with_the_file(tmp_path):
     growth = peaks[320_000] - peaks[80_000]
     print("peak RSS MiB", peaks)
     assert growth < 8, peaks  # 750 MB more data, a few MB more memory (the targets' scan)
+
+
+TINY_ROWS = """
+import sys
+import numpy as np
+from minigd import data
+from minigd.nn import mlp
+from minigd.training import Callback, make_trainer
+def kib(field):
+    status = open("/proc/self/status").read()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith(field)))
+class Begin(Callback):
+    def on_train_begin(self, trainer):
+        self.rss = kib("VmRSS")
+from minigd._kernels import warm_up
+warm_up(np.float32)  # Numba's compiler takes its tens of MB once, whatever the data
+d = data.open_source(sys.argv[1], y=sys.argv[2])
+trainer = make_trainer(mlp(4, [4], 2, seed=0), d.X, d.y, batch_size=64, epochs=1, verbose=0,
+                       threads=1, shuffle_buffer=16 << 20)
+begin = Begin()
+trainer.callbacks.append(begin)
+trainer.run()
+print(begin.rss, kib("VmHWM"), trainer.batches.blocks.buffer_rows)
+"""
+
+
+def sparse_npy(path: Path, shape: tuple, dtype) -> int:
+    """A .npy declaring ``shape`` whose data are a hole in the file (zeros, no disk)."""
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": shape}
+        )
+        start = f.tell()
+        f.truncate(start + int(np.prod(shape)) * np.dtype(dtype).itemsize)
+    return start
+
+
+def test_a_shuffle_buffer_of_tiny_rows_costs_what_its_budget_says(tmp_path):
+    """4 float32 features and a uint8 label are 17 bytes a row, but a buffer also holds each
+    row's number, its place in the permutation and its encoded label: 41 bytes. A 16 MiB
+    buffer counted by the features alone held 2.5x its budget."""
+    x, y = tmp_path / "x.npy", tmp_path / "y.npy"
+    rows = 4_000_000
+    sparse_npy(x, (rows, 4), np.float32)
+    start = sparse_npy(y, (rows,), np.uint8)
+    with open(y, "r+b") as f:  # two classes
+        f.seek(start + rows // 2)
+        f.write(b"\x01")
+    done = subprocess.run([sys.executable, "-c", TINY_ROWS, str(x), str(y)], env=ENV,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    begin, peak, buffer_rows = (int(v) for v in done.stdout.split())
+    assert buffer_rows * 41 <= 16 << 20 < (buffer_rows + 2 * 65536) * 41
+    grew = (peak - begin) / 1024  # MiB
+    print(f"grew {grew:.0f} MiB for 16 MiB buffers")
+    # three buffers in flight (buffer_slots), one being encoded (its temporaries: ~15 MiB) and
+    # the allocator's slack; counted by the features alone the buffers took ~150 MiB
+    assert grew < 3 * 16 + 32
+
+
+def test_the_buffers_row_cost_counts_indexes_and_encoded_targets():
+    assert buffer_row_bytes(16) == 16 + 16
+    assert buffer_row_bytes(16, 1, 1) == 16 + 16 + 1 + 8
+    X = np.zeros((1000, 4), np.float32)
+    memory = MiniBatches(X, np.zeros(1000, np.uint8), batch_size=8, shuffle="blocks")
+    assert memory.rows.buffer_row_bytes == 41
+
+
+class StopAt(Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, trainer, loss):
+        if trainer.step == self.step:
+            trainer.stop_training = True
+
+
+def test_a_resume_keeps_the_block_cut_its_run_started_with(table):
+    """The buffer's size follows what a row costs, which a newer version may count otherwise:
+    a checkpoint's cut is kept, so the resume draws the batches its run would have drawn."""
+    folder, X, _ = table
+
+    def run(buffer_bytes, resume=None, stop=None):
+        callbacks = [Checkpoint(folder / "ck", every_steps=5)]
+        if stop is not None:
+            callbacks.append(StopAt(stop))
+        model = model_for_data("mlp:8", X, 3)
+        fit(model, NpySource(folder / "X.npy"), NpySource(folder / "y.npy"), batch_size=16,
+            epochs=2, shuffle="blocks", shuffle_buffer=buffer_bytes, verbose=0, threads=1,
+            callbacks=callbacks, resume=resume)  # fmt: skip
+        return model
+
+    reference = model_for_data("mlp:8", X, 3)
+    fit(reference, NpySource(folder / "X.npy"), NpySource(folder / "y.npy"), batch_size=16,
+        epochs=2, shuffle="blocks", shuffle_buffer=6 * 1024, verbose=0, threads=1)  # fmt: skip
+    run(6 * 1024, stop=50)
+    resumed = run(20 * 1024, resume=folder / "ck")  # another budget: the run's own cut is kept
+    np.testing.assert_array_equal(resumed.params, reference.params)
 
 
 # -- the command line ------------------------------------------------------------------------

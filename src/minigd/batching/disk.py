@@ -22,14 +22,21 @@ from minigd.batching.reader import (
     prefetch,
     slot_count,
 )
+from minigd.batching.sizes import Cut
+from minigd.data.sources import BLOCK_BYTES
 
 
-def streaming_pipeline(X, y=None) -> Callable[[int], int]:
+def streaming_pipeline(X, y=None, dtype=np.float32) -> Callable[[int], int]:
     """Bytes of the input pipeline at each batch size when sources X (and y) are streamed with
-    the block shuffle a run uses: what the advisor and the finder count instead of the data."""
+    the block shuffle a run uses, for a model of ``dtype``: what the advisor and the finder count
+    instead of the data."""
+    reader = BatchReader(X, y, dtype, targets=None)
+    buffer_row = reader.buffer_row_bytes
+    block_rows = X.block_rows or max(1, BLOCK_BYTES // max(1, X.row_bytes))
+    layout = BlockLayout.default(len(X), block_rows, buffer_row)
     row = X.row_bytes + (0 if y is None else y.row_bytes)
-    layout = BlockLayout.default(len(X), X.block_rows, X.row_bytes)
-    return lambda b: pipeline_bytes(row, b, layout.buffer_rows)
+    held = buffer_row + reader.cast_row_bytes
+    return lambda b: pipeline_bytes(row, b, layout.buffer_rows, held)
 
 
 class DiskRows:
@@ -78,9 +85,16 @@ class DiskRows:
         """What History.meta records of a streamed run: time waiting on the disk, bytes read."""
         return self.reader.stats.as_dict()
 
+    @property
+    def buffer_row_bytes(self) -> int:
+        """One shuffle-buffer row's memory by the data, indexes and encoded targets included
+        (what the buffer's size is counted in)."""
+        return self.reader.buffer_row_bytes
+
     def pipeline_bytes(self, batch_size: int, buffer_rows: int) -> int:
         """The shuffle buffers (two held while a batch spans them) or the prefetched batches."""
-        return pipeline_bytes(self.row_bytes, batch_size, buffer_rows)
+        held = self.buffer_row_bytes + self.reader.cast_row_bytes
+        return pipeline_bytes(self.row_bytes, batch_size, buffer_rows, held)
 
     def batches(self, plan: EpochPlan, start: int) -> Iterator[tuple]:
         """(X batch, y batch or None) for batches start.. of the plan, read ahead by a thread."""
@@ -109,7 +123,7 @@ class DiskRows:
             def fill(slot, b):
                 reader.finish(slot, reader.read_span(slot, *plan.batch(b)))
 
-        largest = int(np.diff(plan.bounds).max())
+        largest = plan.bounds.largest()
         slots = self._slots_for(largest, lambda: slot_count(largest * self.row_bytes), False)
         for batch in prefetch(fill, range(start, len(plan)), slots, reader.stats):
             yield batch if len(batch) == 2 else (batch[0], None)
@@ -153,13 +167,13 @@ class DiskRows:
         return self._start_loader(plan.blocks, start, plan.bounds, plan.owner)
 
     def _start_loader(
-        self, blocks: BlockShuffle, start: int, bounds: np.ndarray, owner=None
+        self, blocks: BlockShuffle, start: int, bounds: Cut, owner=None
     ) -> Prefetcher:
         """Loads the buffers from the one holding batch ``start`` on; with ``owner`` (rank,
         size), only that rank's blocks of each."""
         reader = self.reader
         rows = blocks.layout.buffer_rows
-        largest = int(np.diff(bounds).max())
+        largest = bounds.largest()
         slots = self._slots_for(rows, lambda: buffer_slots(largest, rows), True)
 
         def load(slot, j):

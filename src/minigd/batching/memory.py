@@ -12,6 +12,7 @@ import numpy as np
 
 from minigd._kernels import compiled_gather
 from minigd.batching.plan import EpochPlan
+from minigd.batching.reader import buffer_row_bytes
 
 
 class MemoryRows:
@@ -44,6 +45,14 @@ class MemoryRows:
     def block_rows(self) -> int:
         """Arrays have no natural read: blocks are cut by size (``MiniBatches``)."""
         return 0
+
+    @property
+    def buffer_row_bytes(self) -> int:
+        """One shuffle-buffer row by the data, as ``DiskRows`` counts it, so that arrays and the
+        same rows on disk are cut into the same buffers."""
+        if self.y is None:
+            return buffer_row_bytes(self.x_row_bytes)
+        return buffer_row_bytes(self.x_row_bytes, self.y[:1].nbytes, self.y[:1].size)
 
     def batches(self, plan: EpochPlan, start: int) -> Iterator[tuple]:
         """(X batch, y batch or None) for batches start.. of the plan."""

@@ -40,7 +40,7 @@ from minigd.batching.order import (
 from minigd.batching.plan import EpochPlan
 from minigd.batching.reader import BatchReader
 from minigd.batching.shard import check_share
-from minigd.batching.sizes import LAST_BATCH_POLICIES, batch_bounds, resolve_batch_size
+from minigd.batching.sizes import LAST_BATCH_POLICIES, Cut, resolve_batch_size
 from minigd.data.arrays import as_rows, targets_as_rows
 from minigd.data.sources import BLOCK_BYTES, ArraySource, Source
 
@@ -141,7 +141,7 @@ class MiniBatches:
         self.shuffle = resolve_shuffle(shuffle, not store.streaming)
         self.seed = check_int("seed", seed, minimum=0)
         self.last_batch = check_choice("last_batch", last_batch, LAST_BATCH_POLICIES)
-        self._bounds = batch_bounds(m, self.batch_size, self.last_batch)
+        self._bounds = Cut.regular(m, self.batch_size, self.last_batch)
         self.first_batch_size = self.batch_size  # the size it was built with (regroup changes)
         self.blocks = None
         if self.shuffle == "blocks":
@@ -149,10 +149,18 @@ class MiniBatches:
             row_bytes = store.x_row_bytes
             if block_rows is None:  # the source's natural read, else ~1 MiB
                 block_rows = store.block_rows or max(1, BLOCK_BYTES // max(1, row_bytes))
-            self.blocks = BlockLayout.default(m, block_rows, row_bytes, buffer_bytes)
+            buffer_row = store.buffer_row_bytes  # what a buffer's rows cost, not the features alone
+            self.blocks = BlockLayout.default(m, block_rows, buffer_row, buffer_bytes)
         self._next_epoch = 0
         self.share: tuple[int, int] | None = None  # (rank, ranks): see shard()
         self.by_blocks = False  # a streamed block shuffle's share: the rank's own blocks
+
+    def keep_layout(self, block_rows: int, buffer_blocks: int) -> None:
+        """Cuts the block shuffle as a run that started elsewhere did (its checkpoint says how):
+        the buffer's size follows the memory a row costs, which a newer minigd may count
+        differently, and an exact resume needs the run's own cut."""
+        if self.blocks is not None:
+            self.blocks = BlockLayout(self.m, block_rows, buffer_blocks)
 
     # -- what it holds --------------------------------------------------------------------
     @property
@@ -177,8 +185,22 @@ class MiniBatches:
 
     @property
     def batch_sizes(self) -> list[int]:
-        """The size of every batch of an epoch, in order (global batches, also in a shard)."""
-        return np.diff(self._bounds).tolist()
+        """The size of every batch of an epoch, in order (global batches, also in a shard): a
+        list as long as the epoch; ``size_of``, ``smallest_batch`` and ``largest_batch`` are
+        what the loop asks of a long one."""
+        return np.diff(np.asarray(self._bounds)).tolist()
+
+    def size_of(self, b: int) -> int:
+        """Batch b's number of samples (the global batch, also in a shard)."""
+        return self._bounds.size_of(b)
+
+    @property
+    def smallest_batch(self) -> int:
+        return self._bounds.smallest()
+
+    @property
+    def largest_batch(self) -> int:
+        return self._bounds.largest()
 
     @property
     def samples_per_epoch(self) -> int:
@@ -235,14 +257,7 @@ class MiniBatches:
         if at > len(self):
             raise ValueError(message("at", f"at most the number of batches ({len(self)})", at))
         self.batch_size = resolve_batch_size(batch_size, self.m)
-        offset = int(self._bounds[at])
-        left = self.m - offset
-        if left and (left >= self.batch_size or self.last_batch != "drop"):
-            # fewer samples left than a batch: "keep" and "merge" make them one last batch
-            rest = batch_bounds(left, min(self.batch_size, left), self.last_batch) + offset
-            self._bounds = np.concatenate([self._bounds[:at], rest])
-        elif left:  # "drop": the epoch ends here
-            self._bounds = self._bounds[: at + 1]
+        self._bounds = self._bounds.regrouped(at, self.batch_size, self.m, self.last_batch)
 
     # -- what the shuffle costs and buys --------------------------------------------------
     def shuffle_quality(self) -> dict[str, float]:
@@ -331,8 +346,7 @@ class MiniBatches:
     @property
     def regular(self) -> bool:
         """True when the bounds are those of batch_size cut from the epoch's start."""
-        regular = batch_bounds(self.m, self.batch_size, self.last_batch)
-        return len(regular) == len(self._bounds) and bool(np.all(regular == self._bounds))
+        return self._bounds == Cut.regular(self.m, self.batch_size, self.last_batch)
 
     @property
     def _quality_block_rows(self) -> int:

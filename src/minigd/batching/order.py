@@ -28,7 +28,7 @@ import numpy as np
 from minigd._validation import check_choice, check_int
 
 SHUFFLES = ("rows", "blocks", "none")
-BUFFER_BYTES = 64 << 20  # the default shuffle buffer: 64 MiB of rows
+BUFFER_BYTES = 64 << 20  # the default shuffle buffer: 64 MiB of rows, as a buffer holds them
 OWNED_KEPT = 4  # a rank's blocks of this many buffers are kept worked out (BlockShuffle.owned)
 
 
@@ -49,6 +49,7 @@ def resolve_shuffle(shuffle: bool | str, in_memory: bool) -> str:
 def sort_within_batches(order: np.ndarray, bounds: np.ndarray, batch_size: int) -> None:
     """Sorts each batch's slice of ``order`` in place: in one call when every batch but the last
     has ``batch_size`` samples, else batch by batch (bounds regrouped mid-epoch)."""
+    bounds = np.asarray(bounds)  # a Cut: the order is per row, its bounds may be too
     sizes = np.diff(bounds)
     if not np.all(sizes[:-1] == batch_size):
         for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):

@@ -13,6 +13,7 @@ import numpy as np
 
 from minigd.batching.order import BlockShuffle
 from minigd.batching.shard import rank_share, share_of_parts
+from minigd.batching.sizes import Cut
 
 
 @dataclass(frozen=True, eq=False)
@@ -21,7 +22,8 @@ class EpochPlan:
 
     Attributes:
         epoch: the epoch's number.
-        bounds: batch i is positions [bounds[i], bounds[i + 1]) of the epoch's order.
+        bounds: batch i is positions [bounds[i], bounds[i + 1]) of the epoch's order (a
+            ``sizes.Cut``: no array, whatever the number of batches).
         order: the rows in visiting order; None when the natural order is the order (no
             shuffle, or one batch of everything) or when ``blocks`` gives it.
         blocks: the block shuffle, for a store that reads whole shuffle buffers.
@@ -34,7 +36,7 @@ class EpochPlan:
     """
 
     epoch: int
-    bounds: np.ndarray
+    bounds: Cut
     order: np.ndarray | None = None
     blocks: BlockShuffle | None = None
     share: tuple[int, int] | None = None

@@ -29,6 +29,19 @@ from minigd.data.sources import Source
 CHECK_ELEMENTS = 1 << 20  # values checked for NaN/inf per call: a 1 MB temporary mask
 PREFETCH_BYTES = 16 << 20  # read up to ~16 MiB of batches ahead
 MAX_AHEAD = 16
+INDEX_BYTES = 16  # a shuffle buffer's row numbers and their permutation: one int64 each a row
+TARGET_BYTES = 8  # an encoded target value at the most (a class index, a float64)
+
+
+def buffer_row_bytes(x_row_bytes: int, y_row_bytes: int = 0, y_values: int = 0) -> int:
+    """What one row of a shuffle buffer costs, counted from the data alone so that arrays in
+    memory and the same rows on disk are cut alike: the features as stored, the buffer's
+    indexes, and the target as stored and encoded. For rows of a few features the indexes and
+    targets outweigh the features (4 float32 features and a uint8 label: 16 bytes of 41), so
+    buffers are sized by this. A cast to the model's dtype adds a copy of the features, which
+    the memory model counts on top (``DiskRows.pipeline_bytes``)."""
+    target = y_row_bytes + max(1, y_values) * TARGET_BYTES if y_row_bytes else 0
+    return x_row_bytes + INDEX_BYTES + target
 
 
 class BadRowError(ValueError):
@@ -113,6 +126,22 @@ class BatchReader:
 
     def new_slot(self, rows: int) -> _Slot:
         return _Slot(self.x_source, self.y_source, rows, self.dtype)
+
+    @property
+    def buffer_row_bytes(self) -> int:
+        """One shuffle-buffer row's memory, by the data (``buffer_row_bytes``)."""
+        y = self.y_source
+        if y is None:
+            return buffer_row_bytes(self.x_source.row_bytes)
+        values = int(np.prod(y.row_shape, dtype=np.int64))
+        return buffer_row_bytes(self.x_source.row_bytes, y.row_bytes, values)
+
+    @property
+    def cast_row_bytes(self) -> int:
+        """A row's features again in the model's dtype, where they are stored in another."""
+        if self.x_source.dtype == self.dtype:
+            return 0
+        return int(np.prod(self.x_source.row_shape, dtype=np.int64)) * self.dtype.itemsize
 
     # -- reading ------------------------------------------------------------------------
     def read_index(self, slot: _Slot, index: np.ndarray) -> np.ndarray:
@@ -273,12 +302,16 @@ def buffer_slots(batch_size: int, buffer_rows: int) -> int:
     return -(-batch_size // max(1, buffer_rows)) + 2
 
 
-def pipeline_bytes(row_bytes: int, batch_size: int, buffer_rows: int) -> int:
-    """Memory of streaming at ``batch_size``: with a block shuffle, its buffers (``buffer_slots``)
-    and the batch the loop gathers into; else the prefetched batch slots."""
+def pipeline_bytes(
+    row_bytes: int, batch_size: int, buffer_rows: int, buffer_row: int | None = None
+) -> int:
+    """Memory of streaming at ``batch_size``: with a block shuffle, its buffers (``buffer_slots``,
+    ``buffer_row`` bytes a row, default ``row_bytes``) and the batch the loop gathers into; else
+    the prefetched batch slots."""
     batch = batch_size * row_bytes
     if buffer_rows:
-        return buffer_slots(batch_size, buffer_rows) * buffer_rows * row_bytes + batch
+        per_row = row_bytes if buffer_row is None else buffer_row
+        return buffer_slots(batch_size, buffer_rows) * buffer_rows * per_row + batch
     return slot_count(batch) * batch
 
 

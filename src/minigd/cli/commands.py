@@ -180,7 +180,8 @@ def _model_and_data(args):
     data = open_data(args.data, y=args.y, target=args.label, task=args.task)
     train = sample(data)
     model = config.build_model(train)
-    streamed = {"n_samples": len(data), "pipeline": streaming_pipeline(data.X, data.y)}
+    pipeline = streaming_pipeline(data.X, data.y, model.dtype)
+    streamed = {"n_samples": len(data), "pipeline": pipeline}
     print(
         f"{args.data} streams from disk: measuring on {len(train.X):,} of its {len(data):,} rows; "
         "memory counts the shuffle buffer and prefetched batches, not the data.",

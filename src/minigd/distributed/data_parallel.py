@@ -107,22 +107,22 @@ class DataParallel:
         """Before the first step: every rank agrees on ``agreed()`` (data, model, parameters,
         position) or all refuse with one sentence; then the batch sizes are checked."""
         check_same(self.comm, agreed())
-        self.check(model, batches.batch_sizes)
+        self.check(model, batches.batch_size, batches.smallest_batch)
         self._batch_size = batches.batch_size
 
     def abandon(self, exc: BaseException) -> None:
         """The other ranks would wait in the next Allreduce: end the job, saying why."""
         abort_job(self.comm, exc)
 
-    def check(self, model, batch_sizes: list[int]) -> None:
+    def check(self, model, batch_size: int, smallest: int) -> None:
         """Refuses, on every rank alike, a batch too small to give each rank a row when synced
-        BatchNorm needs every rank in its collectives."""
+        BatchNorm needs every rank in its collectives (``smallest``: the epoch's smallest)."""
         self.attach(model)
         if self._norms and not self.sync_batchnorm:
-            self._warn_small_shares(batch_sizes[0])
-        if self._norms and self.sync_batchnorm and min(batch_sizes) < self.size:
+            self._warn_small_shares(batch_size)
+        if self._norms and self.sync_batchnorm and smallest < self.size:
             raise ValueError(
-                f"a batch of {min(batch_sizes)} rows cannot give each of the {self.size} ranks a "
+                f"a batch of {smallest} rows cannot give each of the {self.size} ranks a "
                 "row, and synchronized BatchNorm needs every rank: use last_batch='merge' or "
                 "'drop', a larger batch, or fewer ranks."
             )

@@ -145,7 +145,7 @@ def _standardize(model, targets: np.ndarray, validation):
 
 def _check_batchnorm(model, batches: MiniBatches) -> None:
     """A BatchNorm model cannot train on a batch of one sample: refuse before training."""
-    if model.has_batchnorm and min(batches.batch_sizes) < 2:
+    if model.has_batchnorm and batches.smallest_batch < 2:
         raise ValueError(
             f"BatchNorm cannot train on a batch of 1 sample, and batch_size="
             f"{batches.batch_size} with last_batch={batches.last_batch!r} on "

@@ -298,9 +298,9 @@ class Trainer:
         """The steps of one epoch (or of its rest, after a resume or a stop)."""
         model, optimizer, history, pos = self.model, self.optimizer, self.history, self.position
         gradient = self.gradient
-        epoch, sizes = pos.epoch, self.batches.batch_sizes  # a rank's xb is its share of one
+        epoch, size_of = pos.epoch, self.batches.size_of  # a rank's xb is its share of one
         for xb, yb in batches:
-            n = sizes[pos.next_batch]
+            n = size_of(pos.next_batch)
             stop = caught.signal is not None  # passed on to the other ranks, if any
             loss = gradient.loss_and_grad(model, xb, yb, n, pos.step, stop)  # forward, backward
             optimizer.step(model.params, model.grads)  # one step per mini-batch
@@ -476,7 +476,10 @@ class Trainer:
                 f"this {config['dtype']} model continues from them cast to {config['dtype']}.",
                 stacklevel=3,
             )
-        saved, now = dict(ckpt["batching"]), self.batching()
+        saved = dict(ckpt["batching"])
+        if {"block_rows", "buffer_blocks"} <= saved.keys() and self.batches.blocks is not None:
+            self.batches.keep_layout(saved["block_rows"], saved["buffer_blocks"])
+        now = self.batching()
         if isinstance(saved.get("shuffle"), bool):  # written before shuffle policies had names
             saved["shuffle"] = "rows" if saved["shuffle"] else "none"
         differs = {k: (saved.get(k), now[k]) for k in now if saved.get(k) != now[k]}

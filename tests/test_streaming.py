@@ -26,6 +26,7 @@ from minigd.data.npz import CorruptFileError
 from minigd.data.sources import ArraySource, NpySource
 from minigd.nn.models import model_for_data
 from minigd.training import Callback, Checkpoint, fit
+from test_history_on_disk import StopAt
 
 ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
@@ -639,15 +640,6 @@ def test_the_buffers_row_cost_counts_indexes_and_encoded_targets():
     X = np.zeros((1000, 4), np.float32)
     memory = MiniBatches(X, np.zeros(1000, np.uint8), batch_size=8, shuffle="blocks")
     assert memory.rows.buffer_row_bytes == 41
-
-
-class StopAt(Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, trainer, loss):
-        if trainer.step == self.step:
-            trainer.stop_training = True
 
 
 def test_a_resume_keeps_the_block_cut_its_run_started_with(table):

@@ -156,6 +156,28 @@ def test_a_batch_regrouped_mid_epoch_on_disk_or_in_memory_sees_every_sample_once
     assert prefetch_threads() == []
 
 
+def test_a_regroup_to_batches_spanning_more_buffers_gets_the_slots_they_need(table):
+    """Regrouped from 1 row to batches of 250 over buffers of 100 rows, a batch spans 3
+    buffers and needs 5 slots. The next epoch's read-ahead, begun with the 3 slots batches of
+    one row need, was taken up as it was (and a new reader reused those 3), so the loop waited
+    for a buffer the reader could not load: it waited for a slot the loop held. What an
+    adaptive batch growing at an epoch's start of a streamed run does."""
+    folder, _, _ = table
+    batches = MiniBatches(NpySource(folder / "X.npy"), NpySource(folder / "y.npy"), batch_size=1,
+                          shuffle="blocks", block_rows=50, buffer_bytes=100 * 56)  # fmt: skip
+    assert batches.blocks.buffer_rows == 100  # 56 bytes a row: 6 float32, an int64 label, indexes
+    epoch_batches(batches, 0)  # slots for batches of one row
+    batches.regroup(250, 0)
+    got: list = []
+    reader = threading.Thread(target=lambda: got.extend(epoch_batches(batches, 1)), daemon=True)
+    reader.start()
+    reader.join(timeout=60)
+    assert not reader.is_alive(), "the epoch never ended: too few slots"
+    assert sum(len(b[0]) for b in got) == 1003
+    batches.close()  # the next epoch's first buffer was being read ahead
+    assert prefetch_threads() == []
+
+
 @settings(max_examples=40, deadline=None)
 @given(m=st.integers(1, 400), block=st.integers(1, 40), k=st.integers(1, 9),
        size=st.integers(1, 5), seed=st.integers(0, 3))  # fmt: skip

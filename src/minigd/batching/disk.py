@@ -55,7 +55,7 @@ class DiskRows:
         self._slots: list = []
         self._slot_rows = 0  # rows each slot was made for (a batch, or a shuffle buffer)
         self._out: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
-        self._ahead = None  # ((epoch, start), plan, Prefetcher) read ahead at an epoch's end
+        self._ahead = None  # ((epoch, start, largest batch), Prefetcher): an epoch's read-ahead
 
     @property
     def name(self) -> str:
@@ -152,16 +152,18 @@ class DiskRows:
             loader.close()
         if finished and plan.read_ahead:  # a completed epoch reads ahead; close() stops it
             following = BlockShuffle(plan.blocks.layout, plan.blocks.seed, plan.epoch + 1)
-            key = (plan.epoch + 1, 0)
+            key = (plan.epoch + 1, 0, plan.bounds.largest())
             self._ahead = (key, self._start_loader(following, 0, plan.bounds, plan.owner))
 
     def _loader(self, plan: EpochPlan, start: int) -> Prefetcher:
         """A Prefetcher of the plan's buffers from the one holding batch ``start``: the
-        read-ahead's, when it is for this epoch and batch."""
+        read-ahead's, when it is for this epoch and batch and its slots hold this plan's
+        largest batch (an epoch regrouped to larger batches after the read-ahead began spans
+        more buffers: with too few slots, loop and reader would wait for each other)."""
         ahead, self._ahead = self._ahead, None
         if ahead is not None:
-            key, loader = ahead
-            if key == (plan.epoch, start):
+            (epoch, first, largest), loader = ahead
+            if (epoch, first) == (plan.epoch, start) and plan.bounds.largest() <= largest:
                 return loader
             loader.close()
         return self._start_loader(plan.blocks, start, plan.bounds, plan.owner)
@@ -185,11 +187,13 @@ class DiskRows:
         return Prefetcher(load, range(first, len(blocks.buffers)), slots, reader.stats)
 
     def _slots_for(self, rows: int, count, buffers: bool) -> list:
-        """The reused slots, made once: ``count()`` of them of ``rows`` rows each."""
+        """The reused slots: ``count()`` of them of ``rows`` rows each, made once and added to
+        when a regrouped epoch's batches span more buffers (too few slots, and the reader would
+        wait for one the loop holds while the loop waits for the reader)."""
+        make = self.reader.new_buffer if buffers else self.reader.new_slot
         if not self._slots or self._slot_rows != rows:
-            make = self.reader.new_buffer if buffers else self.reader.new_slot
-            self._slots = [make(rows) for _ in range(count())]
-            self._slot_rows = rows
+            self._slots, self._slot_rows = [], rows
+        self._slots += [make(rows) for _ in range(count() - len(self._slots))]
         return self._slots
 
     def _gather_parts(self, parts, held, first: int) -> tuple[np.ndarray, np.ndarray | None]:

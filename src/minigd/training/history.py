@@ -40,8 +40,8 @@ def _column(name: str, values=(), files: ColumnFiles | None = None) -> StepColum
 
 @dataclass
 class History:
-    """Per-step columns (``StepColumn``s of equal length), per-epoch records, and free-form
-    metadata."""
+    """Per-step columns (each a ``StepColumn``, all of one length), per-epoch records, and
+    free-form metadata."""
 
     steps: dict[str, StepColumn] = field(default_factory=lambda: {k: [] for k in STEP_FIELDS})
     epochs: list[dict[str, Any]] = field(default_factory=list)

@@ -225,7 +225,8 @@ class Cut:
 
 
 def _merged(runs: list[_Run]) -> list[_Run]:
-    """Joins runs that continue one another with the same size, so equal cuts compare equal."""
+    """Joins runs that continue one another with the same size: a cut regrouped at every
+    epoch to the same size stays one run."""
     out: list[_Run] = []
     for run in runs:
         last = out[-1] if out else None

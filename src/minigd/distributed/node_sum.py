@@ -61,7 +61,9 @@ def shared_memory_fits(nbytes: int) -> bool:
 class NodeSum:
     """Sums vectors of ``length`` elements over the ranks of ``comm``; see the module."""
 
-    def __init__(self, comm, local, cross, length: int, dtype) -> None:
+    def __init__(self, local, cross, length: int, dtype) -> None:
+        """``local``: the ranks of this machine; ``cross``: rank j of every machine (None on
+        one machine)."""
         from mpi4py import MPI
 
         self.local, self.cross = local, cross
@@ -113,7 +115,7 @@ class NodeSum:
             return None
         machines = comm.Get_size() // k
         cross = comm.Split(local.Get_rank(), comm.Get_rank()) if machines > 1 else None
-        return cls(comm, local, cross, length, dtype)
+        return cls(local, cross, length, dtype)
 
     def slot(self) -> np.ndarray:
         """This rank's row: write the vector to sum here, then call ``sum``."""

@@ -4,7 +4,8 @@
     threads) on the 60000-row MNIST-shaped set held in memory, against the same rows streamed
     from a .npy file (rows shuffle: the same batches; blocks shuffle: the on-disk default),
     interleaved rounds of 4-epoch runs, paired ratios. Target: within 10% (prefetch hides the
-    reads).
+    reads). Also both with the BLAS threads chosen as ``fit`` chooses them (``ThreadChoice``:
+    the faster of 1 and 2 threads, measured on the run's steps, the reader's wait included).
 (b) Larger than RAM: a generated .npy of ``--big-gb`` GB (30 GB = 9.6 million MNIST-shaped rows,
     on a 24 GiB machine), page cache dropped first, one epoch with the block shuffle in a fresh
     process: epoch seconds, MB/s read, the share of the epoch the step waited on I/O, peak RSS.
@@ -54,7 +55,7 @@ from common import (
 )
 from minigd import data
 from minigd.nn import mlp
-from minigd.training import make_trainer
+from minigd.training import ThreadChoice, make_trainer
 
 ROW = 784 * 4
 
@@ -67,7 +68,7 @@ class Epochs:
     ``interleaved`` times): a run's first epoch waits for its first buffer, later ones find it
     read ahead, as in a real run."""
 
-    def __init__(self, X, y, b: int, shuffle: str) -> None:
+    def __init__(self, X, y, b: int, shuffle: str, callbacks=()) -> None:
         self.trainer = make_trainer(
             mlp(784, [128], 10, seed=0),
             X,
@@ -78,6 +79,7 @@ class Epochs:
             shuffle=shuffle,
             verbose=0,
             seed=0,
+            callbacks=list(callbacks),
         )
         self.trainer.epochs = 0
 
@@ -97,11 +99,15 @@ def part_a(folder: Path, rounds: int) -> dict:
             "memory (rows)": Epochs(X, y, b, "rows"),
             "disk (rows)": Epochs(on_disk, None, b, "rows"),
             "disk (blocks)": Epochs(on_disk, None, b, "blocks"),
+            "memory (rows), threads chosen": Epochs(X, y, b, "rows", [ThreadChoice()]),
+            "disk (blocks), threads chosen": Epochs(on_disk, None, b, "blocks", [ThreadChoice()]),
         }
         timings = interleaved(list(impls.values()), rounds, 1.0)
         per_epoch = [[t / EPOCHS_PER_TIMING for t in ts] for ts in timings]
         runs = dict(zip(impls, per_epoch, strict=True))
         base = runs["memory (rows)"]
+        chosen = runs["disk (blocks), threads chosen"]
+        versus_chosen = paired_ratios(chosen, runs["memory (rows), threads chosen"])
         out[b] = {
             name: {
                 "median_s": statistics.median(r),
@@ -109,6 +115,10 @@ def part_a(folder: Path, rounds: int) -> dict:
                 "runs": r,
             }
             for name, r in runs.items()
+        }
+        out[b]["chosen_ratio_to_memory_chosen"] = statistics.median(versus_chosen)
+        out[b]["threads_chosen"] = {
+            name: impls[name].trainer.threads for name in runs if name.endswith("chosen")
         }
         streamed = impls["disk (blocks)"].trainer.batches.rows.stats
         epochs_run = EPOCHS_PER_TIMING * (rounds + 1)  # with the discarded warm-up
@@ -120,7 +130,7 @@ def part_a(folder: Path, rounds: int) -> dict:
             + ", ".join(
                 f"{k} {v['median_s']:.3f}s x{v['ratio_to_memory']:.3f}"
                 for k, v in out[b].items()
-                if isinstance(v, dict)
+                if isinstance(v, dict) and "median_s" in v
             ),
             flush=True,
         )
@@ -441,6 +451,24 @@ def markdown(results: dict) -> str:
                 for k in ("memory (rows)", "disk (rows)", "disk (blocks)")
             ]
             lines.append(f"| {b} | {' | '.join(cells)} | {r['wait_share_blocks']:.1%} |")
+        lines += [
+            "",
+            "Threads chosen as `fit` chooses them (ratios to memory at 2 threads; last: streamed",
+            "to memory, both chosen), the counts they ended at:",
+            "",
+            "| B | memory (rows), chosen | disk (blocks), chosen | disk / memory, both chosen |",
+            "|---|---|---|---|",
+        ]
+        for b, r in results["a"].items():
+            if "chosen_ratio_to_memory_chosen" not in r:
+                continue
+            cells = [
+                f"{r[k]['median_s']:.3f} (x{r[k]['ratio_to_memory']:.3f}, "
+                f"{r['threads_chosen'][k]} thr)"
+                for k in ("memory (rows), threads chosen", "disk (blocks), threads chosen")
+            ]
+            both = r["chosen_ratio_to_memory_chosen"]
+            lines.append(f"| {b} | {' | '.join(cells)} | x{both:.3f} |")
     if "b" in results:
         b = results["b"]
         lines += [

@@ -459,6 +459,78 @@ def test_the_reader_stops_on_a_normal_end_a_break_and_an_exception(table):
     assert prefetch_threads() == []
 
 
+def blocks_of(folder: Path, X=None, y=None, **options) -> MiniBatches:
+    """The table streamed in buffers of 100 rows (two blocks of 50): 11 buffers an epoch."""
+    x_source = NpySource(folder / "X.npy") if X is None else X
+    y_source = NpySource(folder / "y.npy") if y is None else y
+    return MiniBatches(x_source, y_source, batch_size=10, shuffle="blocks", block_rows=50,
+                       buffer_bytes=100 * 56, **options)  # fmt: skip
+
+
+def test_the_next_epochs_first_buffer_is_read_while_the_last_batch_trains(table):
+    """The reader goes on into the next epoch as soon as the loop frees a slot, so the step
+    that trains an epoch's last batch hides the next epoch's first read (it used to begin only
+    once the loop had asked for a batch past the end); the next epoch is the one it would be."""
+    folder, _, _ = table
+    batches, reference = blocks_of(folder, seed=4), blocks_of(folder, seed=4)
+    stats, epoch_bytes = batches.rows.stats, 1003 * 24
+    it = batches.epoch(0)
+    for _ in range(len(batches)):
+        next(it)  # up to and holding the last batch
+    deadline = time.monotonic() + 30
+    while stats.bytes_read <= epoch_bytes and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert stats.bytes_read > epoch_bytes  # epoch 1's first buffer, while the last trains
+    assert list(it) == []
+    following = epoch_batches(batches, 1)
+    expected = epoch_batches(reference, 1)
+    assert len(following) == len(expected)
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(following, expected, strict=True))
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(following, expected, strict=True))
+    batches.close()
+    reference.close()
+    assert prefetch_threads() == []
+
+
+def test_a_block_is_checked_once_and_a_bad_block_in_every_epoch(table, tmp_path, monkeypatch):
+    """Epochs after the first skip the NaN/inf check of the blocks already checked, where the
+    source refuses a file changed under it; a block that failed fails again in the next epoch,
+    and a source that cannot tell a change (an array handed in as a Source) is checked each time."""
+    from minigd.batching.reader import BatchReader
+
+    checked: list[int] = []
+    check = BatchReader._check_finite
+
+    def counted(self, slot, x, rows, lo, hi):
+        checked.append(hi - lo)
+        return check(self, slot, x, rows, lo, hi)
+
+    monkeypatch.setattr(BatchReader, "_check_finite", counted)
+    folder, X, y = table
+    batches = blocks_of(folder)
+    epoch_batches(batches, 0)
+    assert sum(checked) == 1003
+    epoch_batches(batches, 1)
+    epoch_batches(batches, 2)
+    batches.close()
+    assert sum(checked) == 1003  # epochs 1 and 2 (and what was read ahead) checked nothing
+    checked.clear()
+    batches = blocks_of(folder, ArraySource(X), ArraySource(y))
+    for epoch in (0, 1, 2):
+        epoch_batches(batches, epoch)
+    batches.close()
+    assert sum(checked) >= 3 * 1003  # each epoch (read-ahead may add the next one's first)
+    bad = X.copy()
+    bad[777, 2] = np.inf
+    np.save(tmp_path / "bad.npy", bad)
+    batches = blocks_of(folder, NpySource(tmp_path / "bad.npy"))
+    for epoch in (0, 1, 2):
+        with pytest.raises(ValueError, match=r"row 777 .*X holds NaN or inf"):
+            epoch_batches(batches, epoch)
+    batches.close()
+    assert prefetch_threads() == []
+
+
 def test_ctrl_c_while_streaming_checkpoints_and_leaves_no_reader_behind(tmp_path):
     rng = np.random.default_rng(0)
     np.save(tmp_path / "X.npy", rng.standard_normal((60_000, 100)).astype(np.float32))

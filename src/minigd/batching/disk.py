@@ -16,13 +16,15 @@ from minigd.batching.order import BlockLayout, BlockShuffle
 from minigd.batching.plan import EpochPlan
 from minigd.batching.reader import (
     BatchReader,
+    BufferLoader,
+    BufferStream,
     Prefetcher,
+    VerifiedBlocks,
     buffer_slots,
     pipeline_bytes,
     prefetch,
     slot_count,
 )
-from minigd.batching.sizes import Cut
 from minigd.data.sources import BLOCK_BYTES
 
 
@@ -42,9 +44,10 @@ def streaming_pipeline(X, y=None, dtype=np.float32) -> Callable[[int], int]:
 class DiskRows:
     """The rows of a ``BatchReader``'s source, read, checked and prefetched as batches need them.
 
-    A yielded batch is valid until the next is requested. At the end of a completed epoch under
-    the block shuffle, the next epoch's first buffer is read while the loop does its epoch-end
-    work (validation, checkpoints); ``close()`` stops that read-ahead.
+    A yielded batch is valid until the next is requested. Under the block shuffle, the next
+    epoch's first buffer is read while the loop trains this epoch's last and does its epoch-end
+    work (validation, checkpoints), so an epoch after the first never waits to begin;
+    ``close()`` stops that read-ahead.
     """
 
     streaming = True
@@ -55,7 +58,8 @@ class DiskRows:
         self._slots: list = []
         self._slot_rows = 0  # rows each slot was made for (a batch, or a shuffle buffer)
         self._out: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
-        self._ahead = None  # ((epoch, start, largest batch), Prefetcher): an epoch's read-ahead
+        self._ahead = None  # ((epoch, start, largest batch), BufferLoader): reading on
+        self._verified: VerifiedBlocks | None = None  # blocks whose features were checked
 
     @property
     def name(self) -> str:
@@ -130,13 +134,18 @@ class DiskRows:
 
     # -- per shuffle buffer: "blocks" -----------------------------------------------------
     def _by_buffer(self, plan: EpochPlan, start: int) -> Iterator:
-        """The reader thread loads shuffle buffers (checked, in the model's dtype) one ahead;
-        each batch is gathered here from the buffers it spans."""
+        """The reader thread loads shuffle buffers (checked, in the model's dtype) one ahead,
+        on into the next epoch's first while the loop trains this one's last; each batch is
+        gathered here from the buffers it spans."""
         if start == len(plan):
             return
         loader = self._loader(plan, start)
+        if plan.read_ahead:  # the reader may go on into the next epoch
+            loader.stream.add(BlockShuffle(plan.blocks.layout, plan.blocks.seed, plan.epoch + 1))
+        else:
+            loader.stream.end()
         held = {}  # buffer index -> its loaded slot
-        finished = False
+        handed_on = False
         try:
             for b in range(start, len(plan)):
                 parts = plan.parts(b)
@@ -147,44 +156,56 @@ class DiskRows:
                     held[slot.j] = slot
                 self.reader.stats.batches += 1
                 yield self._gather_parts(plan.my_parts(parts), held, parts[0][0])
-            finished = True
+            if plan.read_ahead:  # a completed epoch hands its reader on; close() stops it
+                for slot in held.values():
+                    loader.release(slot)
+                self._ahead = ((plan.epoch + 1, 0, plan.bounds.largest()), loader)
+                handed_on = True
         finally:
-            loader.close()
-        if finished and plan.read_ahead:  # a completed epoch reads ahead; close() stops it
-            following = BlockShuffle(plan.blocks.layout, plan.blocks.seed, plan.epoch + 1)
-            key = (plan.epoch + 1, 0, plan.bounds.largest())
-            self._ahead = (key, self._start_loader(following, 0, plan.bounds, plan.owner))
+            if not handed_on:
+                loader.close()
 
-    def _loader(self, plan: EpochPlan, start: int) -> Prefetcher:
-        """A Prefetcher of the plan's buffers from the one holding batch ``start``: the
-        read-ahead's, when it is for this epoch and batch and its slots hold this plan's
-        largest batch (an epoch regrouped to larger batches after the read-ahead began spans
-        more buffers: with too few slots, loop and reader would wait for each other)."""
+    def _loader(self, plan: EpochPlan, start: int) -> BufferLoader:
+        """A loader of the plan's buffers from the one holding batch ``start``: the previous
+        epoch's, when it read on into this epoch from its first batch and its slots hold this
+        plan's largest batch (an epoch regrouped to larger batches after the read-ahead began
+        spans more buffers: with too few slots, loop and reader would wait for each other)."""
         ahead, self._ahead = self._ahead, None
         if ahead is not None:
             (epoch, first, largest), loader = ahead
             if (epoch, first) == (plan.epoch, start) and plan.bounds.largest() <= largest:
                 return loader
             loader.close()
-        return self._start_loader(plan.blocks, start, plan.bounds, plan.owner)
+        return self._start_loader(plan, start)
 
-    def _start_loader(
-        self, blocks: BlockShuffle, start: int, bounds: Cut, owner=None
-    ) -> Prefetcher:
-        """Loads the buffers from the one holding batch ``start`` on; with ``owner`` (rank,
-        size), only that rank's blocks of each."""
-        reader = self.reader
-        rows = blocks.layout.buffer_rows
-        largest = bounds.largest()
+    def _start_loader(self, plan: EpochPlan, start: int) -> BufferLoader:
+        """Loads the plan's buffers from the one holding batch ``start`` on, then those of each
+        epoch added to its stream; with an owner (rank, size), only that rank's blocks of each."""
+        reader, owner, layout = self.reader, plan.owner, plan.blocks.layout
+        largest = plan.bounds.largest()
+        rows = layout.buffer_rows
         slots = self._slots_for(rows, lambda: buffer_slots(largest, rows), True)
+        verified = self._verified_for(layout)
 
-        def load(slot, j):
+        def load(slot, item):
+            blocks, j = item
             mine = blocks.rows(j) if owner is None else blocks.owned(j, *owner)[0]
-            reader.load_buffer(slot, mine)
+            reader.load_buffer(slot, mine, verified)
             slot.j = j
 
-        first = blocks.buffer_of(int(bounds[start]))
-        return Prefetcher(load, range(first, len(blocks.buffers)), slots, reader.stats)
+        stream = BufferStream()
+        stream.add(plan.blocks, plan.blocks.buffer_of(int(plan.bounds[start])))
+        return BufferLoader(Prefetcher(load, iter(stream), slots, reader.stats), stream)
+
+    def _verified_for(self, layout) -> VerifiedBlocks | None:
+        """The blocks already checked in this run, kept while the block cut stays the same;
+        None where the source cannot promise a block read again is the block checked."""
+        if not self.reader.x_source.unchanging:
+            return None
+        verified = self._verified
+        if verified is None or verified.block_rows != layout.block_rows:
+            verified = self._verified = VerifiedBlocks(layout.block_rows, self.n_rows)
+        return verified
 
     def _slots_for(self, rows: int, count, buffers: bool) -> list:
         """The reused slots: ``count()`` of them of ``rows`` rows each, made once and added to

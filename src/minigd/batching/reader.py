@@ -8,7 +8,9 @@
      ahead, in a ring of reused batch slots.
 2. *Checks that need no first pass*: what is read is cast to the model's dtype, checked for
    NaN/inf and its targets encoded (a label outside the classes is refused) in the reader thread,
-   a buffer or a batch at a time; the error names the global row and the file.
+   a buffer or a batch at a time; the error names the global row and the file. Under the block
+   shuffle a block of an unchanging source (``.npy`` files) has its features checked the first
+   epoch that reads it, not again (``VerifiedBlocks``), as an array in memory is checked once.
 3. *Prefetch*: positioned reads and large NumPy loops release the GIL, so reading overlaps the
    step. An error in the reader is raised in the loop's thread; ending the epoch in any way (its
    last batch, a ``break``, an exception, Ctrl-C) stops the reader and joins it.
@@ -42,6 +44,39 @@ def buffer_row_bytes(x_row_bytes: int, y_row_bytes: int = 0, y_values: int = 0) 
     the memory model counts on top (``DiskRows.pipeline_bytes``)."""
     target = y_row_bytes + max(1, y_values) * TARGET_BYTES if y_row_bytes else 0
     return x_row_bytes + INDEX_BYTES + target
+
+
+class VerifiedBlocks:
+    """The blocks of a streamed source whose features were found finite, one bit a block.
+
+    Checking what was already checked costs a third of the reader's CPU in every epoch after the
+    first, and on 2 cores that CPU comes out of the BLAS threads' time. Skipping it is safe only
+    for a source whose bytes cannot change unnoticed (``Source.unchanging``: a ``.npy`` file
+    refuses reads once it was written to or replaced); others are checked on every read. A block
+    that fails is never marked, so it is refused in every epoch that reads it.
+    """
+
+    def __init__(self, block_rows: int, n_rows: int) -> None:
+        self.block_rows = block_rows
+        n_blocks = -(-n_rows // max(1, block_rows))
+        self._bits = np.zeros(-(-n_blocks // 8), np.uint8)
+
+    def unverified(self, rows: np.ndarray) -> list[tuple[int, int, int]]:
+        """(block, lo, hi) for each block of ``rows`` (sorted whole blocks, as a shuffle buffer
+        holds them) not yet verified: its rows are positions lo..hi-1 of ``rows``."""
+        block = rows // self.block_rows
+        edges = np.flatnonzero(np.diff(block)) + 1
+        starts = np.concatenate(([0], edges)).tolist()
+        ends = np.concatenate((edges, [len(rows)])).tolist()
+        ids = block[starts].tolist() if len(rows) else []
+        return [
+            (k, lo, hi)
+            for k, lo, hi in zip(ids, starts, ends, strict=True)
+            if not self._bits[k >> 3] >> (k & 7) & 1
+        ]
+
+    def mark(self, block: int) -> None:
+        self._bits[block >> 3] |= np.uint8(1 << (block & 7))
 
 
 class BadRowError(ValueError):
@@ -165,16 +200,18 @@ class BatchReader:
         """A slot for one shuffle buffer of up to ``rows`` rows (block shuffle)."""
         return _Slot(self.x_source, self.y_source, rows, self.dtype)
 
-    def load_buffer(self, slot: _Slot, rows: np.ndarray) -> None:
+    def load_buffer(
+        self, slot: _Slot, rows: np.ndarray, verified: VerifiedBlocks | None = None
+    ) -> None:
         """Reads the rows of a shuffle buffer (all of it, or a rank's blocks of it) into
         ``slot``, checked and encoded; sets ``slot.batch`` to (X rows, targets or None, their
-        global rows)."""
+        global rows). With ``verified``, only blocks not checked before are checked."""
         n = len(rows)
         self.x_source.read_rows(rows, slot.raw[:n])
         if self.y_source is not None:
             self.y_source.read_rows(rows, slot.y_raw[:n])
         self.stats.bytes_read += n * self.x_source.row_bytes
-        slot.batch = (*self._checked(slot, rows), rows)
+        slot.batch = (*self._checked(slot, rows, verified), rows)
 
     # -- checks ------------------------------------------------------------------------
     def finish(self, slot: _Slot, rows: np.ndarray) -> None:
@@ -194,26 +231,37 @@ class BatchReader:
                 )
         return f"{self.x_name} holds NaN or inf"
 
-    def _checked(self, slot: _Slot, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def _checked(
+        self, slot: _Slot, rows: np.ndarray, verified: VerifiedBlocks | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """(X in the model's dtype, targets or None) of the rows in ``slot``, or a ValueError
         that names the first bad row and its file."""
         n = len(rows)
         x = slot.x[:n]
         if slot.x is not slot.raw:
             np.copyto(x, slot.raw[:n], casting="unsafe")
-        flat = x.reshape(n, -1)
-        step = max(1, CHECK_ELEMENTS // max(1, flat.shape[1]))  # bounds the temporary mask
-        for lo in range(0, n, step):
-            part = flat[lo : lo + step]
-            if not np.isfinite(part).all():
-                bad = lo + int(np.argmax(~np.isfinite(part).all(axis=1)))
-                self._refuse(self.x_source, rows, bad, self._why_not_finite(slot, x, bad))
+        if verified is None:
+            self._check_finite(slot, x, rows, 0, n)
+        else:
+            for block, lo, hi in verified.unverified(rows):
+                self._check_finite(slot, x, rows, lo, hi)
+                verified.mark(block)
         if self.y_source is None:
             return x, None
         try:
             return x, self.targets(slot.y_raw[:n])
         except BadRowError as exc:
             self._refuse(self.y_source, rows, exc.position, exc.reason)
+
+    def _check_finite(self, slot: _Slot, x: np.ndarray, rows, lo: int, hi: int) -> None:
+        """Refuses the first row of x[lo:hi] that holds NaN or inf, a bounded mask at a time."""
+        flat = x.reshape(len(x), -1)
+        step = max(1, CHECK_ELEMENTS // max(1, flat.shape[1]))  # bounds the temporary mask
+        for a in range(lo, hi, step):
+            part = flat[a : min(a + step, hi)]
+            if not np.isfinite(part).all():
+                bad = a + int(np.argmax(~np.isfinite(part).all(axis=1)))
+                self._refuse(self.x_source, rows, bad, self._why_not_finite(slot, x, bad))
 
     def _refuse(self, source: Source, rows: np.ndarray, position: int, reason: str):
         row = int(rows[position])
@@ -278,6 +326,42 @@ class Prefetcher:
 
 
 _DONE = object()
+
+
+class BufferStream:
+    """The (block shuffle, buffer) items a loader reads: the rest of one epoch's buffers, then
+    each epoch's added while the loop trains the one before, so the reader goes on into the next
+    epoch as soon as a slot is free; iteration waits for an ``add`` or the ``end``."""
+
+    def __init__(self) -> None:
+        self._epochs: queue.SimpleQueue = queue.SimpleQueue()
+
+    def add(self, blocks, first: int = 0) -> None:
+        """Buffers ``first``.. of ``blocks`` (an ``order.BlockShuffle``) follow."""
+        self._epochs.put((blocks, first))
+
+    def end(self) -> None:
+        """Nothing follows what was added."""
+        self._epochs.put(None)
+
+    def __iter__(self) -> Iterator[tuple]:
+        while (epoch := self._epochs.get()) is not None:
+            blocks, first = epoch
+            for j in range(first, len(blocks.buffers)):
+                yield blocks, j
+
+
+class BufferLoader:
+    """A Prefetcher of shuffle buffers and the stream it reads, closed together: ending the
+    stream wakes a reader waiting to learn whether another epoch follows."""
+
+    def __init__(self, prefetcher: Prefetcher, stream: BufferStream) -> None:
+        self.prefetcher, self.stream = prefetcher, stream
+        self.next, self.release = prefetcher.next, prefetcher.release
+
+    def close(self) -> None:
+        self.stream.end()
+        self.prefetcher.close()
 
 
 def prefetch(fill, items, slots: list[_Slot], stats: IOStats) -> Iterator[tuple]:

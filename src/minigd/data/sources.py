@@ -9,6 +9,8 @@ an array in memory, one ``.npy`` file, a folder of ``.npy`` shards, Parquet and 
     block_rows                    rows one cheap read serves (a chunk, a row group, ~1 MiB)
     locate(row)                   (file, row within it) of a global row, for error messages
     in_memory                     True when reading costs no I/O
+    unchanging                    True when the same rows read again are the same bytes, or an
+                                  error (the reader checks a block's values once, not each epoch)
 
 On-disk ``.npy`` data is read with positioned reads (``os.preadv``) straight into the caller's
 buffers. Nothing is memory-mapped: the pages of a map that an epoch touches count in the process's
@@ -43,6 +45,7 @@ class Source:
     dtype: np.dtype
     name: str
     in_memory = False
+    unchanging = False  # a source that cannot tell a file edited under it: check every read
 
     @cached_property
     def row_bytes(self) -> int:
@@ -173,6 +176,8 @@ class NpySource(Source):
         path: the file; its header is read and checked here, the data only when asked for.
         direct: read with ``O_DIRECT``; default: when the file is larger than half the memory.
     """
+
+    unchanging = True  # a read from a file written to or replaced since it was opened raises
 
     def __init__(self, path: str | os.PathLike, *, direct: bool | None = None) -> None:
         self._fd: int | None = None
@@ -313,6 +318,7 @@ class ConcatSource(Source):
         self.row_shape, self.dtype = first.row_shape, first.dtype
         self.offsets = np.cumsum([0] + [p.n_rows for p in parts])
         self.n_rows = int(self.offsets[-1])
+        self.unchanging = all(p.unchanging for p in parts)
 
     @property
     def block_rows(self) -> int:
@@ -358,6 +364,7 @@ class Subset(Source):
         self.source, self.lo = source, lo
         self.n_rows, self.row_shape, self.dtype = hi - lo, source.row_shape, source.dtype
         self.name, self.in_memory = source.name, source.in_memory
+        self.unchanging = source.unchanging
 
     @property
     def block_rows(self) -> int:

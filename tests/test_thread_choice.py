@@ -78,16 +78,24 @@ class StreamedMachine(Machine):
     2 of them the reader is loading the next and the step takes 5x longer; one thread leaves a
     core to the reader and costs the same in every step."""
 
-    def __init__(self):
+    def __init__(self, reading_cost=2.0e-3, wait=0.0, reading=(0, 1)):
         super().__init__({1: 0.8e-3, 2: 0.4e-3})
+        self.reading_cost, self.wait, self.waited = reading_cost, wait, 0.0
+        self.reading = reading
         self.batches = SimpleNamespace(
-            streaming=True, shuffle="blocks", blocks=SimpleNamespace(buffer_rows=640)
+            streaming=True,
+            shuffle="blocks",
+            blocks=SimpleNamespace(buffer_rows=640),
+            io=lambda: {"io_wait_seconds": self.waited},
         )
 
     def train(self, choice, steps):
         for _ in range(steps):
-            reading = self.step % 10 in (0, 1)
-            self.cost[2] = 2.0e-3 if reading else 0.4e-3
+            reading = self.step % 10 in self.reading
+            self.cost[2] = self.reading_cost if reading else 0.4e-3
+            if self.step % 10 == 1:  # the step that starts a buffer waits for it first
+                self.clock += self.wait
+                self.waited += self.wait
             super().train(choice, 1)
 
 
@@ -101,6 +109,27 @@ def test_a_streamed_runs_windows_span_a_shuffle_buffer():
     assert choice.checks[0]["ms_per_step"]["2"] == pytest.approx(0.72)
     assert machine.log[:10] == [1] * 10  # a step that pays for the start, then a buffer's 10
     assert set(machine.log[10:]) == {2}
+
+
+def test_a_step_that_waited_for_the_reader_is_not_timed():
+    """A 20 ms wait for a buffer fell on a try's first step: 4x the other count's mean, so
+    the try ended there and kept one thread, though two are 1.6x faster between waits."""
+    machine = StreamedMachine(reading_cost=0.4e-3, wait=20e-3)
+    choice = started(machine, recheck_seconds=1e9)
+    machine.train(choice, 100)
+    assert machine.threads == 2
+    assert choice.checks[0]["ms_per_step"] == pytest.approx({"1": 0.8, "2": 0.4})
+
+
+def test_one_slow_step_does_not_end_a_streamed_runs_try():
+    """At 2 threads the step during which the reader starts a buffer loses a time slice; the
+    try began on it (4.4x the 1-thread mean) and ended there, though over the buffer two
+    threads average 0.71 ms a step against one's 0.8."""
+    machine = StreamedMachine(reading_cost=3.5e-3, reading=(2,))
+    choice = started(machine, recheck_seconds=1e9)
+    machine.train(choice, 100)
+    assert machine.threads == 2
+    assert choice.checks[0]["ms_per_step"]["2"] == pytest.approx(0.71)
 
 
 def test_a_resumed_run_starts_at_its_checkpoints_count(tmp_path, digits):
@@ -130,6 +159,16 @@ def test_threads_given_are_kept_and_nothing_is_measured(digits):
                            verbose=0, threads=1)  # fmt: skip
     assert not any(isinstance(c, ThreadChoice) for c in trainer.callbacks)
     assert "thread_checks" not in trainer.run().meta
+
+
+def test_a_thread_choice_passed_in_is_the_only_one(digits):
+    """A second, default ThreadChoice undid the first one's tries: each set the count the
+    other was timing, so both recorded steps of the wrong count."""
+    train, _ = digits
+    mine = ThreadChoice(window=4, trial=4)
+    trainer = make_trainer(mlp(64, [16], 10), train.X, train.y, batch_size=32, epochs=1,
+                           verbose=0, callbacks=[mine])  # fmt: skip
+    assert [c for c in trainer.callbacks if isinstance(c, ThreadChoice)] == [mine]
 
 
 BUSY = "while True:\n    pass\n"

@@ -136,8 +136,8 @@ def _with_defaults(
 ) -> list[Callback]:
     """The caller's callbacks (and an adaptive batch size's), with a DivergenceGuard first and
     a ProgressBar last by default (on rank 0 only, in a data-parallel run), and a ThreadChoice
-    before all of them when the threads are measured (so its checkpoint key does not depend on
-    the other callbacks)."""
+    before all of them when the threads are measured and the caller passed none (so its
+    checkpoint key does not depend on the other callbacks; two would undo each other's tries)."""
     extra = list(callbacks)
     if adaptive is not None and adaptive not in extra:
         extra.append(adaptive)
@@ -145,7 +145,7 @@ def _with_defaults(
         extra.insert(0, DivergenceGuard())
     if verbose and rank == 0 and not any(isinstance(c, ProgressBar) for c in extra):
         extra.append(ProgressBar())
-    if measure_threads:
+    if measure_threads and not any(isinstance(c, ThreadChoice) for c in extra):
         extra.insert(0, ThreadChoice())  # the faster of 1 thread and the cores, measured
     return extra
 

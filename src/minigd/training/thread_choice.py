@@ -12,7 +12,9 @@ every ``recheck_seconds``. A streamed run's reader loads a shuffle buffer, then 
 slot frees, and while it reads it takes CPU from the BLAS threads: a window shorter than a
 buffer's steps saw the step with the reader or without it, by chance, and chose one thread for
 a streamed MLP at B=1024 that ran 1.2x faster on two. Its windows and tries span a buffer's
-steps (up to ``MAX_SPAN``), so each sees the reader's share once.
+steps (up to ``MAX_SPAN``), so each sees the reader's share once, and a step that waited for
+the reader is not timed: a wait of 20-80 ms at a buffer's start (the first epoch's reads are
+the slowest) made one step of a try look 4x slower and ended it.
 
 Each decision (step, mean milliseconds per step at each count, the choice, why) is recorded in
 ``history.meta["thread_checks"]`` and in checkpoints. A thread count changes a matrix product's
@@ -23,6 +25,8 @@ interrupted run's arithmetic. ``fit(threads=N)`` (``--threads N``) forces N and 
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
 
 from minigd._validation import check_float, check_int, check_state
 from minigd.training.callbacks import Callback
@@ -59,6 +63,7 @@ class ThreadChoice(Callback):
         self._trying: dict[str, Any] | None = None  # the count being tried, and what it beats
         self._reference: float | None = None  # mean step seconds after the last decision
         self._last: float | None = None  # elapsed() at the previous step's end
+        self._waited = 0.0  # seconds the loop had waited on a streamed reader by then
 
     def setup(self, trainer) -> None:
         self.trainer = trainer
@@ -105,10 +110,14 @@ class ThreadChoice(Callback):
 
     def _step_seconds(self, trainer) -> float | None:
         """The step's seconds; None for a step that is not typical (after a pause, an epoch's
-        short last batch, a batch of another size than the one being timed)."""
+        short last batch, a batch of another size than the one being timed, a wait for a
+        streamed reader)."""
         now, last = trainer.elapsed(), self._last
+        waited, self._waited = self._waited, _reader_wait(trainer)
         self._last = now
         if last is None or trainer.history.steps["batch_size"][-1] != trainer.batch_size:
+            return None
+        if self._waited > waited:
             return None
         if self._trying is not None and trainer.batch_size != self._trying["batch_size"]:
             trainer.set_threads(self._trying["from"])  # the batch moved: this try says nothing
@@ -152,10 +161,8 @@ class ThreadChoice(Callback):
     def _try_step(self, trainer) -> None:
         trying, times = self._trying, self._times
         mean = sum(times) / len(times)
-        hopeless = times[-1] > HOPELESS * trying["mean"] or (
-            len(times) >= 2 and mean > GIVE_UP * trying["mean"]
-        )
-        if len(times) < self._span(trainer, self.trial) and not hopeless:
+        span = self._span(trainer, self.trial)
+        if len(times) < span and not self._hopeless(times, mean, trying["mean"], span):
             return
         keep = mean < (1 - MARGIN) * trying["mean"]
         chosen = trying["to"] if keep else trying["from"]
@@ -174,6 +181,14 @@ class ThreadChoice(Callback):
         self._reset()
         self._last = trainer.elapsed()
 
+    def _hopeless(self, times: list[float], mean: float, other: float, span: int) -> bool:
+        """Whether a try is already far slower than ``other``. Over a streamed run's longer
+        span by the median of three steps or more: the step at 2 threads during which the
+        reader began a buffer lost a time slice (17-22 ms against 0.3-3.6), once a buffer."""
+        if span > self.trial:
+            return len(times) >= 3 and float(np.median(times)) > GIVE_UP * other
+        return times[-1] > HOPELESS * other or (len(times) >= 2 and mean > GIVE_UP * other)
+
     def state(self) -> dict[str, Any]:
         if len(self.counts) < 2:  # held at one count: the run is not measured
             return {}
@@ -188,3 +203,11 @@ class ThreadChoice(Callback):
 
     def __repr__(self) -> str:
         return f"ThreadChoice(counts={self.counts}, recheck_seconds={self.recheck_seconds:g})"
+
+
+def _reader_wait(trainer) -> float:
+    """Seconds the loop has waited for a streamed source's reader so far; 0 in memory."""
+    batches = getattr(trainer, "batches", None)
+    if batches is None or not batches.streaming:
+        return 0.0
+    return batches.io().get("io_wait_seconds", 0.0)

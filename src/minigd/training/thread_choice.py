@@ -8,13 +8,20 @@ measures on its own steps: it starts at one thread (safe on a busy machine), tim
 steps, then tries the other count for a few steps (cut short if they are much slower) and keeps
 the faster by mean step time. It tries again when its steps at several threads slow down (at one
 thread: speed up, the neighbour left), when the batch has moved far (an adaptive batch), and
-every ``recheck_seconds``. A streamed run's reader loads a shuffle buffer, then idles until a
-slot frees, and while it reads it takes CPU from the BLAS threads: a window shorter than a
-buffer's steps saw the step with the reader or without it, by chance, and chose one thread for
-a streamed MLP at B=1024 that ran 1.2x faster on two. Its windows and tries span a buffer's
-steps (up to ``MAX_SPAN``), so each sees the reader's share once, and a step that waited for
-the reader is not timed: a wait of 20-80 ms at a buffer's start (the first epoch's reads are
-the slowest) made one step of a try look 4x slower and ended it.
+every ``recheck_seconds``.
+
+Before trying more threads than one it looks at the machine: where another process has a task
+ready to run (a busy neighbour, a second training) those threads would fight it (a try of two
+at B=256 beside a busy loop cost a short run 1.4x its time on one thread), so the try is left
+out and that decision recorded.
+
+A streamed run's reader loads a shuffle buffer, then idles until a slot frees, and while it
+reads it takes CPU from the BLAS threads: a window shorter than a buffer's steps saw the step
+with the reader or without it, by chance, and chose one thread for a streamed MLP at B=1024
+that ran 1.2x faster on two. Its windows and tries span a buffer's steps (up to ``MAX_SPAN``),
+so each sees the reader's share once, and a step that waited for the reader is not timed: a
+wait of 20-80 ms at a buffer's start (the first epoch's reads are the slowest) made one step of
+a try look 4x slower and ended it.
 
 Each decision (step, mean milliseconds per step at each count, the choice, why) is recorded in
 ``history.meta["thread_checks"]`` and in checkpoints. A thread count changes a matrix product's
@@ -28,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from minigd._threads import others_runnable
 from minigd._validation import check_float, check_int, check_state
 from minigd.training.callbacks import Callback
 
@@ -133,6 +141,14 @@ class ThreadChoice(Callback):
             self._reference = self._reference if self._reference is not None else mean
             return
         other = next(n for n in self.counts if n != trainer.threads)
+        busy = others_runnable() if other > trainer.threads else None
+        self._last = trainer.elapsed()  # the look is not the next step's time
+        if busy:  # the cores another process keeps busy would be shared: worse, not tried
+            self._reference = mean
+            self._record(trainer, {str(trainer.threads): 1e3 * mean}, trainer.threads,
+                         f"{why}; {other} threads not tried: {busy} task(s) of other "
+                         "processes ready to run")  # fmt: skip
+            return
         self._trying = {"from": trainer.threads, "to": other, "mean": mean, "why": why,
                         "batch_size": trainer.batch_size}  # fmt: skip
         trainer.set_threads(other)
@@ -168,6 +184,11 @@ class ThreadChoice(Callback):
         chosen = trying["to"] if keep else trying["from"]
         trainer.set_threads(chosen)
         measured = {str(trying["from"]): 1e3 * trying["mean"], str(trying["to"]): 1e3 * mean}
+        self._record(trainer, measured, chosen, trying["why"])
+        self._reset()
+        self._last = trainer.elapsed()
+
+    def _record(self, trainer, measured: dict[str, float], chosen: int, reason: str) -> None:
         self.checks.append(
             {
                 "step": trainer.step,
@@ -175,11 +196,9 @@ class ThreadChoice(Callback):
                 "batch_size": trainer.batch_size,
                 "ms_per_step": measured,
                 "threads": chosen,
-                "reason": trying["why"],
+                "reason": reason,
             }
         )
-        self._reset()
-        self._last = trainer.elapsed()
 
     def _hopeless(self, times: list[float], mean: float, other: float, span: int) -> bool:
         """Whether a try is already far slower than ``other``. Over a streamed run's longer

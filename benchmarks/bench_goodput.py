@@ -16,7 +16,7 @@ Parts: ``grid`` (the table; per problem), ``overhead`` (a step with the noise me
 competing training process, against its quiet time).
 
 Usage: ``python benchmarks/bench_goodput.py --seeds 3 [--problems mnist5k-sgd,...]``.
-Writes results/<date>-bench_goodput.*
+Writes results/<date>-bench_goodput.* (without the grid: results/<date>-bench_goodput-<parts>.*)
 """
 
 from __future__ import annotations
@@ -281,7 +281,9 @@ def main() -> None:
         results["busy"] = busy(every["mnist5k-sgd"], args.seeds)
     text = markdown(results)
     print(text)
-    write_results("bench_goodput", results, text)
+    # a run of some parts only is kept beside the full table, not written over it
+    name = "bench_goodput" if "grid" in parts else "bench_goodput-" + "-".join(parts)
+    write_results(name, results, text)
 
 
 if __name__ == "__main__":

@@ -236,9 +236,12 @@ def test_compare_shows_the_adaptive_run_beside_the_fixed_ones_and_says_what_it_c
     adaptive = results.runs[-1]
     assert adaptive.spec.label == "adaptive batch" and adaptive.batch_samples == 32
     schedule = adaptive.metrics["batch_schedule"]
-    assert schedule and adaptive.metrics["largest_batch_size"] == schedule[-1]["batch_size"]
+    # the largest, not the last: goodput may move back down when the step times say so (a
+    # look of 0.2 ms once made this run go 32 -> 128 -> 45)
+    largest = max(move["batch_size"] for move in schedule)
+    assert schedule and adaptive.metrics["largest_batch_size"] == largest
     sizes = adaptive.history.steps["batch_size"]
-    assert sizes[0] == 32 and max(sizes) == schedule[-1]["batch_size"]
+    assert sizes[0] == 32 and max(sizes) == largest
     paths = write_report(results, tmp_path)
     page = paths["html"].read_text()
     assert "<h2>The adaptive batch size</h2>" in page
@@ -247,7 +250,7 @@ def test_compare_shows_the_adaptive_run_beside_the_fixed_ones_and_says_what_it_c
         f"at step {first['step']} (epoch {first['epoch'] + 1}) 32 -&gt; {first['batch_size']}"
         in page
     )
-    assert f"32 to {schedule[-1]['batch_size']}" in page  # its cell in the metrics table
+    assert f"32 to {largest}" in page  # its cell in the metrics table
 
 
 def test_train_takes_an_adaptive_batch_size_and_resumes_it(tmp_path, capsys):

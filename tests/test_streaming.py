@@ -492,6 +492,37 @@ def test_the_next_epochs_first_buffer_is_read_while_the_last_batch_trains(table)
     assert prefetch_threads() == []
 
 
+def test_reading_is_true_while_the_reader_loads_a_buffer(table, monkeypatch):
+    """What the loop asks before each step (to train on one BLAS thread meanwhile)."""
+    from minigd.batching.reader import BatchReader
+
+    folder, _, _ = table
+    gate, load = threading.Event(), BatchReader.load_buffer
+
+    def held(self, *args, **kwargs):
+        assert gate.wait(30)
+        return load(self, *args, **kwargs)
+
+    monkeypatch.setattr(BatchReader, "load_buffer", held)
+    batches = blocks_of(folder)
+    assert not batches.reading  # nothing started
+    it = batches.epoch(0)
+    first = threading.Thread(target=lambda: next(it), daemon=True)
+    first.start()
+    deadline = time.monotonic() + 30
+    while not batches.reading and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert batches.reading  # held in the first buffer's load
+    gate.set()
+    first.join(30)
+    rest = list(it)
+    assert len(rest) == len(batches) - 1
+    batches.close()
+    assert not batches.reading and prefetch_threads() == []
+    memory = MiniBatches(np.zeros((10, 2)), np.zeros(10), batch_size=5)
+    assert not memory.reading
+
+
 def test_a_block_is_checked_once_and_a_bad_block_in_every_epoch(table, tmp_path, monkeypatch):
     """Epochs after the first skip the NaN/inf check of the blocks already checked, where the
     source refuses a file changed under it; a block that failed fails again in the next epoch,

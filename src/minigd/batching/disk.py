@@ -60,6 +60,13 @@ class DiskRows:
         self._out: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
         self._ahead = None  # ((epoch, start, largest batch), BufferLoader): reading on
         self._verified: VerifiedBlocks | None = None  # blocks whose features were checked
+        self._buffers: Prefetcher | None = None  # the newest shuffle-buffer reader
+
+    @property
+    def reading(self) -> bool:
+        """Whether the reader is loading a shuffle buffer now."""
+        buffers = self._buffers
+        return buffers is not None and buffers.busy
 
     @property
     def name(self) -> str:
@@ -195,7 +202,8 @@ class DiskRows:
 
         stream = BufferStream()
         stream.add(plan.blocks, plan.blocks.buffer_of(int(plan.bounds[start])))
-        return BufferLoader(Prefetcher(load, iter(stream), slots, reader.stats), stream)
+        self._buffers = Prefetcher(load, iter(stream), slots, reader.stats)
+        return BufferLoader(self._buffers, stream)
 
     def _verified_for(self, layout) -> VerifiedBlocks | None:
         """The blocks already checked in this run, kept while the block cut stays the same;

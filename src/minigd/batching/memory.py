@@ -24,6 +24,7 @@ class MemoryRows:
     """
 
     streaming = False
+    reading = False  # nothing is read while training
 
     def __init__(self, X: np.ndarray, y: np.ndarray | None) -> None:
         self.X, self.y = X, y

@@ -174,6 +174,11 @@ class MiniBatches:
         return self.rows.streaming
 
     @property
+    def reading(self) -> bool:
+        """True while a streamed source's reader is loading a shuffle buffer."""
+        return self.rows.reading
+
+    @property
     def X(self) -> np.ndarray | None:  # noqa: N802 (the data's name everywhere)
         """The rows in memory (None for a source on disk)."""
         return None if self.streaming else self.rows.X

@@ -287,6 +287,7 @@ class Prefetcher:
             self._free.put(slot)
         self._stop = threading.Event()
         self._fill, self._items, self._stats = fill, items, stats
+        self.busy = False  # filling a slot now (the loop may train on fewer BLAS threads)
         self._thread = threading.Thread(target=self._read, name="minigd-prefetch", daemon=True)
         self._thread.start()
 
@@ -297,7 +298,11 @@ class Prefetcher:
                 if slot is None or self._stop.is_set():
                     return
                 start = time.perf_counter()
-                self._fill(slot, item)
+                self.busy = True
+                try:
+                    self._fill(slot, item)
+                finally:
+                    self.busy = False
                 self._stats.read_seconds += time.perf_counter() - start
                 self._ready.put(slot)
         except BaseException as exc:  # raised again in the loop's thread

@@ -137,6 +137,10 @@ class Trainer:
         else:
             self.threads = resolve_threads(threads)
         self._blas: BlasThreads | None = None  # the BLAS threads while run() trains
+        # BLAS threads for a step during which a streamed source's reader loads a buffer (None:
+        # self.threads); ThreadChoice sets 1: on 2 cores the reader delays one of two BLAS
+        # threads and each product waits for it
+        self.threads_while_reading: int | None = None
         self._regrouped = False  # the batches were regrouped: reopen the epoch at next_batch
         self.batches = batches
         self.optimizer = optimizer
@@ -300,6 +304,8 @@ class Trainer:
         gradient = self.gradient
         epoch, size_of = pos.epoch, self.batches.size_of  # a rank's xb is its share of one
         for xb, yb in batches:
+            if self.threads_while_reading is not None:
+                self._follow_reader(self.threads_while_reading)
             n = size_of(pos.next_batch)
             stop = caught.signal is not None  # passed on to the other ranks, if any
             loss = gradient.loss_and_grad(model, xb, yb, n, pos.step, stop)  # forward, backward
@@ -319,6 +325,14 @@ class Trainer:
             self._honour(caught)
             if self.stop_training or self._regrouped:
                 break
+
+    def _follow_reader(self, while_reading: int) -> None:
+        """This step's BLAS threads: ``while_reading`` while the reader loads, else the chosen
+        count (``self.threads`` stays the choice ThreadChoice measures and records)."""
+        blas = self._blas
+        want = min(while_reading, self.threads) if self.batches.reading else self.threads
+        if blas is not None and blas.threads != want:
+            blas.set(want)
 
     def _honour(self, caught: _Caught) -> None:
         """Stops after this step if Ctrl-C or SIGTERM has arrived (on any rank)."""

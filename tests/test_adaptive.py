@@ -237,7 +237,7 @@ def test_compare_shows_the_adaptive_run_beside_the_fixed_ones_and_says_what_it_c
     assert adaptive.spec.label == "adaptive batch" and adaptive.batch_samples == 32
     schedule = adaptive.metrics["batch_schedule"]
     # the largest, not the last: goodput may move back down when the step times say so (a
-    # look of 0.2 ms once made this run go 32 -> 128 -> 45)
+    # look of 0.16 ms once made this run go 32 -> 128 -> 45)
     largest = max(move["batch_size"] for move in schedule)
     assert schedule and adaptive.metrics["largest_batch_size"] == largest
     sizes = adaptive.history.steps["batch_size"]

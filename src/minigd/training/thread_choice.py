@@ -20,9 +20,10 @@ reads it takes CPU from the BLAS threads: a window shorter than a buffer's steps
 with the reader or without it, by chance, and chose one thread for a streamed MLP at B=1024
 that ran 1.2x faster on two. Its windows and tries span a buffer's steps (up to ``MAX_SPAN``),
 so each sees the reader's share once, and a step that waited for the reader is not timed: a
-wait of 20-80 ms at a buffer's start (the first epoch's reads are the slowest) made one step of
-a try look 4x slower and ended it. While the reader loads, the steps train on one thread
-whatever the choice (``Trainer.threads_while_reading``): 8-9% faster an epoch at B=1024.
+wait of up to 80 ms at a buffer's start (the first epoch's reads are the slowest) made one
+step of a try look 4x slower and ended it. While the reader loads, the steps train on one
+thread whatever the choice (``Trainer.threads_while_reading``): 8-9% faster an epoch at
+B=1024.
 
 Each decision (step, mean milliseconds per step at each count, the choice, why) is recorded in
 ``history.meta["thread_checks"]`` and in checkpoints. A thread count changes a matrix product's

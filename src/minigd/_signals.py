@@ -10,12 +10,15 @@ handlers before anything heavy is imported.
 A signal can land while a C library is calling back into Python (llvmlite does while Numba
 loads its compiled kernels); an exception raised there is printed as "Exception ignored" and
 dropped. So each handler also records the signal as ``pending``, and the training loop honours a
-pending signal before its first step.
+pending signal before its first step. While it trains, ``caught_while_training`` replaces both
+handlers with one that only records the signal, so the loop stops after its step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import threading
 
 pending: int | None = None  # a signal whose exception may have been swallowed
 
@@ -63,3 +66,34 @@ def take_pending() -> int | None:
     global pending
     signum, pending = pending, None
     return signum
+
+
+class Caught:
+    """The first SIGINT or SIGTERM received while training, if any."""
+
+    signal: int | None = None
+
+
+@contextlib.contextmanager
+def caught_while_training():
+    """While training, Ctrl-C (SIGINT) and SIGTERM end training after the current step instead of
+    raising inside NumPy mid-update, so the run can be checkpointed where it stands. A second
+    signal means the user really wants out: it raises KeyboardInterrupt. Outside the main thread
+    signals cannot be caught: there a KeyboardInterrupt stays a KeyboardInterrupt."""
+    caught = Caught()
+    caught.signal = take_pending()  # one whose exception a C callback swallowed
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+
+    def handler(signum, frame):
+        if caught.signal is not None:
+            raise KeyboardInterrupt
+        caught.signal = signum
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield caught
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

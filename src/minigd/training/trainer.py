@@ -24,7 +24,6 @@ import contextlib
 import hashlib
 import math
 import signal
-import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -233,7 +232,7 @@ class Trainer:
     def run(self) -> History:
         model, history = self.model, self.history
         with (
-            _caught_signals() as caught,
+            _signals.caught_while_training() as caught,
             np.errstate(over="ignore", invalid="ignore", divide="ignore"),
         ):
             # compile the fast extra's kernels before the clock starts, where a signal only sets
@@ -263,7 +262,7 @@ class Trainer:
             _signals.redeliver(caught.signal)
         return history
 
-    def _train_epochs(self, caught: _Caught) -> None:
+    def _train_epochs(self, caught: _signals.Caught) -> None:
         pos = self.position
         while pos.epoch < self.epochs and not self.stop_training:
             epoch = pos.epoch
@@ -298,7 +297,7 @@ class Trainer:
         self.batches.regroup(batch_size, self.position.next_batch)
         self._regrouped = True
 
-    def _train_epoch(self, batches, caught: _Caught) -> None:
+    def _train_epoch(self, batches, caught: _signals.Caught) -> None:
         """The steps of one epoch (or of its rest, after a resume or a stop)."""
         model, optimizer, history, pos = self.model, self.optimizer, self.history, self.position
         gradient = self.gradient
@@ -334,7 +333,7 @@ class Trainer:
         if blas is not None and blas.threads != want:
             blas.set(want)
 
-    def _honour(self, caught: _Caught) -> None:
+    def _honour(self, caught: _signals.Caught) -> None:
         """Stops after this step if Ctrl-C or SIGTERM has arrived (on any rank)."""
         if self.interrupted:
             return
@@ -532,34 +531,3 @@ class Trainer:
             for callback in self.callbacks:
                 if isinstance(callback, ThreadChoice):
                     callback.hold(self.threads)
-
-
-class _Caught:
-    """The first SIGINT or SIGTERM received while training, if any."""
-
-    signal: int | None = None
-
-
-@contextlib.contextmanager
-def _caught_signals():
-    """While training, Ctrl-C (SIGINT) and SIGTERM end training after the current step instead of
-    raising inside NumPy mid-update, so the run can be checkpointed where it stands. A second
-    signal means the user really wants out: it raises KeyboardInterrupt. Outside the main thread
-    signals cannot be caught: there a KeyboardInterrupt stays a KeyboardInterrupt."""
-    caught = _Caught()
-    caught.signal = _signals.take_pending()  # one whose exception a C callback swallowed
-    if threading.current_thread() is not threading.main_thread():
-        yield caught
-        return
-
-    def handler(signum, frame):
-        if caught.signal is not None:
-            raise KeyboardInterrupt
-        caught.signal = signum
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield caught
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)

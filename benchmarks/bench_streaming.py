@@ -2,12 +2,13 @@
 
 (a) From the page cache: epoch seconds of the MLP 784-128-10 (SGD, B=64 and B=1024, 2 BLAS
     threads) on the 60000-row MNIST-shaped set held in memory, against the same rows streamed
-    from a .npy file (rows shuffle: the same batches; blocks shuffle: the on-disk default),
-    interleaved rounds of 4-epoch runs, paired ratios. Target: within 10% (prefetch hides the
-    reads). Also streamed at 2 threads held at 1 while the reader loads a buffer
-    (``Trainer.threads_while_reading``), and both with the BLAS threads chosen as ``fit`` chooses
-    them when it is given none (``ThreadChoice``: the faster of 1 and 2 threads, measured on the
-    run's steps, the reader's wait included; in a streamed run it also holds 1 while reading).
+    from a .npy file (rows shuffle: the same batches; blocks shuffle: the on-disk default, the
+    file mapped under a read lease, ``data.leased_map``), interleaved rounds of 4-epoch runs,
+    paired ratios. Target: within 10%. Also the blocks read into buffers instead of mapped
+    (``NpySource.map_rows = False``), those at 2 threads held at 1 while the reader copies a
+    buffer (``Trainer.threads_while_reading``), and memory and mapped blocks with the BLAS
+    threads chosen as ``fit`` chooses them when it is given none (``ThreadChoice``: the faster
+    of 1 and 2 threads, measured on the run's steps, the reader's wait included).
 (b) Larger than RAM: a generated .npy of ``--big-gb`` GB (30 GB = 9.6 million MNIST-shaped rows,
     on a 24 GiB machine), page cache dropped first, one epoch with the block shuffle in a fresh
     process: epoch seconds, MB/s read, the share of the epoch the step waited on I/O, peak RSS.
@@ -100,13 +101,16 @@ def part_a(folder: Path, rounds: int) -> dict:
     np.save(folder / "X.npy", X)
     np.save(folder / "y.npy", y)
     on_disk = data.open_source(folder / "X.npy", y=folder / "y.npy")
+    read = data.open_source(folder / "X.npy", y=folder / "y.npy")
+    read.X.map_rows = False
     out = {}
     for b in (64, 1024):
         impls = {
             "memory (rows)": Epochs(X, y, b, "rows"),
             "disk (rows)": Epochs(on_disk, None, b, "rows"),
             "disk (blocks)": Epochs(on_disk, None, b, "blocks"),
-            "disk (blocks), 1 thread while reading": Epochs(on_disk, None, b, "blocks", 2, 1),
+            "disk (blocks), read into buffers": Epochs(read, None, b, "blocks"),
+            "read, 1 thread while reading": Epochs(read, None, b, "blocks", 2, 1),
             "memory (rows), threads chosen": Epochs(X, y, b, "rows", None),
             "disk (blocks), threads chosen": Epochs(on_disk, None, b, "blocks", None),
         }
@@ -450,14 +454,17 @@ def markdown(results: dict) -> str:
         lines += [
             "## (a) page cache: streamed vs in memory, epoch seconds (median)",
             "",
-            "| B | memory (rows) | disk (rows) | disk (blocks) | disk (blocks), 1 thread while "
-            "reading | wait share (blocks) |",
-            "|---|---|---|---|---|---|",
+            "| B | memory (rows) | disk (rows) | disk (blocks, mapped) | disk (blocks), read into "
+            "buffers | read, 1 thread while reading | wait share (blocks) |",
+            "|---|---|---|---|---|---|---|",
         ]
         for b, r in results["a"].items():
             names = ["memory (rows)", "disk (rows)", "disk (blocks)"]
-            names += [k for k in ("disk (blocks), 1 thread while reading",) if k in r]
-            cells = [f"{r[k]['median_s']:.3f} (x{r[k]['ratio_to_memory']:.3f})" for k in names]
+            names += ["disk (blocks), read into buffers", "read, 1 thread while reading"]
+            cells = [
+                f"{r[k]['median_s']:.3f} (x{r[k]['ratio_to_memory']:.3f})" if k in r else "-"
+                for k in names
+            ]
             lines.append(f"| {b} | {' | '.join(cells)} | {r['wait_share_blocks']:.1%} |")
         lines += [
             "",

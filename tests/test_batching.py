@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minigd import MiniBatches
-from minigd.batching import batch_bounds
+from minigd.batching import BlockLayout, BlockShuffle, batch_bounds
 from minigd.batching.sizes import Cut
 
 policies = st.sampled_from(["keep", "drop", "merge"])
@@ -256,5 +256,34 @@ def test_a_cut_holds_the_bounds_an_array_holds_through_any_regroups(m, first, mo
         if len(sizes):
             assert [cut.size_of(i) for i in range(len(sizes))] == sizes.tolist()
             assert (cut.smallest(), cut.largest()) == (sizes.min(), sizes.max())
+        start = int(where * (len(array) - 1))  # a loop's walk from any batch on
+        assert list(cut.spans(start)) == list(pairwise(array.tolist()))[start:]
     regular = np.array_equal(np.asarray(cut), batch_bounds(m, first, last))
     assert (cut == Cut.regular(m, first, last)) == regular  # MiniBatches.regular
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    m=st.integers(1, 400),
+    block_rows=st.integers(1, 50),
+    buffer_blocks=st.integers(1, 6),
+    b=st.integers(1, 120),
+    start=st.floats(0, 1),
+    epoch=st.integers(0, 3),
+)
+def test_walking_an_epochs_block_shuffle_gives_each_batchs_parts(
+    m, block_rows, buffer_blocks, b, start, epoch
+):
+    """The streamed loop walks the batches (``BlockShuffle.walk``) instead of searching for
+    each batch's buffer: the same (buffer, positions) parts as ``parts`` gives batch by batch."""
+    layout = BlockLayout(m, block_rows, buffer_blocks)
+    shuffle = BlockShuffle(layout, seed=3, epoch=epoch)
+    cut = Cut.regular(m, min(b, m), "keep")
+    first = int(start * (len(cut) - 1))
+    walked = list(shuffle.walk(cut.spans(first)))
+    asked = [shuffle.parts(cut[i], cut[i + 1]) for i in range(first, len(cut) - 1)]
+    assert len(walked) == len(asked)
+    for got, want in zip(walked, asked, strict=True):
+        assert [j for j, _ in got] == [j for j, _ in want]
+        for (_, a), (_, w) in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a, w)

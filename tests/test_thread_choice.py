@@ -100,6 +100,7 @@ class StreamedMachine(Machine):
             shuffle="blocks",
             blocks=SimpleNamespace(buffer_rows=640),
             io=lambda: {"io_wait_seconds": self.waited},
+            features_mapped=False,
         )
 
     def train(self, choice, steps):
@@ -122,6 +123,17 @@ def test_a_streamed_runs_windows_span_a_shuffle_buffer(quiet):
     assert choice.checks[0]["ms_per_step"]["2"] == pytest.approx(0.72)
     assert machine.log[:10] == [1] * 10  # a step that pays for the start, then a buffer's 10
     assert set(machine.log[10:]) == {2}
+
+
+def test_a_mapped_streamed_runs_windows_are_a_memory_runs(quiet):
+    """Gathered from a mapped file, the reader copies nothing (no step pays for it): no
+    buffer-long windows."""
+    machine = StreamedMachine(reading_cost=0.0)
+    machine.batches.features_mapped = True
+    choice = started(machine, recheck_seconds=1e9)
+    machine.train(choice, 100)
+    assert machine.threads == 2 and len(choice.checks) == 1
+    assert 2 in machine.log[:10]  # tried two threads before a buffer's 10 steps had passed
 
 
 def test_a_step_that_waited_for_the_reader_is_not_timed(quiet):

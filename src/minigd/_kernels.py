@@ -82,6 +82,9 @@ def warm_up(dtype) -> None:
     }
     for name, (_, kinds) in _REGISTRY.items():
         getattr(kernels, name)(*(example[k]() for k in kinds))
+    mapped = example["m"]()
+    mapped.flags.writeable = False  # a file's rows mapped read-only (data.leased_map) are gathered
+    kernels.gather_rows(mapped, example["i"](), example["m"]())
 
 
 def _build() -> SimpleNamespace:

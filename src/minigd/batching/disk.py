@@ -25,7 +25,7 @@ from minigd.batching.reader import (
     prefetch,
     slot_count,
 )
-from minigd.data.sources import BLOCK_BYTES
+from minigd.data.sources import BLOCK_BYTES, runs
 
 
 def streaming_pipeline(X, y=None, dtype=np.float32) -> Callable[[int], int]:
@@ -61,12 +61,17 @@ class DiskRows:
         self._ahead = None  # ((epoch, start, largest batch), BufferLoader): reading on
         self._verified: VerifiedBlocks | None = None  # blocks whose features were checked
         self._buffers: Prefetcher | None = None  # the newest shuffle-buffer reader
+        self._map = None  # the features mapped under a read lease (data.leased_map), or None
+        self._map_tried = False
+        self.mapped = False  # the last run's features were mapped
 
     @property
     def reading(self) -> bool:
-        """Whether the reader is loading a shuffle buffer now."""
+        """Whether the reader is copying a shuffle buffer's features now (not when they are
+        mapped: it then reads the targets and checks a block the first time, a few percent
+        of a buffer's steps, and the loop keeps its threads)."""
         buffers = self._buffers
-        return buffers is not None and buffers.busy
+        return buffers is not None and buffers.busy and self._map is None
 
     @property
     def name(self) -> str:
@@ -93,8 +98,9 @@ class DiskRows:
         return self.reader.stats
 
     def io(self) -> dict[str, float]:
-        """What History.meta records of a streamed run: time waiting on the disk, bytes read."""
-        return self.reader.stats.as_dict()
+        """What History.meta records of a streamed run: time waiting on the disk, bytes read,
+        whether the features were gathered from a map (``data.leased_map``)."""
+        return {**self.reader.stats.as_dict(), "features_mapped": self.mapped}
 
     @property
     def buffer_row_bytes(self) -> int:
@@ -153,16 +159,18 @@ class DiskRows:
             loader.stream.end()
         held = {}  # buffer index -> its loaded slot
         handed_on = False
+        stats = self.reader.stats
         try:
-            for b in range(start, len(plan)):
-                parts = plan.parts(b)
-                for j in [k for k in held if k < parts[0][0]]:
-                    loader.release(held.pop(j))
+            for parts in plan.walk(start):
+                first = parts[0][0]
+                if len(held) > 1 or first not in held:
+                    for j in [k for k in held if k < first]:
+                        loader.release(held.pop(j))
                 while parts[-1][0] not in held:
                     slot = loader.next()
                     held[slot.j] = slot
-                self.reader.stats.batches += 1
-                yield self._gather_parts(plan.my_parts(parts), held, parts[0][0])
+                stats.batches += 1
+                yield self._gather_parts(plan.my_parts(parts), held, first)
             if plan.read_ahead:  # a completed epoch hands its reader on; close() stops it
                 for slot in held.values():
                     loader.release(slot)
@@ -194,16 +202,51 @@ class DiskRows:
         slots = self._slots_for(rows, lambda: buffer_slots(largest, rows), True)
         verified = self._verified_for(layout)
 
+        leased = self._leased_map(verified)
+        # a file no larger than the buffers a read would fill stays mapped whole: unmapping it
+        # would save nothing the run was counted for, and mapping it again costs 4% an epoch
+        unmap = leased is not None and reader.x_source.nbytes > self.pipeline_bytes(largest, rows)
+
         def load(slot, item):
             blocks, j = item
             mine = blocks.rows(j) if owner is None else blocks.owned(j, *owner)[0]
-            reader.load_buffer(slot, mine, verified)
+            if leased is None:
+                reader.load_buffer(slot, mine, verified)
+            else:
+                if unmap:
+                    self._drop_mapped(slot, leased)
+                if not reader.load_mapped(slot, mine, verified, leased):
+                    reader.load_buffer(slot, mine, verified)
             slot.j = j
 
         stream = BufferStream()
         stream.add(plan.blocks, plan.blocks.buffer_of(int(plan.bounds[start])))
         self._buffers = Prefetcher(load, iter(stream), slots, reader.stats)
         return BufferLoader(self._buffers, stream)
+
+    def _leased_map(self, verified: VerifiedBlocks | None):
+        """The features mapped under a read lease, where the source offers one and its rows
+        are the model's dtype (batches are then gathered from the page cache, without the
+        reader's copy into a buffer); asked for once a run. Needs ``verified``: a mapped block
+        is checked once, like a read one."""
+        if not self._map_tried:
+            self._map_tried = True
+            source = self.reader.x_source
+            if verified is not None and source.dtype == self.reader.dtype:
+                self._map = source.leased_map()
+            self.mapped = self._map is not None
+        return self._map
+
+    @staticmethod
+    def _drop_mapped(slot, leased) -> None:
+        """Unmaps the rows a slot's buffer mapped last (whole blocks): resident memory stays
+        the buffers in use, not the file."""
+        batch = slot.batch
+        if len(batch) == 3 and batch[0] is None:
+            rows = batch[2]
+            starts, ends = runs(rows)
+            for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+                leased.drop(int(rows[a]), int(rows[b - 1]) + 1)
 
     def _verified_for(self, layout) -> VerifiedBlocks | None:
         """The blocks already checked in this run, kept while the block cut stays the same;
@@ -228,32 +271,71 @@ class DiskRows:
     def _gather_parts(self, parts, held, first: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Copies each (buffer, positions) part of a batch into this batch size's buffers;
         ``first`` is a buffer of the batch (the shapes and dtypes, when ``parts`` is empty)."""
-        n = sum(len(positions) for _, positions in parts)
-        x_first, y_first, _ = held[first].batch
+        n = len(parts[0][1]) if len(parts) == 1 else sum(len(p) for _, p in parts)
+        y_first = held[first].batch[1]
         out = self._out.get(n)
         if out is None:
             y_out = None if y_first is None else np.empty((n, *y_first.shape[1:]), y_first.dtype)
-            out = self._out[n] = (np.empty((n, *x_first.shape[1:]), x_first.dtype), y_out)
+            x_shape = (n, *self.reader.x_source.row_shape)
+            out = self._out[n] = (np.empty(x_shape, self.reader.dtype), y_out)
         x_out, y_out = out
+        if len(parts) == 1:  # most batches: one buffer's rows
+            ((j, positions),) = parts
+            self._gather_part(held[j], positions, x_out, y_out)
+            return x_out, y_out
         at = 0
         for j, positions in parts:
-            x, y, _ = held[j].batch
             k = len(positions)
-            gather = compiled_gather(x)
-            if gather is not None and k > 1:
-                gather(x.reshape(len(x), -1), positions, x_out[at : at + k].reshape(k, -1))
-            else:
-                x.take(positions, axis=0, out=x_out[at : at + k], mode="clip")
-            if y is not None:
-                y.take(positions, axis=0, out=y_out[at : at + k], mode="clip")
+            y_part = None if y_out is None else y_out[at : at + k]
+            self._gather_part(held[j], positions, x_out[at : at + k], y_part)
             at += k
         return x_out, y_out
 
+    def _gather_part(self, slot, positions: np.ndarray, x_out, y_out) -> None:
+        """A buffer's rows at ``positions``: features from the map or the buffer, targets from
+        the buffer."""
+        x, y, rows = slot.batch
+        if x is None and not self._gather_mapped(rows[positions], x_out):
+            # the lease broke: read the buffer (the reads name a changed file)
+            self.reader.load_buffer(slot, rows, self._verified)
+            x, y, _ = slot.batch
+        if x is not None:
+            _gather(x, positions, x_out)
+        if y is not None:
+            y.take(positions, axis=0, out=y_out, mode="clip")
+
+    def _gather_mapped(self, rows: np.ndarray, out: np.ndarray) -> bool:
+        """Gathers global ``rows`` from the map into ``out``; False once the map's lease is
+        broken (or the map closed: the run ended)."""
+        leased = self._map
+        if leased is None:
+            return False
+        mapped = leased.acquire()
+        try:
+            if mapped is not None:
+                _gather(mapped, rows, out)
+        finally:
+            leased.release()
+        return mapped is not None
+
     def close(self) -> None:
-        """Stops reading ahead into the next epoch; nothing else changes."""
+        """Stops reading ahead into the next epoch and releases the map (a run's end)."""
         ahead, self._ahead = self._ahead, None
         if ahead is not None:
             ahead[1].close()
+        leased, self._map, self._map_tried = self._map, None, False
+        if leased is not None:
+            leased.close()
 
     def __del__(self) -> None:
         self.close()
+
+
+def _gather(x: np.ndarray, index: np.ndarray, out: np.ndarray) -> None:
+    """out[i] = x[index[i]]: the compiled gather where it applies."""
+    k = len(index)
+    gather = compiled_gather(x)
+    if gather is not None and k > 1:
+        gather(x.reshape(len(x), -1), index, out.reshape(k, -1))
+    else:
+        x.take(index, axis=0, out=out, mode="clip")

@@ -24,6 +24,7 @@ class MemoryRows:
     """
 
     streaming = False
+    mapped = False  # nothing to map: the rows are in memory
     reading = False  # nothing is read while training
 
     def __init__(self, X: np.ndarray, y: np.ndarray | None) -> None:

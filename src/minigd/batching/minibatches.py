@@ -175,8 +175,14 @@ class MiniBatches:
 
     @property
     def reading(self) -> bool:
-        """True while a streamed source's reader is loading a shuffle buffer."""
+        """True while a streamed source's reader is copying a shuffle buffer's features."""
         return self.rows.reading
+
+    @property
+    def features_mapped(self) -> bool:
+        """True when a streamed file's features are gathered from a map (``data.leased_map``):
+        the reader copies no features, and a step costs what it costs in memory."""
+        return self.rows.mapped
 
     @property
     def X(self) -> np.ndarray | None:  # noqa: N802 (the data's name everywhere)

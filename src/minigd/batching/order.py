@@ -21,6 +21,7 @@ its mean gradient.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -169,6 +170,22 @@ class BlockShuffle:
             out.append((j, np.sort(self.permutation(j)[lo - start : take - start])))
             lo, j = take, j + 1
         return out
+
+    def walk(self, spans) -> Iterator[list[tuple[int, np.ndarray]]]:
+        """``parts(lo, hi)`` for each (lo, hi) of ``spans``, which must ascend (an epoch's
+        batches in turn): the buffer in use is kept, not searched for each batch."""
+        j, start, end, perm = -1, 0, 0, None
+        for lo, hi in spans:
+            out = []
+            while lo < hi:
+                if not start <= lo < end:
+                    j = self.buffer_of(lo)
+                    start, end = int(self.starts[j]), int(self.starts[j + 1])
+                    perm = self.permutation(j)
+                take = min(hi, end)
+                out.append((j, np.sort(perm[lo - start : take - start])))
+                lo = take
+            yield out
 
     def order(self, bounds: np.ndarray, batch_size: int) -> np.ndarray:
         """The whole epoch's rows in visiting order, batch by batch (bounds from batch_bounds)."""

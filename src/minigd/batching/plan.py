@@ -7,6 +7,7 @@ data keeps the two apart: the store never reads MiniBatches' state.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,6 +59,10 @@ class EpochPlan:
         """Batch b of a block shuffle as (buffer, sorted positions in it), whole: which buffers
         must be held to gather it."""
         return self.blocks.parts(int(self.bounds[b]), int(self.bounds[b + 1]))
+
+    def walk(self, start: int) -> Iterator[list[tuple[int, np.ndarray]]]:
+        """``parts(b)`` for b = start, start + 1, ... to the epoch's end, in turn."""
+        return self.blocks.walk(self.bounds.spans(start))
 
     @property
     def owner(self) -> tuple[int, int] | None:

@@ -64,11 +64,13 @@ class VerifiedBlocks:
     def unverified(self, rows: np.ndarray) -> list[tuple[int, int, int]]:
         """(block, lo, hi) for each block of ``rows`` (sorted whole blocks, as a shuffle buffer
         holds them) not yet verified: its rows are positions lo..hi-1 of ``rows``."""
+        if len(rows) == 0:  # a rank that owns no block of this buffer
+            return []
         block = rows // self.block_rows
         edges = np.flatnonzero(np.diff(block)) + 1
         starts = np.concatenate(([0], edges)).tolist()
         ends = np.concatenate((edges, [len(rows)])).tolist()
-        ids = block[starts].tolist() if len(rows) else []
+        ids = block[starts].tolist()
         return [
             (k, lo, hi)
             for k, lo, hi in zip(ids, starts, ends, strict=True)
@@ -213,6 +215,23 @@ class BatchReader:
         self.stats.bytes_read += n * self.x_source.row_bytes
         slot.batch = (*self._checked(slot, rows, verified), rows)
 
+    def load_mapped(self, slot: _Slot, rows: np.ndarray, verified: VerifiedBlocks, leased) -> bool:
+        """``load_buffer`` for rows of a ``LeasedMap``: the features stay in the map (the loop
+        gathers its batches from it), blocks not checked before are checked there, the targets
+        are read; ``slot.batch`` is (None, targets or None, rows). False, with nothing loaded,
+        once the map's lease is broken (read the rows instead)."""
+        n = len(rows)
+        with leased.access() as mapped:
+            if mapped is None:
+                return False
+            for block, lo, hi in verified.unverified(rows):
+                first = int(rows[lo])
+                self._check_block(slot, mapped[first : first + hi - lo], rows, lo)
+                verified.mark(block)
+        self.stats.bytes_read += n * self.x_source.row_bytes
+        slot.batch = (None, self._targets(rows, slot), rows)
+        return True
+
     # -- checks ------------------------------------------------------------------------
     def finish(self, slot: _Slot, rows: np.ndarray) -> None:
         """Casts and checks the rows read into ``slot``; sets ``slot.batch`` to (X, y) or (X,)."""
@@ -220,7 +239,8 @@ class BatchReader:
         slot.batch = (x,) if y is None else (x, y)
 
     def _why_not_finite(self, slot: _Slot, x: np.ndarray, bad: int) -> str:
-        """NaN or inf as stored, or a finite value the cast to the model's dtype overflowed."""
+        """NaN or inf as stored, or a finite value the cast to the model's dtype overflowed
+        (``bad``: the row's place in ``slot``)."""
         if slot.x is not slot.raw and slot.raw.dtype.kind in "iuf":
             stored = np.asarray(slot.raw[bad], dtype=np.float64)
             if np.isfinite(stored).all():
@@ -241,27 +261,40 @@ class BatchReader:
         if slot.x is not slot.raw:
             np.copyto(x, slot.raw[:n], casting="unsafe")
         if verified is None:
-            self._check_finite(slot, x, rows, 0, n)
+            self._check_block(slot, x, rows, 0)
         else:
             for block, lo, hi in verified.unverified(rows):
-                self._check_finite(slot, x, rows, lo, hi)
+                self._check_block(slot, x[lo:hi], rows, lo)
                 verified.mark(block)
+        return x, self._encoded(slot, rows)
+
+    def _targets(self, rows: np.ndarray, slot: _Slot) -> np.ndarray | None:
+        """The encoded targets of ``rows``, read into ``slot`` (None without targets)."""
         if self.y_source is None:
-            return x, None
+            return None
+        self.y_source.read_rows(rows, slot.y_raw[: len(rows)])
+        return self._encoded(slot, rows)
+
+    def _encoded(self, slot: _Slot, rows: np.ndarray) -> np.ndarray | None:
+        """The targets read into ``slot`` for ``rows``, encoded (None without targets)."""
+        if self.y_source is None:
+            return None
         try:
-            return x, self.targets(slot.y_raw[:n])
+            return self.targets(slot.y_raw[: len(rows)])
         except BadRowError as exc:
             self._refuse(self.y_source, rows, exc.position, exc.reason)
 
-    def _check_finite(self, slot: _Slot, x: np.ndarray, rows, lo: int, hi: int) -> None:
-        """Refuses the first row of x[lo:hi] that holds NaN or inf, a bounded mask at a time."""
+    def _check_block(self, slot: _Slot, x: np.ndarray, rows, at: int) -> None:
+        """Refuses the first row of ``x``, rows at..at+len(x)-1 of ``rows``, that holds NaN or
+        inf, a bounded mask at a time."""
         flat = x.reshape(len(x), -1)
         step = max(1, CHECK_ELEMENTS // max(1, flat.shape[1]))  # bounds the temporary mask
-        for a in range(lo, hi, step):
-            part = flat[a : min(a + step, hi)]
+        for a in range(0, len(flat), step):
+            part = flat[a : a + step]
             if not np.isfinite(part).all():
                 bad = a + int(np.argmax(~np.isfinite(part).all(axis=1)))
-                self._refuse(self.x_source, rows, bad, self._why_not_finite(slot, x, bad))
+                why = self._why_not_finite(slot, x, at + bad)  # at + bad: its place in slot
+                self._refuse(self.x_source, rows, at + bad, why)
 
     def _refuse(self, source: Source, rows: np.ndarray, position: int, reason: str):
         row = int(rows[position])

@@ -7,6 +7,7 @@ at these offsets; ``last_batch`` decides what happens to a remainder when B does
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,6 +163,13 @@ class Cut:
         if k > 0 and i == self._firsts[k]:
             k -= 1  # a run's end is the next run's start
         return self._runs[k].bound(i - self._firsts[k])
+
+    def spans(self, start: int = 0) -> Iterator[tuple[int, int]]:
+        """(lo, hi) of batches start, start + 1, ... in turn: a loop's walk, an addition a
+        batch instead of a search (``cut[b]`` bisects the runs each time)."""
+        for run, first in zip(self._runs, self._firsts, strict=True):
+            for i in range(max(start - first, 0), run.count):
+                yield run.start + i * run.size, run.bound(i + 1)
 
     def size_of(self, b: int) -> int:
         """Batch b's number of samples (the loop asks it every step: one bisect)."""

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from minigd.data.arrays import one_hot_labels
+from minigd.data.leased_map import LeasedMap, open_leased, stamp_of
 from minigd.data.npz import CorruptFileError, read_npy_header
 
 BLOCK_BYTES = 1 << 20  # a block of ~1 MiB of consecutive rows: one read that a disk serves well
@@ -87,6 +88,11 @@ class Source:
 
     def subset(self, lo: int, hi: int) -> Source:
         return Subset(self, lo, hi)
+
+    def leased_map(self) -> LeasedMap | None:
+        """The rows mapped into memory under a read lease (``data.leased_map``), or None: this
+        source is read by positioned reads only."""
+        return None
 
     def close(self) -> None:
         """Releases open files; reading again reopens them."""
@@ -175,11 +181,15 @@ class NpySource(Source):
     Args:
         path: the file; its header is read and checked here, the data only when asked for.
         direct: read with ``O_DIRECT``; default: when the file is larger than half the memory.
+        map_rows: let a streamed run map the rows under a read lease (``leased_map``); False
+            reads them into buffers always.
     """
 
     unchanging = True  # a read from a file written to or replaced since it was opened raises
 
-    def __init__(self, path: str | os.PathLike, *, direct: bool | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike, *, direct: bool | None = None, map_rows: bool = True
+    ) -> None:
         self._fd: int | None = None
         self._pid = 0
         self._local = threading.local()
@@ -194,10 +204,11 @@ class NpySource(Source):
             )
         self.n_rows, self.row_shape = shape[0], shape[1:]
         self.name = str(self.path)
-        self._stamp = _stamp(os.stat(self.path))
+        self._stamp = stamp_of(os.stat(self.path))
         if direct is None:
             direct = self.path.stat().st_size > _physical_memory() // 2
         self.direct = bool(direct) and hasattr(os, "O_DIRECT")
+        self.map_rows = bool(map_rows)
 
     def _file(self) -> int:
         if self._fd is None or self._pid != os.getpid():  # a forked child opens its own
@@ -214,7 +225,7 @@ class NpySource(Source):
     def _check_unchanged(self, fd: int) -> None:
         """After a read (so a file cut short is named by its row first): refuses rows from a
         file written to or replaced since it was opened. One fstat, ~0.3 us a read."""
-        now = _stamp(os.fstat(fd))
+        now = stamp_of(os.fstat(fd))
         if now == self._stamp:
             return
         if now[0] < self._stamp[0]:
@@ -228,6 +239,15 @@ class NpySource(Source):
             "identity differs from when the run opened it. A run must not train on data "
             "that changes under it; restore the file (or convert it again) and resume."
         )
+
+    def leased_map(self) -> LeasedMap | None:
+        """A new map of the file's rows under a read lease, or None where it cannot be had or
+        should not be: a file read with O_DIRECT (larger than the page cache could keep, where
+        a map would fault in the loop what the reader thread reads now)."""
+        if self.direct or not self.map_rows:
+            return None
+        shape = (self.n_rows, *self.row_shape)
+        return open_leased(self.path, self.offset, shape, self.dtype, self._stamp)
 
     def close(self) -> None:
         if self._fd is not None and self._pid == os.getpid():
@@ -292,11 +312,6 @@ class NpySource(Source):
             fd = self._file()
             self._pread(memoryview(out.reshape(hi - lo, -1)).cast("B"), lo, fd)
             self._check_unchanged(fd)
-
-
-def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
-    """What changes when a file is written to or replaced: size, modification time, identity."""
-    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev
 
 
 class ConcatSource(Source):

@@ -23,7 +23,8 @@ so each sees the reader's share once, and a step that waited for the reader is n
 wait of up to 80 ms at a buffer's start (the first epoch's reads are the slowest) made one
 step of a try look 4x slower and ended it. While the reader loads, the steps train on one
 thread whatever the choice (``Trainer.threads_while_reading``): 8-9% faster an epoch at
-B=1024.
+B=1024. A file whose features are mapped (``data.leased_map``) is not copied: its windows and
+threads are a run in memory's.
 
 Each decision (step, mean milliseconds per step at each count, the choice, why) is recorded in
 ``history.meta["thread_checks"]`` and in checkpoints. A thread count changes a matrix product's
@@ -110,9 +111,12 @@ class ThreadChoice(Callback):
 
     @staticmethod
     def _span(trainer, steps: int) -> int:
-        """``steps``, or the steps one shuffle buffer lasts in a streamed run if more."""
+        """``steps``, or the steps one shuffle buffer lasts in a run streamed by copying
+        buffers, if more (a mapped file's reader takes next to nothing from the steps)."""
         batches = getattr(trainer, "batches", None)
         if batches is None or not batches.streaming or batches.shuffle != "blocks":
+            return steps
+        if batches.features_mapped:
             return steps
         per_buffer = -(-batches.blocks.buffer_rows // max(1, trainer.batch_size))
         return max(steps, min(per_buffer, MAX_SPAN))

@@ -14,11 +14,20 @@
     with overlap, the Allreduce in buckets hidden behind the backward pass as far as it can be;
     the model size (784-h-10) and the global batch at which 64 ranks reach 80%.
 
-Usage: ``python benchmarks/bench_distributed.py``. Writes results/<date>-bench_distributed.*
+(d) The Allreduce overlapped with backward (``DataParallel(overlap=True)``, the MPI path): 2
+    ranks x 1 thread, ``reduction="mpi"``, buckets of 1 MiB started as backward produces them
+    against one blocking Allreduce after it, for the 784-128-10 MLP (one bucket: its first
+    layer holds 99% of the gradient and is produced last) and a 784-512-512-512-10 one (3.7 MB,
+    3 buckets), B = 256 and 1024, 16384 rows: epoch seconds and the exchange's exposed share of
+    a step (time inside MPI calls on the step's path), interleaved rounds.
+
+Usage: ``python benchmarks/bench_distributed.py [--parts a,b,c,d]``. Writes
+results/<date>-bench_distributed.*
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import statistics
@@ -27,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import machine, write_results
+from common import RESULTS, machine, write_results
 
 HERE = Path(__file__).parent
 PARAMS = 784 * 128 + 128 + 128 * 10 + 10  # 101,770 float32 parameters: 407 KB per Allreduce
@@ -139,6 +148,58 @@ def _step_ms(results: list[dict]) -> float:
     return 1000 * _epoch_s(results) / results[0]["steps"]
 
 
+OVERLAP = """
+import json, sys, time
+sys.path.insert(0, {here!r})
+from common import mnist_shaped
+from minigd.distributed import world
+from minigd.nn import mlp
+from minigd.training import make_trainer
+comm = world()
+X, y, _, _ = mnist_shaped(16384)
+b, hidden, overlap = int(sys.argv[1]), [int(h) for h in sys.argv[2].split(",")], sys.argv[3]
+trainer = make_trainer(mlp(784, hidden, 10, seed=0), X, y, batch_size=b, epochs=1, lr=0.05,
+                       verbose=0, threads=1, comm=comm)
+trainer.gradient.reduction, trainer.gradient.overlap = "mpi", overlap == "1"
+seconds, exposed = [], []
+for e in range(3):
+    trainer.epochs = e + 1
+    before = trainer.gradient.allreduce_seconds
+    start = time.perf_counter()
+    trainer.run()
+    seconds.append(time.perf_counter() - start)
+    exposed.append(trainer.gradient.allreduce_seconds - before)
+if comm.Get_rank() == 0:
+    steps = len(trainer.batches)
+    print(json.dumps({{"epoch_s": seconds[1:], "exposed_s": exposed[1:], "steps": steps,
+                      "buckets": trainer.history.meta["overlap_buckets"]}}))
+"""
+
+MODELS = {"784-128-10": "128", "784-512-512-512-10": "512,512,512"}
+
+
+def part_d(rounds: int = 3) -> dict:
+    """Interleaved rounds of overlapped and blocking exchanges, per model and batch size."""
+    mpiexec = shutil.which("mpiexec") or str(Path(sys.executable).parent / "mpiexec")
+    script = OVERLAP.format(here=str(HERE))
+    seen: dict = {}
+    for _ in range(rounds):
+        for model, hidden in MODELS.items():
+            for b in (256, 1024):
+                for overlap in ("1", "0"):
+                    command = [mpiexec, "-n", "2", sys.executable, "-c", script, str(b), hidden,
+                               overlap]  # fmt: skip
+                    seen.setdefault((model, b, overlap), []).append(run(command))
+    out = []
+    for (model, b, overlap), results in seen.items():
+        epoch = statistics.median(s for r in results for s in r["epoch_s"])
+        exposed = statistics.median(s for r in results for s in r["exposed_s"])
+        row = {"model": model, "batch": b, "overlap": overlap == "1", "epoch_s": epoch}
+        out.append(row | {"exposed_share": exposed / epoch, "buckets": results[0]["buckets"]})
+        print(f"(d) {out[-1]}", flush=True)
+    return out
+
+
 def part_b(epochs: int = 6, last_steps: int = 32) -> dict:
     mpiexec = shutil.which("mpiexec") or str(Path(sys.executable).parent / "mpiexec")
     result = run([mpiexec, "-n", "2", sys.executable, "-c", NOISE, str(epochs), str(last_steps)])
@@ -243,11 +304,32 @@ def part_c(a: dict) -> dict:
 
 
 def markdown(r: dict) -> str:
+    lines = ["# bench_distributed", "", f"machine: {r['machine']}", ""]
+    if all(part in r for part in "abc"):
+        lines += markdown_abc(r)
+    if "d" in r:
+        lines += [
+            "## (d) the Allreduce overlapped with backward (2 ranks x 1 thread, MPI path)",
+            "",
+            "Epoch seconds (medians) and the exchange's exposed share of a step: the time "
+            "inside MPI calls on the step's path (the buckets' starts, tests and the final "
+            "wait, or the one blocking Allreduce).",
+            "",
+            "| model | B | buckets | overlapped: epoch s | exposed | blocking: epoch s | exposed |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        rows = {(d["model"], d["batch"], d["overlap"]): d for d in r["d"]}
+        for model, b in dict.fromkeys((d["model"], d["batch"]) for d in r["d"]):
+            on, off = rows[(model, b, True)], rows[(model, b, False)]
+            lines.append(
+                f"| {model} | {b} | {on['buckets']} | {on['epoch_s']:.3f} | "
+                f"{on['exposed_share']:.1%} | {off['epoch_s']:.3f} | {off['exposed_share']:.1%} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def markdown_abc(r: dict) -> list[str]:
     lines = [
-        "# bench_distributed",
-        "",
-        f"machine: {r['machine']}",
-        "",
         "## (a) 1 rank x 2 threads vs 2 ranks x 1 thread (epoch s, medians)",
         "",
         "The sum over the ranks through shared memory (the default on one machine) and by "
@@ -317,15 +399,26 @@ def markdown(r: dict) -> str:
             found = s["batch_for_80"]
             cells.append("none" if found is None else f"{found[0]:,} ({found[1]:,})")
         lines.append(f"| {network} | {' | '.join(cells)} |")
-    return "\n".join(lines) + "\n"
+    return [*lines, ""]
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", default="a,b,c,d")
+    parts = set(parser.parse_args().parts.split(","))
     start = time.perf_counter()
-    results = {"machine": machine()}
-    results["a"] = part_a()
-    results["b"] = part_b()
-    results["c"] = part_c(results["a"])
+    results: dict = {"machine": machine()}
+    if "a" in parts:
+        results["a"] = part_a()
+    if "b" in parts:
+        results["b"] = part_b()
+    if "c" in parts and "a" in results:
+        results["c"] = part_c(results["a"])
+    if "d" in parts:
+        results["d"] = part_d()
+    earlier = RESULTS / f"{time.strftime('%Y-%m-%d')}-bench_distributed.json"
+    if earlier.exists():  # parts run separately today land in one file
+        results = json.loads(earlier.read_text()) | results
     paths = write_results("bench_distributed", results, markdown(results))
     print(f"wrote {paths[0]} and {paths[1]} in {time.perf_counter() - start:.0f} s")
     return 0

@@ -6,13 +6,19 @@ gradient g_r of its n_r rows, and the step needs
 
     g = (1/B) sum_r n_r g_r,        loss = (1/B) sum_r n_r loss_r
 
-so each rank scales by n_r, and one sum over the ranks of [grads, loss, |g_r|^2 n_r, stop]
+so each rank scales by n_r, and one sum over the ranks of [loss, |g_r|^2 n_r, stop, grads]
 gives every rank the same numbers: the same update, the same History. Ranks that share a
 machine sum through its shared memory (``node_sum``: 59 us against MPI_Allreduce's 95 us for
-the 784-128-10 MLP here); otherwise, or with ``reduction="mpi"``, one in-place Allreduce. The
-extra scalars cost nothing: the per-rank squared norms give the gradient noise scale
-(McCandlish et al. 2018, appendix A.1) and the stop flag makes Ctrl-C on one rank stop every
-rank after the same step.
+the 784-128-10 MLP here); otherwise, or with ``reduction="mpi"``, by Allreduce. The extra
+scalars cost nothing: the per-rank squared norms give the gradient noise scale (McCandlish et
+al. 2018, appendix A.1) and the stop flag makes Ctrl-C on one rank stop every rank after the
+same step.
+
+With ``overlap`` the Allreduce goes in buckets of layers (``bucket_bytes``), each started by a
+non-blocking Allreduce as soon as backward has produced it, last layer first, and the step
+waits only before the update (PyTorch DDP's buckets); the scalars travel with the last bucket.
+A model whose gradient is one bucket (the 784-128-10 MLP: its first layer, produced last,
+holds 99% of it) is summed by one Allreduce after backward either way.
 
 DataParallel is one of the Trainer's gradient paths (``training.gradient``): the loop calls its
 ``loss_and_grad`` and knows nothing else of MPI.
@@ -33,6 +39,11 @@ from minigd.distributed.comm import abort_job, check_same
 from minigd.distributed.node_sum import NodeSum
 from minigd.nn.layers import BatchNorm
 from minigd.noise import RunningNoiseScale, norm_sq
+
+# the exchanged vector: [loss, |g_r|^2, stop, gradient] (the scalars first: with overlap they
+# travel with the last bucket, the first layers', at the vector's start)
+LOSS, NORM, STOP, SCALARS = 0, 1, 2, 3
+BUCKET_BYTES = 1 << 20  # an overlapped bucket closes at a layer's start once it holds this
 
 
 def _ranks_on_this_machine(comm) -> int:
@@ -56,6 +67,11 @@ class DataParallel:
 
     ``reduction``: "auto" sums through shared memory where ranks share a machine (``node_sum``),
     "mpi" always by ``MPI_Allreduce``; the results agree to rounding (bitwise on two ranks).
+    ``overlap``: on the Allreduce path, sum buckets of ``bucket_bytes`` while backward runs.
+    Off by default: MPICH moves a non-blocking Allreduce only inside MPI calls, so on ranks that
+    keep every core busy it gains nothing (epochs 0.99-1.02x, ``benchmarks/bench_distributed.py``
+    part d); it is for an MPI that progresses in the background (a spare core, an offloading
+    network card).
     """
 
     REDUCTIONS = ("auto", "mpi")
@@ -66,9 +82,14 @@ class DataParallel:
         sync_batchnorm: bool = True,
         population: int | None = None,
         reduction: str = "auto",
+        overlap: bool = False,
+        bucket_bytes: int = BUCKET_BYTES,
     ) -> None:
         self.comm = comm
         self.reduction = check_choice("reduction", reduction, self.REDUCTIONS)
+        self.overlap = bool(overlap)  # the MPI Allreduce, in buckets during backward
+        self.bucket_bytes = int(bucket_bytes)
+        self._buckets = None
         self._node_sum: NodeSum | None = None
         self.sync_batchnorm = bool(sync_batchnorm)
         self.count = 0  # rows in the current global batch (what synced BatchNorm divides by)
@@ -152,21 +173,23 @@ class DataParallel:
         self.attach(model)
         self.count = n
         buf = self._send_buffer(model)
-        if mine:
-            loss = model.loss_and_grad(xb, yb)
-            np.multiply(model.grads, mine, out=buf[:-3])
-            buf[-3] = loss * mine
-            buf[-2] = norm_sq(model.grads) * mine
-        else:  # no row of this (tiny, last) batch: it still joins the sum
-            buf[:] = 0.0
-        buf[-1] = 1.0 if stop else 0.0
-        start = time.perf_counter()
-        buf = self._sum(buf)
-        self.allreduce_seconds += time.perf_counter() - start
-        np.multiply(buf[:-3], 1.0 / n, out=model.grads)
-        self.stop_requested = bool(buf[-1] > 0)
+        if self.overlap and self._node_sum is None and len(self._buckets_of(model)) > 1:
+            buf = self._overlapped(model, xb, yb, buf, stop)
+        else:
+            if mine:
+                loss = model.loss_and_grad(xb, yb)
+                np.multiply(model.grads, mine, out=buf[SCALARS:])
+                buf[LOSS], buf[NORM] = loss * mine, norm_sq(model.grads) * mine
+            else:  # no row of this (tiny, last) batch: it still joins the sum
+                buf[:] = 0.0
+            buf[STOP] = 1.0 if stop else 0.0
+            start = time.perf_counter()
+            buf = self._sum(buf)
+            self.allreduce_seconds += time.perf_counter() - start
+        np.multiply(buf[SCALARS:], 1.0 / n, out=model.grads)
+        self.stop_requested = bool(buf[STOP] > 0)
         self.big_norm_sq = norm_sq(model.grads)
-        self.small_norm_sq = float(buf[-2]) / n
+        self.small_norm_sq = float(buf[NORM]) / n
         if n >= 2 * self.size:  # each rank's gradient is a batch of n/N, the reduced one of n
             b_rank = n / self.size
             self.noise.update(self.small_norm_sq, self.big_norm_sq, b_rank, n, self.population)
@@ -174,12 +197,72 @@ class DataParallel:
             self.noise.skip()
         if self._norms and not self.sync_batchnorm:
             self._average_running_statistics()
-        return float(buf[-3]) / n
+        return float(buf[LOSS]) / n
+
+    def _overlapped(self, model, xb, yb, buf: np.ndarray, stop: bool) -> np.ndarray:
+        """The step's exchange by non-blocking Allreduces of buckets of layers, each started
+        as soon as backward has produced it, last layer first (as PyTorch DDP does); the
+        scalars travel with the last bucket, the first layers'. Waits only at the end."""
+        from mpi4py import MPI
+
+        mine, grads, buckets = len(xb), model.grads, self._buckets_of(model)
+        requests, sent, norm = [], 0, 0.0
+        spent = 0.0
+
+        def send(upto: int) -> None:  # every bucket whose rows are all at or after upto
+            nonlocal sent, norm, spent
+            start = time.perf_counter()
+            while sent < len(buckets) and buckets[sent][0] >= upto:
+                lo, hi = buckets[sent]
+                part = grads[lo:hi]
+                if mine:
+                    norm += norm_sq(part)
+                    np.multiply(part, mine, out=buf[SCALARS + lo : SCALARS + hi])
+                else:
+                    buf[SCALARS + lo : SCALARS + hi] = 0.0
+                region = buf[SCALARS + lo : SCALARS + hi]
+                if lo == 0:  # the last: the scalars go with it
+                    buf[LOSS], buf[NORM] = loss * mine, norm * mine
+                    buf[STOP] = 1.0 if stop else 0.0
+                    region = buf[: SCALARS + hi]
+                requests.append(self.comm.Iallreduce(MPI.IN_PLACE, region, op=MPI.SUM))
+                sent += 1
+            if requests:
+                MPI.Request.Testall(requests)  # MPI moves the bytes only inside its calls
+            spent += time.perf_counter() - start
+
+        loss = 0.0
+        if mine:
+            z = model.forward(xb, True)
+            loss, dz = model.loss(z, yb)
+            model.backward(dz, ready=send)
+        else:  # no row of this (tiny, last) batch: it still joins every bucket's sum
+            send(0)
+        start = time.perf_counter()
+        MPI.Request.Waitall(requests)
+        self.allreduce_seconds += spent + time.perf_counter() - start
+        return buf
+
+    def _buckets_of(self, model) -> list[tuple[int, int]]:
+        """The gradient's buckets in the order backward finishes them: [lo, hi) ranges, last
+        layers first, each closed at a layer's start once it holds ``bucket_bytes``; the same
+        on every rank (each Iallreduce must match one on every other rank)."""
+        key = (id(model), self.bucket_bytes)
+        if self._buckets is None or self._buckets[0] != key:
+            per_element = model.grads.itemsize
+            cuts, hi = [], model.grads.size
+            for lo in sorted(set(model.layer_starts), reverse=True):
+                if lo == 0 or (hi - lo) * per_element >= self.bucket_bytes:
+                    if hi > lo or lo == 0:
+                        cuts.append((lo, hi))
+                    hi = lo
+            self._buckets = (key, cuts)
+        return self._buckets[1]
 
     def _send_buffer(self, model) -> np.ndarray:
-        """Where this rank writes [grads, loss, norm, stop]: its row of the shared window, or
+        """Where this rank writes [loss, norm, stop, grads]: its row of the shared window, or
         its own array for the Allreduce (chosen once per model size, by every rank alike)."""
-        length = model.grads.size + 3
+        length = model.grads.size + SCALARS
         if self._buffer is None or len(self._buffer) != length:
             self._buffer = np.empty(length, model.dtype)
             self._node_sum = None
@@ -218,8 +301,16 @@ class DataParallel:
             "per_rank_batch": hi - lo,  # rank 0's share of a full batch (shares differ by <= 1)
             "allreduce_seconds": self.allreduce_seconds,
             "reduction": "mpi" if self._node_sum is None else "shared memory",
+            "overlap_buckets": self._overlapped_buckets(),
             "b_simple": self.noise.value,
         }
+
+    def _overlapped_buckets(self) -> int:
+        """Buckets summed while backward ran (0: one sum after it)."""
+        if not self.overlap or self._node_sum is not None or self._buckets is None:
+            return 0
+        count = len(self._buckets[1])
+        return count if count > 1 else 0
 
     def state(self) -> dict:
         """The running noise scale, so a resumed run goes on averaging where it stood."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +102,11 @@ class Sequential:
         for i, layer in enumerate(self.layers):
             params, grads = per_layer.get(i, ({}, {}))
             layer.bind(params, grads)
+        # where layer i's parameters start: after its backward, grads[starts[i]:] are final
+        per_layer_size = [0] * len(self.layers)
+        for (i, _, _), size in zip(specs, sizes, strict=True):
+            per_layer_size[i] += size
+        self.layer_starts = [sum(per_layer_size[:i]) for i in range(len(self.layers))]
 
     def reset_parameters(self, seed: int | None = None) -> None:
         """Draws fresh initial weights: He before ReLU-like activations, Glorot otherwise (each
@@ -195,10 +200,14 @@ class Sequential:
             x = layer.forward(x, training)
         return x
 
-    def backward(self, dz: np.ndarray) -> None:
-        """Writes the gradient of the loss into ``grads``, given dL/d(outputs)."""
+    def backward(self, dz: np.ndarray, ready: Callable[[int], None] | None = None) -> None:
+        """Writes the gradient of the loss into ``grads``, given dL/d(outputs). ``ready(k)``,
+        after each layer, says that ``grads[k:]`` are final (what a data-parallel step may
+        start summing while the earlier layers' backward runs)."""
         for i in range(len(self.layers) - 1, -1, -1):
             dz = self.layers[i].backward(dz, need_dx=i > 0)
+            if ready is not None:
+                ready(self.layer_starts[i])
 
     def loss_and_grad(self, xb: np.ndarray, yb: np.ndarray) -> float:
         """One forward and backward pass in training mode; returns the batch's mean loss."""

@@ -55,6 +55,7 @@ from common import (
 BATCH_SIZES = (32, 64, 256, 1024, 60000)
 PAUSE = 0.5  # seconds of idle before each timed epoch
 LR = {"sgd": 0.1, "adam": 1e-3}
+THREADS = 2  # every implementation's BLAS threads (--threads); minigd's fit would measure them
 
 
 def initial_weights(seed: int = 0) -> dict[str, np.ndarray]:
@@ -96,9 +97,10 @@ class MinigdFit:
 
         self.model = mlp(784, [128], 10)
         self.model.load_state(weights)
-        self.trainer = make_trainer(
-            self.model, X, y, batch_size=batch, epochs=1, optimizer=opt, lr=LR[opt], verbose=1
-        )
+        # the thread count every implementation is given: fit's own choice (ThreadChoice,
+        # 1 or 2 measured on the run) is bench_threads.py's subject
+        self.trainer = make_trainer(self.model, X, y, batch_size=batch, epochs=1, optimizer=opt,
+                                    lr=LR[opt], verbose=1, threads=THREADS)  # fmt: skip
         self.sink = io.StringIO()
 
     def epoch(self, e):
@@ -292,6 +294,8 @@ def rss_of(name: str, batch: int, threads: int, data_file: Path) -> tuple[float,
 
 
 def _rss_child(name: str, batch: int, threads: int, data_file: str) -> tuple[float, float]:
+    global THREADS
+    THREADS = threads
     set_threads(threads, with_torch=name.startswith("torch"))  # torch alone weighs ~190 MB
     X, y = np.load(f"{data_file}.X.npy"), np.load(f"{data_file}.y.npy")  # read in place
     impl = IMPLEMENTATIONS[name](batch, "sgd", X, y, initial_weights())
@@ -384,6 +388,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.batch_sizes, args.optimizers, args.no_extras = "64,1024", "sgd", True
+    global THREADS
+    THREADS = args.threads
     blas = set_threads(args.threads)
     data = mnist_shaped()
     weights = initial_weights()

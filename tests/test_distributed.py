@@ -35,6 +35,15 @@ def mpi(n: int, *args: str, timeout: float = 120) -> subprocess.CompletedProcess
     )
 
 
+def mpi_script(folder: Path, n: int, source: str, *args: str) -> str:
+    """What rank 0 of ``source``, run as a script on n ranks, printed."""
+    script = folder / "script.py"
+    script.write_text(source)
+    done = mpi(n, sys.executable, str(script), *args)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 EQUALITY = """
 import json, sys
 import numpy as np
@@ -71,11 +80,7 @@ CASES = [
 
 @pytest.mark.parametrize("n", [2, 3])
 def test_n_ranks_train_the_model_one_process_trains(tmp_path, n):
-    script = tmp_path / "equal.py"
-    script.write_text(EQUALITY)
-    done = mpi(n, sys.executable, str(script), json.dumps(CASES))
-    assert done.returncode == 0, done.stderr
-    worst = json.loads(done.stdout)
+    worst = json.loads(mpi_script(tmp_path, n, EQUALITY, json.dumps(CASES)))
     print(f"{n} ranks, worst relative difference: {worst}")
     assert worst.pop("reduction") == "shared memory"  # the ranks share this machine
     assert all(diff < 1e-10 for diff in worst.values()), worst
@@ -781,14 +786,10 @@ def test_the_allreduce_overlapped_with_backward_trains_the_model_one_process_tra
     """Each layer's gradient (or bucket of layers) is summed by a non-blocking Allreduce
     started as soon as backward has produced it; synced BatchNorm's own Allreduces run between
     them, in the same order on every rank."""
-    script = tmp_path / "overlap.py"
-    script.write_text(OVERLAP)
-    done = mpi(n, sys.executable, str(script), json.dumps(OVERLAP_CASES))
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+    result = json.loads(mpi_script(tmp_path, n, OVERLAP, json.dumps(OVERLAP_CASES)))
     print(f"{n} ranks: {result}")
     assert all(diff < 1e-10 for diff in result["worst"].values()), result
-    # 784-free MLP 7-16-16-16-3 (Dense and ReLU layers): 4 Dense layers, 4 buckets at 1 byte
+    # the MLP 7-16-16-16-3 has 4 Dense layers: 4 buckets at 1 byte
     assert result["buckets"]["one bucket a layer"] == 4
     assert result["buckets"]["buckets of two layers"] == 2  # 16x16+16 floats = 2176 bytes
     assert result["buckets"]["no overlap"] == 0

@@ -173,3 +173,38 @@ def test_a_writer_is_held_only_until_the_run_lets_go(tmp_path):
         assert rows is None  # from now on: read the file
     leased.close()
     source.close()
+
+
+def test_a_break_during_another_threads_access_is_carried_out_by_that_thread(tmp_path):
+    """The reader thread checks a block in the map while the main thread's handler runs: the
+    handler must not wait (it would hold up the loop), and the reader releases the lease as
+    its access ends; the writer goes on then, not before."""
+    x = tmp_path / "X.npy"
+    np.save(x, np.ones((1000, 10), np.float32))
+    source = NpySource(x)
+    leased = source.leased_map()
+    assert leased is not None
+    inside, leave = threading.Event(), threading.Event()
+
+    def reader():
+        with leased.access() as rows:
+            assert rows is not None
+            inside.set()
+            leave.wait(30)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    assert inside.wait(30)
+    code = "import sys; open(sys.argv[1], 'r+b'); print('opened')"
+    writer = subprocess.Popen([sys.executable, "-c", code, str(x)], stdout=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not leased._pending and time.monotonic() < deadline:  # the handler ran, returned
+        time.sleep(0.01)
+    assert leased._pending and not leased.broken and writer.poll() is None
+    leave.set()
+    thread.join(30)
+    assert leased.broken  # released by the reader thread on its way out
+    assert writer.communicate(timeout=40)[0].strip() == "opened"
+    leased.close()
+    source.close()

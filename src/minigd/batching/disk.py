@@ -58,6 +58,7 @@ class DiskRows:
         self._slots: list = []
         self._slot_rows = 0  # rows each slot was made for (a batch, or a shuffle buffer)
         self._out: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+        self._index = np.empty(0, np.intp)  # a batch part's global rows (_global_rows)
         self._ahead = None  # ((epoch, start, largest batch), BufferLoader): reading on
         self._verified: VerifiedBlocks | None = None  # blocks whose features were checked
         self._buffers: Prefetcher | None = None  # the newest shuffle-buffer reader
@@ -295,7 +296,7 @@ class DiskRows:
         """A buffer's rows at ``positions``: features from the map or the buffer, targets from
         the buffer."""
         x, y, rows = slot.batch
-        if x is None and not self._gather_mapped(rows[positions], x_out):
+        if x is None and not self._gather_mapped(self._global_rows(rows, positions), x_out):
             # the lease broke: read the buffer (the reads name a changed file)
             self.reader.load_buffer(slot, rows, self._verified)
             x, y, _ = slot.batch
@@ -303,6 +304,14 @@ class DiskRows:
             _gather(x, positions, x_out)
         if y is not None:
             y.take(positions, axis=0, out=y_out, mode="clip")
+
+    def _global_rows(self, rows: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """``rows[positions]``, into the front of one kept index array (a batch's parts come in
+        every size up to the batch: the step allocates no data)."""
+        k = len(positions)
+        if len(self._index) < k or self._index.dtype != rows.dtype:
+            self._index = np.empty(k, rows.dtype)
+        return np.take(rows, positions, out=self._index[:k], mode="clip")
 
     def _gather_mapped(self, rows: np.ndarray, out: np.ndarray) -> bool:
         """Gathers global ``rows`` from the map into ``out``; False once the map's lease is

@@ -274,16 +274,19 @@ def test_a_cut_holds_the_bounds_an_array_holds_through_any_regroups(m, first, mo
 def test_walking_an_epochs_block_shuffle_gives_each_batchs_parts(
     m, block_rows, buffer_blocks, b, start, epoch
 ):
-    """The streamed loop walks the batches (``BlockShuffle.walk``) instead of searching for
-    each batch's buffer: the same (buffer, positions) parts as ``parts`` gives batch by batch."""
+    """The streamed loop walks the batches (``BlockShuffle.walk``: the buffer in use is kept,
+    not searched for): each batch's (buffer, positions) parts are the rows the epoch's order
+    (``BlockShuffle.order``, computed whole) gives that batch, buffer by buffer."""
     layout = BlockLayout(m, block_rows, buffer_blocks)
     shuffle = BlockShuffle(layout, seed=3, epoch=epoch)
     cut = Cut.regular(m, min(b, m), "keep")
     first = int(start * (len(cut) - 1))
+    order = shuffle.order(np.asarray(cut), min(b, m))
     walked = list(shuffle.walk(cut.spans(first)))
-    asked = [shuffle.parts(cut[i], cut[i + 1]) for i in range(first, len(cut) - 1)]
-    assert len(walked) == len(asked)
-    for got, want in zip(walked, asked, strict=True):
-        assert [j for j, _ in got] == [j for j, _ in want]
-        for (_, a), (_, w) in zip(got, want, strict=True):
-            np.testing.assert_array_equal(a, w)
+    assert len(walked) == len(cut) - 1 - first
+    for i, parts in enumerate(walked, start=first):
+        assert [j for j, _ in parts] == sorted({j for j, _ in parts})  # each buffer once, in turn
+        rows = np.concatenate([shuffle.rows(j)[positions] for j, positions in parts])
+        np.testing.assert_array_equal(rows, order[cut[i] : cut[i + 1]])
+        for _, positions in parts:
+            assert np.all(np.diff(positions) > 0)  # sorted: gathered in address order

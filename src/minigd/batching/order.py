@@ -160,20 +160,10 @@ class BlockShuffle:
         """The buffer that holds stream position ``position``."""
         return int(np.searchsorted(self.starts, position, side="right")) - 1
 
-    def parts(self, lo: int, hi: int) -> list[tuple[int, np.ndarray]]:
-        """Stream positions lo..hi-1 (one batch) as (buffer j, sorted positions in buffer j)."""
-        out = []
-        j = self.buffer_of(lo)
-        while lo < hi:
-            start, end = int(self.starts[j]), int(self.starts[j + 1])
-            take = min(hi, end)
-            out.append((j, np.sort(self.permutation(j)[lo - start : take - start])))
-            lo, j = take, j + 1
-        return out
-
     def walk(self, spans) -> Iterator[list[tuple[int, np.ndarray]]]:
-        """``parts(lo, hi)`` for each (lo, hi) of ``spans``, which must ascend (an epoch's
-        batches in turn): the buffer in use is kept, not searched for each batch."""
+        """Stream positions lo..hi-1 of each (lo, hi) of ``spans`` (an epoch's batches in turn,
+        ascending) as (buffer j, sorted positions in buffer j): the buffer in use is kept, not
+        searched for each batch."""
         j, start, end, perm = -1, 0, 0, None
         for lo, hi in spans:
             out = []

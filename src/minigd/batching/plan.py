@@ -55,13 +55,9 @@ class EpochPlan:
         a, z = rank_share(hi - lo, *self.share)
         return lo + a, lo + z
 
-    def parts(self, b: int) -> list[tuple[int, np.ndarray]]:
-        """Batch b of a block shuffle as (buffer, sorted positions in it), whole: which buffers
-        must be held to gather it."""
-        return self.blocks.parts(int(self.bounds[b]), int(self.bounds[b + 1]))
-
     def walk(self, start: int) -> Iterator[list[tuple[int, np.ndarray]]]:
-        """``parts(b)`` for b = start, start + 1, ... to the epoch's end, in turn."""
+        """Batches start, start + 1, ... of a block shuffle, each whole as (buffer, sorted
+        positions in it): which buffers must be held to gather it."""
         return self.blocks.walk(self.bounds.spans(start))
 
     @property

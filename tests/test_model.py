@@ -103,6 +103,27 @@ def test_save_and_load_roundtrip(tmp_path):
     assert back.config() == model.config()
 
 
+def test_a_copy_is_the_same_model_and_independent_of_it():
+    """``copy`` builds the layers without drawing weights (``initialize=False``) and loads the
+    state: the same parameters, buffers, classes and mode, in arrays of its own."""
+    model = mlp(6, [5], 3, batchnorm=True, dropout=0.2, seed=3)
+    X = np.random.default_rng(0).normal(size=(16, 6)).astype(np.float32)
+    model.loss_and_grad(X, np.arange(16) % 3)  # moves running stats and the dropout counter
+    model.classes = np.array([10, 20, 30])
+    twin = model.copy()
+    np.testing.assert_array_equal(twin.params, model.params)
+    for (na, a), (nb, b) in zip(model.named_buffers(), twin.named_buffers(), strict=True):
+        assert na == nb and a is not b
+        np.testing.assert_array_equal(a, b)
+    assert twin.config() == model.config() and twin.training == model.training
+    np.testing.assert_array_equal(twin.predict(X), model.predict(X))
+    twin.loss_and_grad(X, np.arange(16) % 3)
+    SGD(0.1).step(twin.params, twin.grads)
+    assert not np.array_equal(twin.params, model.params)  # its own arrays
+    bare = Sequential([Dense(6, 3)], initialize=False)
+    assert not bare.params.any()  # nothing drawn: the weights are loaded next
+
+
 def test_load_refuses_pickles_and_other_architectures(tmp_path):
     np.savez(tmp_path / "p.npz", architecture=np.array([{"x": 1}], dtype=object))
     with pytest.raises(ValueError, match="pickle"):

@@ -46,6 +46,9 @@ class Sequential:
         loss: the training loss ("mse", "bce", "softmax_cross_entropy" or a Loss).
         seed: seeds the initial weights (``default_rng(seed)``).
         dtype: float32 (default) or float64, for parameters, activations and gradients.
+        initialize: False leaves the parameters at zero, for a model whose weights are loaded
+            next (``copy``): drawing them costs more than the copy itself (1.2 of 2 ms at
+            784-128-10).
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class Sequential:
         *,
         seed: int = 0,
         dtype: Any = np.float32,
+        initialize: bool = True,
     ) -> None:
         self.layers = list(layers)
         if not self.layers:
@@ -77,7 +81,8 @@ class Sequential:
             layer.inplace = (
                 layer.supports_inplace and before is not None and not before.needs_output
             )
-        self.reset_parameters(self.seed)
+        if initialize:
+            self.reset_parameters(self.seed)
 
     def _allocate(self) -> None:
         specs = [
@@ -370,7 +375,10 @@ class Sequential:
 
     def copy(self) -> Sequential:
         """An independent model with the same architecture, parameters and buffers."""
-        twin = Sequential.from_config(self.config())
+        config, source = self.config(), "the model description"
+        layers, loss, seed, dtype = parse_architecture(config, source)
+        twin = Sequential(layers, loss, seed=seed, dtype=dtype, initialize=False)
+        twin.target_scaling = _target_scaling(config, twin, source)
         twin.load_state(self.state())
         twin.classes = self.classes
         return twin.train(self.training)

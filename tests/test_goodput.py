@@ -21,7 +21,7 @@ from minigd.batchsize.goodput import (
     efficiency,
     gain,
 )
-from minigd.nn import Dense, ReLU, Sequential, Tanh, mlp
+from minigd.nn import BatchNorm, Dense, Dropout, ReLU, Sequential, Tanh, mlp
 from minigd.nn.models import linear_regression
 from minigd.noise import StepNoise, estimate_components, norm_sq
 from minigd.noise.per_example import ExampleNoise
@@ -83,6 +83,52 @@ def test_seed_timings_take_the_loops_own_cost_per_step():
     assert restored.fit() == times.fit()
 
 
+def test_a_spike_in_the_step_times_does_not_move_the_model():
+    """A shared machine's steps come with spikes (3-6x, one in a few hundred): each size counts
+    as the median of its recent steps, so one spike right before a decision changes nothing
+    (a running mean took half of it, and made a larger batch look twice as good)."""
+    a, c = 2e-4, 3e-6
+    times = StepTimes()
+    for b in (32, 128):
+        for _ in range(40):
+            times.observe(b, a + c * b)
+    times.observe(32, 6 * (a + c * 32))
+    assert times.fit() == pytest.approx((a, c), rel=1e-9)
+    assert len(times.recent[32]) == times.window and times.counts[32] == 41
+    # a machine that gets busier is followed: once most of the window is slower, so is the model
+    for _ in range(20):
+        times.observe(32, 2 * (a + c * 32))
+    assert times.typical()[32] == pytest.approx(2 * (a + c * 32))
+    # a checkpoint written before the window (running means) still loads
+    old = {"decay": 0.9, "means": {"32": 1e-3, "128": 2e-3}, "counts": {"32": 5, "128": 2},
+           "seeds": {}}  # fmt: skip
+    restored = StepTimes()
+    restored.load_state(old)
+    assert restored.typical() == {32: 1e-3, 128: 2e-3}
+
+
+def test_the_seed_pass_times_bare_steps_on_a_copy_of_the_model(digits):
+    """The seed pass times b0 and MAX_GROWTH b0 (the largest first move) on a copy: the model's
+    parameters and buffers (BatchNorm's statistics, Dropout's count) and the run's optimizer are
+    as before."""
+    train, _ = digits
+    model = Sequential([Dense(64, 32), BatchNorm(32), ReLU(), Dropout(0.2), Dense(32, 10)],
+                       "softmax_cross_entropy", seed=3)  # fmt: skip
+    policy = GoodputBatchSize(start=16, max_batch_size=256)
+    trainer = make_trainer(model, train.X, train.y, batch_size="adaptive", epochs=1, lr=0.1,
+                           last_batch="merge", callbacks=[policy], verbose=0)  # fmt: skip
+    trainer.optimizer.step(model.params, np.ones_like(model.params))  # some optimizer state
+    before, optimizer_before = model.state(), trainer.optimizer.state_dict()
+    policy._seed(trainer)
+    after = model.state()
+    assert set(after) == set(before)
+    for name, value in before.items():
+        np.testing.assert_array_equal(after[name], value, err_msg=name)
+    assert trainer.optimizer.state_dict()["steps"] == optimizer_before["steps"]
+    assert sorted(policy.times.seeds) == [16, 16 * MAX_GROWTH]
+    assert all(t > 0 for t in policy.times.seeds.values())
+
+
 class Machine:
     """A trainer as the policy's decisions see it, on a machine whose step times jitter."""
 
@@ -112,7 +158,7 @@ def test_a_move_needs_the_promised_margin_so_the_batch_does_not_flap(margin, mos
     moves = len(policy.schedule)
     assert 75 <= machine.batch_size <= 130
     if most_moves is None:
-        assert moves > 10
+        assert moves > 5  # it follows the jitter (a median of recent steps damps it)
     else:
         assert moves <= most_moves
 

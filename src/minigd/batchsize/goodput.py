@@ -48,21 +48,26 @@ def efficiency(b: float, b0: float, b_noise: float) -> float:
     return (b_noise + b0) / (b_noise + b)
 
 
+WINDOW = 32  # the step times of each size the model keeps: their median is that size's time
+
+
 class StepTimes:
     """Seconds per step as ``a + c b``, fitted by least squares to the steps timed so far.
 
-    Each batch size keeps an exponentially weighted mean of its step times (recent steps count
-    more, so the model follows a machine that gets busier), and the line is fitted through those
-    means, one point per batch size, weighted by how often each was timed (capped, so a size
-    trained for thousands of steps does not silence the others). Sizes timed only by a seed pass
-    (bare forward, backward and update, before training) count with the loop's own cost per step
-    added: the median of (trained - seed) over the sizes timed both ways. Until two sizes are
-    timed the model takes the step time proportional to b (a = 0): no reason to move.
+    Each batch size keeps its last ``window`` step times and counts as their median: recent steps
+    only, so the model follows a machine that gets busier, and a median, because a shared
+    machine's steps come with spikes (one step in a few hundred at 3-6x the typical time here),
+    which moved a running mean by half right before a decision and made a move up look twice as
+    good as it was. The line is fitted through one point per batch size, weighted by how often
+    each was timed (capped, so a size trained for thousands of steps does not silence the
+    others). Sizes timed only by a seed pass (before training) count with the loop's own cost per
+    step added: the median of (trained - seed) over the sizes timed both ways. Until two sizes
+    are timed the model takes the step time proportional to b (a = 0): no reason to move.
     """
 
-    def __init__(self, decay: float = 0.9) -> None:
-        self.decay = decay
-        self.means: dict[int, float] = {}
+    def __init__(self, window: int = WINDOW) -> None:
+        self.window = window
+        self.recent: dict[int, list[float]] = {}
         self.counts: dict[int, int] = {}
         self.seeds: dict[int, float] = {}
 
@@ -71,8 +76,10 @@ class StepTimes:
         if not (seconds > 0 and math.isfinite(seconds)):
             return
         b = int(b)
-        old = self.means.get(b)
-        self.means[b] = seconds if old is None else self.decay * old + (1 - self.decay) * seconds
+        times = self.recent.setdefault(b, [])
+        times.append(float(seconds))
+        if len(times) > self.window:
+            del times[0]
         self.counts[b] = self.counts.get(b, 0) + 1
 
     def seed(self, b: int, seconds: float) -> None:
@@ -80,12 +87,17 @@ class StepTimes:
         if seconds > 0 and math.isfinite(seconds):
             self.seeds[int(b)] = float(seconds)
 
+    def typical(self) -> dict[int, float]:
+        """Each trained size's step seconds: the median of its recent steps."""
+        return {b: float(np.median(times)) for b, times in self.recent.items()}
+
     def points(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(sizes, seconds, weights) the line is fitted to."""
-        both = [self.means[b] - self.seeds[b] for b in self.seeds if b in self.means]
+        trained = self.typical()
+        both = [trained[b] - self.seeds[b] for b in self.seeds if b in trained]
         overhead = float(np.median(both)) if both else 0.0
         merged = {b: (t + overhead, 1) for b, t in self.seeds.items()}
-        merged |= {b: (t, min(self.counts[b], 50)) for b, t in self.means.items()}
+        merged |= {b: (t, min(self.counts[b], 50)) for b, t in trained.items()}
         sizes = np.array(sorted(merged), dtype=np.float64)
         times = np.array([merged[int(b)][0] for b in sizes])
         return sizes, times, np.sqrt([merged[int(b)][1] for b in sizes])
@@ -104,17 +116,25 @@ class StepTimes:
             return 0.0, float(np.dot(sizes, times) / np.dot(sizes, sizes))
         return float(a), float(c)
 
+    @property
+    def empty(self) -> bool:
+        """Nothing timed yet, neither by training nor by a seed pass."""
+        return not (self.recent or self.seeds)
+
     def state(self) -> dict:
         return {
-            "decay": self.decay,
-            "means": {str(b): v for b, v in self.means.items()},
+            "window": self.window,
+            "recent": {str(b): list(v) for b, v in self.recent.items()},
             "counts": {str(b): n for b, n in self.counts.items()},
             "seeds": {str(b): v for b, v in self.seeds.items()},
         }
 
     def load_state(self, state: dict) -> None:
-        self.decay = float(state["decay"])
-        self.means = {int(b): float(v) for b, v in state["means"].items()}
+        if "recent" not in state:  # a checkpoint from before the window: its running means
+            recent = {b: [t] for b, t in state["means"].items()}
+            state = state | {"window": WINDOW, "recent": recent}
+        self.window = int(state["window"])
+        self.recent = {int(b): [float(t) for t in v] for b, v in state["recent"].items()}
         self.counts = {int(b): int(n) for b, n in state["counts"].items()}
         self.seeds = {int(b): float(v) for b, v in state["seeds"].items()}
 

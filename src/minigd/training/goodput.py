@@ -7,7 +7,7 @@ as it goes, and every ``decide_every`` steps moves to the candidate batch with t
 goodput, if it promises ``switch_gain`` (5%) more than the current one:
 
 - step seconds as ``a + c b``, fitted to the steps the run has timed, seeded at the start by a
-  few untrained steps at b0 and 8 b0 on a copy of the model (timed as training time);
+  few bare steps at b0 and 4 b0 on a copy of the model (timed as training time);
 - the noise scale from each sample's own gradient norm every 8th step (``noise.ExampleNoise``,
   a fifth of a step each time); where a layer couples samples (BatchNorm), and for Adam and
   RMSprop, whose noise is that of the pre-conditioned gradient (``Optimizer.preconditioner``),
@@ -39,9 +39,8 @@ from minigd.noise.per_example import ExampleNoise
 from minigd.training.adaptive import AdaptiveBatchSize
 
 LR_RULES = ("adascale", "constant", "linear", "sqrt")
-SEED_FACTOR = 8  # the seed pass times b0 and this multiple of it: two points fix a line
-SEED_STEPS = 3  # untrained steps per seed size; the fastest after the first counts
-MAX_GROWTH = 4  # a move goes at most this many times up at once
+MAX_GROWTH = 4  # a move goes at most this many times up at once; the seed pass times b0 and it
+SEED_STEPS = 3  # bare steps per seed size; the fastest after the first counts
 LOSS_RISE = 0.25  # after a move up, a loss this fraction above its lowest undoes the move,
 RISES_TO_UNDO = 2  # when that many decisions in a row see it (one was noise on mnist-5k)
 
@@ -129,7 +128,7 @@ class GoodputBatchSize(AdaptiveBatchSize):
     # -- the hooks ----------------------------------------------------------------------
     def on_train_begin(self, trainer) -> None:
         super().on_train_begin(trainer)
-        if not (self.times.means or self.times.seeds):
+        if self.times.empty:
             self._seed(trainer)
         self._last = None
 
@@ -160,24 +159,30 @@ class GoodputBatchSize(AdaptiveBatchSize):
         self._last = now
 
     def _seed(self, trainer) -> None:
-        """Times a few steps at b0 and 8 b0 on a copy of the model (nothing is trained)."""
-        sizes = sorted({self.b0, min(SEED_FACTOR * self.b0, self.max_batch_size)})
+        """Times a few bare steps at b0 and ``MAX_GROWTH`` b0 (the largest first move) on a copy
+        of the model: nothing is trained, and a data-parallel model's synced BatchNorm stays
+        out of it. A step is its batch's gather, forward, backward and update, as in the loop:
+        without the gather the cost per sample came out a quarter low. The sizes alternate, and
+        each counts its fastest step after the first, so a machine that warms up or is briefly
+        busy tilts neither."""
+        sizes = sorted({self.b0, min(MAX_GROWTH * self.b0, self.max_batch_size)})
         if self.step_time is not None:
             for b in sizes:
                 self.times.seed(b, self.step_time(b))
             return
         model, optimizer = trainer.model.copy().train(), trainer.optimizer.fresh()
         rng = np.random.default_rng((trainer.batches.seed, 0x600D))
-        for b in sizes:
-            xb, yb = trainer.batches.take(np.sort(rng.choice(trainer.n_samples, b, replace=False)))
-            xb, yb = np.array(xb), None if yb is None else np.array(yb)
-            seconds = []
-            for _ in range(SEED_STEPS):
+        pools = {b: _rows(trainer, rng, b) for b in sizes}
+        seconds: dict[int, list[float]] = {b: [] for b in sizes}
+        for _ in range(SEED_STEPS):
+            for b, (xb, yb) in pools.items():
+                order = rng.permutation(b)
                 start = time.perf_counter()
-                model.loss_and_grad(xb, yb)
+                model.loss_and_grad(np.take(xb, order, axis=0), _take(yb, order))
                 optimizer.step(model.params, model.grads)
-                seconds.append(time.perf_counter() - start)
-            self.times.seed(b, min(seconds[1:]))
+                seconds[b].append(time.perf_counter() - start)
+        for b in sizes:
+            self.times.seed(b, min(seconds[b][1:]))
 
     # -- deciding -----------------------------------------------------------------------
     def _due(self, trainer) -> bool:
@@ -315,3 +320,13 @@ class GoodputBatchSize(AdaptiveBatchSize):
             f"GoodputBatchSize(start={self.start}, max_batch_size={self.max_batch_size}, "
             f"lr_rule={self.lr_rule!r}, decide_every={self.decide_every})"
         )
+
+
+def _rows(trainer, rng, b: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """``b`` training rows drawn at random, as arrays the seed pass owns."""
+    xb, yb = trainer.batches.take(np.sort(rng.choice(trainer.n_samples, b, replace=False)))
+    return np.array(xb), None if yb is None else np.array(yb)
+
+
+def _take(targets: np.ndarray | None, order: np.ndarray) -> np.ndarray | None:
+    return None if targets is None else np.take(targets, order, axis=0)

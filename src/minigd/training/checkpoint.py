@@ -220,6 +220,45 @@ def restore_part(part: Any, state: Any, key: str, path: object) -> None:
         raise refused_state(key, path, exc) from None
 
 
+def check_same_model(ckpt: dict[str, Any], config: dict[str, Any]) -> None:
+    """Refuses a checkpoint of another architecture or target scaling than the model ``config``
+    describes; another dtype continues, cast, with a warning."""
+    saved = ckpt["model_config"]
+    if saved["layers"] != config["layers"] or saved["loss"] != config["loss"]:
+        raise ValueError(
+            f"the checkpoint {ckpt['path']} was written for another "
+            "architecture; resume with the model it was trained with."
+        )
+    if saved.get("target_scaling") != config.get("target_scaling"):
+        raise ValueError(
+            f"the checkpoint {ckpt['path']} was trained on targets scaled by "
+            f"{saved.get('target_scaling')} and this run scales them by "
+            f"{config.get('target_scaling')}; an exact resume needs the same data and "
+            "the same standardize_targets."
+        )
+    if saved["dtype"] != config["dtype"]:
+        warnings.warn(
+            f"the checkpoint {ckpt['path'].name} holds {saved['dtype']} parameters; "
+            f"this {config['dtype']} model continues from them cast to {config['dtype']}.",
+            stacklevel=4,
+        )
+
+
+def check_same_batching(ckpt: dict[str, Any], now: dict[str, Any]) -> None:
+    """Refuses a checkpoint whose batching (``Trainer.batching``) differs from ``now``: another
+    order would draw other batches than the interrupted run."""
+    saved = dict(ckpt["batching"])
+    if isinstance(saved.get("shuffle"), bool):  # written before shuffle policies had names
+        saved["shuffle"] = "rows" if saved["shuffle"] else "none"
+    differs = {k: (saved.get(k), now[k]) for k in now if saved.get(k) != now[k]}
+    if differs:
+        detail = ", ".join(f"{k} {a!r} then, {b!r} now" for k, (a, b) in differs.items())
+        raise ValueError(
+            f"the checkpoint {ckpt['path']} was written with other batching "
+            f"({detail}); an exact resume needs the same data and settings."
+        )
+
+
 def refused_state(key: str, path: object, exc: Exception) -> ValueError:
     """The sentence for a saved state that its owner cannot take."""
     return ValueError(

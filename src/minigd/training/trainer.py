@@ -25,7 +25,6 @@ import hashlib
 import math
 import signal
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -41,6 +40,8 @@ from minigd.noise import B_SIMPLE
 from minigd.optim import Optimizer
 from minigd.training.callbacks import Callback
 from minigd.training.checkpoint import (
+    check_same_batching,
+    check_same_model,
     load_checkpoint,
     refused_state,
     restore_part,
@@ -470,38 +471,11 @@ class Trainer:
             ) from None
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
-        config, saved_model = self.model.config(), ckpt["model_config"]
-        if saved_model["layers"] != config["layers"] or saved_model["loss"] != config["loss"]:
-            raise ValueError(
-                f"the checkpoint {ckpt['path']} was written for another "
-                "architecture; resume with the model it was trained with."
-            )
-        if saved_model.get("target_scaling") != config.get("target_scaling"):
-            raise ValueError(
-                f"the checkpoint {ckpt['path']} was trained on targets scaled by "
-                f"{saved_model.get('target_scaling')} and this run scales them by "
-                f"{config.get('target_scaling')}; an exact resume needs the same data and "
-                "the same standardize_targets."
-            )
-        if saved_model["dtype"] != config["dtype"]:
-            warnings.warn(
-                f"the checkpoint {ckpt['path'].name} holds {saved_model['dtype']} parameters; "
-                f"this {config['dtype']} model continues from them cast to {config['dtype']}.",
-                stacklevel=3,
-            )
-        saved = dict(ckpt["batching"])
+        check_same_model(ckpt, self.model.config())
+        saved = ckpt["batching"]
         if {"block_rows", "buffer_blocks"} <= saved.keys() and self.batches.blocks is not None:
             self.batches.keep_layout(saved["block_rows"], saved["buffer_blocks"])
-        now = self.batching()
-        if isinstance(saved.get("shuffle"), bool):  # written before shuffle policies had names
-            saved["shuffle"] = "rows" if saved["shuffle"] else "none"
-        differs = {k: (saved.get(k), now[k]) for k in now if saved.get(k) != now[k]}
-        if differs:
-            detail = ", ".join(f"{k} {a!r} then, {b!r} now" for k, (a, b) in differs.items())
-            raise ValueError(
-                f"the checkpoint {ckpt['path']} was written with other batching "
-                f"({detail}); an exact resume needs the same data and settings."
-            )
+        check_same_batching(ckpt, self.batching())
         self.model.load_state(ckpt["model_state"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.position = Position.from_dict(ckpt["position"], ckpt["path"])

@@ -24,6 +24,7 @@ from minigd.batchsize.goodput import (
 from minigd.nn import BatchNorm, Dense, Dropout, ReLU, Sequential, Tanh, mlp
 from minigd.nn.models import linear_regression
 from minigd.noise import StepNoise, estimate_components, norm_sq
+from minigd.noise.halves import FLOOR
 from minigd.noise.per_example import ExampleNoise
 from minigd.optim import SGD, Adam, RMSprop, StepDecay
 from minigd.training import Callback, Checkpoint, fit, load_checkpoint, make_trainer
@@ -210,6 +211,7 @@ def test_adam_noise_is_that_of_the_pre_conditioned_gradient(digits):
         optimizer.step(model.params.copy(), grads.copy())
     d = np.sqrt(v / (1 - 0.999**3)) + 1e-8
     np.testing.assert_allclose(optimizer.preconditioner(), d, rtol=1e-12)
+    d = np.maximum(d, FLOOR * d.mean())  # the measurement's floor
     noise = StepNoise(seed=4, precondition=optimizer.preconditioner)
     noise.loss_and_grad(model, rows, targets, 64, step=0)
     first, second = noise._split(64, 0)
@@ -223,6 +225,36 @@ def test_adam_noise_is_that_of_the_pre_conditioned_gradient(digits):
     rmsprop = RMSprop(1e-3, alpha=0.9)
     rmsprop.step(model.params.copy(), np.full_like(model.params, 2.0))
     np.testing.assert_allclose(rmsprop.preconditioner(), np.sqrt(0.1 * 4.0) + 1e-8)
+
+
+def test_a_coordinate_adam_has_not_seen_does_not_take_the_pre_conditioned_noise(
+    digits, monkeypatch
+):
+    """Weights on an input that was blank in every batch so far have Adam's divisor at eps: a
+    batch where it is lit puts nearly all the pre-conditioned variance there (on mnist-5k, 1% of
+    the coordinates held 99-100% of it). Each divisor counts as at least FLOOR times their mean,
+    which the path applies to what the optimizer gives."""
+    train, _ = digits
+    rows, targets = train.X[:64].astype(np.float32), train.y[:64]
+    rows[:, 0] = 0.0  # digits' first pixel is blank anyway: make sure
+    model = mlp(64, [16], 10, seed=2)
+    optimizer = Adam(1e-3)
+    for lo in range(0, 64, 16):  # Adam sees the input blank
+        model.loss_and_grad(rows[lo : lo + 16], targets[lo : lo + 16])
+        optimizer.step(model.params, model.grads)
+    rows[::8, 0] = 16.0  # now lit in 1 row of 8
+    d = optimizer.preconditioner()
+    assert d.min() == pytest.approx(1e-8)
+
+    def trace(divisor):
+        noise = StepNoise(seed=4, precondition=lambda: divisor)
+        noise.loss_and_grad(model.copy(), rows, targets, 64, step=0)
+        return noise.noise.last_trace
+
+    floored = trace(d)
+    monkeypatch.setattr("minigd.noise.halves.FLOOR", 0.0)  # the path divides as it is told
+    assert floored == pytest.approx(trace(np.maximum(d, FLOOR * d.mean())), rel=1e-6)
+    assert trace(d) > 1e6 * floored  # divided by eps, the lit input's weights are all of it
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,12 @@ twice as much), and the running statistics are put back after the halves.
 
 For Adam and RMSprop the noise that matters is that of the step they take, the gradient divided
 per coordinate by ``sqrt(v) + eps``: given ``precondition`` (``Optimizer.preconditioner``), both
-norms are taken of the gradients divided by it (adaptdl's pre-conditioned noise scale).
+norms are taken of the gradients divided by it (adaptdl's pre-conditioned noise scale), each
+coordinate of the divisor raised to at least ``FLOOR`` times their mean. Without that floor a
+coordinate Adam has (nearly) never seen a gradient for counts divided by eps = 1e-8: on mnist-5k
+the weights of pixels that were almost always blank, 1% of the coordinates, held 99-100% of the
+pre-conditioned variance, B_noise read 10^4-10^6 (the raw gradient's: 120-1600), and the
+adaptive batch went to 512: 1.70x the time to target of a fixed 32 (6 seeds), floored 1.47x.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ import numpy as np
 
 from minigd._validation import check_float, check_int
 from minigd.noise.estimator import RunningNoiseScale, norm_sq
+
+FLOOR = 0.1  # a pre-conditioned coordinate's divisor counts as at least this times their mean
 
 
 class StepNoise:
@@ -87,7 +94,7 @@ class StepNoise:
         g_1 = self._scratch(model.grads)
         loss_2 = model.loss_and_grad(xb[second], yb[second])
         g_2 = model.grads  # norms in the model's dtype: BLAS dots, no float64 copies
-        d = None if self.precondition is None else self.precondition()
+        d = None if self.precondition is None else floored(self.precondition())
         halves_sq = (n_1 * _norm_sq(g_1, d) + n_2 * _norm_sq(g_2, d)) / n
         if saved:  # BatchNorm: the step trains on the whole batch's statistics
             for target, value in saved:
@@ -128,6 +135,15 @@ class StepNoise:
 
     def __repr__(self) -> str:
         return f"StepNoise(every={self.every}, beta={self.noise.beta}, seed={self.seed})"
+
+
+def floored(divisor: np.ndarray | None) -> np.ndarray | None:
+    """An adaptive optimizer's divisor with each coordinate at least ``FLOOR`` times their
+    mean: the noise of a coordinate whose second moment rests on a few gradients (or none) is
+    not measurable, and divided by eps it would be all the variance."""
+    if divisor is None:
+        return None
+    return np.maximum(divisor, FLOOR * divisor.mean(dtype=np.float64), dtype=divisor.dtype)
 
 
 def _norm_sq(g: np.ndarray, divisor: np.ndarray | None) -> float:

@@ -257,6 +257,24 @@ def test_a_coordinate_adam_has_not_seen_does_not_take_the_pre_conditioned_noise(
     assert trace(d) > 1e6 * floored  # divided by eps, the lit input's weights are all of it
 
 
+@pytest.mark.parametrize("kind", [ExampleNoise, StepNoise])
+def test_the_noise_is_measured_at_every_step_until_warm_then_every_kth(digits, kind):
+    """A policy waits for ``warm`` measurements before it acts: at every 8th step the first 5
+    took 40 steps, a third of a short run; taken at steps 0-4, the rest keep the cadence."""
+    train, _ = digits
+    model = mlp(64, [16], 10, seed=1)
+    rows, targets = model.prepare(train.X[:64], train.y[:64])
+    noise = kind(8, warm=5, population=1000)
+    measured = []
+    for step in range(30):
+        noise.loss_and_grad(model, rows, targets, 64, step=step)
+        if math.isfinite(noise.columns()["trace_sigma"]):
+            measured.append(step)
+    assert measured == [0, 1, 2, 3, 4, 8, 16, 24]
+    policy = GoodputBatchSize(warmup=3)
+    assert policy.noise_path(model, SGD(0.1), 1000, seed=0).warm == 3
+
+
 @pytest.mark.parametrize(
     "optimizer, model, kind",
     [

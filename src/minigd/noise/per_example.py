@@ -31,7 +31,7 @@ class ExampleNoise(StepNoise):
         )
 
     def loss_and_grad(self, model, xb, yb, n: int, step: int, stop: bool = False) -> float:
-        if step % self.every or n < 2:
+        if not self.due(step) or n < 2:
             self.noise.skip()
             return model.loss_and_grad(xb, yb)
         layers = [la for la in model.layers if hasattr(la, "track_example_norms")]

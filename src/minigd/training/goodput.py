@@ -11,7 +11,8 @@ goodput, if it promises ``switch_gain`` (5%) more than the current one:
 - the noise scale from each sample's own gradient norm every 8th step (``noise.ExampleNoise``,
   a fifth of a step each time); where a layer couples samples (BatchNorm), and for Adam and
   RMSprop, whose noise is that of the pre-conditioned gradient (``Optimizer.preconditioner``),
-  from two halves of every 16th step's batch (``noise.StepNoise``);
+  from two halves of every 16th step's batch (``noise.StepNoise``); both at every step until
+  the ``warmup`` measurements the first decision waits for are in;
 - the learning rate follows the batch by AdaScale (Johnson et al. 2020): the lr given is the one
   for b0, and a step at b takes ``gain(b)`` times it (SGD), or ``sqrt(gain(b))`` (Adam, RMSprop);
   an lr schedule reads the sum of the gains (scale-invariant steps, ``Optimizer.progress``), so
@@ -111,10 +112,11 @@ class GoodputBatchSize(AdaptiveBatchSize):
         Adam or RMSprop scale it for those (``Optimizer.preconditioner``)."""
         every, beta = self.noise_settings["every"], self.noise_settings["beta"]
         if not optimizer.adaptive and ExampleNoise.supports(model):
-            return ExampleNoise(max(1, every // 2), beta=0.95, population=population)
+            return ExampleNoise(max(1, every // 2), beta=0.95, population=population,
+                                warm=self.warmup)  # fmt: skip
         precondition = optimizer.preconditioner if optimizer.adaptive else None
         return StepNoise(every, beta=beta, seed=seed, population=population,
-                         precondition=precondition)  # fmt: skip
+                         precondition=precondition, warm=self.warmup)  # fmt: skip
 
     def setup(self, trainer) -> None:
         super().setup(trainer)

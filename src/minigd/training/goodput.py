@@ -102,6 +102,8 @@ class GoodputBatchSize(AdaptiveBatchSize):
         self.gain = 1.0  # the gain of the batch in use at the noise scale last measured
         self.lr_factor = 1.0  # what this callback multiplied the optimizer's lr_scale by
         self._last: float | None = None  # elapsed() at the end of the previous timed step
+        self._seen = 0  # samples seen at the end of the previous step
+        self._lr_for: tuple[int, float] | None = None  # (batch, noise) the lr factor is for
         self._candidates: list[int] | None = None
         self.ceiling: int | None = None  # no batch above this: a move up made the loss rise
         self._watch: dict[str, float] | None = None  # since a move up: its origin, least loss
@@ -132,7 +134,7 @@ class GoodputBatchSize(AdaptiveBatchSize):
         super().on_train_begin(trainer)
         if self.times.empty:
             self._seed(trainer)
-        self._last = None
+        self._last, self._seen = None, trainer.samples_seen
 
     def on_epoch_begin(self, trainer, epoch: int) -> None:
         super().on_epoch_begin(trainer, epoch)
@@ -151,7 +153,8 @@ class GoodputBatchSize(AdaptiveBatchSize):
     def _time_step(self, trainer) -> None:
         """Times the step just taken; an epoch's short last batch is not a point of the model
         (its size is not a candidate, and one-off sizes would pull the line about)."""
-        b = trainer.history.steps["batch_size"][-1]
+        seen = trainer.samples_seen
+        b, self._seen = seen - self._seen, seen
         if self.step_time is not None:
             self.times.observe(b, self.step_time(b))
             return
@@ -284,8 +287,12 @@ class GoodputBatchSize(AdaptiveBatchSize):
         )
 
     def _follow_lr(self, trainer) -> None:
-        """Sets the learning rate's factor for the batch in use, by the lr rule."""
+        """Sets the learning rate's factor for the batch in use, by the lr rule (anew only when
+        the batch or the noise scale changed: every 8th step, not every step)."""
         b, noise = trainer.batch_size, trainer.gradient.noise.value
+        if (b, noise) == self._lr_for:
+            return
+        self._lr_for = (b, noise)
         s = b / self.b0
         if self.lr_rule == "adascale":
             self.gain = 1.0 if s == 1 or not math.isfinite(noise) else gain(b, self.b0, noise)

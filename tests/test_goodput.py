@@ -128,6 +128,11 @@ def test_the_seed_pass_times_bare_steps_on_a_copy_of_the_model(digits):
     assert trainer.optimizer.state_dict()["steps"] == optimizer_before["steps"]
     assert sorted(policy.times.seeds) == [16, 16 * MAX_GROWTH]
     assert all(t > 0 for t in policy.times.seeds.values())
+    held = GoodputBatchSize(start=16, max_batch_size=16)  # one candidate: nothing to time
+    trainer = make_trainer(model, train.X, train.y, batch_size="adaptive", epochs=1, lr=0.1,
+                           last_batch="merge", callbacks=[held], verbose=0)  # fmt: skip
+    held.on_train_begin(trainer)
+    assert held.times.empty
 
 
 class Machine:

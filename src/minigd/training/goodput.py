@@ -132,7 +132,7 @@ class GoodputBatchSize(AdaptiveBatchSize):
     # -- the hooks ----------------------------------------------------------------------
     def on_train_begin(self, trainer) -> None:
         super().on_train_begin(trainer)
-        if self.times.empty:
+        if self.times.empty and self.max_batch_size > self.b0:  # else nothing to choose
             self._seed(trainer)
         self._last, self._seen = None, trainer.samples_seen
 

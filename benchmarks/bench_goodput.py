@@ -14,8 +14,8 @@ epoch budget counts as infinitely slow for the medians.
 Parts: ``grid`` (the table per problem, then its best in hindsight, adaptive and adaptive at
 the best rate for B0 again on ``--fresh`` new seeds: the best of ~24 noisy medians is partly
 the luckiest), ``overhead`` (a step with the noise measured every 8th step against a plain
-step, at B = 32, 256, 1024), ``busy`` (the adaptive run under a competing training process,
-against its quiet time).
+step, at B = 32, 256, 1024), ``busy`` (the adaptive run and a fixed one beside a competing
+training process, against their quiet times before and after).
 
 Usage: ``python benchmarks/bench_goodput.py --seeds 3 [--problems mnist5k-sgd,...]``.
 Writes results/<date>-bench_goodput.* (without the grid: results/<date>-bench_goodput-<parts>.*)
@@ -194,8 +194,8 @@ OVERHEAD_KINDS = ("plain", "noise", "policy")
 
 def overhead(rounds: int) -> dict:
     """Four epochs of 16384 rows at a fixed B: plain; with the per-sample noise every 8th step
-    (``ExampleNoise``); with the whole goodput policy held at B (seed pass, noise, step timing,
-    decisions; no move). Paired rounds, medians of the ratios to plain."""
+    (``ExampleNoise``); with the whole goodput policy held at B (noise, step timing, decisions;
+    no move, so no seed pass: ``seed_pass``). Paired rounds, medians of the ratios to plain."""
     X, y, *_ = mnist_shaped(16384)
     out = {}
     for b in (32, 256, 1024):
@@ -208,6 +208,21 @@ def overhead(rounds: int) -> dict:
             pairs = zip(times[kind], times["plain"], strict=True)
             out[b][kind] = statistics.median(m / p for m, p in pairs)
     return out
+
+
+def seed_pass(rounds: int) -> float:
+    """Milliseconds of the seed pass an adaptive run from B0 = 32 times once, at its start
+    (bare steps at 32 and 128 on a copy of the model), median of ``rounds`` after one."""
+    X, y, *_ = mnist_shaped(16384)
+    policy = GoodputBatchSize(B0, 1024)
+    trainer = make_trainer(mlp(784, [128], 10), X, y, batch_size="adaptive", epochs=1, lr=0.05,
+                           verbose=0, threads=2, callbacks=[policy])  # fmt: skip
+    seconds = []
+    for _ in range(rounds + 1):
+        start = time.perf_counter()
+        policy._seed(trainer)
+        seconds.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(seconds[1:])
 
 
 def _epochs_seconds(X, y, b: int, kind: str) -> float:
@@ -232,20 +247,32 @@ while True:
 
 
 def busy(problem: Problem, seeds: int) -> dict:
-    adaptive = configs(problem)["adaptive"]
-    quiet = [run(problem, adaptive, s)["seconds"] for s in range(seeds)]
+    """Adaptive and a fixed B=32 at the same rate, quiet, beside a competing training, and
+    quiet again (the machine drifts: quiet runs moved 0.075 -> 0.104 s within minutes here), each
+    against the mean of its quiet medians. The fixed run's ratio is what sharing two cores costs
+    a run that makes no choice: the adaptive run's should be no worse."""
+    table = {"adaptive": configs(problem)["adaptive"],
+             "fixed B=32": {"batch_size": B0, "lr": problem.base_lr}}  # fmt: skip
+
+    def medians() -> dict[str, float]:
+        return {name: statistics.median(run(problem, config, s)["seconds"] for s in range(seeds))
+                for name, config in table.items()}  # fmt: skip
+
+    before = medians()
     competitor = subprocess.Popen([sys.executable, "-c", COMPETITOR])
     try:
         time.sleep(2.0)
-        loaded = [run(problem, adaptive, s)["seconds"] for s in range(seeds)]
+        loaded = medians()
     finally:
         competitor.kill()
         competitor.wait()
-    return {
-        "quiet_s": statistics.median(quiet),
-        "busy_s": statistics.median(loaded),
-        "ratio": statistics.median(loaded) / statistics.median(quiet),
-    }
+    after = medians()
+    out = {}
+    for name in table:
+        quiet = (before[name] + after[name]) / 2
+        out[name] = {"quiet_s": quiet, "busy_s": loaded[name], "ratio": loaded[name] / quiet,
+                     "quiet_before_s": before[name], "quiet_after_s": after[name]}  # fmt: skip
+    return out
 
 
 def markdown(results: dict) -> str:
@@ -273,10 +300,15 @@ def markdown(results: dict) -> str:
                 f"- B={b}: per-sample noise every 8th step {row['noise']:.3f}x, the whole "
                 f"policy {row['policy']:.3f}x ({row['plain_s']:.3f} s plain)"
             )
+        lines.append(f"- and once per run from B0 = 32, the seed pass: "
+                     f"{results['seed_pass_ms']:.1f} ms")  # fmt: skip
     if "busy" in results:
-        r = results["busy"]
-        lines += ["", f"## Under a competing process: {r['busy_s']:.3f} s against "
-                  f"{r['quiet_s']:.3f} s quiet ({r['ratio']:.2f}x)"]  # fmt: skip
+        lines += ["", "## Beside a competing training process (against the mean of quiet runs "
+                  "before and after)", ""]  # fmt: skip
+        for name, r in results["busy"].items():
+            lines.append(f"- {name}: {r['busy_s']:.3f} s against {r['quiet_s']:.3f} s quiet "
+                         f"({r['ratio']:.2f}x; quiet before {r['quiet_before_s']:.3f} s, after "
+                         f"{r['quiet_after_s']:.3f} s)")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -311,6 +343,7 @@ def main() -> None:
             print(markdown({"grid": {name: results["grid"][name]}}), flush=True)
     if "overhead" in parts:
         results["overhead"] = overhead(max(3, args.seeds))
+        results["seed_pass_ms"] = seed_pass(max(3, args.seeds))
     if "busy" in parts:
         results["busy"] = busy(every["mnist5k-sgd"], args.seeds)
     text = markdown(results)

@@ -140,6 +140,7 @@ class Machine:
 
     def __init__(self, b_noise):
         self.batch_size, self.step, self.epoch, self.next_batch = 32, 0, 0, 0
+        self.batches_per_epoch = 0  # no epochs: every step is at batch_size
         self.optimizer = SGD(0.1)
         self.gradient = SimpleNamespace(noise=SimpleNamespace(value=b_noise), rank=0, ranks=1)
         self.history = SimpleNamespace(steps={"loss": [1.0]})
@@ -330,15 +331,15 @@ def test_the_chosen_batch_follows_the_closed_form_noise_scale():
 
 
 class AfterPolicy(Callback):
-    """What the policy left for the next step: its gain, the schedule's clock, the batch and
-    the noise scale it was computed from."""
+    """What the policy left for the next step: its gain, the schedule's clock and the noise
+    scale it was computed from (the next step's size is in the history)."""
 
     def __init__(self, policy):
         self.policy, self.seen = policy, []
 
     def on_step_end(self, trainer, loss):
         noise = trainer.gradient.noise.value
-        self.seen.append((self.policy.gain, trainer.optimizer.progress, trainer.batch_size, noise))
+        self.seen.append((self.policy.gain, trainer.optimizer.progress, noise))
 
 
 @pytest.mark.parametrize("make, root", [(SGD, False), (Adam, True)])
@@ -352,9 +353,11 @@ def test_adascale_sets_each_steps_lr_to_its_gain_and_the_schedule_reads_their_su
     seen = AfterPolicy(policy)
     history = fit(mlp(64, [32], 10, seed=5), train.X, train.y, batch_size="adaptive", epochs=3,
                   optimizer=optimizer, verbose=0, callbacks=[policy, seen])  # fmt: skip
-    assert len({b for _, _, b, _ in seen.seen}) > 1  # the batch moved
+    sizes = history.steps["batch_size"]
+    assert len(set(sizes)) > 2  # the batch moved, and epochs ended in short batches
     lrs, progress = history.steps["lr"], 0.0
-    for t, (r, clock, b, noise) in enumerate(seen.seen[:-1]):
+    for t, (r, clock, noise) in enumerate(seen.seen[:-1]):
+        b = sizes[t + 1]  # the gain is the next step's, for its own rows
         expected = 1.0 if b == 8 or not np.isfinite(noise) else gain(b, 8, noise)
         assert r == pytest.approx(expected, rel=1e-12)
         progress += seen.seen[t - 1][0] if t else 1.0  # step t trained with the gain before it

@@ -47,8 +47,8 @@ class Sequential:
         seed: seeds the initial weights (``default_rng(seed)``).
         dtype: float32 (default) or float64, for parameters, activations and gradients.
         initialize: False leaves the parameters at zero, for a model whose weights are loaded
-            next (``copy``): drawing them costs more than the copy itself (1.2 of 2 ms at
-            784-128-10).
+            next (``copy``): drawing them is most of a copy's cost (784-128-10 copied in
+            2.4 ms with the draw, 0.23 ms without).
     """
 
     def __init__(
@@ -365,20 +365,19 @@ class Sequential:
         return config
 
     @classmethod
-    def from_config(cls, config: Any, source: Any = "the model description") -> Sequential:
+    def from_config(
+        cls, config: Any, source: Any = "the model description", *, initialize: bool = True
+    ) -> Sequential:
         """Rebuilds a model from ``config()``'s data; a malformed one gets a sentence naming
-        ``source`` and the field."""
+        ``source`` and the field. ``initialize``: as for the constructor."""
         layers, loss, seed, dtype = parse_architecture(config, source)
-        model = cls(layers, loss, seed=seed, dtype=dtype)
+        model = cls(layers, loss, seed=seed, dtype=dtype, initialize=initialize)
         model.target_scaling = _target_scaling(config, model, source)
         return model
 
     def copy(self) -> Sequential:
         """An independent model with the same architecture, parameters and buffers."""
-        config, source = self.config(), "the model description"
-        layers, loss, seed, dtype = parse_architecture(config, source)
-        twin = Sequential(layers, loss, seed=seed, dtype=dtype, initialize=False)
-        twin.target_scaling = _target_scaling(config, twin, source)
+        twin = Sequential.from_config(self.config(), initialize=False)
         twin.load_state(self.state())
         twin.classes = self.classes
         return twin.train(self.training)

@@ -198,6 +198,30 @@ def test_batches_hold_the_permutations_chunks_in_ascending_order(setup):
         assert got == sorted(perm[lo:hi].tolist())  # same samples, gathered in address order
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    m=st.integers(1, 300),
+    first=st.integers(1, 300),
+    moves=st.lists(st.tuples(st.floats(0, 1), st.integers(1, 300)), max_size=4),
+    last=st.sampled_from(["keep", "drop", "merge"]),
+    epochs=st.lists(st.integers(0, 3), min_size=1, max_size=4),
+)
+def test_a_regrouped_epoch_holds_the_permutations_chunks_in_ascending_order(
+    m, first, moves, last, epochs
+):
+    """Each batch of a cut regrouped any number of times (runs of equal batches, sorted a run
+    at a time) is its chunk of the epoch's permutation, sorted, whichever epochs were ordered
+    before (the permutation is kept between calls)."""
+    batches = MiniBatches(np.zeros((m, 1)), batch_size=min(first, m), last_batch=last, seed=5)
+    for where, b in moves:
+        batches.regroup(min(b, m), int(where * len(batches)))
+    for epoch in epochs:
+        order = batches.order(epoch)
+        perm = np.random.default_rng((5, epoch)).permutation(m)
+        for lo, hi in pairwise(np.asarray(batches._bounds).tolist()):
+            assert order[lo:hi].tolist() == sorted(perm[lo:hi].tolist())
+
+
 @pytest.mark.parametrize("compiled", [True, False], ids=["compiled-if-available", "numpy"])
 @settings(max_examples=60, deadline=None)
 @given(
@@ -281,7 +305,7 @@ def test_walking_an_epochs_block_shuffle_gives_each_batchs_parts(
     shuffle = BlockShuffle(layout, seed=3, epoch=epoch)
     cut = Cut.regular(m, min(b, m), "keep")
     first = int(start * (len(cut) - 1))
-    order = shuffle.order(np.asarray(cut), min(b, m))
+    order = shuffle.order(np.asarray(cut))
     walked = list(shuffle.walk(cut.spans(first)))
     assert len(walked) == len(cut) - 1 - first
     for i, parts in enumerate(walked, start=first):

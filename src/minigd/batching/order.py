@@ -47,20 +47,18 @@ def resolve_shuffle(shuffle: bool | str, in_memory: bool) -> str:
     )
 
 
-def sort_within_batches(order: np.ndarray, bounds: np.ndarray, batch_size: int) -> None:
-    """Sorts each batch's slice of ``order`` in place: in one call when every batch but the last
-    has ``batch_size`` samples, else batch by batch (bounds regrouped mid-epoch)."""
+def sort_within_batches(order: np.ndarray, bounds: np.ndarray) -> None:
+    """Sorts each batch's slice of ``order`` in place, a run of equal batches in one call: an
+    epoch regrouped mid-way (an adaptive batch) is two or three runs, where a sort per batch
+    took 1 ms for 65536 rows cut in 128s."""
     bounds = np.asarray(bounds)  # a Cut: the order is per row, its bounds may be too
     sizes = np.diff(bounds)
-    if not np.all(sizes[:-1] == batch_size):
-        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-            order[lo:hi].sort()
+    if not len(sizes):
         return
-    regular = (len(order) // batch_size) * batch_size
-    order[:regular].reshape(-1, batch_size).sort(axis=1)
-    for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-        if hi - lo != batch_size:  # a kept remainder or a merged last batch
-            order[lo:hi].sort()
+    changes = (np.flatnonzero(sizes[1:] != sizes[:-1]) + 1).tolist()
+    for first, end in zip([0, *changes], [*changes, len(sizes)], strict=True):
+        lo, hi = int(bounds[first]), int(bounds[end])
+        order[lo:hi].reshape(-1, int(sizes[first])).sort(axis=1)
 
 
 def row_order(m: int, seed: int, epoch: int) -> np.ndarray:
@@ -177,14 +175,14 @@ class BlockShuffle:
                 lo = take
             yield out
 
-    def order(self, bounds: np.ndarray, batch_size: int) -> np.ndarray:
+    def order(self, bounds: np.ndarray) -> np.ndarray:
         """The whole epoch's rows in visiting order, batch by batch (bounds from batch_bounds)."""
         m = self.layout.m
         keys = np.concatenate(
             [j * m + self.rows(j)[self.permutation(j)] for j in range(len(self.buffers))]
         ).astype(np.int64)
         keys = keys[: int(bounds[-1])]
-        sort_within_batches(keys, bounds, batch_size)
+        sort_within_batches(keys, bounds)
         return (keys % m).astype(np.intp)
 
 

@@ -28,7 +28,7 @@ from minigd.noise.halves import FLOOR
 from minigd.noise.per_example import ExampleNoise
 from minigd.optim import SGD, Adam, RMSprop, StepDecay
 from minigd.training import Callback, Checkpoint, fit, load_checkpoint, make_trainer
-from minigd.training.goodput import MAX_GROWTH, GoodputBatchSize
+from minigd.training.goodput import MAX_GROWTH, SETTLE, GoodputBatchSize
 from test_adaptive import ClosedForm
 from test_training import kill_at
 
@@ -133,6 +133,32 @@ def test_the_seed_pass_times_bare_steps_on_a_copy_of_the_model(digits):
                            last_batch="merge", callbacks=[held], verbose=0)  # fmt: skip
     held.on_train_begin(trainer)
     assert held.times.empty
+
+
+class MoveAt(Callback):
+    """Moves the policy's batch to ``size`` after step ``step``."""
+
+    def __init__(self, policy, step, size):
+        self.policy, self.step, self.size = policy, step, size
+
+    def on_step_end(self, trainer, loss):
+        if trainer.step == self.step:
+            self.policy._move(trainer, self.size, "a test's move")
+
+
+def test_the_first_steps_at_each_size_are_not_timed(digits):
+    """A size's first ``SETTLE`` steps run slow (cold caches and buffers; least squares at
+    b0 = 32 fell from 169 to 40 us over its first nine): they stay out of the step-time
+    model, at the start and after a move; every later full batch of the size is timed."""
+    train, _ = digits
+    policy = GoodputBatchSize(start=16, max_batch_size=64, decide_every=10**6)  # no decision
+    history = fit(mlp(64, [32], 10, seed=0), train.X, train.y, batch_size="adaptive",
+                  epochs=1, lr=0.1, verbose=0, threads=1,
+                  callbacks=[policy, MoveAt(policy, 30, 32)])  # fmt: skip
+    sizes = history.steps["batch_size"]
+    after = [b for b in sizes[30:] if b == 32]  # an epoch's short last batch is never timed
+    assert sizes[:30] == [16] * 30 and len(after) > SETTLE
+    assert policy.times.counts == {16: 30 - SETTLE, 32: len(after) - SETTLE}
 
 
 class Machine:

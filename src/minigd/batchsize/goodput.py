@@ -21,6 +21,7 @@ steps are normalized per coordinate, the square root of it.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,32 +91,33 @@ class StepTimes:
 
     def typical(self) -> dict[int, float]:
         """Each trained size's step seconds: the median of its recent steps."""
-        return {b: float(np.median(times)) for b, times in self.recent.items()}
+        return {b: statistics.median(times) for b, times in self.recent.items()}
 
-    def points(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def points(self) -> tuple[list[float], list[float], list[float]]:
         """(sizes, seconds, weights) the line is fitted to."""
         trained = self.typical()
         both = [trained[b] - self.seeds[b] for b in self.seeds if b in trained]
-        overhead = float(np.median(both)) if both else 0.0
+        overhead = statistics.median(both) if both else 0.0
         merged = {b: (t + overhead, 1) for b, t in self.seeds.items()}
         merged |= {b: (t, min(self.counts[b], 50)) for b, t in trained.items()}
-        sizes = np.array(sorted(merged), dtype=np.float64)
-        times = np.array([merged[int(b)][0] for b in sizes])
-        return sizes, times, np.sqrt([merged[int(b)][1] for b in sizes])
+        sizes = sorted(merged)
+        times = [merged[b][0] for b in sizes]
+        return [float(b) for b in sizes], times, [math.sqrt(merged[b][1]) for b in sizes]
 
     def fit(self) -> tuple[float, float]:
-        """(a, c): seconds per step and per sample, both >= 0."""
+        """(a, c): seconds per step and per sample, both >= 0. In plain Python floats: a handful
+        of points, fitted at every decision, where NumPy's per-call cost was 50 us a fit."""
         sizes, times, weights = self.points()
-        if not len(sizes):
+        if not sizes:
             return 0.0, 1.0
         if len(sizes) == 1:
-            return 0.0, float(times[0] / sizes[0])
-        c, a = _weighted_line(sizes, times, weights**2)
+            return 0.0, times[0] / sizes[0]
+        c, a = _weighted_line(sizes, times, [w * w for w in weights])
         if c <= 0:  # no cost per sample measured (a tiny model): every step costs the same
-            return float(np.average(times, weights=weights)), 0.0
+            return _dot(weights, times) / math.fsum(weights), 0.0
         if a < 0:  # a line through the origin instead
-            return 0.0, float(np.dot(sizes, times) / np.dot(sizes, sizes))
-        return float(a), float(c)
+            return 0.0, _dot(sizes, times) / _dot(sizes, sizes)
+        return a, c
 
     @property
     def empty(self) -> bool:
@@ -146,6 +148,7 @@ class Choice:
 
     batch_size: int
     goodput: dict[int, float]  # b -> predicted b0-samples of progress per second
+    step_time: tuple[float, float] = (0.0, 1.0)  # (a, c) of the step seconds it assumed
 
     def gain_over(self, b: int) -> float:
         """How much more goodput the choice promises than batch ``b`` (a candidate)."""
@@ -168,12 +171,18 @@ def choose(sizes: list[int], times: StepTimes, b_noise: float, b0: float) -> Cho
     a, c = times.fit()
     goodput = {b: b / (a + c * b) * efficiency(b, b0, b_noise) for b in sizes}
     best = max(goodput, key=lambda b: (goodput[b], -b))  # a tie goes to the smaller batch
-    return Choice(best, goodput)
+    return Choice(best, goodput, (a, c))
 
 
-def _weighted_line(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+def _weighted_line(x: list[float], y: list[float], w: list[float]) -> tuple[float, float]:
     """(slope, intercept) of the least-squares line through (x, y) with weights w."""
-    mx, my = np.average(x, weights=w), np.average(y, weights=w)
-    spread = float(np.dot(w, (x - mx) ** 2))
-    slope = float(np.dot(w, (x - mx) * (y - my))) / spread if spread > 0 else 0.0
+    total = math.fsum(w)
+    mx, my = _dot(w, x) / total, _dot(w, y) / total
+    spread = math.fsum(wi * (xi - mx) ** 2 for wi, xi in zip(w, x, strict=True))
+    moment = math.fsum(wi * (xi - mx) * (yi - my) for wi, xi, yi in zip(w, x, y, strict=True))
+    slope = moment / spread if spread > 0 else 0.0
     return slope, my - slope * mx
+
+
+def _dot(u: list[float], v: list[float]) -> float:
+    return math.fsum(a * b for a, b in zip(u, v, strict=True))

@@ -6,8 +6,9 @@ starting batch b0 (statistical efficiency, from the running noise scale). The ru
 as it goes, and every ``decide_every`` steps moves to the candidate batch with the most predicted
 goodput, if it promises ``switch_gain`` (5%) more than the current one:
 
-- step seconds as ``a + c b``, fitted to the steps the run has timed, seeded at the start by a
-  few bare steps at b0 and 4 b0 on a copy of the model (timed as training time);
+- step seconds as ``a + c b``, fitted to the steps the run has timed (each size's first few
+  left out: they run slow), seeded at the start by a few bare steps at b0 and 4 b0 on a copy
+  of the model (timed as training time);
 - the noise scale from each sample's own gradient norm every 8th step (``noise.ExampleNoise``,
   a fifth of a step each time); where a layer couples samples (BatchNorm), and for Adam and
   RMSprop, whose noise is that of the pre-conditioned gradient (``Optimizer.preconditioner``),
@@ -44,6 +45,7 @@ MAX_GROWTH = 4  # a move goes at most this many times up at once; the seed pass 
 SEED_STEPS = 3  # bare steps per seed size; the fastest after the first counts
 LOSS_RISE = 0.25  # after a move up, a loss this fraction above its lowest undoes the move,
 RISES_TO_UNDO = 2  # when that many decisions in a row see it (one was noise on mnist-5k)
+SETTLE = 8  # the steps at a new size (and at the start) that are not timed: they run slow
 
 
 class GoodputBatchSize(AdaptiveBatchSize):
@@ -102,6 +104,7 @@ class GoodputBatchSize(AdaptiveBatchSize):
         self.gain = 1.0  # the gain of the batch in use at the noise scale last measured
         self.lr_factor = 1.0  # what this callback multiplied the optimizer's lr_scale by
         self._last: float | None = None  # elapsed() at the end of the previous timed step
+        self._settling = SETTLE  # steps left before the current size's steps are timed
         self._seen = 0  # samples seen at the end of the previous step
         self._lr_for: tuple[int, float] | None = None  # (batch, noise) the lr factor is for
         self._candidates: list[int] | None = None
@@ -134,7 +137,7 @@ class GoodputBatchSize(AdaptiveBatchSize):
         super().on_train_begin(trainer)
         if self.times.empty and self.max_batch_size > self.b0:  # else nothing to choose
             self._seed(trainer)
-        self._last, self._seen = None, trainer.samples_seen
+        self._last, self._seen, self._settling = None, trainer.samples_seen, SETTLE
 
     def on_epoch_begin(self, trainer, epoch: int) -> None:
         super().on_epoch_begin(trainer, epoch)
@@ -152,30 +155,39 @@ class GoodputBatchSize(AdaptiveBatchSize):
     # -- measuring ----------------------------------------------------------------------
     def _time_step(self, trainer) -> None:
         """Times the step just taken; an epoch's short last batch is not a point of the model
-        (its size is not a candidate, and one-off sizes would pull the line about)."""
+        (its size is not a candidate, and one-off sizes would pull the line about), nor are
+        the first ``SETTLE`` steps at a size: they run slow (least squares at b0 = 32: 169,
+        140, 120, 100, 77 us, then 40-45 from the ninth; at 512, 188 falling to 97 by the
+        tenth), and their median made a step at b0 cost 85 us for the first decision, whose
+        line then had 83 us per step and 0.05 us per sample where the loop's steps give 38 and
+        0.12: a move to 4x b0 where 256 was the best size."""
         seen = trainer.samples_seen
         b, self._seen = seen - self._seen, seen
         if self.step_time is not None:
             self.times.observe(b, self.step_time(b))
             return
         now = trainer.elapsed()
-        if self._last is not None and b == trainer.batch_size:
+        if self._settling:
+            self._settling -= 1
+        elif self._last is not None and b == trainer.batch_size:
             self.times.observe(b, now - self._last)
         self._last = now
 
     def _seed(self, trainer) -> None:
         """Times a few bare steps at b0 and ``MAX_GROWTH`` b0 (the largest first move) on a copy
         of the model: nothing is trained, and a data-parallel model's synced BatchNorm stays
-        out of it. A step is its batch's gather, forward, backward and update, as in the loop:
-        without the gather the cost per sample came out a quarter low. The sizes alternate, and
-        each counts its fastest step after the first, so a machine that warms up or is briefly
-        busy tilts neither."""
+        out of it. A bare step is its batch's gather, forward and backward: without the gather
+        the cost per sample came out a quarter low. The update is left out (its cost does not
+        depend on b; ``StepTimes`` adds what the loop's own b0 steps cost beyond the bare one),
+        and with it the optimizer's copy (784-128-10 at 32 and 128: 2.28 ms a pass against 2.41,
+        medians of 40 interleaved). The sizes alternate, and each counts its fastest step after
+        the first, so a machine that warms up or is briefly busy tilts neither."""
         sizes = sorted({self.b0, min(MAX_GROWTH * self.b0, self.max_batch_size)})
         if self.step_time is not None:
             for b in sizes:
                 self.times.seed(b, self.step_time(b))
             return
-        model, optimizer = trainer.model.copy().train(), trainer.optimizer.fresh()
+        model = trainer.model.copy().train()
         rng = np.random.default_rng((trainer.batches.seed, 0x600D))
         pools = {b: _rows(trainer, rng, b) for b in sizes}
         seconds: dict[int, list[float]] = {b: [] for b in sizes}
@@ -184,7 +196,6 @@ class GoodputBatchSize(AdaptiveBatchSize):
                 order = rng.permutation(b)
                 start = time.perf_counter()
                 model.loss_and_grad(np.take(xb, order, axis=0), _take(yb, order))
-                optimizer.step(model.params, model.grads)
                 seconds[b].append(time.perf_counter() - start)
         for b in sizes:
             self.times.seed(b, min(seconds[b][1:]))
@@ -222,7 +233,7 @@ class GoodputBatchSize(AdaptiveBatchSize):
         choice = choose(allowed, self.times, b_noise, self.b0)
         if choice.batch_size == current or choice.gain_over(current) <= self.switch_gain:
             return None
-        a, c = self.times.fit()
+        a, c = choice.step_time
         old, new = choice.goodput[current], choice.goodput[choice.batch_size]
         reason = (
             f"predicted goodput {new:.4g} against {old:.4g} b0-samples/s "
@@ -269,7 +280,7 @@ class GoodputBatchSize(AdaptiveBatchSize):
         """Trains on batches of ``size`` from the next step on, and records the change."""
         current, b_noise = trainer.batch_size, trainer.gradient.noise.value
         trainer.regroup(size)
-        self._last = None
+        self._last, self._settling = None, SETTLE
         self._follow_lr(trainer)
         self.schedule.append(
             {

@@ -326,7 +326,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--problems", default="mnist5k-sgd,mnist5k-adam,least-squares,mnist60k-sgd")
     parser.add_argument("--parts", default="grid,overhead,busy")
-    parser.add_argument("--fresh", type=int, default=5,
+    parser.add_argument("--fresh", type=int, default=9,
                         help="seeds after the grid's that rerun its best, adaptive and adaptive "
                              "at the best rate for B0 (0: none)")  # fmt: skip
     args = parser.parse_args()

@@ -198,14 +198,17 @@ def test_batches_hold_the_permutations_chunks_in_ascending_order(setup):
         assert got == sorted(perm[lo:hi].tolist())  # same samples, gathered in address order
 
 
+# a cut of m rows in batches of `first`, regrouped at fractions of the epoch to other sizes
+REGROUPS = {
+    "m": st.integers(1, 300),
+    "first": st.integers(1, 300),
+    "moves": st.lists(st.tuples(st.floats(0, 1), st.integers(1, 300)), max_size=4),
+    "last": st.sampled_from(["keep", "drop", "merge"]),
+}
+
+
 @settings(max_examples=150, deadline=None)
-@given(
-    m=st.integers(1, 300),
-    first=st.integers(1, 300),
-    moves=st.lists(st.tuples(st.floats(0, 1), st.integers(1, 300)), max_size=4),
-    last=st.sampled_from(["keep", "drop", "merge"]),
-    epochs=st.lists(st.integers(0, 3), min_size=1, max_size=4),
-)
+@given(**REGROUPS, epochs=st.lists(st.integers(0, 3), min_size=1, max_size=4))
 def test_a_regrouped_epoch_holds_the_permutations_chunks_in_ascending_order(
     m, first, moves, last, epochs
 ):
@@ -258,12 +261,7 @@ def regrouped_array(bounds: np.ndarray, at: int, b: int, m: int, last: str) -> n
 
 
 @settings(max_examples=300, deadline=None)
-@given(
-    m=st.integers(1, 300),
-    first=st.integers(1, 300),
-    moves=st.lists(st.tuples(st.floats(0, 1), st.integers(1, 300)), max_size=4),
-    last=st.sampled_from(["keep", "drop", "merge"]),
-)
+@given(**REGROUPS)
 def test_a_cut_holds_the_bounds_an_array_holds_through_any_regroups(m, first, moves, last):
     """A Cut keeps runs of equal batches, not one number per batch (10^9 rows at B=64 were a
     125 MB array): every bound, size and the whole array as before, after any regroups."""

@@ -55,8 +55,8 @@ plt.show()
 # %%
 # The learning rate given is the one for a batch of 32. AdaScale moves it with the batch; it
 # does not tune it, and a rate that is too small at 32 stays too small at every size (on
-# mnist-5k, 0.1 where 0.3 suits 32 took 2.9-3.0x the time to 93% of the best fixed batch and
-# rate; given 0.3, 1.15x: ``benchmarks/bench_goodput.py``). So find the rate for 32 first: one
+# mnist-5k, 0.1 where 0.3 suits 32 took 3.0-5.0x the time to 93% of the best fixed batch and
+# rate; given 0.3, 1.2-1.4x: ``benchmarks/bench_goodput.py``). So find the rate for 32 first: one
 # epoch at a few rates, keeping the lowest validation loss (from the command line, ``minigd
 # sweep --batch-sizes 32 --lrs 0.03,0.1,0.3,1`` races each rate to a target instead), then
 # train adaptive from it.

@@ -37,16 +37,16 @@ for change in history.meta["batch_schedule"]:
 print(f"validation accuracy {history.epochs[-1]['val_accuracy']:.3f}")
 
 # %%
-# The batch size and the learning rate over the samples seen, with the loss per step. The
-# dips at each epoch's end are its short last batch (the rows left over), which trains at its
-# own AdaScale gain, below 1: a rate for the full batch on a few rows would kick the model.
+# The batch size and the learning rate over the samples seen, with the loss per step. The rate
+# moves with the batch, by AdaScale's gain at the new size over that at the old, and is held
+# between moves. The dips at each epoch's end are its short last batch (the rows left over),
+# which trains at its own gain: a rate for the full batch on a few rows would kick the model.
 seen = np.array(history.steps["samples_seen"])
-fig, (batch, loss) = plt.subplots(2, 1, figsize=(8, 5.5), sharex=True, layout="constrained")
-batch.step(seen, history.steps["batch_size"], where="post", label="batch size")
+fig, (batch, lr, loss) = plt.subplots(3, 1, figsize=(8, 7), sharex=True, layout="constrained")
+batch.step(seen, history.steps["batch_size"], where="post")
 batch.set(ylabel="batch size", yscale="log")
-lr = batch.twinx()
-lr.step(seen, history.steps["lr"], where="post", color="C1", label="learning rate")
-lr.set_ylabel("learning rate", color="C1")
+lr.step(seen, history.steps["lr"], where="post", color="C1")
+lr.set(ylabel="learning rate")
 loss.plot(seen, history.steps["loss"], lw=0.5, alpha=0.5)
 loss.plot(seen, history.smoothed(), lw=1.5)
 loss.set(xlabel="samples seen", ylabel="training loss", yscale="log")
@@ -55,8 +55,8 @@ plt.show()
 # %%
 # The learning rate given is the one for a batch of 32. AdaScale moves it with the batch; it
 # does not tune it, and a rate that is too small at 32 stays too small at every size (on
-# mnist-5k, 0.1 where 0.3 suits 32 took 3.0-5.0x the time to 93% of the best fixed batch and
-# rate; given 0.3, 1.2-1.4x: ``benchmarks/bench_goodput.py``). So find the rate for 32 first: one
+# mnist-5k, 0.1 where 0.3 suits 32 took 2.5-5.0x the time to 93% of the best fixed batch and
+# rate; given 0.3, 0.8-1.4x: ``benchmarks/bench_goodput.py``). So find the rate for 32 first: one
 # epoch at a few rates, keeping the lowest validation loss (from the command line, ``minigd
 # sweep --batch-sizes 32 --lrs 0.03,0.1,0.3,1`` races each rate to a target instead), then
 # train adaptive from it.

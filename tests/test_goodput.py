@@ -368,29 +368,93 @@ class AfterPolicy(Callback):
         self.seen.append((self.policy.gain, trainer.optimizer.progress, noise))
 
 
+def adascale_run(digits, make, lr_rule):
+    """A run whose batch moves (and whose epochs end in short batches) under an lr schedule:
+    its history, what the policy left after each step, and the optimizer."""
+    train, _ = digits
+    base = 0.05 if make is SGD else 1e-3
+    optimizer = make(StepDecay(base, step_size=40, gamma=0.5))
+    policy = GoodputBatchSize(start=8, decide_every=10, step_time=lambda b: 1e-3 + 1e-5 * b,
+                              lr_rule=lr_rule)  # fmt: skip
+    seen = AfterPolicy(policy)
+    history = fit(mlp(64, [32], 10, seed=5), train.X, train.y, batch_size="adaptive", epochs=3,
+                  optimizer=optimizer, verbose=0, callbacks=[policy, seen])  # fmt: skip
+    assert len(set(history.steps["batch_size"])) > 2  # it moved, and epochs ended short
+    assert optimizer.schedule(optimizer.progress) < base  # the clock passed the schedule's step
+    return history, seen.seen, optimizer
+
+
+def check_lrs_and_clock(history, seen, optimizer, expected_gain, root):
+    """Each step's gain is ``expected_gain(t, next size, noise)``, the schedule's clock the sum
+    of the gains the steps before took, and each lr the schedule's at that clock times the
+    gain (its square root for Adam)."""
+    sizes, lrs, progress = history.steps["batch_size"], history.steps["lr"], 0.0
+    for t, (r, clock, noise) in enumerate(seen[:-1]):
+        b = sizes[t + 1]  # the gain is the next step's, for its own rows
+        assert r == pytest.approx(expected_gain(t, b, noise), rel=1e-12), t
+        progress += seen[t - 1][0] if t else 1.0  # step t trained with the gain before it
+        assert clock == pytest.approx(progress, rel=1e-12)
+        factor = math.sqrt(r) if root else r
+        assert lrs[t + 1] == pytest.approx(optimizer.schedule(clock) * factor, rel=1e-9), t
+
+
 @pytest.mark.parametrize("make, root", [(SGD, False), (Adam, True)])
 def test_adascale_sets_each_steps_lr_to_its_gain_and_the_schedule_reads_their_sum(
     digits, make, root
 ):
+    """As published: each step's gain is AdaScale's formula at its size and the noise now."""
+    history, seen, optimizer = adascale_run(digits, make, "adascale")
+
+    def formula(t, b, noise):
+        return 1.0 if b == 8 or not np.isfinite(noise) else gain(b, 8, noise)
+
+    check_lrs_and_clock(history, seen, optimizer, formula, root)
+
+
+@pytest.mark.parametrize("make, root", [(SGD, False), (Adam, True)])
+def test_the_held_gain_moves_with_the_batch_only(digits, make, root):
+    """The default: a move multiplies the gain by AdaScale's at the new size over the old, at
+    the noise scale of the move (recorded with it); between moves the gain stays whatever the
+    noise does; a short last batch takes the held gain times its own ratio at the noise now."""
+    history, seen, optimizer = adascale_run(digits, make, "adascale-held")
+    moves = history.meta["batch_schedule"]
+    held = {0: (8, 1.0)}  # steps taken -> (batch, gain) from then on
+    batch, g = 8, 1.0
+    for move in moves:
+        g *= gain(move["batch_size"], 8, move["b_simple"]) / gain(batch, 8, move["b_simple"])
+        batch = move["batch_size"]
+        held[move["step"]] = (batch, g)
+
+    def expected(t, b, noise):
+        batch, g = held[max(step for step in held if step <= t + 1)]
+        return g if b == batch else g * gain(b, 8, noise) / gain(batch, 8, noise)
+
+    check_lrs_and_clock(history, seen, optimizer, expected, root)
+    assert len(moves) >= 2
+    first, sizes = moves[0]["step"], history.steps["batch_size"]
+    before = seen[: first - 1]  # what the steps before the first move left for the next
+    at_b0 = {r for (r, _, _), b in zip(before, sizes[1:first], strict=True) if b == 8}
+    assert len({n for _, _, n in before if np.isfinite(n)}) > 1 and at_b0 == {1.0}
+
+
+def test_a_checkpoint_from_before_the_held_gain_resumes_re_reading_it(digits):
+    """AdaScale re-read at every measurement was the only rule: a checkpoint without a held
+    gain goes on with it, as it was trained; one with it keeps the held batch and gain."""
     train, _ = digits
-    base = 0.05 if make is SGD else 1e-3
-    optimizer = make(StepDecay(base, step_size=40, gamma=0.5))
-    policy = GoodputBatchSize(start=8, decide_every=10, step_time=lambda b: 1e-3 + 1e-5 * b)
-    seen = AfterPolicy(policy)
-    history = fit(mlp(64, [32], 10, seed=5), train.X, train.y, batch_size="adaptive", epochs=3,
-                  optimizer=optimizer, verbose=0, callbacks=[policy, seen])  # fmt: skip
-    sizes = history.steps["batch_size"]
-    assert len(set(sizes)) > 2  # the batch moved, and epochs ended in short batches
-    lrs, progress = history.steps["lr"], 0.0
-    for t, (r, clock, noise) in enumerate(seen.seen[:-1]):
-        b = sizes[t + 1]  # the gain is the next step's, for its own rows
-        expected = 1.0 if b == 8 or not np.isfinite(noise) else gain(b, 8, noise)
-        assert r == pytest.approx(expected, rel=1e-12)
-        progress += seen.seen[t - 1][0] if t else 1.0  # step t trained with the gain before it
-        assert clock == pytest.approx(progress, rel=1e-12)
-        factor = math.sqrt(r) if root else r
-        assert lrs[t + 1] == pytest.approx(optimizer.schedule(clock) * factor, rel=1e-9), t
-    assert optimizer.schedule(progress) < base  # the clock passed the schedule's step
+
+    def policy_of_a_new_trainer():
+        policy = GoodputBatchSize(start=8, step_time=lambda b: 1e-3 + 1e-5 * b)
+        make_trainer(mlp(64, [32], 10, seed=5), train.X, train.y, batch_size="adaptive",
+                     epochs=1, lr=0.05, verbose=0, callbacks=[policy])  # fmt: skip
+        return policy
+
+    state = policy_of_a_new_trainer().state() | {"held": [16, 1.5]}
+    restored = policy_of_a_new_trainer()
+    restored.load_state(state)
+    assert (restored.lr_rule, restored.held) == ("adascale-held", (16, 1.5))
+    older = policy_of_a_new_trainer()
+    older.load_state({k: v for k, v in state.items() if k != "held"})
+    assert older.lr_rule == "adascale"
 
 
 # -- a move the problem does not take ---------------------------------------------------------

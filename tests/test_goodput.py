@@ -24,7 +24,7 @@ from minigd.batchsize.goodput import (
 from minigd.nn import BatchNorm, Dense, Dropout, ReLU, Sequential, Tanh, mlp
 from minigd.nn.models import linear_regression
 from minigd.noise import StepNoise, estimate_components, norm_sq
-from minigd.noise.halves import FLOOR
+from minigd.noise.halves import FLOOR, floored
 from minigd.noise.per_example import ExampleNoise
 from minigd.optim import SGD, Adam, RMSprop, StepDecay
 from minigd.training import Callback, Checkpoint, fit, load_checkpoint, make_trainer
@@ -197,30 +197,44 @@ def test_a_move_needs_the_promised_margin_so_the_batch_does_not_flap(margin, mos
 
 
 # -- the noise it reads -------------------------------------------------------------------------
-def per_sample_components(model, rows, targets):
-    """(mean |g_i|^2, |g|^2) from one backward pass per sample."""
+def per_sample_components(model, rows, targets, divisor=None):
+    """(mean |g_i / divisor|^2, |g / divisor|^2) from one backward pass per sample."""
+    d = 1.0 if divisor is None else divisor
     squares = []
     for i in range(len(rows)):
         model.loss_and_grad(rows[i : i + 1], targets[i : i + 1])
-        squares.append(norm_sq(model.grads))
+        squares.append(norm_sq(model.grads / d))
     model.loss_and_grad(rows, targets)
-    return float(np.mean(squares)), norm_sq(model.grads)
+    return float(np.mean(squares)), norm_sq(model.grads / d)
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_per_sample_norms_from_backward_equal_one_pass_per_sample(digits, bias):
+@pytest.mark.parametrize("adam", [False, True], ids=["raw", "adam-divided"])
+def test_per_sample_norms_from_backward_equal_one_pass_per_sample(digits, bias, adam):
+    """Raw, and for Adam each coordinate divided by its (floored) sqrt(v) + eps, which ranges
+    over orders of magnitude after a few steps: the factored norms are the direct ones."""
     train, _ = digits
     layers = [Dense(64, 16, bias=bias), Tanh(), Dense(16, 12, bias=bias), ReLU(), Dense(12, 10)]
     model = Sequential(layers, "softmax_cross_entropy", seed=1, dtype=np.float64)
     rows, targets = model.prepare(train.X[:48], train.y[:48])
-    small, big = per_sample_components(model, rows, targets)
-    noise = ExampleNoise(population=1000)
+    precondition = None
+    if adam:
+        optimizer = Adam(1e-3)
+        for lo in (100, 200, 300):  # a second moment that differs per coordinate
+            model.loss_and_grad(*model.prepare(train.X[lo : lo + 16], train.y[lo : lo + 16]))
+            optimizer.step(model.params, model.grads)
+        precondition = optimizer.preconditioner
+        assert np.ptp(np.log10(floored(precondition()))) > 0.5
+    divisor = None if precondition is None else floored(precondition())
+    small, big = per_sample_components(model, rows, targets, divisor)
+    noise = ExampleNoise(population=1000, precondition=precondition)
     loss = noise.loss_and_grad(model, rows, targets, 48, step=0)
     g2, trace = estimate_components(small, big, 1, 48, 1000)
     assert noise.noise.last_g2 == pytest.approx(g2, rel=1e-10)
     assert noise.noise.last_trace == pytest.approx(trace, rel=1e-10)
     assert loss == pytest.approx(model.loss_and_grad(rows, targets), rel=1e-12)
     assert not any(getattr(la, "track_example_norms", False) for la in model.layers)
+    assert all(getattr(la, "example_inverse_sq", None) is None for la in model.layers)
 
 
 def test_per_sample_norms_apply_only_where_no_layer_couples_samples():
@@ -259,6 +273,23 @@ def test_adam_noise_is_that_of_the_pre_conditioned_gradient(digits):
     np.testing.assert_allclose(rmsprop.preconditioner(), np.sqrt(0.1 * 4.0) + 1e-8)
 
 
+@pytest.mark.parametrize("make", [lambda: Adam(1e-3), lambda: Adam(1e-3, amsgrad=True),
+                                  lambda: RMSprop(1e-3, centered=True)])  # fmt: skip
+def test_a_divisor_written_into_a_given_array_is_the_same_and_leaves_the_state(make):
+    """The noise paths have the divisor written into an array they keep (a new one each
+    measurement cost more than the measurement): same values, the optimizer's state as it was."""
+    optimizer, rng = make(), np.random.default_rng(0)
+    params = rng.standard_normal(500).astype(np.float32)
+    for _ in range(3):
+        optimizer.step(params, rng.standard_normal(500).astype(np.float32))
+    state = {k: v.copy() for k, v in optimizer.state.items()}
+    fresh, out = optimizer.preconditioner(), np.empty_like(params)
+    assert optimizer.preconditioner(out=out) is out
+    np.testing.assert_array_equal(out, fresh)
+    for name, value in state.items():
+        np.testing.assert_array_equal(optimizer.state[name], value, err_msg=name)
+
+
 def test_a_coordinate_adam_has_not_seen_does_not_take_the_pre_conditioned_noise(
     digits, monkeypatch
 ):
@@ -279,7 +310,7 @@ def test_a_coordinate_adam_has_not_seen_does_not_take_the_pre_conditioned_noise(
     assert d.min() == pytest.approx(1e-8)
 
     def trace(divisor):
-        noise = StepNoise(seed=4, precondition=lambda: divisor)
+        noise = StepNoise(seed=4, precondition=lambda out=None: divisor)
         noise.loss_and_grad(model.copy(), rows, targets, 64, step=0)
         return noise.noise.last_trace
 
@@ -311,7 +342,8 @@ def test_the_noise_is_measured_at_every_step_until_warm_then_every_kth(digits, k
     "optimizer, model, kind",
     [
         ("sgd", lambda: mlp(64, [16], 10), ExampleNoise),
-        ("adam", lambda: mlp(64, [16], 10), StepNoise),
+        ("adam", lambda: mlp(64, [16], 10), ExampleNoise),
+        ("adam", lambda: mlp(64, [16], 10, batchnorm=True), StepNoise),
         ("sgd", lambda: mlp(64, [16], 10, batchnorm=True), StepNoise),
     ],
 )

@@ -127,10 +127,16 @@ class Layer:
 
 
 def _row_sq(a: np.ndarray) -> np.ndarray:
-    """Each row's squared norm: NumPy 2's ``vecdot`` ufunc, or einsum before it (slower to call)."""
+    """Each row's squared norm."""
+    return _row_dot(a, a)
+
+
+def _row_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Each row of ``a`` dotted with the same row of ``b``: NumPy 2's ``vecdot`` ufunc, or
+    einsum before it (slower to call)."""
     if _vecdot is not None:
-        return _vecdot(a, a)
-    return np.einsum("ij,ij->i", a, a)
+        return _vecdot(a, b)
+    return np.einsum("ij,ij->i", a, b)
 
 
 _vecdot = getattr(np, "vecdot", None)
@@ -155,7 +161,9 @@ class Dense(Layer):
     transposed_storage = frozenset({"weight"})
     # set by noise.ExampleNoise for the steps it measures: backward then also writes
     # ``example_sq_norms``, each sample's own gradient norm squared over this layer's parameters
+    # (each coordinate divided by d, when ``example_inverse_sq`` holds 1 / d^2: Adam's divisor)
     track_example_norms = False
+    example_inverse_sq: dict[str, np.ndarray] | None = None
 
     def __init__(
         self, in_features: int, out_features: int, *, bias: bool = True, init: str | None = None
@@ -234,12 +242,25 @@ class Dense(Layer):
         outer product dy_i x_i^T, whose squared norm is |dy_i|^2 |x_i|^2, and its bias gradient
         is dy_i. ``dy`` is the batch-mean loss's gradient, 1/n of each sample's own: hence n^2."""
         n = dy.shape[0]
+        if self.example_inverse_sq is not None:
+            return self._divided_sq_norms(dy) * (n * n)
         x_sq = _row_sq(self._x).astype(np.float64)
         if self.use_bias:
             x_sq += 1.0
         x_sq *= _row_sq(dy)
         x_sq *= n * n
         return x_sq
+
+    def _divided_sq_norms(self, dy: np.ndarray) -> np.ndarray:
+        """Each sample's |g_i / d|^2 for a divisor d per coordinate: with u = 1 / d^2 laid out
+        as the weight, sum_jk dy_ij^2 x_ik^2 u_jk = (x_i^2 @ u^T) . dy_i^2, one product the
+        size of backward's dx, and dy_i^2 . u_bias for the bias."""
+        u = self.example_inverse_sq
+        dy_sq = np.square(dy)
+        per_sample = _row_dot(np.square(self._x) @ u["weight"].T, dy_sq)
+        if self.use_bias:
+            per_sample += dy_sq @ u["bias"]
+        return per_sample.astype(np.float64)
 
 
 class ReLU(Layer):

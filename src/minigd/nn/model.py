@@ -159,6 +159,16 @@ class Sequential:
         for name, part, shape, transposed in self._names:
             yield name, _view(self.grads, part, shape, transposed)
 
+    def layer_views(self, flat: np.ndarray) -> dict[int, dict[str, np.ndarray]]:
+        """Views of ``flat``, laid out as ``params``, in each layer's parameter shapes ({layer
+        index: {name: view}}): a per-coordinate quantity (an optimizer's divisor) as each layer
+        holds its parameters."""
+        views: dict[int, dict[str, np.ndarray]] = {}
+        for key, part, shape, transposed in self._names:
+            index, name = key.split(".", 1)
+            views.setdefault(int(index), {})[name] = _view(flat, part, shape, transposed)
+        return views
+
     def named_buffers(self) -> Iterator[tuple[str, np.ndarray]]:
         """Non-trainable state (BatchNorm running statistics, dropout draw counters)."""
         for i, layer in enumerate(self.layers):

@@ -47,7 +47,8 @@ class StepNoise:
         seed: seeds each measured step's split, as ``default_rng((seed, step, ...))``.
         population: m, the training set's size (corrects for drawing without replacement).
         precondition: returns the divisor of each gradient coordinate (or None, not yet known)
-            before the norms are taken: ``optimizer.preconditioner`` for Adam and RMSprop.
+            before the norms are taken, written in its ``out`` argument where it can:
+            ``optimizer.preconditioner`` for Adam and RMSprop.
         warm: measure at every step until this many measurements are in (a policy that acts
             on the noise scale waits for them: at ``every`` = 8 the first 5 took 40 steps).
     """
@@ -62,7 +63,7 @@ class StepNoise:
         beta: float = 0.98,
         seed: int = 0,
         population: int | None = None,
-        precondition: Callable[[], np.ndarray | None] | None = None,
+        precondition: Callable[..., np.ndarray | None] | None = None,
         warm: int = 0,
     ) -> None:
         self.every = check_int("every", every, minimum=1)
@@ -72,6 +73,7 @@ class StepNoise:
         self.population = population
         self.noise = RunningNoiseScale(beta)
         self.precondition = precondition
+        self.divided = None if precondition is None else DividedNorms(precondition)
         self._g_1: np.ndarray | None = None
 
     @property
@@ -103,8 +105,8 @@ class StepNoise:
         g_1 = self._scratch(model.grads)
         loss_2 = model.loss_and_grad(xb[second], yb[second])
         g_2 = model.grads  # norms in the model's dtype: BLAS dots, no float64 copies
-        d = None if self.precondition is None else floored(self.precondition())
-        halves_sq = (n_1 * _norm_sq(g_1, d) + n_2 * _norm_sq(g_2, d)) / n
+        u = self.inverse_square(model.grads)
+        halves_sq = (n_1 * self.norm_sq(g_1, u) + n_2 * self.norm_sq(g_2, u)) / n
         if saved:  # BatchNorm: the step trains on the whole batch's statistics
             for target, value in saved:
                 np.copyto(target, value)
@@ -114,8 +116,17 @@ class StepNoise:
             g_1 *= n_1 / n
             g_2 += g_1
             loss = (n_1 * loss_1 + n_2 * loss_2) / n
-        self.noise.update(halves_sq, _norm_sq(model.grads, d), n / 2, n, self.population)
+        self.noise.update(halves_sq, self.norm_sq(model.grads, u), n / 2, n, self.population)
         return loss
+
+    def inverse_square(self, like: np.ndarray) -> np.ndarray | None:
+        """1 / d^2 per coordinate for the floored divisor d of ``precondition`` (None without
+        one, or before the optimizer's first step)."""
+        return None if self.divided is None else self.divided.inverse_square(like)
+
+    def norm_sq(self, g: np.ndarray, inverse_sq: np.ndarray | None) -> float:
+        """``|g / d|^2`` given ``1 / d^2`` (``|g|^2`` given None)."""
+        return norm_sq(g) if inverse_sq is None else self.divided.norm_sq(g, inverse_sq)
 
     def _split(self, n: int, step: int) -> tuple[np.ndarray, np.ndarray]:
         """A random split of the batch's rows into halves, each sorted (faster to gather)."""
@@ -146,17 +157,38 @@ class StepNoise:
         return f"StepNoise(every={self.every}, beta={self.noise.beta}, seed={self.seed})"
 
 
-def floored(divisor: np.ndarray | None) -> np.ndarray | None:
+def floored(divisor: np.ndarray | None, out: np.ndarray | None = None) -> np.ndarray | None:
     """An adaptive optimizer's divisor with each coordinate at least ``FLOOR`` times their
-    mean: the noise of a coordinate whose second moment rests on a few gradients (or none) is
-    not measurable, and divided by eps it would be all the variance."""
+    mean (in ``out`` if given): the noise of a coordinate whose second moment rests on a few
+    gradients (or none) is not measurable, and divided by eps it would be all the variance."""
     if divisor is None:
         return None
-    return np.maximum(divisor, FLOOR * divisor.mean(dtype=np.float64), dtype=divisor.dtype)
+    floor = FLOOR * divisor.mean(dtype=np.float64)
+    return np.maximum(divisor, floor, out=out, dtype=divisor.dtype)
 
 
-def _norm_sq(g: np.ndarray, divisor: np.ndarray | None) -> float:
-    """|g / divisor|^2 (|g|^2 without a divisor)."""
-    if divisor is None:
-        return norm_sq(g)
-    return norm_sq(np.divide(g, divisor, dtype=g.dtype))
+class DividedNorms:
+    """Norms of gradients divided per coordinate by an optimizer's floored divisor d, through
+    1 / d^2 computed in arrays kept between measurements: a new array (100k coordinates) for
+    each step of the computation cost 0.8 ms a measurement on mnist-5k's MLP, 4x its step."""
+
+    def __init__(self, precondition: Callable[..., np.ndarray | None]) -> None:
+        self.precondition = precondition
+        self._u: np.ndarray | None = None
+        self._scratch: np.ndarray | None = None
+
+    def inverse_square(self, like: np.ndarray) -> np.ndarray | None:
+        """1 / d^2, laid out as ``like`` (the gradient); None before the optimizer's first step."""
+        if self._u is None or self._u.shape != like.shape or self._u.dtype != like.dtype:
+            self._u, self._scratch = np.empty_like(like), np.empty_like(like)
+        d = self.precondition(out=self._u)
+        if d is None:
+            return None
+        d = floored(d, out=self._u)  # in the kept array, whether or not it was written there
+        np.square(d, out=d)
+        return np.reciprocal(d, out=d)
+
+    def norm_sq(self, g: np.ndarray, inverse_sq: np.ndarray) -> float:
+        """sum(g^2 / d^2), one multiply into a kept array and one BLAS dot."""
+        np.multiply(g, inverse_sq, out=self._scratch)
+        return float(np.dot(self._scratch, g))

@@ -114,11 +114,12 @@ class Optimizer:
         self.lr_scale = scale
         self._refresh_lr()
 
-    def preconditioner(self) -> np.ndarray | None:
+    def preconditioner(self, out: np.ndarray | None = None) -> np.ndarray | None:
         """What this optimizer divides each coordinate of the gradient by (Adam's and RMSprop's
-        ``sqrt(v) + eps``), as it stands after the last step; None for an optimizer that does not
-        (SGD) or before the first step. The noise scale of an adaptive optimizer is measured on
-        the gradient divided by it (adaptdl's pre-conditioned gradient noise)."""
+        ``sqrt(v) + eps``), as it stands after the last step, in ``out`` if given; None for an
+        optimizer that does not (SGD) or before the first step. The noise scale of an adaptive
+        optimizer is measured on the gradient divided by it (adaptdl's pre-conditioned gradient
+        noise)."""
         return None
 
     def _refresh_lr(self, t: int | None = None) -> None:

@@ -161,10 +161,11 @@ class RMSprop(Optimizer):
             "eps_inside_sqrt": self.eps_inside_sqrt,
         }
 
-    def preconditioner(self):
+    def preconditioner(self, out=None):
         if not self.steps:
             return None
-        v = self.state["square_avg"].copy()
+        v = np.empty_like(self.state["square_avg"]) if out is None else out
+        np.copyto(v, self.state["square_avg"])
         if self.centered:
             v -= np.square(self.state["grad_avg"])
         return _denominator(v, self.eps, self.eps_inside_sqrt)
@@ -251,11 +252,12 @@ class Adam(Optimizer):
             "eps_inside_sqrt": self.eps_inside_sqrt,
         }
 
-    def preconditioner(self):
+    def preconditioner(self, out=None):
         if not self.steps:
             return None
         v = self.state["max_exp_avg_sq" if self.amsgrad else "exp_avg_sq"]
-        return _denominator(v / (1.0 - self.betas[1] ** self.steps), self.eps, self.eps_inside_sqrt)
+        v_hat = np.divide(v, 1.0 - self.betas[1] ** self.steps, out=out)
+        return _denominator(v_hat, self.eps, self.eps_inside_sqrt)
 
     def _update(self, p, g, tmp):
         b1, b2 = self.betas
@@ -366,5 +368,11 @@ def get_optimizer(optimizer: str | Optimizer, lr: LearningRate | None = None) ->
 
 
 def _denominator(v: np.ndarray, eps: float, inside: bool) -> np.ndarray:
-    """``sqrt(v) + eps`` (or ``sqrt(v + eps)``), in a new array: what Adam and RMSprop divide by."""
-    return np.sqrt(v + eps) if inside else np.sqrt(v) + eps
+    """``sqrt(v) + eps`` (or ``sqrt(v + eps)``), in place in ``v``, an array of the caller's:
+    what Adam and RMSprop divide by."""
+    if inside:
+        v += eps
+    np.sqrt(v, out=v)
+    if not inside:
+        v += eps
+    return v

@@ -10,10 +10,10 @@ goodput, if it promises ``switch_gain`` (5%) more than the current one:
   left out: they run slow), seeded at the start by a few bare steps at b0 and 4 b0 on a copy
   of the model (timed as training time);
 - the noise scale from each sample's own gradient norm every 8th step (``noise.ExampleNoise``,
-  a fifth of a step each time); where a layer couples samples (BatchNorm), and for Adam and
-  RMSprop, whose noise is that of the pre-conditioned gradient (``Optimizer.preconditioner``),
-  from two halves of every 16th step's batch (``noise.StepNoise``); both at every step until
-  the ``warmup`` measurements the first decision waits for are in;
+  a fifth of a step each time), for Adam and RMSprop of the gradient divided as they divide it
+  (``Optimizer.preconditioner``); where a layer couples samples (BatchNorm), from two halves of
+  every 16th step's batch (``noise.StepNoise``); both at every step until the ``warmup``
+  measurements the first decision waits for are in;
 - the learning rate follows the batch by AdaScale (Johnson et al. 2020): the lr given is the one
   for b0, and a step at b takes ``gain(b)`` times it (SGD), or ``sqrt(gain(b))`` (Adam, RMSprop);
   by default the gain moves with the batch only (a move multiplies it by gain(new) / gain(old)
@@ -122,14 +122,18 @@ class GoodputBatchSize(AdaptiveBatchSize):
         self._watch: dict[str, float] | None = None  # since a move up: its origin, least loss
 
     def noise_path(self, model, optimizer, population: int, seed: int) -> StepNoise:
-        """Per-sample gradient norms where the model allows (``noise.ExampleNoise``, every
-        ``every // 2`` steps, averaged over ~20 of them); else two halves, of the gradient as
-        Adam or RMSprop scale it for those (``Optimizer.preconditioner``)."""
+        """Per-sample gradient norms where the model allows (``noise.ExampleNoise``), else two
+        halves; for Adam and RMSprop, of the gradient as they scale it
+        (``Optimizer.preconditioner``). Raw per-sample norms cost a fifth of a step at B=32 and
+        are taken every ``every // 2`` steps, averaged over ~20 measurements; divided, each
+        costs the divisor's 1 / d^2 over every parameter (~0.3 ms for 784-128-10, two steps at
+        B=32), so every ``every`` steps, averaged over ~10: the same 160 steps."""
         every, beta = self.noise_settings["every"], self.noise_settings["beta"]
-        if not optimizer.adaptive and ExampleNoise.supports(model):
-            return ExampleNoise(max(1, every // 2), beta=0.95, population=population,
-                                warm=self.warmup)  # fmt: skip
         precondition = optimizer.preconditioner if optimizer.adaptive else None
+        if ExampleNoise.supports(model):
+            every, beta = (every, 0.9) if precondition else (max(1, every // 2), 0.95)
+            return ExampleNoise(every, beta=beta, population=population,
+                                precondition=precondition, warm=self.warmup)  # fmt: skip
         return StepNoise(every, beta=beta, seed=seed, population=population,
                          precondition=precondition, warm=self.warmup)  # fmt: skip
 

@@ -148,7 +148,7 @@ class MoveAt(Callback):
 
 def test_the_first_steps_at_each_size_are_not_timed(digits):
     """A size's first ``SETTLE`` steps run slow (cold caches and buffers; least squares at
-    b0 = 32 fell from 169 to 40 us over its first nine): they stay out of the step-time
+    b0 = 32 fell from 169 to 40 us over its first ten): they stay out of the step-time
     model, at the start and after a move; every later full batch of the size is timed."""
     train, _ = digits
     policy = GoodputBatchSize(start=16, max_batch_size=64, decide_every=10**6)  # no decision

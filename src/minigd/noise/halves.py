@@ -169,8 +169,9 @@ def floored(divisor: np.ndarray | None, out: np.ndarray | None = None) -> np.nda
 
 class DividedNorms:
     """Norms of gradients divided per coordinate by an optimizer's floored divisor d, through
-    1 / d^2 computed in arrays kept between measurements: a new array (100k coordinates) for
-    each step of the computation cost 0.8 ms a measurement on mnist-5k's MLP, 4x its step."""
+    1 / d^2 computed in arrays kept between measurements: with a new array (100k coordinates)
+    for each step of the computation, a measured pass of mnist-5k's MLP at B=32 took 0.8 ms;
+    in kept arrays 0.33 ms."""
 
     def __init__(self, precondition: Callable[..., np.ndarray | None]) -> None:
         self.precondition = precondition

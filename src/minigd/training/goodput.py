@@ -125,9 +125,10 @@ class GoodputBatchSize(AdaptiveBatchSize):
         """Per-sample gradient norms where the model allows (``noise.ExampleNoise``), else two
         halves; for Adam and RMSprop, of the gradient as they scale it
         (``Optimizer.preconditioner``). Raw per-sample norms cost a fifth of a step at B=32 and
-        are taken every ``every // 2`` steps, averaged over ~20 measurements; divided, each
-        costs the divisor's 1 / d^2 over every parameter (~0.3 ms for 784-128-10, two steps at
-        B=32), so every ``every`` steps, averaged over ~10: the same 160 steps."""
+        are taken every ``every // 2`` steps, averaged over ~20 measurements; divided, a
+        measured pass costs 3x an unmeasured one (784-128-10 at B=32: 0.33 ms against 0.10; the
+        divisor's 1 / d^2 over every parameter is 0.14), so every ``every`` steps, averaged
+        over ~10: the same 160 steps."""
         every, beta = self.noise_settings["every"], self.noise_settings["beta"]
         precondition = optimizer.preconditioner if optimizer.adaptive else None
         if ExampleNoise.supports(model):
@@ -171,8 +172,8 @@ class GoodputBatchSize(AdaptiveBatchSize):
         """Times the step just taken; an epoch's short last batch is not a point of the model
         (its size is not a candidate, and one-off sizes would pull the line about), nor are
         the first ``SETTLE`` steps at a size: they run slow (least squares at b0 = 32: 169,
-        140, 120, 100, 77 us, then 40-45 from the ninth; at 512, 188 falling to 97 by the
-        tenth), and their median made a step at b0 cost 85 us for the first decision, whose
+        140, 120, 100, 77 us, then 40-47 from the tenth; at 512, 188 falling to 97 by the
+        eleventh), and their median made a step at b0 cost 85 us for the first decision, whose
         line then had 83 us per step and 0.05 us per sample where the loop's steps give 38 and
         0.12: a move to 4x b0 where 256 was the best size."""
         seen = trainer.samples_seen

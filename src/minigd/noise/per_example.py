@@ -5,7 +5,8 @@ batch sizes. The smallest is one sample: ``|g_i|^2`` for each row of the batch, 
 batch's own ``|g|^2``. A Dense layer's per-sample gradient is the outer product of its output
 gradient and its input, so ``|g_i|^2 = |dy_i|^2 (|x_i|^2 + 1)`` (with a bias) comes from two row
 norms of arrays backward already has (Goodfellow 2015, "Efficient per-example gradient
-computations"): about 1% of a step, against a second forward and backward pass for two halves.
+computations"): a measured step of 784-128-10 costs 21% more than a plain one at B=32 and 10%
+at B=256 (SGD, medians of 7), against a second forward and backward pass for two halves.
 
 Adam's and RMSprop's noise is that of the gradient they step with, each coordinate divided by
 ``sqrt(v) + eps`` (``Optimizer.preconditioner``, floored as ``noise.halves`` does). Divided, a

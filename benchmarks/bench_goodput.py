@@ -14,8 +14,9 @@ epoch budget counts as infinitely slow for the medians.
 Parts: ``grid`` (the table per problem, then its best in hindsight, adaptive and adaptive at
 the best rate for B0 again on ``--fresh`` new seeds: the best of ~24 noisy medians is partly
 the luckiest), ``overhead`` (a step with the noise measured every 8th step against a plain
-step, at B = 32, 256, 1024), ``busy`` (the adaptive run and a fixed one beside a competing
-training process, against their quiet times before and after).
+step, at B = 32, 256, 1024, and the policy held at B with SGD and with Adam), ``busy`` (the
+adaptive run and a fixed one beside a competing training process, against their quiet times
+before and after).
 
 Usage: ``python benchmarks/bench_goodput.py --seeds 3 [--problems mnist5k-sgd,...]``.
 Writes results/<date>-bench_goodput.* (without the grid: results/<date>-bench_goodput-<parts>.*)
@@ -189,13 +190,15 @@ def confirm(problem: Problem, rows: dict, seeds: int, fresh: int) -> dict:
 
 
 # -- overhead: what the adaptive batch's measurements cost ----------------------------------
-OVERHEAD_KINDS = ("plain", "noise", "policy")
+OVERHEAD_KINDS = ("plain", "noise", "policy", "adam plain", "adam policy")
 
 
 def overhead(rounds: int) -> dict:
     """Four epochs of 16384 rows at a fixed B: plain; with the per-sample noise every 8th step
     (``ExampleNoise``); with the whole goodput policy held at B (noise, step timing, decisions;
-    no move, so no seed pass: ``seed_pass``). Paired rounds, medians of the ratios to plain."""
+    no move, so no seed pass: ``seed_pass``); and Adam plain and with the policy (its noise
+    divided by Adam's divisor, every 16th step). Paired rounds, medians of the ratios to the
+    plain run of the same optimizer."""
     X, y, *_ = mnist_shaped(16384)
     out = {}
     for b in (32, 256, 1024):
@@ -203,10 +206,12 @@ def overhead(rounds: int) -> dict:
         for _ in range(rounds):
             for kind in OVERHEAD_KINDS:
                 times[kind].append(_epochs_seconds(X, y, b, kind))
-        out[b] = {"plain_s": statistics.median(times["plain"])}
-        for kind in OVERHEAD_KINDS[1:]:
-            pairs = zip(times[kind], times["plain"], strict=True)
-            out[b][kind] = statistics.median(m / p for m, p in pairs)
+        out[b] = {"plain_s": statistics.median(times["plain"]),
+                  "adam_plain_s": statistics.median(times["adam plain"])}  # fmt: skip
+        for kind in ("noise", "policy", "adam policy"):
+            plain = "adam plain" if kind.startswith("adam") else "plain"
+            pairs = zip(times[kind], times[plain], strict=True)
+            out[b][kind.replace(" ", "_")] = statistics.median(m / p for m, p in pairs)
     return out
 
 
@@ -226,8 +231,10 @@ def seed_pass(rounds: int) -> float:
 
 
 def _epochs_seconds(X, y, b: int, kind: str) -> float:
-    policy = [GoodputBatchSize(b, b)] if kind == "policy" else []
-    trainer = make_trainer(mlp(784, [128], 10), X, y, epochs=4, lr=0.05, verbose=0, threads=2,
+    policy = [GoodputBatchSize(b, b)] if kind.endswith("policy") else []
+    adam = kind.startswith("adam")
+    trainer = make_trainer(mlp(784, [128], 10), X, y, epochs=4, verbose=0, threads=2,
+                           optimizer="adam" if adam else "sgd", lr=1e-3 if adam else 0.05,
                            batch_size="adaptive" if policy else b,
                            callbacks=policy)  # fmt: skip
     if kind == "noise":
@@ -298,7 +305,8 @@ def markdown(results: dict) -> str:
         for b, row in results["overhead"].items():
             lines.append(
                 f"- B={b}: per-sample noise every 8th step {row['noise']:.3f}x, the whole "
-                f"policy {row['policy']:.3f}x ({row['plain_s']:.3f} s plain)"
+                f"policy {row['policy']:.3f}x ({row['plain_s']:.3f} s plain); Adam, the whole "
+                f"policy {row['adam_policy']:.3f}x ({row['adam_plain_s']:.3f} s plain)"
             )
         lines.append(f"- and once per run from B0 = 32, the seed pass: "
                      f"{results['seed_pass_ms']:.1f} ms")  # fmt: skip

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minigd import datasets
+from minigd import _kernels, datasets
 from minigd.batchsize.closed_form import IsotropicLeastSquares
 from minigd.batchsize.goodput import (
     StepTimes,
@@ -24,7 +24,7 @@ from minigd.batchsize.goodput import (
 from minigd.nn import BatchNorm, Dense, Dropout, ReLU, Sequential, Tanh, mlp
 from minigd.nn.models import linear_regression
 from minigd.noise import StepNoise, estimate_components, norm_sq
-from minigd.noise.halves import FLOOR, floored
+from minigd.noise.halves import FLOOR, DividedNorms, floored
 from minigd.noise.per_example import ExampleNoise
 from minigd.optim import SGD, Adam, RMSprop, StepDecay
 from minigd.training import Callback, Checkpoint, fit, load_checkpoint, make_trainer
@@ -288,6 +288,28 @@ def test_a_divisor_written_into_a_given_array_is_the_same_and_leaves_the_state(m
     np.testing.assert_array_equal(out, fresh)
     for name, value in state.items():
         np.testing.assert_array_equal(optimizer.state[name], value, err_msg=name)
+
+
+@pytest.mark.skipif(not _kernels.available(), reason="compiled kernels need the fast extra")
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_the_compiled_divisor_and_weights_equal_the_numpy_expressions(amsgrad, monkeypatch):
+    """Adam's divisor in one compiled pass, and 1 / max(d, FLOOR mean(d))^2 in two, give what
+    the NumPy expressions give, up to float32 round-off, with coordinates at the floor."""
+    rng = np.random.default_rng(0)
+    params = rng.standard_normal(5000).astype(np.float32)
+    compiled, plain = Adam(1e-3, amsgrad=amsgrad), Adam(1e-3, amsgrad=amsgrad, fused=False)
+    for _ in range(3):
+        g = rng.standard_normal(5000).astype(np.float32)
+        g[:100] = 0.0  # never seen: the divisor is eps there, and the floor decides
+        for optimizer in (compiled, plain):
+            optimizer.step(params.copy(), g.copy())
+    np.testing.assert_allclose(compiled.preconditioner(), plain.preconditioner(), rtol=1e-6)
+    weights = DividedNorms(compiled.preconditioner).inverse_square(params)
+    monkeypatch.setattr(_kernels, "get", lambda: None)  # the NumPy floor, on the same divisor
+    expected = DividedNorms(compiled.preconditioner).inverse_square(params)
+    np.testing.assert_allclose(weights, expected, rtol=1e-5)
+    floor = FLOOR * compiled.preconditioner().mean(dtype=np.float64)
+    assert weights[:100] == pytest.approx(1 / floor**2, rel=1e-5)
 
 
 def test_a_coordinate_adam_has_not_seen_does_not_take_the_pre_conditioned_noise(

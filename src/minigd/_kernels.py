@@ -1,5 +1,6 @@
 """Fused loops compiled with Numba when it is installed (the ``fast`` extra): optimizer updates,
-the softmax cross-entropy and the mini-batch row gather.
+the softmax cross-entropy, the mini-batch row gather, and the weights of an adaptive optimizer's
+divided gradient norms (the noise scale the adaptive batch follows).
 
 The NumPy form of Adam makes 13 passes over the flat parameter vector per step (each of m, v, the
 denominator and the update is a few whole-array expressions); at 100k parameters that is ~200 us,
@@ -16,6 +17,12 @@ arithmetic. ``np.take`` copies one row after another; copying eight rows side by
 streams of cache misses in flight (rows of 784 float32 out of 60000, medians: 64 rows 21 -> 14 us,
 1024 rows 347 -> 251 us; four rows side by side gave 16 and 263 us).
 
+Measuring the noise of Adam's or RMSprop's divided gradient weighs each coordinate by 1 / d^2,
+d = max(sqrt(v_hat) + eps, a tenth of their mean): seven NumPy passes over the parameters, 150 us
+at 100k float32 (784-128-10), most of a measured step's extra cost. Compiled, Adam's divisor
+takes one pass (8 us, ``Adam.preconditioner``), and the floor, square and reciprocal two (19 us,
+the mean's sum in vector lanes).
+
 Without Numba (or with ``MINIGD_NO_JIT=1`` in the environment) the optimizers and the loss use
 their NumPy expressions and MiniBatches gathers with ``np.take``; ``fused=False`` asks for those
 explicitly in an optimizer.
@@ -31,16 +38,18 @@ from types import SimpleNamespace
 _KERNELS: SimpleNamespace | None = None
 _TRIED = False
 _WARM: set = set()
-# name -> (plain Python function, its argument kinds): "v" a vector, "m" a 2x3 matrix, "s" a
-# scalar, all in the dtype being warmed up, and "i" a vector of 2 valid row indices (intp)
-_REGISTRY: dict[str, tuple[Callable, str]] = {}
+# name -> (plain Python function, its argument kinds, Numba's fastmath flags): kinds "v" a
+# vector, "m" a 2x3 matrix, "s" a scalar, all in the dtype being warmed up, and "i" a vector of
+# 2 valid row indices (intp)
+_REGISTRY: dict[str, tuple[Callable, str, frozenset[str]]] = {}
 
 
-def _kernel(kinds: str) -> Callable[[Callable], Callable]:
-    """Registers a loop to be compiled by ``_build``, with the kinds of its arguments."""
+def _kernel(kinds: str, fastmath: frozenset[str] = frozenset()) -> Callable[[Callable], Callable]:
+    """Registers a loop to be compiled by ``_build``, with the kinds of its arguments and the
+    fastmath flags it may take ("reassoc": a sum in vector lanes, in any order)."""
 
     def register(fn: Callable) -> Callable:
-        _REGISTRY[fn.__name__] = (fn, kinds.replace(" ", ""))
+        _REGISTRY[fn.__name__] = (fn, kinds.replace(" ", ""), frozenset(fastmath))
         return fn
 
     return register
@@ -80,7 +89,7 @@ def warm_up(dtype) -> None:
         "s": lambda: dt.type(0),
         "i": lambda: np.zeros(2, np.intp),
     }
-    for name, (_, kinds) in _REGISTRY.items():
+    for name, (_, kinds, _) in _REGISTRY.items():
         getattr(kernels, name)(*(example[k]() for k in kinds))
     mapped = example["m"]()
     mapped.flags.writeable = False  # a file's rows mapped read-only (data.leased_map) are gathered
@@ -92,8 +101,11 @@ def _build() -> SimpleNamespace:
 
     # error_model="numpy": no Python ZeroDivisionError check in the loop, which is what lets
     # LLVM vectorize it (Adam on 100k float32: 46 us instead of 345 us).
-    jit = numba.njit(cache=True, nogil=True, error_model="numpy")
-    return SimpleNamespace(**{name: jit(fn) for name, (fn, _) in _REGISTRY.items()})
+    def jit(fn: Callable, fastmath: frozenset[str]) -> Callable:
+        options = {"fastmath": set(fastmath)} if fastmath else {}
+        return numba.njit(cache=True, nogil=True, error_model="numpy", **options)(fn)
+
+    return SimpleNamespace(**{name: jit(fn, fm) for name, (fn, _, fm) in _REGISTRY.items()})
 
 
 # -- the loops: the equations of optim/optimizers.py and nn/losses.py, element by element -------
@@ -142,6 +154,29 @@ def adam_amsgrad(p, g, m, v, vmax, step, b1, c1, b2, c2, eps, l2, decay, inv_sqr
         v[i] = vi
         vmax[i] = vm
         p[i] = p[i] * decay - step * mi / (math.sqrt(vm) * inv_sqrt_bias2 + eps)
+
+
+@_kernel("vv ss")
+def divisor(v, out, scale, eps):
+    """out = sqrt(v) * scale + eps: what Adam divides by (scale 1 / sqrt of the second moment's
+    bias correction, as in ``adam``)."""
+    for i in range(v.size):
+        out[i] = math.sqrt(v[i]) * scale + eps
+
+
+@_kernel("v s", fastmath=frozenset({"reassoc"}))
+def floored_inverse_square(d, floor_fraction):
+    """d = 1 / max(d, floor_fraction * mean(d))^2 in place: the weights of a divided gradient's
+    norm (``noise.halves.DividedNorms``). The sum runs in vector lanes (reassoc): float32
+    partial sums, far within what a floor at a fraction of the mean needs."""
+    total = d.dtype.type(0)
+    for i in range(d.size):
+        total += d[i]
+    floor = floor_fraction * total / d.size
+    one = d.dtype.type(1)
+    for i in range(d.size):
+        x = max(d[i], floor)
+        d[i] = one / (x * x)
 
 
 @_kernel("mim")

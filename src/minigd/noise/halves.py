@@ -32,6 +32,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from minigd import _kernels
 from minigd._validation import check_float, check_int
 from minigd.noise.estimator import RunningNoiseScale, norm_sq
 
@@ -171,7 +172,8 @@ class DividedNorms:
     """Norms of gradients divided per coordinate by an optimizer's floored divisor d, through
     1 / d^2 computed in arrays kept between measurements: with a new array (100k coordinates)
     for each step of the computation, a measured pass of mnist-5k's MLP at B=32 took 0.8 ms;
-    in kept arrays 0.33 ms."""
+    in kept arrays 0.33 ms, of which 1 / d^2 took 0.14 (seven NumPy passes); with the compiled
+    divisor and floor (``minigd._kernels``, the ``fast`` extra) 1 / d^2 takes 0.03 ms."""
 
     def __init__(self, precondition: Callable[..., np.ndarray | None]) -> None:
         self.precondition = precondition
@@ -185,7 +187,13 @@ class DividedNorms:
         d = self.precondition(out=self._u)
         if d is None:
             return None
-        d = floored(d, out=self._u)  # in the kept array, whether or not it was written there
+        kernels = _kernels.get()
+        if kernels is not None:
+            if d is not self._u:  # into the kept array, whether or not it was written there
+                np.copyto(self._u, d)
+            kernels.floored_inverse_square(self._u, self._u.dtype.type(FLOOR))
+            return self._u
+        d = floored(d, out=self._u)
         np.square(d, out=d)
         return np.reciprocal(d, out=d)
 

@@ -256,7 +256,13 @@ class Adam(Optimizer):
         if not self.steps:
             return None
         v = self.state["max_exp_avg_sq" if self.amsgrad else "exp_avg_sq"]
-        v_hat = np.divide(v, 1.0 - self.betas[1] ** self.steps, out=out)
+        bias = 1.0 - self.betas[1] ** self.steps
+        if self._kernels is not None and not self.eps_inside_sqrt:  # one pass, not three
+            out = np.empty_like(v) if out is None else out
+            t = v.dtype.type
+            self._kernels.divisor(v, out, t(1.0 / math.sqrt(bias)), t(self.eps))
+            return out
+        v_hat = np.divide(v, bias, out=out)
         return _denominator(v_hat, self.eps, self.eps_inside_sqrt)
 
     def _update(self, p, g, tmp):

@@ -293,9 +293,7 @@ def markdown(results: dict) -> str:
             lines.append(f"| {config} | {row['seconds']:.3f} | {row['steps']:.0f} | "
                          f"{row['samples']:.0f} | {row['largest']} | {seeds} |")  # fmt: skip
         lines += ["", f"Best fixed in hindsight: {v['best_fixed']} ({v['best_seconds']:.3f} s); "
-                  f"grid median {v['grid_median_seconds']:.3f} s. Adaptive / best = "
-                  f"{v['adaptive_over_best']:.2f}, adaptive / median = "
-                  f"{v['adaptive_over_median']:.2f}. With the best rate for B0 "
+                  f"{_median_words(v)}. With the best rate for B0 "
                   f"({v['best_adaptive_rate']}): {v['tuned_adaptive_over_best']:.2f}x the best "
                   "fixed.", ""]  # fmt: skip
         if "fresh" in part:
@@ -318,6 +316,17 @@ def markdown(results: dict) -> str:
                          f"({r['ratio']:.2f}x; quiet before {r['quiet_before_s']:.3f} s, after "
                          f"{r['quiet_after_s']:.3f} s)")  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _median_words(v: dict) -> str:
+    """The grid's median and adaptive against it, or that the median configuration missed
+    (more than half of the grid did not reach the target within the epoch budget)."""
+    best = f"Adaptive / best = {v['adaptive_over_best']:.2f}"
+    if math.isinf(v["grid_median_seconds"]):
+        return (f"grid median: a miss (more than half of the grid did not reach the target in "
+                f"the epoch budget). {best}")  # fmt: skip
+    return (f"grid median {v['grid_median_seconds']:.3f} s. {best}, adaptive / median = "
+            f"{v['adaptive_over_median']:.2f}")  # fmt: skip
 
 
 def _fresh_lines(fresh: dict, v: dict) -> list[str]:

@@ -310,6 +310,10 @@ def test_the_compiled_divisor_and_weights_equal_the_numpy_expressions(amsgrad, m
     np.testing.assert_allclose(weights, expected, rtol=1e-5)
     floor = FLOOR * compiled.preconditioner().mean(dtype=np.float64)
     assert weights[:100] == pytest.approx(1 / floor**2, rel=1e-5)
+    wide = compiled.preconditioner(out=np.empty(5000))  # another dtype: cast, same values
+    np.testing.assert_allclose(wide, plain.preconditioner(), rtol=1e-6)
+    with pytest.raises(ValueError):  # too short: refused, not written past its end
+        compiled.preconditioner(out=np.empty(4000, dtype=np.float32))
 
 
 def test_a_coordinate_adam_has_not_seen_does_not_take_the_pre_conditioned_noise(

@@ -257,8 +257,8 @@ class Adam(Optimizer):
             return None
         v = self.state["max_exp_avg_sq" if self.amsgrad else "exp_avg_sq"]
         bias = 1.0 - self.betas[1] ** self.steps
-        if self._kernels is not None and not self.eps_inside_sqrt:  # one pass, not three
-            out = np.empty_like(v) if out is None else out
+        if self._kernels is not None and not self.eps_inside_sqrt and _fits(out, v):
+            out = np.empty_like(v) if out is None else out  # one compiled pass, not three
             t = v.dtype.type
             self._kernels.divisor(v, out, t(1.0 / math.sqrt(bias)), t(self.eps))
             return out
@@ -371,6 +371,15 @@ def get_optimizer(optimizer: str | Optimizer, lr: LearningRate | None = None) ->
         known = ", ".join(map(repr, OPTIMIZERS))
         raise ValueError(message("optimizer", f"one of {known} or an Optimizer", optimizer))
     return OPTIMIZERS[name](**({} if lr is None else {"lr": lr}))
+
+
+def _fits(out: np.ndarray | None, like: np.ndarray) -> bool:
+    """Whether a compiled loop may write ``like``'s values into ``out`` (None: a new array): the
+    same shape, dtype and contiguous layout; anything else takes the NumPy expressions, which
+    cast or raise (a compiled loop does not check its bounds)."""
+    if out is None:
+        return True
+    return out.shape == like.shape and out.dtype == like.dtype and out.flags.c_contiguous
 
 
 def _denominator(v: np.ndarray, eps: float, inside: bool) -> np.ndarray:

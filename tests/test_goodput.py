@@ -556,16 +556,22 @@ def test_one_window_of_higher_loss_after_a_move_is_not_enough_to_undo_it():
 # The runs train on one BLAS thread: a measured thread count is a timing, which changes a
 # product's rounding (1 and 2 OpenBLAS threads give different bits at 64x784x16), so two
 # uninterrupted runs could differ; the thread choice's own resume is test_thread_choice's.
-def goodput_run(folder=None, resume=None, extra=()):
+def goodput_run(folder=None, resume=None, extra=(), optimizer="sgd", lr=0.05):
     train, _ = datasets.load("digits")
     model = mlp(64, [32], 10, seed=5)
     policy = GoodputBatchSize(start=8, decide_every=10, step_time=lambda b: 1e-3 + 1e-5 * b)
     callbacks = [policy, *extra]
     if folder is not None:
         callbacks.append(Checkpoint(folder, every_steps=3, keep_last=2))
-    history = fit(model, train.X, train.y, batch_size="adaptive", epochs=4, lr=0.05, seed=3,
-                  verbose=0, callbacks=callbacks, resume=resume, threads=1)  # fmt: skip
+    history = fit(model, train.X, train.y, batch_size="adaptive", epochs=4, lr=lr, seed=3,
+                  optimizer=optimizer, verbose=0, callbacks=callbacks, resume=resume,
+                  threads=1)  # fmt: skip
     return model, history
+
+
+def adam_goodput_run(folder=None, resume=None, extra=()):
+    """The same run with Adam: its noise from per-sample norms of the divided gradient."""
+    return goodput_run(folder, resume, extra, optimizer="adam", lr=3e-3)
 
 
 def mnist_on_disk(data: Path) -> tuple[Path, Path]:
@@ -607,6 +613,20 @@ def test_a_killed_goodput_run_streamed_from_disk_resumes_bitwise_equal(tmp_path)
     model, history = streamed_goodput_run(folder, resume=folder)
     np.testing.assert_array_equal(model.params, reference.params)
     assert history.steps["batch_size"] == ref_history.steps["batch_size"]
+    assert history.meta["batch_schedule"] == schedule
+
+
+@pytest.mark.slow
+def test_a_killed_adam_goodput_run_resumes_bitwise_equal(tmp_path):
+    """Adam's noise is measured on its divided gradient (its divisor and the floor compiled
+    where the fast extra is installed): killed after a move, the resumed run is the same."""
+    reference, ref_history = adam_goodput_run()
+    schedule = ref_history.meta["batch_schedule"]
+    assert schedule and ref_history.meta["optimizer"].startswith("Adam")
+    kill_at(tmp_path, schedule[0]["step"] + 4, module="test_goodput", runner="adam_goodput_run")
+    model, history = adam_goodput_run(tmp_path, resume=tmp_path)
+    np.testing.assert_array_equal(model.params, reference.params)
+    np.testing.assert_array_equal(history.steps["b_simple"], ref_history.steps["b_simple"])
     assert history.meta["batch_schedule"] == schedule
 
 

@@ -388,8 +388,10 @@ class GoodputBatchSize(AdaptiveBatchSize):
 
 
 def _rows(trainer, rng, b: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """``b`` training rows drawn at random, as arrays the seed pass owns."""
-    xb, yb = trainer.batches.take(np.sort(rng.choice(trainer.n_samples, b, replace=False)))
+    """``b`` training rows drawn at random (a repeat does not change a step's time; drawing
+    without repeats permuted the whole set: 0.15-0.66 ms of a 3-5 ms seed pass on mnist-5k),
+    as arrays the seed pass owns."""
+    xb, yb = trainer.batches.take(np.sort(rng.integers(0, trainer.n_samples, b)))
     return np.array(xb), None if yb is None else np.array(yb)
 
 
